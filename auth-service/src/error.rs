@@ -1,0 +1,126 @@
+//! The auth-service's errors and the one place they become gRPC statuses.
+
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use common::{
+    aws::{self, AwsFailure},
+    status::{self, Violation},
+    tokens::TokenError,
+};
+use tonic::{Code, Status};
+
+/// How long clients should wait before retrying a transient failure.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Everything that can go wrong in an auth-service call.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The request breaks a rule (username charset, password length, …).
+    #[error("invalid request: {0:?}")]
+    InvalidArgument(Vec<Violation>),
+    /// Registration with a username that is already taken.
+    #[error("username already taken")]
+    UsernameTaken,
+    /// Unknown user or wrong password: deliberately indistinguishable.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// Unknown, expired, revoked or reused refresh token.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// Missing or unacceptable bearer access token.
+    #[error("invalid access token: {0}")]
+    InvalidAccessToken(#[from] TokenError),
+    /// Too many password checks queued: shed load instead of queueing without bound.
+    #[error("password hashing queue full")]
+    Overloaded,
+    /// A dependency is unreachable, timing out or throttling us; the call may be retried.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or misconfiguration; its cause is logged, never returned.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AuthError {
+    /// Maps an AWS SDK error that no caller handled specifically: transient failures become
+    /// UNAVAILABLE, everything else is internal.
+    pub fn aws<E, R>(context: &str, error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let description = format!("{context}: {}", aws::describe(&error));
+        match aws::classify(&error) {
+            AwsFailure::Unavailable | AwsFailure::Throttled => Self::Unavailable(description),
+            AwsFailure::AccessDenied | AwsFailure::CredentialsExpired | AwsFailure::Other => {
+                Self::Internal(anyhow::anyhow!(description))
+            }
+        }
+    }
+}
+
+/// Maps the result of a conditional write: success is `true`, a failed condition `false`, and
+/// any other failure an error.
+pub fn conditional<T, E, R>(
+    context: &str,
+    result: Result<T, SdkError<E, R>>,
+) -> Result<bool, AuthError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if aws::is_condition_failed(&error) => Ok(false),
+        Err(error) => Err(AuthError::aws(context, error)),
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidArgument(violations) => {
+                tracing::info!(?violations, "invalid argument");
+                status::invalid_argument(&violations)
+            }
+            AuthError::UsernameTaken => {
+                tracing::info!("username already taken");
+                Status::already_exists("username already taken")
+            }
+            AuthError::InvalidCredentials => {
+                tracing::info!("login failed");
+                Status::unauthenticated("invalid username or password")
+            }
+            AuthError::InvalidRefreshToken => {
+                tracing::info!("refresh token refused");
+                Status::unauthenticated("invalid refresh token")
+            }
+            AuthError::InvalidAccessToken(reason) => {
+                tracing::info!(%reason, "access token refused");
+                status::unauthenticated()
+            }
+            AuthError::Overloaded => {
+                tracing::warn!("password hashing queue full: shedding load");
+                status::retry_after(
+                    Code::ResourceExhausted,
+                    "too many concurrent logins",
+                    RETRY_DELAY,
+                )
+            }
+            AuthError::Unavailable(cause) => {
+                tracing::warn!(%cause, "dependency unavailable");
+                status::retry_after(
+                    Code::Unavailable,
+                    "service temporarily unavailable",
+                    RETRY_DELAY,
+                )
+            }
+            AuthError::Internal(cause) => {
+                tracing::error!(cause = format!("{cause:#}"), "internal error");
+                status::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Dynagate auth-service: registers users (argon2id), logs them in, and issues PASETO
+//! v4.public access tokens and rotating refresh tokens. `main.rs` is a thin wrapper; tests
+//! drive everything through [`startup::Application`].
+
+pub mod accounts;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod password;
+pub mod service;
+pub mod sessions;
+pub mod startup;
+pub mod tokens;
+pub mod users;
+pub mod validation;

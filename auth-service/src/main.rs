@@ -1,0 +1,46 @@
+//! `auth-service`: settings → telemetry → build → run until SIGTERM.
+
+use std::process::ExitCode;
+
+use auth_service::{
+    config::{Cli, Command},
+    keys,
+    startup::{self, Application, AwsClients},
+};
+use clap::Parser;
+use secrecy::ExposeSecret;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::telemetry::init("info");
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "auth-service failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::GenerateSigningKey => {
+            let (key, kid) = keys::generate_paserk()?;
+            println!("{}", key.expose_secret());
+            eprintln!("kid: {kid}");
+            Ok(())
+        }
+        Command::CreateTables => {
+            let sdk = common::aws::load_sdk_config(&settings.aws).await;
+            startup::create_tables(&settings, &AwsClients::from_sdk_config(&sdk)).await
+        }
+        Command::Serve => {
+            let sdk = common::aws::load_sdk_config(&settings.aws).await;
+            let app = Application::build(&settings, AwsClients::from_sdk_config(&sdk)).await?;
+            app.run_until_stopped(common::server::shutdown_signal())
+                .await
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Building and running the service: settings and AWS clients in, a bound server out.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use aws_config::SdkConfig;
+use common::{
+    proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME},
+    server::{self, Health, ProbeTask},
+};
+use tokio::net::TcpListener;
+use tonic::service::{Routes, RoutesBuilder};
+
+use crate::{
+    accounts::Accounts,
+    config::Settings,
+    keys::KeyRing,
+    metrics::Metrics,
+    password::{Cost, PasswordHasher},
+    service::AuthApi,
+    sessions::SessionStore,
+    tokens::TokenIssuer,
+    users::UserStore,
+};
+
+/// The AWS clients the service uses; tests build them against emulators.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    /// DynamoDB, for the users and sessions tables.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl AwsClients {
+    /// Clients from a loaded AWS configuration.
+    pub fn from_sdk_config(config: &SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+        }
+    }
+}
+
+/// A bound, ready-to-run auth-service.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: Routes,
+    health: Health,
+    probe: ProbeTask,
+    metrics: Arc<Metrics>,
+}
+
+impl Application {
+    /// Loads keys, builds the stores and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: &Settings, aws: AwsClients) -> anyhow::Result<Self> {
+        let ring = KeyRing::from_settings(settings)?;
+        let cost = Cost {
+            memory_kib: settings.argon2_memory_kib,
+            iterations: settings.argon2_iterations,
+            parallelism: settings.argon2_parallelism,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let hasher = PasswordHasher::new(
+            cost,
+            settings.hash_workers,
+            settings.hash_queue,
+            Arc::clone(&metrics),
+        )?;
+        let users = UserStore::new(aws.dynamodb.clone(), settings.users_table.clone());
+        let sessions = SessionStore::new(aws.dynamodb.clone(), settings.sessions_table.clone());
+        let tokens = TokenIssuer::new(
+            ring,
+            &settings.token_issuer,
+            &settings.token_audience,
+            Duration::from_secs(settings.access_token_ttl_secs),
+        );
+        let accounts = Arc::new(Accounts::new(
+            users,
+            sessions,
+            hasher,
+            tokens,
+            Duration::from_secs(settings.refresh_token_ttl_secs),
+        ));
+
+        let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
+        let tables = vec![
+            settings.users_table.clone(),
+            settings.sessions_table.clone(),
+        ];
+        let dynamodb = aws.dynamodb.clone();
+        let probe =
+            health.spawn_probe(Duration::from_secs(settings.health_probe_secs), move || {
+                let (dynamodb, tables) = (dynamodb.clone(), tables.clone());
+                async move { common::dynamo::probe_tables(&dynamodb, &tables).await }
+            });
+
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health_service)
+            .add_service(AuthServiceServer::new(AuthApi::new(accounts)));
+        server::add_reflection(&mut routes)?;
+
+        let listener = server::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.listen_addr))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            routes: routes.routes(),
+            health,
+            probe,
+            metrics,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The instance's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr, "auth-service listening");
+        let _probe = self.probe;
+        server::serve(self.listener, self.routes, self.health, shutdown).await?;
+        tracing::info!("auth-service stopped");
+        Ok(())
+    }
+}
+
+/// Creates the users and sessions tables if missing.
+pub async fn create_tables(settings: &Settings, aws: &AwsClients) -> anyhow::Result<()> {
+    UserStore::new(aws.dynamodb.clone(), settings.users_table.clone())
+        .create_table()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    SessionStore::new(aws.dynamodb.clone(), settings.sessions_table.clone())
+        .create_table()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Pieces both Dynagate services share: the generated gRPC code, access-token verification,
+//! AWS setup, rich error statuses, and the server bootstrap (health, reflection, tracing,
+//! graceful shutdown).
+
+pub mod aws;
+pub mod deadline;
+pub mod dynamo;
+pub mod proto;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+pub mod tokens;

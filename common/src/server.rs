@@ -1,0 +1,198 @@
+//! The gRPC server bootstrap both services share: standard health and reflection services,
+//! a tracing span per request, dependency-driven health, and graceful shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
+use tonic::{
+    service::{Routes, RoutesBuilder},
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::trace::{DefaultOnEos, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::proto::FILE_DESCRIPTOR_SET;
+
+/// The `grpc.health.v1` statuses of one server: the overall status (`""`) and one per
+/// service, always moved together. Once shutdown starts they stay NOT_SERVING, so a late
+/// dependency probe cannot flip a draining server back to SERVING.
+#[derive(Clone, Debug)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Arc<[String]>,
+    shutting_down: Arc<Mutex<bool>>,
+}
+
+impl Health {
+    /// Health for the named services (fully qualified, e.g. `dynagate.auth.v1.AuthService`),
+    /// starting NOT_SERVING until a probe succeeds. Add the returned service to the server.
+    pub async fn new(
+        services: &[&str],
+    ) -> (
+        Self,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let health = Self {
+            reporter,
+            services: std::iter::once("")
+                .chain(services.iter().copied())
+                .map(str::to_owned)
+                .collect(),
+            shutting_down: Arc::default(),
+        };
+        health.set(ServingStatus::NotServing).await;
+        (health, service)
+    }
+
+    /// Sets every status, unless shutdown has begun.
+    pub async fn set(&self, status: ServingStatus) {
+        let shutting_down = self.shutting_down.lock().await;
+        if !*shutting_down {
+            self.set_all(status).await;
+        }
+    }
+
+    /// Marks the server NOT_SERVING for good, so load balancers stop sending new calls.
+    pub async fn begin_shutdown(&self) {
+        let mut shutting_down = self.shutting_down.lock().await;
+        *shutting_down = true;
+        self.set_all(ServingStatus::NotServing).await;
+    }
+
+    async fn set_all(&self, status: ServingStatus) {
+        for service in self.services.iter() {
+            self.reporter.set_service_status(service, status).await;
+        }
+    }
+
+    /// Probes the server's dependencies every `interval` and reports SERVING only while the
+    /// probe succeeds. Status changes are logged once, not every interval.
+    pub fn spawn_probe<F, Fut>(&self, interval: Duration, probe: F) -> ProbeTask
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
+        let health = self.clone();
+        let handle = tokio::spawn(async move {
+            let mut last_ok = None;
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let result = probe().await;
+                let ok = result.is_ok();
+                match (&result, last_ok) {
+                    (Ok(()), Some(false) | None) => {
+                        tracing::info!("dependencies reachable: SERVING")
+                    }
+                    (Err(cause), Some(true) | None) => {
+                        tracing::warn!(%cause, "dependency unreachable: NOT_SERVING");
+                    }
+                    _ => {}
+                }
+                last_ok = Some(ok);
+                let status = if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set(status).await;
+            }
+        });
+        ProbeTask(handle)
+    }
+}
+
+/// A running health probe; stops when dropped.
+#[derive(Debug)]
+pub struct ProbeTask(JoinHandle<()>);
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Adds server reflection, v1 and v1alpha (grpcurl and older tools still ask for v1alpha),
+/// serving every Dynagate proto with its comments.
+pub fn add_reflection(routes: &mut RoutesBuilder) -> Result<(), tonic_reflection::server::Error> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    routes.add_service(v1).add_service(v1alpha);
+    Ok(())
+}
+
+/// Binds a TCP listener; port 0 picks a free port (tests read it back with `local_addr`).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then reports NOT_SERVING, stops
+/// accepting connections and lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let trace = TraceLayer::new_for_grpc()
+        .make_span_with(|request: &http::Request<_>| {
+            tracing::info_span!(
+                "grpc",
+                method = %request.uri().path(),
+                user_id = tracing::field::Empty,
+            )
+        })
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+        .on_eos(DefaultOnEos::new().level(Level::DEBUG))
+        // Failures are logged where they happen, at the level they deserve (see status.rs).
+        .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .layer(trace)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+            health.begin_shutdown().await;
+        })
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM: what container runtimes send before killing a process.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,81 @@
+//! Builders for the rich gRPC errors both services return, so every client sees the same
+//! shapes: BadRequest field violations, RetryInfo and ErrorInfo (google.rpc error details).
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// The `domain` of every ErrorInfo we emit.
+pub const ERROR_DOMAIN: &str = "dynagate.dev";
+
+/// One rejected field of a request, with a message fit for the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The field path, e.g. `username` or `attributes["color"]`.
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub description: String,
+}
+
+impl Violation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// INVALID_ARGUMENT carrying a BadRequest with every violation; the message names the first.
+pub fn invalid_argument(violations: &[Violation]) -> Status {
+    let message = match violations {
+        [] => "invalid request".to_owned(),
+        [only] => format!("invalid {}: {}", only.field, only.description),
+        [first, rest @ ..] => format!(
+            "invalid {}: {} (and {} more)",
+            first.field,
+            first.description,
+            rest.len()
+        ),
+    };
+    let details = ErrorDetails::with_bad_request(
+        violations
+            .iter()
+            .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+            .collect::<Vec<_>>(),
+    );
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// A retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED) telling the client when to retry.
+pub fn retry_after(code: Code, message: impl Into<String>, delay: Duration) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(delay)))
+}
+
+/// A status with an ErrorInfo (`reason` in UPPER_SNAKE_CASE plus metadata) for clients that act
+/// on the cause, such as a version conflict reporting the current version.
+pub fn with_error_info(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: HashMap<String, String>,
+) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// The one status for every internal failure: the cause is logged by the caller, never sent.
+pub fn internal() -> Status {
+    Status::internal("internal error")
+}
+
+/// UNAUTHENTICATED with the one message used for every token problem, so the response
+/// says nothing about which check failed.
+pub fn unauthenticated() -> Status {
+    Status::unauthenticated("missing, invalid or expired access token")
+}

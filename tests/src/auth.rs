@@ -1,0 +1,257 @@
+//! Helpers for the auth-service: spawn it against an emulator, register users, forge tokens.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use auth_service::{
+    config::Settings,
+    keys,
+    metrics::Metrics,
+    startup::{self, Application, AwsClients},
+};
+use common::{
+    proto::auth::v1::{
+        LoginRequest, LoginResponse, RegisterRequest, auth_service_client::AuthServiceClient,
+    },
+    tokens::{self, TokenVerifier, VerifyingKeys},
+};
+use pasetors::{
+    keys::AsymmetricSecretKey,
+    version4::{PublicToken, V4},
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Request, transport::Channel};
+
+use crate::{dynamodb_client, emulators::Emulator, test_aws_settings, unique_prefix};
+
+/// A cheap argon2 cost so tests spend their time on behaviour, not hashing.
+pub const TEST_ARGON2_MEMORY_KIB: u32 = 256;
+
+/// An auth-service running in this process.
+pub struct TestAuth {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The settings it runs with (its tables, issuer, audience).
+    pub settings: Settings,
+    /// The signing key it uses, so tests can forge tokens with chosen claims.
+    pub signing_key: SecretString,
+    /// A DynamoDB client on the same emulator, to inspect its tables.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The instance's counters.
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestAuth {
+    /// Test settings: port 0, fresh tables, cheap argon2, a new signing key.
+    pub fn settings() -> Settings {
+        let prefix = unique_prefix();
+        let mut settings = Settings::defaults();
+        settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
+        settings.users_table = format!("{prefix}-users");
+        settings.sessions_table = format!("{prefix}-sessions");
+        settings.argon2_memory_kib = TEST_ARGON2_MEMORY_KIB;
+        settings.argon2_iterations = 1;
+        settings.health_probe_secs = 1;
+        settings.signing_keys = Some(keys::generate_paserk().expect("generate a key").0);
+        settings.aws = test_aws_settings();
+        settings
+    }
+
+    /// Spawns the service on the shared dynalite with default test settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Self::settings(), Emulator::shared_dynalite().endpoint()).await
+    }
+
+    /// Spawns the service with `settings`, its tables created on the DynamoDB at `endpoint`.
+    pub async fn spawn_with(settings: Settings, dynamodb_endpoint: String) -> Self {
+        common::telemetry::init_for_tests();
+        let dynamodb = dynamodb_client(&dynamodb_endpoint);
+        let aws = AwsClients {
+            dynamodb: dynamodb.clone(),
+        };
+        startup::create_tables(&settings, &aws)
+            .await
+            .expect("create tables");
+        let app = Application::build(&settings, aws)
+            .await
+            .expect("build auth-service");
+        let addr = app.local_addr();
+        let metrics = app.metrics();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let signing_key = settings
+            .signing_keys
+            .clone()
+            .expect("test settings carry a key");
+        Self {
+            addr,
+            settings,
+            signing_key,
+            dynamodb,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A client on a fresh connection.
+    pub async fn client(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to auth-service")
+    }
+
+    /// A channel to the service, for other clients (health, reflection).
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to auth-service")
+    }
+
+    /// The keys the service publishes, verified kid by kid.
+    pub async fn published_keys(&self) -> VerifyingKeys {
+        let listed = self
+            .client()
+            .await
+            .list_signing_keys(common::proto::auth::v1::ListSigningKeysRequest {})
+            .await
+            .expect("ListSigningKeys")
+            .into_inner();
+        let mut keys = VerifyingKeys::default();
+        for key in listed.keys {
+            keys.insert_paserk(&key.kid, &key.public_key)
+                .expect("published key is valid");
+        }
+        keys
+    }
+
+    /// A verifier with the service's issuer and audience.
+    pub fn verifier(&self) -> TokenVerifier {
+        TokenVerifier::new(&self.settings.token_issuer, &self.settings.token_audience)
+    }
+
+    /// Signs arbitrary claims with the service's own key and footer: a token that is
+    /// cryptographically genuine, so only the claim checks can reject it.
+    pub fn forge(&self, claims: &serde_json::Value) -> String {
+        let ring = keys::KeyRing::parse(&self.signing_key).expect("key ring");
+        let key = ring.active();
+        let secret = AsymmetricSecretKey::<V4>::try_from(self.signing_key.expose_secret().trim())
+            .expect("secret key");
+        PublicToken::sign(
+            &secret,
+            claims.to_string().as_bytes(),
+            Some(&key.footer),
+            None,
+        )
+        .expect("sign forged token")
+    }
+
+    /// Valid claims for `user_id`, as the service would issue them; tests then break one.
+    pub fn claims(&self, user_id: &str) -> serde_json::Value {
+        let now = time::OffsetDateTime::now_utc();
+        let format = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .expect("format time")
+        };
+        serde_json::json!({
+            "iss": self.settings.token_issuer,
+            "aud": self.settings.token_audience,
+            "sub": user_id,
+            "sid": uuid::Uuid::new_v4().to_string(),
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "iat": format(now),
+            "nbf": format(now),
+            "exp": format(now + time::Duration::minutes(5)),
+        })
+    }
+
+    /// Stops the service gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("auth-service task")
+                .expect("auth-service ran");
+        }
+    }
+}
+
+impl Drop for TestAuth {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A registered user and its credentials.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    /// The username as registered.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// The id Register returned.
+    pub user_id: String,
+}
+
+impl TestUser {
+    /// Registers a new user with a unique name.
+    pub async fn register(client: &mut AuthServiceClient<Channel>) -> Self {
+        let username = format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let password = format!("pw-{}", uuid::Uuid::new_v4());
+        let user_id = client
+            .register(RegisterRequest {
+                username: username.clone(),
+                password: password.clone(),
+            })
+            .await
+            .expect("Register")
+            .into_inner()
+            .user_id;
+        Self {
+            username,
+            password,
+            user_id,
+        }
+    }
+
+    /// Logs in and returns the session's tokens.
+    pub async fn login(&self, client: &mut AuthServiceClient<Channel>) -> LoginResponse {
+        client
+            .login(LoginRequest {
+                username: self.username.clone(),
+                password: self.password.clone(),
+            })
+            .await
+            .expect("Login")
+            .into_inner()
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// The kid of a token's footer, without verifying it.
+pub fn kid_of(token: &str) -> String {
+    tokens::parse_untrusted(token).expect("well-formed token").1
+}
