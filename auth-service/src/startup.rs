@@ -97,7 +97,7 @@ impl Application {
         routes
             .add_service(health_service)
             .add_service(AuthServiceServer::new(AuthApi::new(accounts)));
-        server::add_reflection(&mut routes)?;
+        server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 
         let listener = server::bind(settings.listen_addr)
             .await

@@ -13,6 +13,15 @@ pub mod auth {
     }
 }
 
+/// `dynagate.data.v1`: the caller's items in DynamoDB.
+pub mod data {
+    /// Version 1 of the data API.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::doc_lazy_continuation)]
+        tonic::include_proto!("dynagate.data.v1");
+    }
+}
+
 /// Every Dynagate proto file and its imports, encoded as a `FileDescriptorSet`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dynagate_descriptor");
 

@@ -1,0 +1,222 @@
+//! Real clients other than our own: grpcurl through server reflection, and a Python client
+//! generated from the protos with grpcio-tools.
+
+use std::process::Command;
+
+use serde_json::Value;
+use tests::{
+    auth::{TestAuth, TestUser},
+    emulators::{tool, workspace_root},
+};
+
+/// Runs grpcurl against `addr` and returns its stdout, failing the test on a non-zero exit.
+fn grpcurl(addr: &str, args: &[&str]) -> String {
+    let output = Command::new(tool("grpcurl"))
+        .arg("-plaintext")
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?} against {addr} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+#[tokio::test]
+async fn grpcurl_lists_and_describes_the_services_through_reflection() {
+    let auth = TestAuth::spawn().await;
+    let addr = auth.addr.to_string();
+
+    let services = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || grpcurl(&addr, &[&addr, "list"])
+    })
+    .await
+    .unwrap();
+    let described = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            grpcurl(
+                &addr,
+                &[&addr, "describe", "dynagate.auth.v1.AuthService.Login"],
+            )
+        }
+    })
+    .await
+    .unwrap();
+
+    let services: Vec<_> = services.lines().collect();
+    assert!(
+        services.contains(&"dynagate.auth.v1.AuthService"),
+        "{services:?}"
+    );
+    assert!(services.contains(&"grpc.health.v1.Health"), "{services:?}");
+    assert!(
+        !services.contains(&"dynagate.data.v1.DataService"),
+        "only served services are listed: {services:?}"
+    );
+
+    assert!(described.contains("rpc Login"), "{described}");
+    assert!(
+        described.contains("Unknown users and wrong"),
+        "proto comments travel through reflection: {described}"
+    );
+}
+
+#[tokio::test]
+async fn grpcurl_registers_logs_in_and_uses_the_bearer_token() {
+    let auth = TestAuth::spawn().await;
+    let addr = auth.addr.to_string();
+    let username = format!("curl-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let credentials =
+        serde_json::json!({"username": username, "password": "grpcurl password"}).to_string();
+
+    let (registered, login, logout_all) = tokio::task::spawn_blocking(move || {
+        let registered = grpcurl(
+            &addr,
+            &[
+                "-d",
+                &credentials,
+                &addr,
+                "dynagate.auth.v1.AuthService/Register",
+            ],
+        );
+        let login = grpcurl(
+            &addr,
+            &[
+                "-d",
+                &credentials,
+                &addr,
+                "dynagate.auth.v1.AuthService/Login",
+            ],
+        );
+        let token = serde_json::from_str::<Value>(&login).unwrap()["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let logout_all = grpcurl(
+            &addr,
+            &[
+                "-H",
+                &format!("authorization: Bearer {token}"),
+                "-d",
+                "{}",
+                &addr,
+                "dynagate.auth.v1.AuthService/LogoutAll",
+            ],
+        );
+        (registered, login, logout_all)
+    })
+    .await
+    .unwrap();
+
+    let registered: Value = serde_json::from_str(&registered).unwrap();
+    let login: Value = serde_json::from_str(&login).unwrap();
+    let logout_all: Value = serde_json::from_str(&logout_all).unwrap();
+    assert_eq!(login["userId"], registered["userId"]);
+    assert!(
+        login["accessToken"]
+            .as_str()
+            .unwrap()
+            .starts_with("v4.public.")
+    );
+    assert!(login["refreshToken"].as_str().unwrap().starts_with("dgr1_"));
+    assert_eq!(logout_all["sessionsRevoked"], 1);
+}
+
+#[tokio::test]
+async fn grpcurl_sees_rich_errors_for_bad_registrations() {
+    let auth = TestAuth::spawn().await;
+    let addr = auth.addr.to_string();
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(tool("grpcurl"))
+            .args([
+                "-plaintext",
+                "-format-error",
+                "-d",
+                r#"{"username":"x","password":"short"}"#,
+                &addr,
+                "dynagate.auth.v1.AuthService/Register",
+            ])
+            .output()
+            .expect("run grpcurl")
+    })
+    .await
+    .unwrap();
+
+    assert!(!output.status.success());
+    let error: Value =
+        serde_json::from_slice(&output.stderr).expect("grpcurl prints the status as JSON");
+    assert_eq!(error["code"], 3, "INVALID_ARGUMENT: {error}");
+    let violations = &error["details"][0]["fieldViolations"];
+    assert_eq!(violations[0]["field"], "username", "{error}");
+    assert_eq!(violations[1]["field"], "password", "{error}");
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services_too() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let auth = TestAuth::spawn().await;
+    let mut reflection = ServerReflectionClient::new(auth.channel().await);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"dynagate.auth.v1.AuthService"), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_python_client_generated_from_the_protos_works() {
+    let auth = TestAuth::spawn().await;
+    let mut client = auth.client().await;
+    TestUser::register(&mut client).await;
+    let addr = auth.addr.to_string();
+    let python = tool("../venv/bin/python");
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(workspace_root().join("tests/python/auth_client.py"))
+            .arg(&addr)
+            .output()
+            .expect("run the Python client")
+    })
+    .await
+    .unwrap();
+
+    assert!(
+        output.status.success(),
+        "Python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(seen["duplicate"], "ALREADY_EXISTS");
+    assert_eq!(
+        seen["violations"],
+        serde_json::json!(["username", "password"])
+    );
+    assert_eq!(seen["health"], "SERVING");
+    let services = seen["reflection_v1alpha_services"].as_array().unwrap();
+    assert!(
+        services.iter().any(|s| s == "grpc.health.v1.Health"),
+        "{services:?}"
+    );
+}
