@@ -14,6 +14,7 @@ const SECRET_MESSAGES: &[&str] = &[
     ".dynagate.auth.v1.RefreshRequest",
     ".dynagate.auth.v1.RefreshResponse",
     ".dynagate.auth.v1.LogoutRequest",
+    ".dynagate.auth.v1.GetCredentialsResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

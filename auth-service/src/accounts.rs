@@ -235,6 +235,19 @@ impl Accounts {
         Ok(self.tokens.verify(token)?)
     }
 
+    /// Fails unless the principal's session is still active: a logged-out user's access
+    /// token, though unexpired, must not buy fresh AWS credentials.
+    pub async fn ensure_session_active(&self, principal: &Principal) -> Result<(), AuthError> {
+        let session = self
+            .sessions
+            .get(&principal.user_id, &principal.session_id)
+            .await?;
+        match session {
+            Some(session) if session.is_active(now_unix()) => Ok(()),
+            _ => Err(AuthError::SessionEnded),
+        }
+    }
+
     /// Finds the session a refresh token is the current token of, active or not. Presenting
     /// an old token of a session revokes it (reuse detection).
     async fn current_session(&self, presented: &str) -> Result<CurrentSession, AuthError> {

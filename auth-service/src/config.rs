@@ -1,11 +1,14 @@
 //! Settings: every flag has an environment fallback, and `--help` documents them all.
 //! AWS region, endpoints and credentials come from the standard aws-config chain instead.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 use common::aws::AwsSettings;
 use secrecy::SecretString;
+
+use crate::{credentials::VendingConfig, policy::TableArn};
 
 /// Dynagate auth-service: users, passwords, PASETO access tokens, refresh tokens.
 #[derive(Parser)]
@@ -106,6 +109,47 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_HASH_QUEUE", default_value_t = 256)]
     pub hash_queue: usize,
 
+    /// IAM role assumed for users' temporary credentials (GetCredentials). Without it (and
+    /// --items-table-arn), GetCredentials answers UNIMPLEMENTED.
+    #[arg(long, env = "DYNAGATE_CREDENTIALS_ROLE_ARN")]
+    pub credentials_role_arn: Option<String>,
+
+    /// ARN of the items table the credentials are confined to
+    /// (arn:aws:dynamodb:<region>:<account>:table/<name>).
+    #[arg(long, env = "DYNAGATE_ITEMS_TABLE_ARN")]
+    pub items_table_arn: Option<String>,
+
+    /// Lifetime of temporary credentials in seconds: 900 to 3600 (role chaining caps sessions
+    /// at one hour), up to 43200 with --allow-long-credentials.
+    #[arg(
+        long,
+        env = "DYNAGATE_CREDENTIALS_DURATION_SECS",
+        default_value_t = 3600
+    )]
+    pub credentials_duration_secs: u64,
+
+    /// Allow credential lifetimes up to 12 hours (only when the auth-service's own identity
+    /// is not itself an assumed role, and the role's maximum session duration allows it).
+    #[arg(long, env = "DYNAGATE_ALLOW_LONG_CREDENTIALS")]
+    pub allow_long_credentials: bool,
+
+    /// Cached credentials are replaced this many seconds before they expire, so callers always
+    /// get at least this much lifetime.
+    #[arg(
+        long,
+        env = "DYNAGATE_CREDENTIALS_REFRESH_MARGIN_SECS",
+        default_value_t = 300
+    )]
+    pub credentials_refresh_margin_secs: u64,
+
+    /// Users whose credentials are cached at most.
+    #[arg(
+        long,
+        env = "DYNAGATE_CREDENTIALS_CACHE_CAPACITY",
+        default_value_t = 100_000
+    )]
+    pub credentials_cache_capacity: u64,
+
     /// Seconds between dependency probes that drive the health status.
     #[arg(long, env = "DYNAGATE_HEALTH_PROBE_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -120,7 +164,59 @@ fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value))
 }
 
+/// Credential lifetimes STS accepts: 15 minutes to 12 hours.
+const STS_DURATION_SECS: std::ops::RangeInclusive<u64> = 900..=43_200;
+/// The one-hour cap STS puts on role-chained sessions, our default maximum.
+const CHAINED_MAX_SECS: u64 = 3600;
+
 impl Settings {
+    /// The credential-vending configuration, checked here because STS emulators accept
+    /// anything: `None` when vending is not configured.
+    pub fn vending(&self) -> anyhow::Result<Option<VendingConfig>> {
+        let (role_arn, table_arn) = match (&self.credentials_role_arn, &self.items_table_arn) {
+            (None, None) => return Ok(None),
+            (Some(role), Some(table)) => (role, table),
+            _ => bail!("--credentials-role-arn and --items-table-arn go together"),
+        };
+        let role_ok = role_arn.starts_with("arn:")
+            && role_arn.contains(":iam::")
+            && role_arn.contains(":role/");
+        if !role_ok {
+            bail!("--credentials-role-arn {role_arn:?} is not an IAM role ARN");
+        }
+        let table =
+            TableArn::parse(table_arn).map_err(|e| anyhow::anyhow!("--items-table-arn: {e}"))?;
+        let max = if self.allow_long_credentials {
+            *STS_DURATION_SECS.end()
+        } else {
+            CHAINED_MAX_SECS
+        };
+        let duration = self.credentials_duration_secs;
+        if !(*STS_DURATION_SECS.start()..=max).contains(&duration) {
+            bail!(
+                "--credentials-duration-secs {duration} is outside {}..={max}{}",
+                STS_DURATION_SECS.start(),
+                if self.allow_long_credentials {
+                    ""
+                } else {
+                    " (see --allow-long-credentials)"
+                }
+            );
+        }
+        let margin = self.credentials_refresh_margin_secs;
+        if margin >= duration {
+            bail!(
+                "--credentials-refresh-margin-secs {margin} must be below the duration {duration}"
+            );
+        }
+        Ok(Some(VendingConfig {
+            role_arn: role_arn.clone(),
+            table,
+            duration: Duration::from_secs(duration),
+            refresh_margin: Duration::from_secs(margin),
+            cache_capacity: self.credentials_cache_capacity,
+        }))
+    }
     /// The defaults, as if no flag and no environment variable were given; tests start here.
     pub fn defaults() -> Self {
         #[derive(Parser)]
@@ -130,5 +226,50 @@ impl Settings {
         }
         // Parsing no arguments cannot fail: every setting has a default or is optional.
         Defaults::parse_from(["auth-service"]).settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_vending(duration: u64, margin: u64, long: bool) -> Settings {
+        let mut settings = Settings::defaults();
+        settings.credentials_role_arn = Some("arn:aws:iam::123456789012:role/dynagate-data".into());
+        settings.items_table_arn =
+            Some("arn:aws:dynamodb:us-east-1:123456789012:table/dynagate-items".into());
+        settings.credentials_duration_secs = duration;
+        settings.credentials_refresh_margin_secs = margin;
+        settings.allow_long_credentials = long;
+        settings
+    }
+
+    #[test]
+    fn credential_durations_are_limited_to_an_hour_unless_allowed() {
+        assert!(with_vending(900, 300, false).vending().unwrap().is_some());
+        assert!(with_vending(3600, 300, false).vending().unwrap().is_some());
+        assert!(with_vending(899, 300, false).vending().is_err());
+        assert!(with_vending(3601, 300, false).vending().is_err());
+        assert!(with_vending(43_200, 300, true).vending().unwrap().is_some());
+        assert!(with_vending(43_201, 300, true).vending().is_err());
+        assert!(with_vending(899, 300, true).vending().is_err());
+    }
+
+    #[test]
+    fn the_margin_must_leave_some_lifetime() {
+        assert!(with_vending(900, 900, false).vending().is_err());
+        assert!(with_vending(900, 899, false).vending().is_ok());
+    }
+
+    #[test]
+    fn vending_needs_a_role_and_a_table_or_neither() {
+        let mut settings = with_vending(3600, 300, false);
+        settings.items_table_arn = None;
+        assert!(settings.vending().is_err());
+        settings.credentials_role_arn = None;
+        assert!(settings.vending().unwrap().is_none());
+        let mut bad_role = with_vending(3600, 300, false);
+        bad_role.credentials_role_arn = Some("dynagate-data".into());
+        assert!(bad_role.vending().is_err());
     }
 }

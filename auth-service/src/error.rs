@@ -32,6 +32,12 @@ pub enum AuthError {
     /// Missing or unacceptable bearer access token.
     #[error("invalid access token: {0}")]
     InvalidAccessToken(#[from] TokenError),
+    /// A valid access token whose session was revoked or has expired.
+    #[error("the access token's session has ended")]
+    SessionEnded,
+    /// GetCredentials on a server without a role and table configured.
+    #[error("credential vending is not configured")]
+    CredentialsDisabled,
     /// Too many password checks queued: shed load instead of queueing without bound.
     #[error("password hashing queue full")]
     Overloaded,
@@ -100,6 +106,14 @@ impl From<AuthError> for Status {
             AuthError::InvalidAccessToken(reason) => {
                 tracing::info!(%reason, "access token refused");
                 status::unauthenticated()
+            }
+            AuthError::SessionEnded => {
+                tracing::info!("access token of an ended session refused");
+                status::unauthenticated()
+            }
+            AuthError::CredentialsDisabled => {
+                tracing::info!("GetCredentials called but vending is not configured");
+                Status::unimplemented("credential vending is not configured on this server")
             }
             AuthError::Overloaded => {
                 tracing::warn!("password hashing queue full: shedding load");

@@ -4,10 +4,12 @@
 
 pub mod accounts;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod password;
+pub mod policy;
 pub mod service;
 pub mod sessions;
 pub mod startup;

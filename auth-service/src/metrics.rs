@@ -10,6 +10,8 @@ pub struct Metrics {
     pub password_hashes: AtomicU64,
     /// argon2id verifications computed (logins, including unknown users).
     pub password_verifications: AtomicU64,
+    /// STS AssumeRole calls made (GetCredentials cache misses).
+    pub assume_role_calls: AtomicU64,
 }
 
 impl Metrics {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use common::{
     proto::{
         auth::v1::{
-            ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest, LoginResponse,
-            LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest,
-            RefreshResponse, RegisterRequest, RegisterResponse, SigningKey,
-            auth_service_server::AuthService,
+            GetCredentialsRequest, GetCredentialsResponse, ListSigningKeysRequest,
+            ListSigningKeysResponse, LoginRequest, LoginResponse, LogoutAllRequest,
+            LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
+            RegisterRequest, RegisterResponse, SigningKey, auth_service_server::AuthService,
         },
         timestamp,
     },
@@ -17,18 +17,21 @@ use common::{
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
-use crate::{accounts::Accounts, error::AuthError};
+use crate::{
+    accounts::Accounts, credentials::CredentialVendor, error::AuthError, policy::StsUserId,
+};
 
 /// The `dynagate.auth.v1.AuthService` implementation.
 #[derive(Clone, Debug)]
 pub struct AuthApi {
     accounts: Arc<Accounts>,
+    vendor: Option<CredentialVendor>,
 }
 
 impl AuthApi {
-    /// The API over `accounts`.
-    pub fn new(accounts: Arc<Accounts>) -> Self {
-        Self { accounts }
+    /// The API over `accounts`; GetCredentials works only with a `vendor`.
+    pub fn new(accounts: Arc<Accounts>, vendor: Option<CredentialVendor>) -> Self {
+        Self { accounts, vendor }
     }
 
     /// The caller, from the bearer access token; recorded on the request span.
@@ -130,5 +133,27 @@ impl AuthService for AuthApi {
             })
             .collect();
         Ok(Response::new(ListSigningKeysResponse { keys }))
+    }
+
+    async fn get_credentials(
+        &self,
+        request: Request<GetCredentialsRequest>,
+    ) -> Result<Response<GetCredentialsResponse>, Status> {
+        let vendor = self.vendor.as_ref().ok_or(AuthError::CredentialsDisabled)?;
+        let principal = self.principal(&request)?;
+        // Our own tokens always carry STS-safe ids; anything else is refused, not passed on.
+        let user = StsUserId::new(&principal.user_id).ok_or(AuthError::SessionEnded)?;
+        self.accounts.ensure_session_active(&principal).await?;
+        let credentials = vendor.credentials_for(&user).await?;
+        let table = &vendor.config().table;
+        Ok(Response::new(GetCredentialsResponse {
+            access_key_id: credentials.access_key_id.clone(),
+            secret_access_key: credentials.secret_access_key.expose_secret().to_owned(),
+            session_token: credentials.session_token.expose_secret().to_owned(),
+            expiration: Some(timestamp(credentials.expiration)),
+            region: table.region().to_owned(),
+            table_name: table.table_name().to_owned(),
+            partition_key: principal.user_id,
+        }))
     }
 }

@@ -14,6 +14,7 @@ use tonic::service::{Routes, RoutesBuilder};
 use crate::{
     accounts::Accounts,
     config::Settings,
+    credentials::CredentialVendor,
     keys::KeyRing,
     metrics::Metrics,
     password::{Cost, PasswordHasher},
@@ -28,6 +29,8 @@ use crate::{
 pub struct AwsClients {
     /// DynamoDB, for the users and sessions tables.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// STS, for users' temporary credentials.
+    pub sts: aws_sdk_sts::Client,
 }
 
 impl AwsClients {
@@ -35,6 +38,7 @@ impl AwsClients {
     pub fn from_sdk_config(config: &SdkConfig) -> Self {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
         }
     }
 }
@@ -53,6 +57,7 @@ impl Application {
     /// Loads keys, builds the stores and binds the listener (port 0 picks a free port).
     pub async fn build(settings: &Settings, aws: AwsClients) -> anyhow::Result<Self> {
         let ring = KeyRing::from_settings(settings)?;
+        let vending = settings.vending()?;
         let cost = Cost {
             memory_kib: settings.argon2_memory_kib,
             iterations: settings.argon2_iterations,
@@ -81,6 +86,18 @@ impl Application {
             Duration::from_secs(settings.refresh_token_ttl_secs),
         ));
 
+        let vendor = match vending {
+            Some(config) => Some(CredentialVendor::new(
+                aws.sts.clone(),
+                config,
+                Arc::clone(&metrics),
+            )),
+            None => {
+                tracing::warn!("no --credentials-role-arn: GetCredentials is disabled");
+                None
+            }
+        };
+
         let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
         let tables = vec![
             settings.users_table.clone(),
@@ -96,7 +113,7 @@ impl Application {
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
-            .add_service(AuthServiceServer::new(AuthApi::new(accounts)));
+            .add_service(AuthServiceServer::new(AuthApi::new(accounts, vendor)));
         server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 
         let listener = server::bind(settings.listen_addr)

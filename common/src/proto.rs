@@ -55,6 +55,7 @@ redacted_debug! {
     auth::v1::RefreshRequest { ; refresh_token }
     auth::v1::RefreshResponse { access_token_expires_at, refresh_token_expires_at; access_token, refresh_token }
     auth::v1::LogoutRequest { ; refresh_token }
+    auth::v1::GetCredentialsResponse { access_key_id, expiration, region, table_name, partition_key; secret_access_key, session_token }
 }
 
 #[cfg(test)]

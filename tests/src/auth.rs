@@ -22,7 +22,38 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 
-use crate::{dynamodb_client, emulators::Emulator, test_aws_settings, unique_prefix};
+use crate::{
+    dynamodb_client,
+    emulators::{Emulator, dead_addr},
+    sts_client, test_aws_settings, unique_prefix,
+};
+
+/// Where a test's services find DynamoDB and STS.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// DynamoDB endpoint URL.
+    pub dynamodb: String,
+    /// STS endpoint URL.
+    pub sts: String,
+}
+
+impl Endpoints {
+    /// The shared dynalite, and an STS address where nothing listens.
+    pub fn dynalite_only() -> Self {
+        Self {
+            dynamodb: Emulator::shared_dynalite().endpoint(),
+            sts: format!("http://{}", dead_addr()),
+        }
+    }
+
+    /// The shared dynalite and the shared moto (STS).
+    pub fn shared() -> Self {
+        Self {
+            dynamodb: Emulator::shared_dynalite().endpoint(),
+            sts: Emulator::shared_moto().endpoint(),
+        }
+    }
+}
 
 /// A cheap argon2 cost so tests spend their time on behaviour, not hashing.
 pub const TEST_ARGON2_MEMORY_KIB: u32 = 256;
@@ -59,17 +90,31 @@ impl TestAuth {
         settings
     }
 
-    /// Spawns the service on the shared dynalite with default test settings.
-    pub async fn spawn() -> Self {
-        Self::spawn_with(Self::settings(), Emulator::shared_dynalite().endpoint()).await
+    /// Test settings with credential vending on: a role and an items table in account
+    /// 123456789012, one-hour credentials.
+    pub fn settings_with_vending() -> Settings {
+        let mut settings = Self::settings();
+        settings.credentials_role_arn =
+            Some("arn:aws:iam::123456789012:role/dynagate-data-access".to_owned());
+        settings.items_table_arn = Some(format!(
+            "arn:aws:dynamodb:us-east-1:123456789012:table/{}-items",
+            unique_prefix()
+        ));
+        settings
     }
 
-    /// Spawns the service with `settings`, its tables created on the DynamoDB at `endpoint`.
-    pub async fn spawn_with(settings: Settings, dynamodb_endpoint: String) -> Self {
+    /// Spawns the service on the shared dynalite with default test settings (no STS).
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Self::settings(), Endpoints::dynalite_only()).await
+    }
+
+    /// Spawns the service with `settings`, its tables created on `endpoints.dynamodb`.
+    pub async fn spawn_with(settings: Settings, endpoints: Endpoints) -> Self {
         common::telemetry::init_for_tests();
-        let dynamodb = dynamodb_client(&dynamodb_endpoint);
+        let dynamodb = dynamodb_client(&endpoints.dynamodb);
         let aws = AwsClients {
             dynamodb: dynamodb.clone(),
+            sts: sts_client(&endpoints.sts),
         };
         startup::create_tables(&settings, &aws)
             .await

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod emulators;
+pub mod moto;
 
 use std::time::Duration;
 

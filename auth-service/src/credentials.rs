@@ -1,0 +1,187 @@
+//! Temporary AWS credentials per user: STS AssumeRole with a session policy that confines
+//! them to the user's own partition, cached until a margin before expiry, with concurrent
+//! misses for one user collapsed into a single STS call.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sts::types::Tag;
+use common::aws::{self, AwsFailure};
+use moka::{Expiry, future::Cache};
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use crate::{
+    error::AuthError,
+    metrics::Metrics,
+    policy::{StsUserId, TableArn, role_session_name, session_policy},
+};
+
+/// Temporary credentials for one user.
+#[derive(Debug)]
+pub struct TemporaryCredentials {
+    /// `ASIA…` key id.
+    pub access_key_id: String,
+    /// The secret key.
+    pub secret_access_key: SecretString,
+    /// The session token.
+    pub session_token: SecretString,
+    /// When STS says they stop working.
+    pub expiration: OffsetDateTime,
+}
+
+/// Where and how credentials are vended: validated once at startup.
+#[derive(Clone, Debug)]
+pub struct VendingConfig {
+    /// The role assumed for every user.
+    pub role_arn: String,
+    /// The items table the session policy allows.
+    pub table: TableArn,
+    /// Requested lifetime of each credential.
+    pub duration: Duration,
+    /// Credentials are not handed out when they have less than this left.
+    pub refresh_margin: Duration,
+    /// Users whose credentials are cached at most.
+    pub cache_capacity: u64,
+}
+
+/// Why STS did not give us credentials; cloneable, because one failed STS call answers every
+/// request that was waiting for it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum VendError {
+    /// STS unreachable, timing out or throttling: the client should retry.
+    #[error("STS unavailable: {0}")]
+    Unavailable(String),
+    /// STS refused (access denied, bad role, …): our misconfiguration.
+    #[error("STS refused AssumeRole: {0}")]
+    Refused(String),
+}
+
+impl From<VendError> for AuthError {
+    fn from(error: VendError) -> Self {
+        match error {
+            VendError::Unavailable(cause) => AuthError::Unavailable(cause),
+            VendError::Refused(cause) => AuthError::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}
+
+/// Vends and caches temporary credentials.
+#[derive(Clone)]
+pub struct CredentialVendor {
+    sts: aws_sdk_sts::Client,
+    config: VendingConfig,
+    cache: Cache<StsUserId, Arc<TemporaryCredentials>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for CredentialVendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialVendor")
+            .field("config", &self.config)
+            .field("cached_users", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Expires each cache entry `margin` before its credentials do.
+struct UntilMargin(Duration);
+
+impl Expiry<StsUserId, Arc<TemporaryCredentials>> for UntilMargin {
+    fn expire_after_create(
+        &self,
+        _user: &StsUserId,
+        credentials: &Arc<TemporaryCredentials>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(usable_for(credentials, self.0))
+    }
+}
+
+/// How long credentials may still be handed out: until `margin` before they expire.
+fn usable_for(credentials: &TemporaryCredentials, margin: Duration) -> Duration {
+    let left = credentials.expiration - OffsetDateTime::now_utc();
+    Duration::try_from(left)
+        .unwrap_or_default()
+        .saturating_sub(margin)
+}
+
+impl CredentialVendor {
+    /// A vendor assuming `config.role_arn` through `sts`.
+    pub fn new(sts: aws_sdk_sts::Client, config: VendingConfig, metrics: Arc<Metrics>) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .expire_after(UntilMargin(config.refresh_margin))
+            .build();
+        Self {
+            sts,
+            config,
+            cache,
+            metrics,
+        }
+    }
+
+    /// The vending configuration.
+    pub fn config(&self) -> &VendingConfig {
+        &self.config
+    }
+
+    /// Credentials for `user`: from the cache while they have more than the margin left,
+    /// otherwise from one AssumeRole call shared by every concurrent request for the user.
+    pub async fn credentials_for(
+        &self,
+        user: &StsUserId,
+    ) -> Result<Arc<TemporaryCredentials>, AuthError> {
+        self.cache
+            .try_get_with_by_ref(user, self.assume_role(user))
+            .await
+            .map_err(|error| AuthError::from(VendError::clone(&error)))
+    }
+
+    async fn assume_role(&self, user: &StsUserId) -> Result<Arc<TemporaryCredentials>, VendError> {
+        Metrics::increment(&self.metrics.assume_role_calls);
+        let tag = Tag::builder()
+            .key("user_id")
+            .value(user.as_str())
+            .build()
+            .map_err(|e| VendError::Refused(format!("building the session tag: {e}")))?;
+        // Validated at startup to 900..=43200, so it fits an i32.
+        let duration = i32::try_from(self.config.duration.as_secs()).unwrap_or(3600);
+        let output = self
+            .sts
+            .assume_role()
+            .role_arn(&self.config.role_arn)
+            .role_session_name(role_session_name(user))
+            .source_identity(user.as_str())
+            .tags(tag)
+            .duration_seconds(duration)
+            .policy(session_policy(&self.config.table, user))
+            .send()
+            .await
+            .map_err(|error| {
+                let cause = format!("AssumeRole for {user}: {}", aws::describe(&error));
+                match aws::classify(&error) {
+                    AwsFailure::Unavailable | AwsFailure::Throttled => {
+                        VendError::Unavailable(cause)
+                    }
+                    AwsFailure::AccessDenied
+                    | AwsFailure::CredentialsExpired
+                    | AwsFailure::Other => VendError::Refused(cause),
+                }
+            })?;
+        let credentials = output
+            .credentials
+            .ok_or_else(|| VendError::Refused("AssumeRole returned no credentials".to_owned()))?;
+        let expiration = OffsetDateTime::from_unix_timestamp(credentials.expiration.secs())
+            .map_err(|e| VendError::Refused(format!("AssumeRole expiration out of range: {e}")))?;
+        tracing::info!(user_id = %user, %expiration, "assumed role for user");
+        Ok(Arc::new(TemporaryCredentials {
+            access_key_id: credentials.access_key_id,
+            secret_access_key: SecretString::from(credentials.secret_access_key),
+            session_token: SecretString::from(credentials.session_token),
+            expiration,
+        }))
+    }
+}
