@@ -141,7 +141,7 @@ impl CredentialVendor {
     }
 
     async fn assume_role(&self, user: &StsUserId) -> Result<Arc<TemporaryCredentials>, VendError> {
-        Metrics::increment(&self.metrics.assume_role_calls);
+        self.metrics.assume_role_calls.increment();
         let tag = Tag::builder()
             .key("user_id")
             .value(user.as_str())

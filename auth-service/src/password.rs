@@ -93,7 +93,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: SecretString) -> Result<String, AuthError> {
         let inner = Arc::clone(&self.inner);
         self.run(move || {
-            Metrics::increment(&inner.metrics.password_hashes);
+            inner.metrics.password_hashes.increment();
             argon2(&inner.params)
                 .hash_password(password.expose_secret().as_bytes())
                 .map(|hash| hash.to_string())
@@ -111,7 +111,7 @@ impl PasswordHasher {
     ) -> Result<Verified, AuthError> {
         let inner = Arc::clone(&self.inner);
         self.run(move || {
-            Metrics::increment(&inner.metrics.password_verifications);
+            inner.metrics.password_verifications.increment();
             let known = stored.is_some();
             let phc = stored.as_deref().unwrap_or(&inner.dummy_hash);
             let hash =

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod deadline;
 pub mod dynamo;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod status;

@@ -2,7 +2,6 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use auth_service::metrics::Metrics;
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     proto::auth::v1::{
@@ -145,7 +144,7 @@ async fn login_failures_look_the_same_and_cost_the_same_argon2_work() {
     let auth = TestAuth::spawn().await;
     let mut client = auth.client().await;
     let user = TestUser::register(&mut client).await;
-    let verifications = || Metrics::get(&auth.metrics.password_verifications);
+    let verifications = || auth.metrics.password_verifications.get();
 
     let before = verifications();
     let wrong_password = client

@@ -4,7 +4,6 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use auth_service::metrics::Metrics;
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::types::{AttributeValue, BillingMode, KeyType};
 use common::proto::auth::v1::{
@@ -170,7 +169,7 @@ async fn concurrent_first_requests_for_one_user_make_exactly_one_assume_role_cal
     let auth = TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared()).await;
     let mut client = auth.client().await;
     let (user, token) = logged_in(&mut client).await;
-    let calls = || Metrics::get(&auth.metrics.assume_role_calls);
+    let calls = || auth.metrics.assume_role_calls.get();
 
     let requests = (0..100).map(|_| {
         let mut client = client.clone();
@@ -229,7 +228,7 @@ async fn many_users_with_many_concurrent_requests_cost_one_call_per_user() {
         .map(|a| a.as_ref().unwrap().partition_key.clone())
         .collect();
     assert_eq!(partitions.len(), USERS);
-    assert_eq!(Metrics::get(&auth.metrics.assume_role_calls), USERS as u64);
+    assert_eq!(auth.metrics.assume_role_calls.get(), USERS as u64);
 }
 
 #[tokio::test]
@@ -274,7 +273,7 @@ async fn an_sts_outage_is_unavailable_but_cached_credentials_serve_until_their_m
     let renewed = get_credentials(&mut client, &cached_token).await.unwrap();
     assert_ne!(renewed.access_key_id, cached.access_key_id);
     assert_eq!(
-        Metrics::get(&auth.metrics.assume_role_calls),
+        auth.metrics.assume_role_calls.get(),
         2 + 2,
         "2 refused, 2 answered"
     );
@@ -320,11 +319,7 @@ async fn missing_tampered_expired_and_logged_out_tokens_get_no_credentials() {
     ] {
         assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
     }
-    assert_eq!(
-        Metrics::get(&auth.metrics.assume_role_calls),
-        0,
-        "STS never asked"
-    );
+    assert_eq!(auth.metrics.assume_role_calls.get(), 0, "STS never asked");
 }
 
 #[tokio::test]
