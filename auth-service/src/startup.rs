@@ -6,7 +6,7 @@ use anyhow::Context;
 use aws_config::SdkConfig;
 use common::{
     proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME},
-    server::{self, Health, ProbeTask},
+    server::{self, BackgroundTask, Health},
 };
 use tokio::net::TcpListener;
 use tonic::service::{Routes, RoutesBuilder};
@@ -49,7 +49,7 @@ pub struct Application {
     local_addr: SocketAddr,
     routes: Routes,
     health: Health,
-    probe: ProbeTask,
+    probe: BackgroundTask,
     metrics: Arc<Metrics>,
 }
 

@@ -69,7 +69,7 @@ impl Health {
 
     /// Probes the server's dependencies every `interval` and reports SERVING only while the
     /// probe succeeds. Status changes are logged once, not every interval.
-    pub fn spawn_probe<F, Fut>(&self, interval: Duration, probe: F) -> ProbeTask
+    pub fn spawn_probe<F, Fut>(&self, interval: Duration, probe: F) -> BackgroundTask
     where
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>> + Send,
@@ -101,15 +101,21 @@ impl Health {
                 health.set(status).await;
             }
         });
-        ProbeTask(handle)
+        BackgroundTask(handle)
     }
 }
 
-/// A running health probe; stops when dropped.
+/// A background task (health probe, key refresher) that stops when its owner drops it.
 #[derive(Debug)]
-pub struct ProbeTask(JoinHandle<()>);
+pub struct BackgroundTask(JoinHandle<()>);
 
-impl Drop for ProbeTask {
+impl From<JoinHandle<()>> for BackgroundTask {
+    fn from(handle: JoinHandle<()>) -> Self {
+        Self(handle)
+    }
+}
+
+impl Drop for BackgroundTask {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -1,1 +1,18 @@
-//! placeholder
+//! Dynagate data-service: stores each caller's items in DynamoDB under their own partition,
+//! running every DynamoDB call with the caller's temporary credentials from the auth-service.
+//! Input is validated before anything reaches DynamoDB. `main.rs` is a thin wrapper; tests
+//! drive everything through [`startup::Application`].
+
+pub mod config;
+pub mod convert;
+pub mod credentials;
+pub mod error;
+pub mod interceptor;
+pub mod keys;
+pub mod metrics;
+pub mod number;
+pub mod page_token;
+pub mod requests;
+pub mod service;
+pub mod startup;
+pub mod store;

@@ -2,6 +2,7 @@
 //! real gRPC clients. Set `TEST_LOG=1` to see the services' logs.
 
 pub mod auth;
+pub mod data;
 pub mod emulators;
 pub mod moto;
 

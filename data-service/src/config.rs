@@ -1,0 +1,141 @@
+//! Settings: every flag has an environment fallback, and `--help` documents them all.
+//! AWS region and endpoints come from the standard aws-config chain.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use common::aws::AwsSettings;
+use secrecy::SecretString;
+
+/// Dynagate data-service: the caller's items in DynamoDB, with the caller's own credentials.
+#[derive(Parser)]
+#[command(name = "data-service", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The data-service commands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API (the default).
+    Serve,
+    /// Create the items table if it does not exist (for local stacks), then exit.
+    CreateTables,
+    /// Print a new page-token key as a PASERK `k4.local`.
+    GeneratePageTokenKey,
+}
+
+/// Everything the data-service can be configured with.
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    #[arg(
+        long,
+        env = "DYNAGATE_DATA_LISTEN_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub listen_addr: SocketAddr,
+
+    /// URL of the auth-service (signing keys and users' temporary credentials).
+    #[arg(
+        long,
+        env = "DYNAGATE_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub auth_url: String,
+
+    /// DynamoDB table of items (partition key `owner`, sort key `key`).
+    #[arg(long, env = "DYNAGATE_ITEMS_TABLE", default_value = "dynagate-items")]
+    pub items_table: String,
+
+    /// `iss` that access tokens must carry.
+    #[arg(long, env = "DYNAGATE_TOKEN_ISSUER", default_value = "dynagate-auth")]
+    pub token_issuer: String,
+
+    /// `aud` that access tokens must carry.
+    #[arg(long, env = "DYNAGATE_TOKEN_AUDIENCE", default_value = "dynagate")]
+    pub token_audience: String,
+
+    /// Seconds between background refreshes of the auth-service's signing keys.
+    #[arg(long, env = "DYNAGATE_KEY_REFRESH_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub key_refresh_secs: u64,
+
+    /// Least milliseconds between two refreshes caused by unknown kids, so forged kids cannot
+    /// make us hammer the auth-service.
+    #[arg(long, env = "DYNAGATE_UNKNOWN_KID_REFRESH_MS", default_value_t = 1000)]
+    pub unknown_kid_refresh_ms: u64,
+
+    /// Verified access tokens remembered (skipping the signature check) until they expire.
+    #[arg(long, env = "DYNAGATE_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub token_cache_capacity: u64,
+
+    /// Users whose temporary credentials (and DynamoDB clients) are cached at most.
+    #[arg(
+        long,
+        env = "DYNAGATE_CREDENTIALS_CACHE_CAPACITY",
+        default_value_t = 100_000
+    )]
+    pub credentials_cache_capacity: u64,
+
+    /// Cached credentials are dropped this many seconds before they expire.
+    #[arg(
+        long,
+        env = "DYNAGATE_CREDENTIALS_REFRESH_MARGIN_SECS",
+        default_value_t = 120
+    )]
+    pub credentials_refresh_margin_secs: u64,
+
+    /// Longest a request may take when the caller sets no shorter deadline, in milliseconds.
+    #[arg(long, env = "DYNAGATE_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+
+    /// Timeout of calls to the auth-service, in milliseconds.
+    #[arg(long, env = "DYNAGATE_AUTH_TIMEOUT_MS", default_value_t = 2000)]
+    pub auth_timeout_ms: u64,
+
+    /// PASERK `k4.local` key that encrypts and authenticates page tokens; every replica needs
+    /// the same one (`data-service generate-page-token-key` makes one).
+    #[arg(long, env = "DYNAGATE_PAGE_TOKEN_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub page_token_key: Option<SecretString>,
+
+    /// LOCAL DEVELOPMENT ONLY: generate a throw-away page-token key when none is configured.
+    #[arg(long, env = "DYNAGATE_DEV_EPHEMERAL_PAGE_TOKEN_KEY")]
+    pub dev_ephemeral_page_token_key: bool,
+
+    /// Seconds between dependency probes (items table, auth-service) that drive health.
+    #[arg(long, env = "DYNAGATE_HEALTH_PROBE_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub health_probe_secs: u64,
+
+    /// AWS call timeouts and retries.
+    #[command(flatten)]
+    pub aws: AwsSettings,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
+impl Settings {
+    /// The defaults, as if no flag were given; tests start here.
+    pub fn defaults() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // Parsing no arguments cannot fail: every setting has a default or is optional.
+        Defaults::parse_from(["data-service"]).settings
+    }
+
+    /// The cap on a request's duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}

@@ -1,0 +1,148 @@
+//! The data-service's errors and the one place they become gRPC statuses.
+
+use std::{collections::HashMap, time::Duration};
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use common::{
+    aws::{self, AwsFailure},
+    status::{self, Violation},
+    tokens::TokenError,
+};
+use tonic::{Code, Status};
+
+/// How long clients should wait before retrying a transient failure.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// ErrorInfo reason of a failed `if_absent` / `expected_version` condition.
+pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
+
+/// Everything that can go wrong in a data-service call.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The request breaks a rule; nothing was sent to DynamoDB.
+    #[error("invalid request: {0:?}")]
+    InvalidArgument(Vec<Violation>),
+    /// Missing, invalid or expired access token, or a session the auth-service refused.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(#[from] TokenError),
+    /// No such item.
+    #[error("item not found")]
+    NotFound,
+    /// `if_absent` or `expected_version` did not hold; `current` is 0 for an absent item.
+    #[error("version mismatch: current version {current}")]
+    VersionMismatch {
+        /// The item's version now.
+        current: u64,
+    },
+    /// An unconditional write kept losing races with other writers: retry.
+    #[error("too much write contention on the item")]
+    Contention,
+    /// DynamoDB called the user's temporary credentials expired: drop them and retry.
+    #[error("user credentials expired: {0}")]
+    CredentialsExpired(String),
+    /// DynamoDB refused the user's credentials for this request.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A dependency is unreachable, throttling or too slow for the deadline: retry later.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or misconfiguration; its cause is logged, never returned.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl DataError {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![Violation::new(field, description)])
+    }
+
+    /// Maps an AWS SDK error no caller handled specifically.
+    pub fn aws<E, R>(context: &str, error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let description = format!("{context}: {}", aws::describe(&error));
+        if is_item_too_large(&error) {
+            return Self::invalid(
+                "attributes",
+                "the item would exceed DynamoDB's 400 KB limit",
+            );
+        }
+        match aws::classify(&error) {
+            AwsFailure::Unavailable | AwsFailure::Throttled => Self::Unavailable(description),
+            AwsFailure::CredentialsExpired => Self::CredentialsExpired(description),
+            AwsFailure::AccessDenied => Self::PermissionDenied(description),
+            AwsFailure::Other => Self::Internal(anyhow::anyhow!(description)),
+        }
+    }
+}
+
+/// DynamoDB's own size check, for updates whose final size only DynamoDB knows.
+fn is_item_too_large<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error.code() == Some("ValidationException")
+        && error.message().is_some_and(|m| {
+            m.contains("exceeded the maximum allowed size") || m.contains("Item size")
+        })
+}
+
+impl From<DataError> for Status {
+    fn from(error: DataError) -> Self {
+        match error {
+            DataError::InvalidArgument(violations) => {
+                tracing::info!(?violations, "invalid argument");
+                status::invalid_argument(&violations)
+            }
+            DataError::Unauthenticated(reason) => {
+                tracing::info!(%reason, "unauthenticated");
+                status::unauthenticated()
+            }
+            DataError::NotFound => Status::not_found("item not found"),
+            DataError::VersionMismatch { current } => {
+                tracing::info!(current, "version mismatch");
+                status::with_error_info(
+                    Code::FailedPrecondition,
+                    format!("version mismatch: the item is at version {current}"),
+                    VERSION_MISMATCH,
+                    HashMap::from([("current_version".to_owned(), current.to_string())]),
+                )
+            }
+            DataError::Contention => {
+                tracing::info!("write contention");
+                status::retry_after(
+                    Code::Aborted,
+                    "the item changed concurrently; retry",
+                    RETRY_DELAY,
+                )
+            }
+            DataError::CredentialsExpired(cause) => {
+                tracing::warn!(%cause, "user credentials expired before their cache margin");
+                status::retry_after(
+                    Code::Unavailable,
+                    "service temporarily unavailable",
+                    RETRY_DELAY,
+                )
+            }
+            DataError::PermissionDenied(cause) => {
+                // Should never happen: our requests stay in the caller's partition. If it
+                // does, it is worth a loud log line, and the client learns nothing more.
+                tracing::error!(%cause, "DynamoDB denied a request made with user credentials");
+                Status::permission_denied("permission denied")
+            }
+            DataError::Unavailable(cause) => {
+                tracing::warn!(%cause, "dependency unavailable");
+                status::retry_after(
+                    Code::Unavailable,
+                    "service temporarily unavailable",
+                    RETRY_DELAY,
+                )
+            }
+            DataError::Internal(cause) => {
+                tracing::error!(cause = format!("{cause:#}"), "internal error");
+                status::internal()
+            }
+        }
+    }
+}

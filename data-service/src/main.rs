@@ -1,0 +1,44 @@
+//! `data-service`: settings → telemetry → build → run until SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use data_service::{
+    config::{Cli, Command},
+    page_token::PageTokens,
+    startup::{self, Application},
+};
+use secrecy::ExposeSecret;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::telemetry::init("info");
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "data-service failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::GeneratePageTokenKey => {
+            println!("{}", PageTokens::generate_paserk()?.expose_secret());
+            Ok(())
+        }
+        Command::CreateTables => {
+            let sdk = common::aws::load_sdk_config(&settings.aws).await;
+            startup::create_tables(&settings, aws_sdk_dynamodb::Config::from(&sdk)).await
+        }
+        Command::Serve => {
+            let sdk = common::aws::load_sdk_config(&settings.aws).await;
+            let app = Application::build(&settings, aws_sdk_dynamodb::Config::from(&sdk)).await?;
+            app.run_until_stopped(common::server::shutdown_signal())
+                .await
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Counters of the work the data-service does.
+
+use common::metrics::Counter;
+
+/// Counters shared by every part of one service instance.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// DynamoDB requests sent with user credentials.
+    pub dynamodb_calls: Counter,
+    /// GetCredentials calls made to the auth-service (credential cache misses).
+    pub credential_loads: Counter,
+    /// Full token verifications (signature checks); cache hits do not count.
+    pub token_verifications: Counter,
+    /// ListSigningKeys calls made to the auth-service.
+    pub key_refreshes: Counter,
+}

@@ -1,0 +1,229 @@
+//! The gRPC handlers: take the caller from the request extensions (never from the body),
+//! validate, run the store operation with the caller's own client within the deadline, and
+//! translate the result.
+
+use std::{sync::Arc, time::Duration};
+
+use common::{
+    deadline,
+    proto::{
+        data::v1::{
+            DeleteItemRequest, DeleteItemResponse, GetItemRequest, GetItemResponse, Item,
+            PutItemRequest, PutItemResponse, QueryItemsRequest, QueryItemsResponse,
+            UpdateItemRequest, UpdateItemResponse, data_service_server::DataService,
+        },
+        timestamp,
+    },
+    tokens::{Principal, TokenError},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    credentials::UserClients,
+    error::DataError,
+    interceptor::BearerToken,
+    page_token::PageTokens,
+    requests,
+    store::{ItemStore, StoredItem},
+};
+
+/// The `dynagate.data.v1.DataService` implementation.
+#[derive(Clone, Debug)]
+pub struct DataApi {
+    store: ItemStore,
+    clients: UserClients,
+    pages: Arc<PageTokens>,
+    request_timeout: Duration,
+}
+
+/// Who is calling, with what, and how long we have.
+struct Caller {
+    principal: Principal,
+    token: BearerToken,
+    budget: Duration,
+}
+
+impl DataApi {
+    /// The API over `store`, acting through each caller's client from `clients`.
+    pub fn new(
+        store: ItemStore,
+        clients: UserClients,
+        pages: Arc<PageTokens>,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            store,
+            clients,
+            pages,
+            request_timeout,
+        }
+    }
+
+    /// The caller the interceptor attached; its absence fails closed.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, DataError> {
+        let principal = request.extensions().get::<Principal>().cloned();
+        let token = request.extensions().get::<BearerToken>().cloned();
+        let (Some(principal), Some(token)) = (principal, token) else {
+            return Err(DataError::Unauthenticated(TokenError::Missing));
+        };
+        Ok(Caller {
+            principal,
+            token,
+            budget: deadline::budget(request.metadata(), self.request_timeout),
+        })
+    }
+
+    /// Runs `operation` with the caller's DynamoDB client, all within the caller's budget.
+    async fn run<T>(
+        &self,
+        caller: &Caller,
+        operation: impl AsyncFnOnce(&aws_sdk_dynamodb::Client, &str) -> Result<T, DataError>,
+    ) -> Result<T, DataError> {
+        let owner = caller.principal.user_id.as_str();
+        let work = async {
+            let client = self
+                .clients
+                .client_for(&caller.principal, &caller.token, caller.budget)
+                .await?;
+            operation(&client.dynamodb, owner).await
+        };
+        let result = tokio::time::timeout(caller.budget, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DataError::Unavailable(format!(
+                    "no answer within {:?}",
+                    caller.budget
+                )))
+            });
+        if let Err(DataError::CredentialsExpired(_)) = &result {
+            self.clients.forget(owner).await;
+        }
+        result
+    }
+}
+
+fn to_proto(item: StoredItem) -> Item {
+    Item {
+        key: item.key,
+        attributes: item.attributes,
+        version: item.version,
+        created_at: Some(timestamp(item.created_at)),
+        updated_at: Some(timestamp(item.updated_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl DataService for DataApi {
+    async fn put_item(
+        &self,
+        request: Request<PutItemRequest>,
+    ) -> Result<Response<PutItemResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        let put = requests::put(&request)?;
+        let item = self
+            .run(&caller, async |db, owner| {
+                self.store
+                    .put(db, owner, &request.key, put.attributes, put.precondition)
+                    .await
+            })
+            .await?;
+        Ok(Response::new(PutItemResponse {
+            item: Some(to_proto(item)),
+        }))
+    }
+
+    async fn get_item(
+        &self,
+        request: Request<GetItemRequest>,
+    ) -> Result<Response<GetItemResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        requests::key(&request.key)?;
+        let names = requests::attributes_to_get(&request.attributes_to_get)?;
+        let item = self
+            .run(&caller, async |db, owner| {
+                self.store
+                    .get(db, owner, &request.key, request.consistent_read, &names)
+                    .await
+            })
+            .await?
+            .ok_or(DataError::NotFound)?;
+        Ok(Response::new(GetItemResponse {
+            item: Some(to_proto(item)),
+        }))
+    }
+
+    async fn update_item(
+        &self,
+        request: Request<UpdateItemRequest>,
+    ) -> Result<Response<UpdateItemResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        let update = requests::update(&request)?;
+        let item = self
+            .run(&caller, async |db, owner| {
+                let (key, expected) = (&request.key, request.expected_version);
+                self.store
+                    .update(db, owner, key, update.set, &update.remove, expected)
+                    .await
+            })
+            .await?;
+        Ok(Response::new(UpdateItemResponse {
+            item: Some(to_proto(item)),
+        }))
+    }
+
+    async fn delete_item(
+        &self,
+        request: Request<DeleteItemRequest>,
+    ) -> Result<Response<DeleteItemResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        requests::key(&request.key)?;
+        let item = self
+            .run(&caller, async |db, owner| {
+                self.store
+                    .delete(db, owner, &request.key, request.expected_version)
+                    .await
+            })
+            .await?;
+        Ok(Response::new(DeleteItemResponse {
+            item: Some(to_proto(item)),
+        }))
+    }
+
+    async fn query_items(
+        &self,
+        request: Request<QueryItemsRequest>,
+    ) -> Result<Response<QueryItemsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        let owner = caller.principal.user_id.as_str();
+        let query = requests::query(&request, owner, &self.pages)?;
+        let page = self
+            .run(&caller, async |db, owner| {
+                let (limit, after) = (query.limit, query.after.clone());
+                self.store
+                    .query(
+                        db,
+                        owner,
+                        &query.range,
+                        limit,
+                        request.descending,
+                        after,
+                        request.consistent_read,
+                    )
+                    .await
+            })
+            .await?;
+        let next_page_token = match &page.last_key {
+            Some(last) => self.pages.seal(&requests::shape(&request, owner), last)?,
+            None => String::new(),
+        };
+        Ok(Response::new(QueryItemsResponse {
+            items: page.items.into_iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,213 @@
+//! Building and running the service: settings and a DynamoDB base configuration in, a bound
+//! server out.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use common::{
+    proto::{
+        auth::v1::auth_service_client::AuthServiceClient,
+        data::v1::data_service_server::{DataServiceServer, SERVICE_NAME},
+    },
+    server::{self, BackgroundTask, Health},
+    tokens::TokenVerifier,
+};
+use tokio::net::TcpListener;
+use tonic::{
+    service::{Routes, RoutesBuilder},
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{
+    config::Settings,
+    credentials::{UserClients, UserClientsConfig},
+    interceptor::{AuthInterceptor, KeyRefreshService},
+    keys::{KeyStore, KeyStoreConfig},
+    metrics::Metrics,
+    page_token::PageTokens,
+    service::DataApi,
+    store::ItemStore,
+};
+
+/// A bound, ready-to-run data-service.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: Routes,
+    health: Health,
+    tasks: Vec<BackgroundTask>,
+    metrics: Arc<Metrics>,
+}
+
+impl Application {
+    /// Wires everything and binds the listener (port 0 picks a free port). `dynamodb` is the
+    /// base configuration (endpoint, region, timeouts, HTTP client) every per-user client
+    /// derives from; its own credentials serve only the health probe.
+    pub async fn build(
+        settings: &Settings,
+        dynamodb: aws_sdk_dynamodb::Config,
+    ) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let pages = Arc::new(page_tokens(settings)?);
+        let auth_timeout = Duration::from_millis(settings.auth_timeout_ms);
+        let channel = Endpoint::from_shared(settings.auth_url.clone())
+            .with_context(|| format!("--auth-url {:?}", settings.auth_url))?
+            .connect_timeout(auth_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let auth = AuthServiceClient::new(channel.clone());
+
+        let keys = KeyStore::new(
+            auth.clone(),
+            KeyStoreConfig {
+                token_cache_capacity: settings.token_cache_capacity,
+                timeout: auth_timeout,
+                min_on_demand_interval: Duration::from_millis(settings.unknown_kid_refresh_ms),
+            },
+            Arc::clone(&metrics),
+        );
+        let clients = UserClients::new(
+            auth,
+            dynamodb.clone(),
+            UserClientsConfig {
+                items_table: settings.items_table.clone(),
+                capacity: settings.credentials_cache_capacity,
+                refresh_margin: Duration::from_secs(settings.credentials_refresh_margin_secs),
+                auth_timeout,
+            },
+            Arc::clone(&metrics),
+        );
+        let store = ItemStore::new(settings.items_table.clone(), Arc::clone(&metrics));
+        let api = DataApi::new(store, clients, pages, settings.request_timeout());
+        let interceptor = AuthInterceptor::new(
+            TokenVerifier::new(&settings.token_issuer, &settings.token_audience),
+            keys.clone(),
+            Arc::clone(&metrics),
+        );
+
+        let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
+        let probe = health.spawn_probe(
+            Duration::from_secs(settings.health_probe_secs),
+            probe(
+                dynamodb,
+                settings.items_table.clone(),
+                channel,
+                keys.clone(),
+            ),
+        );
+        let refresher = keys.spawn_refresher(Duration::from_secs(settings.key_refresh_secs));
+
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health_service)
+            .add_service(KeyRefreshService::new(
+                DataServiceServer::with_interceptor(api, interceptor),
+                keys,
+            ));
+        server::add_reflection(&mut routes, &[SERVICE_NAME])?;
+
+        let listener = server::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.listen_addr))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            routes: routes.routes(),
+            health,
+            tasks: vec![probe, refresher.into()],
+            metrics,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The instance's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr, "data-service listening");
+        let _tasks = self.tasks;
+        server::serve(self.listener, self.routes, self.health, shutdown).await?;
+        tracing::info!("data-service stopped");
+        Ok(())
+    }
+}
+
+/// The page-token key from the settings, or (only when allowed) a throw-away one.
+fn page_tokens(settings: &Settings) -> anyhow::Result<PageTokens> {
+    match &settings.page_token_key {
+        Some(key) => PageTokens::from_paserk(key).context("--page-token-key"),
+        None if settings.dev_ephemeral_page_token_key => {
+            tracing::warn!(
+                "NO PAGE-TOKEN KEY CONFIGURED: generated a throw-away key for local development. \
+                 Page tokens will not survive a restart or work across replicas."
+            );
+            PageTokens::generate()
+        }
+        None => anyhow::bail!(
+            "no page-token key: set --page-token-key or DYNAGATE_PAGE_TOKEN_KEY \
+             (`data-service generate-page-token-key` makes one), or --dev-ephemeral-page-token-key locally"
+        ),
+    }
+}
+
+/// The health probe: the items table answers, the auth-service is SERVING, and we hold keys.
+fn probe(
+    dynamodb: aws_sdk_dynamodb::Config,
+    table: String,
+    auth: Channel,
+    keys: KeyStore,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + 'static
+{
+    let client = aws_sdk_dynamodb::Client::from_conf(dynamodb);
+    let tables = vec![table];
+    move || {
+        let (client, tables, keys) = (client.clone(), tables.clone(), keys.clone());
+        let mut health = HealthClient::new(auth.clone());
+        Box::pin(async move {
+            common::dynamo::probe_tables(&client, &tables).await?;
+            let mut request = tonic::Request::new(HealthCheckRequest {
+                service: "dynagate.auth.v1.AuthService".to_owned(),
+            });
+            request.set_timeout(Duration::from_secs(2));
+            let status = health
+                .check(request)
+                .await
+                .map_err(|s| format!("auth-service health: {} {}", s.code(), s.message()))?
+                .into_inner()
+                .status;
+            if status != ServingStatus::Serving as i32 {
+                return Err("auth-service is not SERVING".to_owned());
+            }
+            if keys.current().is_empty() {
+                return Err("no signing keys from the auth-service yet".to_owned());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Creates the items table if missing.
+pub async fn create_tables(
+    settings: &Settings,
+    dynamodb: aws_sdk_dynamodb::Config,
+) -> anyhow::Result<()> {
+    let client = aws_sdk_dynamodb::Client::from_conf(dynamodb);
+    ItemStore::new(settings.items_table.clone(), Arc::default())
+        .create_table(&client)
+        .await
+        .map_err(anyhow::Error::msg)
+}

@@ -1,0 +1,199 @@
+//! Helpers for the data-service: a whole stack (auth-service + data-service) in-process,
+//! against dynalite for DynamoDB and moto for STS.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use common::proto::data::v1::{
+    PutItemRequest, Value, data_service_client::DataServiceClient, value::Kind,
+};
+use data_service::{
+    config::Settings,
+    metrics::Metrics,
+    startup::{self, Application},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Request, transport::Channel};
+
+use crate::{
+    auth::{Endpoints, TestAuth, TestUser, with_bearer},
+    sdk_config, test_aws_settings, unique_prefix,
+};
+
+/// A data-service running in this process.
+pub struct TestData {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its settings.
+    pub settings: Settings,
+    /// Its counters.
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestData {
+    /// Test settings for a data-service using `items_table` and the auth-service at `auth`.
+    pub fn settings(items_table: &str, auth: SocketAddr) -> Settings {
+        let mut settings = Settings::defaults();
+        settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
+        settings.auth_url = format!("http://{auth}");
+        settings.items_table = items_table.to_owned();
+        settings.dev_ephemeral_page_token_key = true;
+        settings.health_probe_secs = 1;
+        settings.request_timeout_ms = 3000;
+        settings.auth_timeout_ms = 1000;
+        settings.aws = test_aws_settings();
+        settings
+    }
+
+    /// Spawns a data-service with `settings`, its table created on the DynamoDB at `endpoint`,
+    /// and waits until it is SERVING (unless `wait` is false).
+    pub async fn spawn_with(settings: Settings, dynamodb_endpoint: &str, wait: bool) -> Self {
+        common::telemetry::init_for_tests();
+        let dynamodb = aws_sdk_dynamodb::Config::from(&sdk_config(dynamodb_endpoint));
+        startup::create_tables(&settings, dynamodb.clone())
+            .await
+            .expect("create items table");
+        let app = Application::build(&settings, dynamodb)
+            .await
+            .expect("build data-service");
+        let addr = app.local_addr();
+        let metrics = app.metrics();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        if wait {
+            let serving = crate::wait_serving(addr, "dynagate.data.v1.DataService").await;
+            assert!(serving, "data-service did not report SERVING");
+        }
+        Self {
+            addr,
+            settings,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A channel to the service.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to data-service")
+    }
+
+    /// A client on a fresh connection.
+    pub async fn client(&self) -> DataServiceClient<Channel> {
+        DataServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the service gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("data-service task")
+                .expect("data-service ran");
+        }
+    }
+}
+
+impl Drop for TestData {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Both services wired together on the same tables.
+pub struct TestStack {
+    /// The auth-service.
+    pub auth: TestAuth,
+    /// The data-service.
+    pub data: TestData,
+    /// Where DynamoDB and STS are.
+    pub endpoints: Endpoints,
+}
+
+impl TestStack {
+    /// A stack on the shared dynalite and moto.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(Endpoints::shared()).await
+    }
+
+    /// A stack on the given emulators.
+    pub async fn spawn_on(endpoints: Endpoints) -> Self {
+        let items_table = format!("{}-items", unique_prefix());
+        let mut auth_settings = TestAuth::settings_with_vending();
+        auth_settings.items_table_arn = Some(format!(
+            "arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"
+        ));
+        let auth = TestAuth::spawn_with(auth_settings, endpoints.clone()).await;
+        let settings = TestData::settings(&items_table, auth.addr);
+        let data = TestData::spawn_with(settings, &endpoints.dynamodb, true).await;
+        Self {
+            auth,
+            data,
+            endpoints,
+        }
+    }
+
+    /// A new registered, logged-in user.
+    pub async fn user(&self) -> SignedIn {
+        let mut auth = self.auth.client().await;
+        let user = TestUser::register(&mut auth).await;
+        let token = user.login(&mut auth).await.access_token;
+        SignedIn {
+            user,
+            token,
+            client: self.data.client().await,
+        }
+    }
+}
+
+/// A user with an access token and a data-service client.
+pub struct SignedIn {
+    /// The user.
+    pub user: TestUser,
+    /// A valid access token.
+    pub token: String,
+    /// A data-service client.
+    pub client: DataServiceClient<Channel>,
+}
+
+impl SignedIn {
+    /// `message` with this user's bearer token.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        with_bearer(message, &self.token)
+    }
+
+    /// Puts `key` with one string attribute `text`, returning the new version.
+    pub async fn put_text(&mut self, key: &str, text: &str) -> u64 {
+        let request = self.request(PutItemRequest {
+            key: key.to_owned(),
+            attributes: [("text".to_owned(), string(text))].into(),
+            ..Default::default()
+        });
+        self.client
+            .put_item(request)
+            .await
+            .expect("PutItem")
+            .into_inner()
+            .item
+            .expect("item")
+            .version
+    }
+}
+
+/// A string value.
+pub fn string(text: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(text.to_owned())),
+    }
+}
