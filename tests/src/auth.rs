@@ -14,11 +14,8 @@ use common::{
     },
     tokens::{self, TokenVerifier, VerifyingKeys},
 };
-use pasetors::{
-    keys::AsymmetricSecretKey,
-    version4::{PublicToken, V4},
-};
-use secrecy::{ExposeSecret, SecretString};
+use pasetors::version4::PublicToken;
+use secrecy::SecretString;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 
@@ -186,10 +183,8 @@ impl TestAuth {
     pub fn forge(&self, claims: &serde_json::Value) -> String {
         let ring = keys::KeyRing::parse(&self.signing_key).expect("key ring");
         let key = ring.active();
-        let secret = AsymmetricSecretKey::<V4>::try_from(self.signing_key.expose_secret().trim())
-            .expect("secret key");
         PublicToken::sign(
-            &secret,
+            key.secret(),
             claims.to_string().as_bytes(),
             Some(&key.footer),
             None,
@@ -219,6 +214,20 @@ impl TestAuth {
     /// Stops the service gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown().await;
+    }
+
+    /// Stops the service and starts it again on the same address with `change` applied to
+    /// its settings (e.g. a new key ring), like a rolling restart.
+    pub async fn restart(
+        mut self,
+        endpoints: Endpoints,
+        change: impl FnOnce(&mut Settings),
+    ) -> Self {
+        self.shutdown().await;
+        let mut settings = self.settings.clone();
+        settings.listen_addr = self.addr;
+        change(&mut settings);
+        Self::spawn_with(settings, endpoints).await
     }
 
     async fn shutdown(&mut self) {

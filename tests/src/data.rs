@@ -129,6 +129,13 @@ impl TestStack {
 
     /// A stack on the given emulators.
     pub async fn spawn_on(endpoints: Endpoints) -> Self {
+        let dynamodb = endpoints.dynamodb.clone();
+        Self::spawn_custom(endpoints, &dynamodb).await
+    }
+
+    /// A stack whose data-service reaches DynamoDB at `data_dynamodb` (e.g. through a proxy)
+    /// while the auth-service uses `endpoints`.
+    pub async fn spawn_custom(endpoints: Endpoints, data_dynamodb: &str) -> Self {
         let items_table = format!("{}-items", unique_prefix());
         let mut auth_settings = TestAuth::settings_with_vending();
         auth_settings.items_table_arn = Some(format!(
@@ -136,7 +143,7 @@ impl TestStack {
         ));
         let auth = TestAuth::spawn_with(auth_settings, endpoints.clone()).await;
         let settings = TestData::settings(&items_table, auth.addr);
-        let data = TestData::spawn_with(settings, &endpoints.dynamodb, true).await;
+        let data = TestData::spawn_with(settings, data_dynamodb, true).await;
         Self {
             auth,
             data,

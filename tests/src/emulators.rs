@@ -113,6 +113,27 @@ impl Emulator {
         });
     }
 
+    /// Freezes the emulator (SIGSTOP): connections open but nothing answers, the way a hung
+    /// dependency behaves. [`Emulator::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal_group("-STOP");
+    }
+
+    /// Thaws a paused emulator (SIGCONT).
+    pub fn resume(&self) {
+        self.signal_group("-CONT");
+    }
+
+    fn signal_group(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, "--", &format!("-{}", child.id())])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
     /// Starts it again on the same port (with the same data when persistent).
     pub fn restart(&mut self) {
         self.stop();

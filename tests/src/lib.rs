@@ -5,6 +5,7 @@ pub mod auth;
 pub mod data;
 pub mod emulators;
 pub mod moto;
+pub mod proxy;
 
 use std::time::Duration;
 
