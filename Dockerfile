@@ -9,7 +9,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --workspace --bins \
  && mkdir -p /out \
- && cp target/release/auth-service /out/
+ && cp target/release/auth-service target/release/data-service /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -19,6 +19,7 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 USER dynagate
 # Listen on every interface inside the container; publish ports explicitly.
-ENV DYNAGATE_AUTH_LISTEN_ADDR=0.0.0.0:50051
-EXPOSE 50051
+ENV DYNAGATE_AUTH_LISTEN_ADDR=0.0.0.0:50051 \
+    DYNAGATE_DATA_LISTEN_ADDR=0.0.0.0:50052
+EXPOSE 50051 50052
 CMD ["auth-service"]

@@ -220,3 +220,38 @@ async fn a_python_client_generated_from_the_protos_works() {
         "{services:?}"
     );
 }
+
+#[tokio::test]
+async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
+    let stack = tests::data::TestStack::spawn().await;
+    let (auth, data) = (stack.auth.addr.to_string(), stack.data.addr.to_string());
+    let credentials = serde_json::json!({"username": format!("readme-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "password": "correct horse battery"}).to_string();
+
+    let (put, got, listed) = tokio::task::spawn_blocking(move || {
+        grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Register"]);
+        let login = grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Login"]);
+        let token = serde_json::from_str::<Value>(&login).unwrap()["accessToken"].as_str().unwrap().to_owned();
+        let bearer = format!("authorization: Bearer {token}");
+        let call = |body: &str, method: &str| {
+            grpcurl(&data, &["-H", &bearer, "-d", body, &data, &format!("dynagate.data.v1.DataService/{method}")])
+        };
+        let put = call(
+            r#"{"key":"notes/1","attributes":{"title":{"stringValue":"hello"},"stars":{"numberValue":"5"}}}"#,
+            "PutItem",
+        );
+        let got = call(r#"{"key":"notes/1"}"#, "GetItem");
+        let listed = call(r#"{"keyPrefix":"notes/","limit":10}"#, "QueryItems");
+        (put, got, listed)
+    })
+    .await
+    .unwrap();
+
+    let put: Value = serde_json::from_str(&put).unwrap();
+    let got: Value = serde_json::from_str(&got).unwrap();
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(put["item"]["version"], "1", "uint64 is a JSON string");
+    assert_eq!(got["item"]["attributes"]["title"]["stringValue"], "hello");
+    assert_eq!(got["item"]["attributes"]["stars"]["numberValue"], "5");
+    assert_eq!(listed["items"][0]["key"], "notes/1");
+    assert!(listed.get("nextPageToken").is_none(), "one page: {listed}");
+}
