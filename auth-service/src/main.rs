@@ -14,13 +14,7 @@ use secrecy::ExposeSecret;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     common::telemetry::init("info");
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "auth-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    common::server::exit_code("auth-service", run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -6,10 +6,9 @@ use anyhow::Context;
 use aws_config::SdkConfig;
 use common::{
     proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME},
-    server::{self, BackgroundTask, Health},
+    server::{self, BoundServer, Health},
 };
-use tokio::net::TcpListener;
-use tonic::service::{Routes, RoutesBuilder};
+use tonic::service::RoutesBuilder;
 
 use crate::{
     accounts::Accounts,
@@ -45,11 +44,7 @@ impl AwsClients {
 
 /// A bound, ready-to-run auth-service.
 pub struct Application {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    routes: Routes,
-    health: Health,
-    probe: BackgroundTask,
+    server: BoundServer,
     metrics: Arc<Metrics>,
 }
 
@@ -116,23 +111,21 @@ impl Application {
             .add_service(AuthServiceServer::new(AuthApi::new(accounts, vendor)));
         server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 
-        let listener = server::bind(settings.listen_addr)
-            .await
-            .with_context(|| format!("binding {}", settings.listen_addr))?;
-        let local_addr = listener.local_addr()?;
-        Ok(Self {
-            listener,
-            local_addr,
-            routes: routes.routes(),
+        let server = BoundServer::bind(
+            "auth-service",
+            settings.listen_addr,
+            routes.routes(),
             health,
-            probe,
-            metrics,
-        })
+            vec![probe],
+        )
+        .await
+        .with_context(|| format!("binding {}", settings.listen_addr))?;
+        Ok(Self { server, metrics })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.server.local_addr()
     }
 
     /// The instance's counters.
@@ -145,11 +138,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr, "auth-service listening");
-        let _probe = self.probe;
-        server::serve(self.listener, self.routes, self.health, shutdown).await?;
-        tracing::info!("auth-service stopped");
-        Ok(())
+        Ok(self.server.run_until_stopped(shutdown).await?)
     }
 }
 

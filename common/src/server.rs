@@ -149,11 +149,6 @@ pub fn add_reflection(
     Ok(())
 }
 
-/// Binds a TCP listener; port 0 picks a free port (tests read it back with `local_addr`).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Serves `routes` on `listener` until `shutdown` resolves, then reports NOT_SERVING, stops
 /// accepting connections and lets in-flight calls finish.
 pub async fn serve(
@@ -213,5 +208,67 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// A server bound to its port with everything it serves: what each service's `Application`
+/// wraps, so tests can read the port before running it.
+pub struct BoundServer {
+    name: &'static str,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: Routes,
+    health: Health,
+    tasks: Vec<BackgroundTask>,
+}
+
+impl BoundServer {
+    /// Binds `addr` (port 0 picks a free port) for `routes`; `tasks` run until the server stops.
+    pub async fn bind(
+        name: &'static str,
+        addr: SocketAddr,
+        routes: Routes,
+        health: Health,
+        tasks: Vec<BackgroundTask>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            name,
+            listener,
+            local_addr,
+            routes,
+            health,
+            tasks,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        tracing::info!(addr = %self.local_addr, "{} listening", self.name);
+        let _tasks = self.tasks;
+        serve(self.listener, self.routes, self.health, shutdown).await?;
+        tracing::info!("{} stopped", self.name);
+        Ok(())
+    }
+}
+
+/// The process exit for a service's `main`: failures are logged (with their cause chain)
+/// before exiting non-zero.
+pub fn exit_code(service: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{service} failed");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

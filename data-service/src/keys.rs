@@ -117,8 +117,7 @@ impl KeyStore {
         self.inner.verified.insert(token.to_owned(), principal);
     }
 
-    /// Fetches the published keys and replaces ours. If a key disappeared (revoked), every
-    /// remembered token is forgotten, so none signed by it is accepted again.
+    /// Fetches the published keys and installs them.
     pub async fn refresh(&self) -> Result<(), String> {
         self.inner.metrics.key_refreshes.increment();
         let mut request = tonic::Request::new(ListSigningKeysRequest {});
@@ -136,6 +135,13 @@ impl KeyStore {
             keys.insert_paserk(&key.kid, &key.public_key)
                 .map_err(|e| format!("ListSigningKeys returned a bad key: {e}"))?;
         }
+        self.install(keys);
+        Ok(())
+    }
+
+    /// Replaces the keys. If a key disappeared (withdrawn), every remembered token is
+    /// forgotten, so none signed by it is accepted again.
+    pub fn install(&self, keys: VerifyingKeys) {
         let removed = self.current().kids().any(|kid| keys.get(kid).is_none());
         let added = keys.kids().any(|kid| !self.knows(kid));
         self.inner.keys.store(Arc::new(keys));
@@ -146,7 +152,6 @@ impl KeyStore {
         if added || removed {
             tracing::info!(keys = self.current().len(), "signing keys updated");
         }
-        Ok(())
     }
 
     /// Refreshes because a token names `kid`, unless another request just did (then it waits

@@ -9,12 +9,11 @@ use common::{
         auth::v1::auth_service_client::AuthServiceClient,
         data::v1::data_service_server::{DataServiceServer, SERVICE_NAME},
     },
-    server::{self, BackgroundTask, Health},
+    server::{self, BoundServer, Health},
     tokens::TokenVerifier,
 };
-use tokio::net::TcpListener;
 use tonic::{
-    service::{Routes, RoutesBuilder},
+    service::RoutesBuilder,
     transport::{Channel, Endpoint},
 };
 use tonic_health::pb::{
@@ -34,11 +33,7 @@ use crate::{
 
 /// A bound, ready-to-run data-service.
 pub struct Application {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    routes: Routes,
-    health: Health,
-    tasks: Vec<BackgroundTask>,
+    server: BoundServer,
     metrics: Arc<Metrics>,
 }
 
@@ -109,23 +104,21 @@ impl Application {
             ));
         server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 
-        let listener = server::bind(settings.listen_addr)
-            .await
-            .with_context(|| format!("binding {}", settings.listen_addr))?;
-        let local_addr = listener.local_addr()?;
-        Ok(Self {
-            listener,
-            local_addr,
-            routes: routes.routes(),
+        let server = BoundServer::bind(
+            "data-service",
+            settings.listen_addr,
+            routes.routes(),
             health,
-            tasks: vec![probe, refresher.into()],
-            metrics,
-        })
+            vec![probe, refresher.into()],
+        )
+        .await
+        .with_context(|| format!("binding {}", settings.listen_addr))?;
+        Ok(Self { server, metrics })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.server.local_addr()
     }
 
     /// The instance's counters.
@@ -138,11 +131,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr, "data-service listening");
-        let _tasks = self.tasks;
-        server::serve(self.listener, self.routes, self.health, shutdown).await?;
-        tracing::info!("data-service stopped");
-        Ok(())
+        Ok(self.server.run_until_stopped(shutdown).await?)
     }
 }
 

@@ -73,15 +73,15 @@ async fn credentials_name_the_callers_partition_and_work_against_dynamodb() {
         )
         .build();
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-    dynamodb
+    let create = dynamodb
         .create_table()
         .table_name(&vended.table_name)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(common::dynamo::string_attribute("owner").unwrap())
         .attribute_definitions(common::dynamo::string_attribute("key").unwrap())
         .key_schema(common::dynamo::key_element("owner", KeyType::Hash).unwrap())
-        .key_schema(common::dynamo::key_element("key", KeyType::Range).unwrap())
-        .send()
+        .key_schema(common::dynamo::key_element("key", KeyType::Range).unwrap());
+    common::dynamo::ensure_table(&dynamodb, create)
         .await
         .unwrap();
     dynamodb
@@ -91,6 +91,7 @@ async fn credentials_name_the_callers_partition_and_work_against_dynamodb() {
         .item("key", AttributeValue::S("hello".into()))
         .send()
         .await
+        .map_err(aws_sdk_dynamodb::error::DisplayErrorContext)
         .unwrap();
     let item = dynamodb
         .get_item()
