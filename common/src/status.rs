@@ -28,7 +28,12 @@ impl Violation {
     }
 }
 
-/// INVALID_ARGUMENT carrying a BadRequest with every violation; the message names the first.
+/// Most field violations sent back: the details travel in a trailer, and common HTTP/2
+/// clients refuse header blocks over 16 KiB.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// INVALID_ARGUMENT carrying a BadRequest with the violations (at most [`MAX_VIOLATIONS`],
+/// then a count of the rest); the message names the first.
 pub fn invalid_argument(violations: &[Violation]) -> Status {
     let message = match violations {
         [] => "invalid request".to_owned(),
@@ -40,12 +45,21 @@ pub fn invalid_argument(violations: &[Violation]) -> Status {
             rest.len()
         ),
     };
-    let details = ErrorDetails::with_bad_request(
-        violations
-            .iter()
-            .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
-            .collect::<Vec<_>>(),
-    );
+    let mut reported: Vec<_> = violations
+        .iter()
+        .take(MAX_VIOLATIONS)
+        .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+        .collect();
+    if violations.len() > MAX_VIOLATIONS {
+        reported.push(FieldViolation::new(
+            "",
+            format!(
+                "{} more problems not listed",
+                violations.len() - MAX_VIOLATIONS
+            ),
+        ));
+    }
+    let details = ErrorDetails::with_bad_request(reported);
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
@@ -78,4 +92,23 @@ pub fn internal() -> Status {
 /// says nothing about which check failed.
 pub fn unauthenticated() -> Status {
     Status::unauthenticated("missing, invalid or expired access token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_requests_stay_small_however_many_violations() {
+        let many: Vec<_> = (0..500)
+            .map(|i| Violation::new(format!("remove[{i}]"), "x".repeat(200)))
+            .collect();
+        let status = invalid_argument(&many);
+        let details = status.get_error_details();
+        let listed = &details.bad_request().unwrap().field_violations;
+        assert_eq!(listed.len(), MAX_VIOLATIONS + 1);
+        assert!(listed[MAX_VIOLATIONS].description.starts_with("480 more"));
+        assert!(status.details().len() < 16 * 1024);
+        assert!(status.message().contains("(and 499 more)"));
+    }
 }

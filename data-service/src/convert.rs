@@ -34,10 +34,10 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// DynamoDB's limit on a sort key value, which is what an item key becomes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// At most this many violations are reported (plus one saying how many were left out), so a
-/// hostile request cannot make us build a huge error, and the BadRequest details stay small: they
-/// travel in a trailer, and hyper-based clients refuse header lists over 16 KiB by default.
-pub const MAX_VIOLATIONS: usize = 20;
+/// At most this many violations are collected (plus one saying how many were left out), so a
+/// hostile request cannot make us build a huge error; the same bound the status builder
+/// applies to what is sent.
+pub const MAX_VIOLATIONS: usize = common::status::MAX_VIOLATIONS;
 
 /// Size allowances for the bookkeeping attributes the store adds to every item: a UUID owner and
 /// a timestamp as long as RFC 3339 with nanoseconds and an offset (longer than any numeric form).

@@ -170,16 +170,30 @@ impl KeyStore {
         }
     }
 
-    /// Refreshes every `interval` (and at once), retrying every second while it fails.
+    /// Refreshes every `interval` (and at once). Failures are retried after 1 s, doubling up
+    /// to `interval`, and logged once per outage rather than once per attempt.
     pub fn spawn_refresher(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
+            let mut backoff: Option<Duration> = None;
             loop {
-                let wait = match store.refresh().await {
-                    Ok(()) => interval,
-                    Err(error) => {
-                        tracing::warn!(%error, "refreshing signing keys failed; retrying");
-                        interval.min(Duration::from_secs(1))
+                let wait = match (store.refresh().await, backoff) {
+                    (Ok(()), failing) => {
+                        if failing.is_some() {
+                            tracing::info!("signing keys refreshed again");
+                        }
+                        backoff = None;
+                        interval
+                    }
+                    (Err(error), None) => {
+                        tracing::warn!(%error, "refreshing signing keys failed; retrying with backoff");
+                        backoff = Some(Duration::from_secs(1).min(interval));
+                        Duration::from_secs(1).min(interval)
+                    }
+                    (Err(_), Some(last)) => {
+                        let next = (last * 2).min(interval);
+                        backoff = Some(next);
+                        next
                     }
                 };
                 tokio::time::sleep(wait).await;

@@ -2,13 +2,15 @@
 //! dynalite, measured in the same run, interleaved, one request at a time.
 //!
 //! Run: `cargo bench -p tests --bench data_path` (needs `scripts/install-tools`).
-//! Prints p50/p90/p99 of both paths and what the data-service adds.
+//! Prints p50/p90/p99 of both paths and what the data-service adds, plus a health Check on
+//! the same server as the cost of the gRPC hop alone.
 
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::data::v1::GetItemRequest;
 use tests::{data::TestStack, dynamodb_client};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const ROUNDS: usize = 20;
 const PER_ROUND: usize = 100;
@@ -49,8 +51,17 @@ async fn main() {
         user.client.get_item(request).await.unwrap();
     }
 
-    let (mut via_sdk, mut via_service) = (Vec::new(), Vec::new());
+    let mut health = HealthClient::new(stack.data.channel().await);
+    let health_check = HealthCheckRequest {
+        service: "dynagate.data.v1.DataService".into(),
+    };
+    let (mut via_sdk, mut via_service, mut grpc_hop) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
+        for _ in 0..PER_ROUND {
+            let start = Instant::now();
+            health.check(health_check.clone()).await.unwrap();
+            grpc_hop.push(start.elapsed());
+        }
         for _ in 0..PER_ROUND {
             let start = Instant::now();
             direct_get().await.unwrap();
@@ -68,6 +79,7 @@ async fn main() {
     }
     via_sdk.sort();
     via_service.sort();
+    grpc_hop.sort();
 
     println!(
         "GetItem latency, {} requests each, sequential, same dynalite",
@@ -78,6 +90,7 @@ async fn main() {
         "", "p50 µs", "p90 µs", "p99 µs"
     );
     for (name, samples) in [
+        ("gRPC hop (health)", &grpc_hop),
         ("direct SDK", &via_sdk),
         ("through data-service", &via_service),
     ] {
@@ -93,6 +106,10 @@ async fn main() {
         "data-service adds {:.0} µs at p50 ({:.2}x the direct call)",
         micros(svc50) - micros(sdk50),
         svc50.as_secs_f64() / sdk50.as_secs_f64()
+    );
+    println!(
+        "of which the gRPC hop itself (health Check on the same server): {:.0} µs at p50",
+        micros(percentile(&grpc_hop, 0.5))
     );
     println!(
         "calls: {} DynamoDB, {} credential loads, {} full token verifications",
