@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use common::proto::data::v1::{
-    PutItemRequest, Value, data_service_client::DataServiceClient, value::Kind,
+    PutItemRequest, QueryItemsRequest, Value, data_service_client::DataServiceClient, value::Kind,
 };
 use data_service::{
     config::Settings,
@@ -178,6 +178,31 @@ impl SignedIn {
     /// `message` with this user's bearer token.
     pub fn request<T>(&self, message: T) -> Request<T> {
         with_bearer(message, &self.token)
+    }
+
+    /// Runs `request` (strongly consistent) and follows `next_page_token` to the end: every
+    /// key in order, and how many pages it took.
+    pub async fn query_all(&mut self, request: QueryItemsRequest) -> (Vec<String>, usize) {
+        let (mut keys, mut pages, mut token) = (Vec::new(), 0, String::new());
+        loop {
+            let request = self.request(QueryItemsRequest {
+                page_token: token,
+                consistent_read: true,
+                ..request.clone()
+            });
+            let page = self
+                .client
+                .query_items(request)
+                .await
+                .expect("QueryItems")
+                .into_inner();
+            keys.extend(page.items.into_iter().map(|item| item.key));
+            pages += 1;
+            if page.next_page_token.is_empty() {
+                return (keys, pages);
+            }
+            token = page.next_page_token;
+        }
     }
 
     /// Puts `key` with one string attribute `text`, returning the new version.

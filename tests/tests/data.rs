@@ -31,43 +31,6 @@ async fn get(user: &mut SignedIn, key: &str) -> Result<Item, tonic::Status> {
         .map(|r| r.into_inner().item.expect("item"))
 }
 
-async fn query(
-    user: &mut SignedIn,
-    request: QueryItemsRequest,
-) -> Result<(Vec<String>, String), tonic::Status> {
-    let request = user.request(QueryItemsRequest {
-        consistent_read: true,
-        ..request
-    });
-    let page = user.client.query_items(request).await?.into_inner();
-    Ok((
-        page.items.into_iter().map(|i| i.key).collect(),
-        page.next_page_token,
-    ))
-}
-
-/// Follows next_page_token to the end, returning every key in order and the page count.
-async fn query_all(user: &mut SignedIn, request: QueryItemsRequest) -> (Vec<String>, usize) {
-    let (mut keys, mut pages, mut token) = (Vec::new(), 0, String::new());
-    loop {
-        let (page, next) = query(
-            user,
-            QueryItemsRequest {
-                page_token: token,
-                ..request.clone()
-            },
-        )
-        .await
-        .expect("QueryItems");
-        keys.extend(page);
-        pages += 1;
-        if next.is_empty() {
-            return (keys, pages);
-        }
-        token = next;
-    }
-}
-
 fn current_version(status: &tonic::Status) -> String {
     let details = status.get_error_details();
     let info = details.error_info().expect("ErrorInfo details");
@@ -144,18 +107,16 @@ async fn the_whole_story_put_get_update_query_delete() {
         limit: 2,
         ..Default::default()
     };
-    let (keys, pages) = query_all(&mut alice, ascending.clone()).await;
+    let (keys, pages) = alice.query_all(ascending.clone()).await;
     let expected: Vec<String> = (1..=7).map(|i| format!("notes/{i}")).collect();
     assert_eq!(keys, expected);
     assert!(pages >= 4, "7 items 2 at a time: {pages} pages");
-    let (keys, _) = query_all(
-        &mut alice,
-        QueryItemsRequest {
+    let (keys, _) = alice
+        .query_all(QueryItemsRequest {
             descending: true,
             ..ascending
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(keys, expected.iter().rev().cloned().collect::<Vec<_>>());
     let ranged = QueryItemsRequest {
         start_key: "notes/3".into(),
@@ -163,7 +124,7 @@ async fn the_whole_story_put_get_update_query_delete() {
         ..Default::default()
     };
     assert_eq!(
-        query_all(&mut alice, ranged).await.0,
+        alice.query_all(ranged).await.0,
         ["notes/3", "notes/4", "notes/5"]
     );
 

@@ -9,35 +9,13 @@ use common::proto::data::v1::{
 };
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
-    data::{SignedIn, TestStack, string},
+    data::{TestStack, string},
 };
 use tonic::Code;
 use tonic_types::StatusExt;
 
 fn value(kind: Kind) -> Value {
     Value { kind: Some(kind) }
-}
-
-async fn keys_of(user: &mut SignedIn, request: QueryItemsRequest) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = user
-            .client
-            .query_items(user.request(QueryItemsRequest {
-                page_token: token,
-                consistent_read: true,
-                ..request.clone()
-            }))
-            .await
-            .expect("QueryItems")
-            .into_inner();
-        keys.extend(page.items.into_iter().map(|i| i.key));
-        if page.next_page_token.is_empty() {
-            return keys;
-        }
-        token = page.next_page_token;
-    }
 }
 
 #[tokio::test]
@@ -97,7 +75,7 @@ async fn another_user_can_never_reach_my_items() {
         "a new item in Bob's partition"
     );
     assert_eq!(
-        keys_of(&mut bob, QueryItemsRequest::default()).await,
+        bob.query_all(QueryItemsRequest::default()).await.0,
         ["secret"]
     );
     for stolen in [
@@ -131,7 +109,7 @@ async fn another_user_can_never_reach_my_items() {
 
     // Alice's items are exactly as she left them.
     assert_eq!(
-        keys_of(&mut alice, QueryItemsRequest::default()).await,
+        alice.query_all(QueryItemsRequest::default()).await.0,
         ["notes/1", "notes/2", "notes/3", "secret"]
     );
     for key in ["secret", "notes/1", "notes/2"] {
