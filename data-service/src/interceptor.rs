@@ -84,7 +84,7 @@ impl<S> KeyRefreshService<S> {
         let value = request.headers().get("authorization")?.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
         let token = token.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || self.keys.verified(token).is_some() {
+        if !scheme.eq_ignore_ascii_case("bearer") || self.keys.is_verified(token) {
             return None;
         }
         let (_, kid) = tokens::parse_untrusted(token).ok()?;

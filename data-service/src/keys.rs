@@ -112,6 +112,11 @@ impl KeyStore {
         self.inner.verified.get(token)
     }
 
+    /// True for a token verified earlier and not yet expired (no clone of its principal).
+    pub fn is_verified(&self, token: &str) -> bool {
+        self.inner.verified.contains_key(token)
+    }
+
     /// Remembers a token that just passed verification.
     pub fn remember(&self, token: &str, principal: Principal) {
         self.inner.verified.insert(token.to_owned(), principal);

@@ -59,18 +59,21 @@ impl DataApi {
         }
     }
 
-    /// The caller the interceptor attached; its absence fails closed.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, DataError> {
-        let principal = request.extensions().get::<Principal>().cloned();
-        let token = request.extensions().get::<BearerToken>().cloned();
+    /// Splits a request into the caller the interceptor attached (its absence fails closed)
+    /// and the message.
+    fn accept<T>(&self, request: Request<T>) -> Result<(Caller, T), DataError> {
+        let (metadata, mut extensions, message) = request.into_parts();
+        let principal = extensions.remove::<Principal>();
+        let token = extensions.remove::<BearerToken>();
         let (Some(principal), Some(token)) = (principal, token) else {
             return Err(DataError::Unauthenticated(TokenError::Missing));
         };
-        Ok(Caller {
+        let caller = Caller {
             principal,
             token,
-            budget: deadline::budget(request.metadata(), self.request_timeout),
-        })
+            budget: deadline::budget(&metadata, self.request_timeout),
+        };
+        Ok((caller, message))
     }
 
     /// Runs `operation` with the caller's DynamoDB client, all within the caller's budget.
@@ -118,8 +121,7 @@ impl DataService for DataApi {
         &self,
         request: Request<PutItemRequest>,
     ) -> Result<Response<PutItemResponse>, Status> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = self.accept(request)?;
         let put = requests::put(&request)?;
         let item = self
             .run(&caller, async |db, owner| {
@@ -137,8 +139,7 @@ impl DataService for DataApi {
         &self,
         request: Request<GetItemRequest>,
     ) -> Result<Response<GetItemResponse>, Status> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = self.accept(request)?;
         requests::key(&request.key)?;
         let names = requests::attributes_to_get(&request.attributes_to_get)?;
         let item = self
@@ -158,8 +159,7 @@ impl DataService for DataApi {
         &self,
         request: Request<UpdateItemRequest>,
     ) -> Result<Response<UpdateItemResponse>, Status> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = self.accept(request)?;
         let update = requests::update(&request)?;
         let item = self
             .run(&caller, async |db, owner| {
@@ -178,8 +178,7 @@ impl DataService for DataApi {
         &self,
         request: Request<DeleteItemRequest>,
     ) -> Result<Response<DeleteItemResponse>, Status> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = self.accept(request)?;
         requests::key(&request.key)?;
         let item = self
             .run(&caller, async |db, owner| {
@@ -197,8 +196,7 @@ impl DataService for DataApi {
         &self,
         request: Request<QueryItemsRequest>,
     ) -> Result<Response<QueryItemsResponse>, Status> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = self.accept(request)?;
         let owner = caller.principal.user_id.as_str();
         let query = requests::query(&request, owner, &self.pages)?;
         let page = self
