@@ -161,6 +161,8 @@ impl Emulator {
             Kind::Moto => {
                 let mut command = watched(tool("moto_server"));
                 command.args(["-H", "127.0.0.1", "-p", &port]);
+                // moto's request recorder writes `moto_recording` into its working directory.
+                command.current_dir(std::env::temp_dir());
                 command
             }
         };
