@@ -26,7 +26,10 @@ pub enum Kind {
 pub struct Emulator {
     kind: Kind,
     port: u16,
-    data_dir: Option<PathBuf>,
+    /// Its working directory (moto writes its request recording there) and, when
+    /// persistent, dynalite's data under `data/`.
+    work_dir: PathBuf,
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -60,16 +63,14 @@ impl Emulator {
     /// Starts an emulator on a free loopback port. A dynalite started `persistent` keeps its
     /// data on disk, so it survives `stop` + `start` like a real outage would.
     pub fn start(kind: Kind, persistent: bool) -> Self {
-        let data_dir = persistent.then(|| {
-            let dir =
-                std::env::temp_dir().join(format!("dynagate-dynalite-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).expect("create dynalite data dir");
-            dir
-        });
+        let work_dir =
+            std::env::temp_dir().join(format!("dynagate-emulator-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&work_dir).expect("create the emulator's directory");
         let mut emulator = Self {
             kind,
             port: free_port(),
-            data_dir,
+            work_dir,
+            persistent,
             child: None,
         };
         emulator.restart();
@@ -153,20 +154,19 @@ impl Emulator {
                     "--updateTableMs",
                     "0",
                 ]);
-                if let Some(dir) = &self.data_dir {
-                    command.arg("--path").arg(dir);
+                if self.persistent {
+                    command.arg("--path").arg(self.work_dir.join("data"));
                 }
                 command
             }
             Kind::Moto => {
                 let mut command = watched(tool("moto_server"));
                 command.args(["-H", "127.0.0.1", "-p", &port]);
-                // moto's request recorder writes `moto_recording` into its working directory.
-                command.current_dir(std::env::temp_dir());
                 command
             }
         };
         let child = command
+            .current_dir(&self.work_dir)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.kind));
         self.child = Some(child);
@@ -184,9 +184,7 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
-        if let Some(dir) = &self.data_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.work_dir);
     }
 }
 
