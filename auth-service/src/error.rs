@@ -138,3 +138,54 @@ impl From<AuthError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::StatusExt;
+
+    #[test]
+    fn every_error_becomes_the_status_clients_expect() {
+        let cases = [
+            (
+                AuthError::InvalidArgument(vec![Violation::new("username", "short")]),
+                Code::InvalidArgument,
+            ),
+            (AuthError::UsernameTaken, Code::AlreadyExists),
+            (AuthError::InvalidCredentials, Code::Unauthenticated),
+            (AuthError::InvalidRefreshToken, Code::Unauthenticated),
+            (
+                AuthError::InvalidAccessToken(TokenError::Missing),
+                Code::Unauthenticated,
+            ),
+            (AuthError::SessionEnded, Code::Unauthenticated),
+            (AuthError::CredentialsDisabled, Code::Unimplemented),
+            (AuthError::Overloaded, Code::ResourceExhausted),
+            (AuthError::Unavailable("x".into()), Code::Unavailable),
+            (
+                AuthError::Internal(anyhow::anyhow!("secret cause")),
+                Code::Internal,
+            ),
+        ];
+        for (error, code) in cases {
+            let name = format!("{error:?}");
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{name}");
+            assert!(
+                !status.message().contains("secret cause"),
+                "internal causes stay inside"
+            );
+        }
+    }
+
+    #[test]
+    fn shed_and_unavailable_calls_say_when_to_retry() {
+        for error in [AuthError::Overloaded, AuthError::Unavailable("x".into())] {
+            let status = Status::from(error);
+            assert!(
+                status.get_error_details().retry_info().is_some(),
+                "{status:?}"
+            );
+        }
+    }
+}

@@ -146,3 +146,61 @@ impl From<DataError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::StatusExt;
+
+    #[test]
+    fn every_error_becomes_the_status_clients_expect() {
+        let cases = [
+            (DataError::invalid("key", "empty"), Code::InvalidArgument),
+            (
+                DataError::Unauthenticated(TokenError::Rejected),
+                Code::Unauthenticated,
+            ),
+            (DataError::NotFound, Code::NotFound),
+            (
+                DataError::VersionMismatch { current: 4 },
+                Code::FailedPrecondition,
+            ),
+            (DataError::Contention, Code::Aborted),
+            (DataError::CredentialsExpired("x".into()), Code::Unavailable),
+            (
+                DataError::PermissionDenied("x".into()),
+                Code::PermissionDenied,
+            ),
+            (DataError::Unavailable("x".into()), Code::Unavailable),
+            (
+                DataError::Internal(anyhow::anyhow!("secret cause")),
+                Code::Internal,
+            ),
+        ];
+        for (error, code) in cases {
+            let name = format!("{error:?}");
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{name}");
+            assert!(
+                !status.message().contains("secret cause"),
+                "internal causes stay inside"
+            );
+        }
+    }
+
+    #[test]
+    fn retryable_errors_say_when_and_conflicts_say_the_version() {
+        for error in [DataError::Unavailable("x".into()), DataError::Contention] {
+            let status = Status::from(error);
+            assert!(
+                status.get_error_details().retry_info().is_some(),
+                "{status:?}"
+            );
+        }
+        let status = Status::from(DataError::VersionMismatch { current: 7 });
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, VERSION_MISMATCH);
+        assert_eq!(info.metadata["current_version"], "7");
+    }
+}
