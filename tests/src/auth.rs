@@ -16,11 +16,10 @@ use common::{
 };
 use pasetors::version4::PublicToken;
 use secrecy::SecretString;
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 
 use crate::{
-    dynamodb_client,
+    RunningService, dynamodb_client,
     emulators::{Emulator, dead_addr},
     sts_client, test_aws_settings, unique_prefix,
 };
@@ -67,8 +66,7 @@ pub struct TestAuth {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The instance's counters.
     pub metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    service: RunningService,
 }
 
 impl TestAuth {
@@ -121,10 +119,7 @@ impl TestAuth {
             .expect("build auth-service");
         let addr = app.local_addr();
         let metrics = app.metrics();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let service = RunningService::spawn("auth-service", |stop| app.run_until_stopped(stop));
         let signing_key = settings
             .signing_keys
             .clone()
@@ -135,8 +130,7 @@ impl TestAuth {
             signing_key,
             dynamodb,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            service,
         }
     }
 
@@ -213,7 +207,7 @@ impl TestAuth {
 
     /// Stops the service gracefully and waits for it.
     pub async fn stop(mut self) {
-        self.shutdown().await;
+        self.service.stop().await;
     }
 
     /// Stops the service and starts it again on the same address with `change` applied to
@@ -223,30 +217,11 @@ impl TestAuth {
         endpoints: Endpoints,
         change: impl FnOnce(&mut Settings),
     ) -> Self {
-        self.shutdown().await;
+        self.service.stop().await;
         let mut settings = self.settings.clone();
         settings.listen_addr = self.addr;
         change(&mut settings);
         Self::spawn_with(settings, endpoints).await
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("auth-service task")
-                .expect("auth-service ran");
-        }
-    }
-}
-
-impl Drop for TestAuth {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

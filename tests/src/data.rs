@@ -11,10 +11,10 @@ use data_service::{
     metrics::Metrics,
     startup::{self, Application},
 };
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 
 use crate::{
+    RunningService,
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
     sdk_config, test_aws_settings, unique_prefix,
 };
@@ -27,8 +27,7 @@ pub struct TestData {
     pub settings: Settings,
     /// Its counters.
     pub metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    service: RunningService,
 }
 
 impl TestData {
@@ -59,10 +58,7 @@ impl TestData {
             .expect("build data-service");
         let addr = app.local_addr();
         let metrics = app.metrics();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let service = RunningService::spawn("data-service", |stop| app.run_until_stopped(stop));
         if wait {
             let serving = crate::wait_serving(addr, "dynagate.data.v1.DataService").await;
             assert!(serving, "data-service did not report SERVING");
@@ -71,8 +67,7 @@ impl TestData {
             addr,
             settings,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            service,
         }
     }
 
@@ -92,22 +87,7 @@ impl TestData {
 
     /// Stops the service gracefully and waits for it.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("data-service task")
-                .expect("data-service ran");
-        }
-    }
-}
-
-impl Drop for TestData {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.service.stop().await;
     }
 }
 

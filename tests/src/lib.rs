@@ -7,11 +7,16 @@ pub mod emulators;
 pub mod moto;
 pub mod proxy;
 
-use std::time::Duration;
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 use common::aws::AwsSettings;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// AWS settings for tests: short timeouts so fault tests finish quickly.
 pub fn test_aws_settings() -> AwsSettings {
@@ -80,11 +85,25 @@ where
 }
 
 /// Waits until the server at `addr` reports `service` SERVING (false after 10 s).
-pub async fn wait_serving(addr: std::net::SocketAddr, service: &str) -> bool {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+pub async fn wait_serving(addr: SocketAddr, service: &str) -> bool {
+    wait_status(
+        addr,
+        service,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// Waits until the server at `addr` reports `status` for `service` (`""` is the whole
+/// server); false if it does not within `limit`.
+pub async fn wait_status(
+    addr: SocketAddr,
+    service: &str,
+    status: ServingStatus,
+    limit: Duration,
+) -> bool {
+    let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
         .expect("valid uri")
         .connect()
         .await
@@ -92,15 +111,63 @@ pub async fn wait_serving(addr: std::net::SocketAddr, service: &str) -> bool {
         return false;
     };
     let health = HealthClient::new(channel);
-    eventually(Duration::from_secs(10), || {
+    eventually(limit, || {
         let mut health = health.clone();
         let service = service.to_owned();
         async move {
             health
                 .check(HealthCheckRequest { service })
                 .await
-                .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+                .is_ok_and(|r| r.into_inner().status == status as i32)
         }
     })
     .await
+}
+
+/// A service's `run_until_stopped` running on its own task: stopped gracefully by
+/// [`RunningService::stop`], or signalled to stop when dropped.
+pub struct RunningService {
+    name: &'static str,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningService {
+    /// Spawns `run`, handing it the future that resolves when the service must stop.
+    pub fn spawn<F, Fut>(name: &'static str, run: F) -> Self
+    where
+        F: FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async {
+            let _ = stopped.await;
+        })));
+        Self {
+            name,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the service and waits until it has drained, failing the test if it failed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let name = self.name;
+            task.await
+                .unwrap_or_else(|e| panic!("{name} task: {e}"))
+                .unwrap_or_else(|e| panic!("{name} failed: {e:#}"));
+        }
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

@@ -553,33 +553,15 @@ async fn login_rehashes_a_password_when_the_cost_changes() {
 
 #[tokio::test]
 async fn health_turns_serving_once_the_tables_answer() {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
+    use tonic_health::pb::health_check_response::ServingStatus;
     let auth = TestAuth::spawn().await;
-    let mut health = HealthClient::new(auth.channel().await);
 
-    let serving = tests::eventually(Duration::from_secs(10), || {
-        let mut health = health.clone();
-        async move {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: "dynagate.auth.v1.AuthService".into(),
-                })
-                .await;
-            status.is_ok_and(|s| s.into_inner().status == ServingStatus::Serving as i32)
-        }
-    })
-    .await;
+    let service = tests::wait_serving(auth.addr, "dynagate.auth.v1.AuthService").await;
+    // Checked once, not awaited: the overall status moves together with the service's.
+    let overall = tests::wait_status(auth.addr, "", ServingStatus::Serving, Duration::ZERO).await;
 
-    assert!(serving);
-    let overall = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(overall.into_inner().status, ServingStatus::Serving as i32);
+    assert!(service, "the AuthService status");
+    assert!(overall, "the whole server's status");
 }
 
 #[tokio::test]

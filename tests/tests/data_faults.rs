@@ -13,9 +13,7 @@ use tests::{
     proxy::CountingProxy,
 };
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
 async fn get_with_deadline(
@@ -31,21 +29,9 @@ async fn get_with_deadline(
     user.client.get_item(request).await.map(|_| ())
 }
 
-async fn data_health(data: &TestData) -> i32 {
-    let mut health = HealthClient::new(data.channel().await);
-    health
-        .check(HealthCheckRequest {
-            service: "dynagate.data.v1.DataService".into(),
-        })
-        .await
-        .map_or(ServingStatus::Unknown as i32, |r| r.into_inner().status)
-}
-
 async fn health_becomes(data: &TestData, status: ServingStatus) -> bool {
-    tests::eventually(Duration::from_secs(15), || async move {
-        data_health(data).await == status as i32
-    })
-    .await
+    let service = "dynagate.data.v1.DataService";
+    tests::wait_status(data.addr, service, status, Duration::from_secs(15)).await
 }
 
 #[tokio::test]
