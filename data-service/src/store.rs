@@ -175,12 +175,10 @@ impl ItemStore {
         for _ in 0..PUT_ATTEMPTS {
             let current = match precondition {
                 Precondition::IfAbsent => None,
-                Precondition::None | Precondition::Version(_) => {
-                    self.get(db, owner, key, true, &[]).await?
-                }
+                Precondition::None | Precondition::Version(_) => self.stamp(db, owner, key).await?,
             };
             if let Precondition::Version(expected) = precondition {
-                let version = current.as_ref().map_or(0, |item| item.version);
+                let version = current.as_ref().map_or(0, |stamp| stamp.version);
                 if version != expected {
                     return Err(DataError::VersionMismatch { current: version });
                 }
@@ -211,15 +209,10 @@ impl ItemStore {
         owner: &str,
         key: &str,
         attributes: HashMap<String, AttributeValue>,
-        current: Option<&StoredItem>,
+        current: Option<&Stamp>,
     ) -> Result<Option<StoredItem>, DataError> {
         let now = now_millis();
-        let (version, created_at) = current.map_or((1, now), |c| {
-            (
-                c.version + 1,
-                c.created_at.unix_timestamp_nanos() / 1_000_000,
-            )
-        });
+        let (version, created_at) = current.map_or((1, now), |c| (c.version + 1, c.created_at));
         let mut item = attributes;
         item.extend(key_of(owner, key));
         item.insert("version".to_owned(), n(version));
@@ -417,8 +410,35 @@ impl ItemStore {
 
     /// The item's current version, 0 when absent.
     async fn current_version(&self, db: &Client, owner: &str, key: &str) -> Result<u64, DataError> {
-        let item = self.get(db, owner, key, true, &[]).await?;
-        Ok(item.map_or(0, |item| item.version))
+        Ok(self
+            .stamp(db, owner, key)
+            .await?
+            .map_or(0, |stamp| stamp.version))
+    }
+
+    /// The item's version and creation time only (a strongly consistent read projecting two
+    /// numbers), for writes that must know them without reading and converting the item.
+    async fn stamp(&self, db: &Client, owner: &str, key: &str) -> Result<Option<Stamp>, DataError> {
+        self.metrics.dynamodb_calls.increment();
+        let output = db
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(owner, key)))
+            .consistent_read(true)
+            .projection_expression("#v, #c")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_names("#c", "created_at")
+            .send()
+            .await
+            .map_err(|e| DataError::aws("GetItem", e))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let version = number(&item, "version")?;
+        Ok(Some(Stamp {
+            version: u64::try_from(version).map_err(|_| stored_error("a negative version"))?,
+            created_at: number(&item, "created_at")?,
+        }))
     }
 
     /// Creates the items table if it does not exist (local stacks; production uses IaC).
@@ -435,27 +455,41 @@ impl ItemStore {
     }
 }
 
+/// The version and creation time (Unix milliseconds) of a stored item.
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    version: u64,
+    created_at: i128,
+}
+
+/// Something we wrote is malformed: an internal error.
+fn stored_error(what: &str) -> DataError {
+    DataError::Internal(anyhow::anyhow!("stored item has {what}"))
+}
+
+/// A number attribute of a stored item.
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<i128, DataError> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| stored_error(&format!("no valid {name}")))
+}
+
 /// Reads a stored item; anything malformed is an internal error (we wrote it).
 fn parse_item(item: &HashMap<String, AttributeValue>) -> Result<StoredItem, DataError> {
-    let bad = |what: &str| DataError::Internal(anyhow::anyhow!("stored item has {what}"));
     let key = item
         .get("key")
         .and_then(|k| k.as_s().ok())
-        .ok_or_else(|| bad("no key"))?;
-    let number = |name: &str| -> Result<i128, DataError> {
-        item.get(name)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(&format!("no valid {name}")))
-    };
+        .ok_or_else(|| stored_error("no key"))?;
     let millis = |name: &str| -> Result<OffsetDateTime, DataError> {
-        OffsetDateTime::from_unix_timestamp_nanos(number(name)? * 1_000_000)
-            .map_err(|_| bad(&format!("{name} out of range")))
+        OffsetDateTime::from_unix_timestamp_nanos(number(item, name)? * 1_000_000)
+            .map_err(|_| stored_error(&format!("{name} out of range")))
     };
     Ok(StoredItem {
         key: key.clone(),
-        attributes: convert::attributes_from_dynamo(item).map_err(|e| bad(&e))?,
-        version: u64::try_from(number("version")?).map_err(|_| bad("a negative version"))?,
+        attributes: convert::attributes_from_dynamo(item).map_err(|e| stored_error(&e))?,
+        version: u64::try_from(number(item, "version")?)
+            .map_err(|_| stored_error("a negative version"))?,
         created_at: millis("created_at")?,
         updated_at: millis("updated_at")?,
     })
