@@ -45,6 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Messages carrying passwords, tokens or keys get a redacting Debug (src/proto.rs),
         // so no log line or panic message can ever print them.
         .skip_debug(SECRET_MESSAGES)
+        // Undecodable messages are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::Codec")
         .build_client(true)
         .build_server(true)
         .compile_fds(compiler.file_descriptor_set())?;

@@ -3,8 +3,10 @@
 //! graceful shutdown).
 
 pub mod aws;
+pub mod codec;
 pub mod deadline;
 pub mod dynamo;
+pub mod framing;
 pub mod metrics;
 pub mod proto;
 pub mod server;

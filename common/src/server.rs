@@ -12,7 +12,10 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::trace::{DefaultOnEos, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::{
+    framing::{FramingLayer, MAX_REQUEST_MESSAGE_BYTES},
+    proto::FILE_DESCRIPTOR_SET,
+};
 
 /// The `grpc.health.v1` statuses of one server: the overall status (`""`) and one per
 /// service, always moved together. Once shutdown starts they stay NOT_SERVING, so a late
@@ -174,6 +177,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .layer(trace)
+        .layer(FramingLayer::new(MAX_REQUEST_MESSAGE_BYTES))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

@@ -1,0 +1,214 @@
+//! Bytes that are not the message: every RPC of both services answers a client-caused status
+//! (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, or whatever the handler says about a message that
+//! happened to decode), never INTERNAL or UNKNOWN, and keeps serving afterwards.
+
+use bytes::Bytes;
+use common::proto::data::v1::{ListValue, PutItemRequest, Value, value::Kind};
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use tests::data::TestStack;
+use tonic::{Code, Status, transport::Channel};
+use tower::ServiceExt;
+
+const AUTH_RPCS: [&str; 7] = [
+    "/dynagate.auth.v1.AuthService/Register",
+    "/dynagate.auth.v1.AuthService/Login",
+    "/dynagate.auth.v1.AuthService/Refresh",
+    "/dynagate.auth.v1.AuthService/Logout",
+    "/dynagate.auth.v1.AuthService/LogoutAll",
+    "/dynagate.auth.v1.AuthService/ListSigningKeys",
+    "/dynagate.auth.v1.AuthService/GetCredentials",
+];
+
+const DATA_RPCS: [&str; 5] = [
+    "/dynagate.data.v1.DataService/GetItem",
+    "/dynagate.data.v1.DataService/PutItem",
+    "/dynagate.data.v1.DataService/UpdateItem",
+    "/dynagate.data.v1.DataService/DeleteItem",
+    "/dynagate.data.v1.DataService/QueryItems",
+];
+
+/// One message in gRPC's length-prefixed framing (uncompressed).
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Sends `body` as the whole request body of a unary call to `path`, and returns the gRPC
+/// status the server answered with (from the headers of a trailers-only answer, or the
+/// trailers).
+async fn call_raw(channel: &Channel, path: &str, token: Option<&str>, body: Vec<u8>) -> Status {
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://dynagate{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(tonic::body::Body::new(Full::new(Bytes::from(body))))
+        .unwrap();
+    let response = channel.clone().oneshot(request).await.expect("HTTP/2 call");
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = response.into_body().collect().await.expect("response body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    Status::from_header_map(&trailers).expect("a grpc-status trailer")
+}
+
+/// A Value nested `depth` lists deep: far past prost's recursion limit of 100.
+fn deeply_nested(depth: usize) -> Value {
+    (0..depth).fold(Value { kind: None }, |inner, _| Value {
+        kind: Some(Kind::ListValue(ListValue {
+            values: vec![inner],
+        })),
+    })
+}
+
+/// Bodies no honest client sends, each with the status it must get.
+fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, Code)> {
+    let mut oversized = vec![0];
+    oversized.extend_from_slice(&(64u32 << 20).to_be_bytes());
+    oversized.extend_from_slice(&[0; 1024]);
+    vec![
+        ("empty body", Vec::new(), Code::InvalidArgument),
+        ("half a header", vec![0, 0, 0], Code::InvalidArgument),
+        (
+            "a message cut short",
+            b"\x00\x00\x00\x00\x10\x0a\x02".to_vec(),
+            Code::InvalidArgument,
+        ),
+        (
+            "compressed flag without an encoding",
+            b"\x01\x00\x00\x00\x02\x08\x01".to_vec(),
+            Code::InvalidArgument,
+        ),
+        (
+            "not a compression flag",
+            b"\x07\x00\x00\x00\x02\x08\x01".to_vec(),
+            Code::InvalidArgument,
+        ),
+        (
+            "unframed text",
+            b"{\"username\":\"alice\"}".to_vec(),
+            Code::InvalidArgument,
+        ),
+        ("a 64 MiB message", oversized, Code::ResourceExhausted),
+        (
+            "a truncated length varint",
+            framed(b"\x0a\xff\xff\xff"),
+            Code::InvalidArgument,
+        ),
+    ]
+}
+
+/// Bodies that break only messages whose field 1 is a string: every request here but the
+/// empty ones (LogoutAll, ListSigningKeys, GetCredentials), which skip unknown fields.
+fn bad_string_fields() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("invalid UTF-8 in field 1", framed(b"\x0a\x02\xff\xfe")),
+        (
+            "field 1 with a 32-bit wire type",
+            framed(b"\x0d\x01\x02\x03\x04"),
+        ),
+    ]
+}
+
+fn assert_client_caused(status: &Status, what: &str, path: &str) {
+    assert!(
+        !matches!(status.code(), Code::Internal | Code::Unknown),
+        "{what} to {path}: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_bodies_get_client_statuses_on_every_rpc() {
+    let stack = TestStack::spawn().await;
+    let user = stack.user().await;
+    let auth = stack.auth.channel().await;
+    let data = stack.data.channel().await;
+    let rpcs = AUTH_RPCS
+        .iter()
+        .map(|path| (&auth, *path))
+        .chain(DATA_RPCS.iter().map(|path| (&data, *path)));
+    for (channel, path) in rpcs {
+        for (what, body, code) in hostile_bodies() {
+            let status = call_raw(channel, path, Some(&user.token), body).await;
+            assert_eq!(status.code(), code, "{what} to {path}: {status:?}");
+            assert!(
+                status.message().len() < 120,
+                "short messages, no decoder internals: {status:?}"
+            );
+        }
+        for (what, body) in bad_string_fields() {
+            let status = call_raw(channel, path, Some(&user.token), body).await;
+            assert_client_caused(&status, what, path);
+            let has_string_field = !path.ends_with("/LogoutAll")
+                && !path.ends_with("/ListSigningKeys")
+                && !path.ends_with("/GetCredentials");
+            if has_string_field {
+                assert_eq!(status.code(), Code::InvalidArgument, "{what} to {path}");
+            }
+        }
+    }
+    // Both services still serve an honest client (a new one: some bodies above decoded as a
+    // LogoutAll, which ended the first user's session as it should).
+    let mut honest = stack.user().await;
+    assert_eq!(honest.put_text("after-the-storm", "fine").await, 1);
+}
+
+#[tokio::test]
+async fn nesting_past_the_decoders_limit_is_invalid_argument() {
+    let stack = TestStack::spawn().await;
+    let user = stack.user().await;
+    let request = PutItemRequest {
+        key: "deep".into(),
+        attributes: [("v".to_owned(), deeply_nested(150))].into(),
+        ..Default::default()
+    };
+    let status = call_raw(
+        &stack.data.channel().await,
+        "/dynagate.data.v1.DataService/PutItem",
+        Some(&user.token),
+        framed(&request.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test]
+async fn random_payloads_never_get_internal_or_unknown() {
+    let stack = TestStack::spawn().await;
+    let user = stack.user().await;
+    let auth = stack.auth.channel().await;
+    let data = stack.data.channel().await;
+    // Deterministic pseudo-random bytes (xorshift), so a failure can be replayed.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..40 {
+        let len = usize::try_from(next() % 96).unwrap();
+        let payload: Vec<u8> = (0..len).map(|_| next().to_le_bytes()[0]).collect();
+        let body = if round % 2 == 0 {
+            framed(&payload)
+        } else {
+            payload
+        };
+        let index = usize::try_from(next() % 12).unwrap();
+        let (channel, path) = if index < AUTH_RPCS.len() {
+            (&auth, AUTH_RPCS[index])
+        } else {
+            (&data, DATA_RPCS[index - AUTH_RPCS.len()])
+        };
+        let status = call_raw(channel, path, Some(&user.token), body).await;
+        assert_client_caused(&status, &format!("random payload #{round}"), path);
+    }
+}
