@@ -4,12 +4,14 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, SystemTime},
 };
 
 use aws_sdk_sts::types::Tag;
-use common::aws::{self, AwsFailure};
-use moka::{Expiry, future::Cache};
+use common::{
+    aws::{self, AwsFailure},
+    cache::{Expiring, LoadAborted, LoadingCache},
+};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
@@ -30,6 +32,12 @@ pub struct TemporaryCredentials {
     pub session_token: SecretString,
     /// When STS says they stop working.
     pub expiration: OffsetDateTime,
+}
+
+impl Expiring for TemporaryCredentials {
+    fn expires_at(&self) -> SystemTime {
+        self.expiration.into()
+    }
 }
 
 /// Where and how credentials are vended: validated once at startup.
@@ -59,6 +67,12 @@ pub enum VendError {
     Refused(String),
 }
 
+impl From<LoadAborted> for VendError {
+    fn from(aborted: LoadAborted) -> Self {
+        VendError::Unavailable(aborted.to_string())
+    }
+}
+
 impl From<VendError> for AuthError {
     fn from(error: VendError) -> Self {
         match error {
@@ -72,8 +86,8 @@ impl From<VendError> for AuthError {
 #[derive(Clone)]
 pub struct CredentialVendor {
     sts: aws_sdk_sts::Client,
-    config: VendingConfig,
-    cache: Cache<StsUserId, Arc<TemporaryCredentials>>,
+    config: Arc<VendingConfig>,
+    cache: LoadingCache<StsUserId, Arc<TemporaryCredentials>, VendError>,
     metrics: Arc<Metrics>,
 }
 
@@ -81,43 +95,18 @@ impl std::fmt::Debug for CredentialVendor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialVendor")
             .field("config", &self.config)
-            .field("cached_users", &self.cache.entry_count())
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
-}
-
-/// Expires each cache entry `margin` before its credentials do.
-struct UntilMargin(Duration);
-
-impl Expiry<StsUserId, Arc<TemporaryCredentials>> for UntilMargin {
-    fn expire_after_create(
-        &self,
-        _user: &StsUserId,
-        credentials: &Arc<TemporaryCredentials>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(usable_for(credentials, self.0))
-    }
-}
-
-/// How long credentials may still be handed out: until `margin` before they expire.
-fn usable_for(credentials: &TemporaryCredentials, margin: Duration) -> Duration {
-    let left = credentials.expiration - OffsetDateTime::now_utc();
-    Duration::try_from(left)
-        .unwrap_or_default()
-        .saturating_sub(margin)
 }
 
 impl CredentialVendor {
     /// A vendor assuming `config.role_arn` through `sts`.
     pub fn new(sts: aws_sdk_sts::Client, config: VendingConfig, metrics: Arc<Metrics>) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(config.cache_capacity)
-            .expire_after(UntilMargin(config.refresh_margin))
-            .build();
+        let cache = LoadingCache::new(config.cache_capacity, config.refresh_margin);
         Self {
             sts,
-            config,
+            config: Arc::new(config),
             cache,
             metrics,
         }
@@ -129,15 +118,17 @@ impl CredentialVendor {
     }
 
     /// Credentials for `user`: from the cache while they have more than the margin left,
-    /// otherwise from one AssumeRole call shared by every concurrent request for the user.
+    /// otherwise from one AssumeRole call shared by every concurrent request for the user. The
+    /// call runs on its own task under the SDK's timeouts, so a caller that gives up neither
+    /// cancels it nor starts another.
     pub async fn credentials_for(
         &self,
         user: &StsUserId,
     ) -> Result<Arc<TemporaryCredentials>, AuthError> {
-        self.cache
-            .try_get_with_by_ref(user, self.assume_role(user))
-            .await
-            .map_err(|error| AuthError::from(VendError::clone(&error)))
+        let this = self.clone();
+        let owned = user.clone();
+        let load = async move { this.assume_role(&owned).await };
+        Ok(self.cache.get_or_load(user, load).await?)
     }
 
     async fn assume_role(&self, user: &StsUserId) -> Result<Arc<TemporaryCredentials>, VendError> {

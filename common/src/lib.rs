@@ -3,6 +3,7 @@
 //! graceful shutdown).
 
 pub mod aws;
+pub mod cache;
 pub mod codec;
 pub mod deadline;
 pub mod dynamo;

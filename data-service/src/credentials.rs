@@ -2,18 +2,22 @@
 //! the caller (asked for with the caller's own token). Cached per user until a margin before
 //! the credentials expire, loaded once for any number of concurrent requests, and all built
 //! on one HTTP client, so every user shares one connection pool.
+//!
+//! A load belongs to no single caller: it runs on its own task under the service's own
+//! auth timeout, so one caller's short deadline cannot fail the others waiting for it, and a
+//! waiter whose token is fine is not failed by another waiter's ended session.
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use aws_credential_types::Credentials;
 use common::{
+    cache::{Expiring, LoadAborted, LoadingCache},
     proto::auth::v1::{GetCredentialsRequest, auth_service_client::AuthServiceClient},
     tokens::{Principal, TokenError},
 };
-use moka::{Expiry, future::Cache};
 use secrecy::ExposeSecret;
 use tonic::{Code, transport::Channel};
 
@@ -27,43 +31,38 @@ pub struct UserClient {
     expires_at: SystemTime,
 }
 
+impl Expiring for UserClient {
+    fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+}
+
 /// Why credentials could not be loaded; cloneable, because one failed load answers every
 /// request that waited for it.
 #[derive(Clone, Debug, thiserror::Error)]
 enum LoadError {
     #[error("auth-service unavailable: {0}")]
     Unavailable(String),
-    #[error("auth-service refused the caller's token")]
-    Unauthenticated,
+    /// The auth-service refused the token of this session (ended, or not ours).
+    #[error("auth-service refused the token of session {session_id}")]
+    Unauthenticated { session_id: String },
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<LoadAborted> for LoadError {
+    fn from(aborted: LoadAborted) -> Self {
+        LoadError::Unavailable(aborted.to_string())
+    }
 }
 
 impl From<LoadError> for DataError {
     fn from(error: LoadError) -> Self {
         match error {
             LoadError::Unavailable(cause) => DataError::Unavailable(cause),
-            LoadError::Unauthenticated => DataError::Unauthenticated(TokenError::Rejected),
+            LoadError::Unauthenticated { .. } => DataError::Unauthenticated(TokenError::Rejected),
             LoadError::Internal(cause) => DataError::Internal(anyhow::anyhow!(cause)),
         }
-    }
-}
-
-/// Drops a client `margin` before its credentials expire.
-struct UntilMargin(Duration);
-
-impl Expiry<String, Arc<UserClient>> for UntilMargin {
-    fn expire_after_create(
-        &self,
-        _user: &String,
-        client: &Arc<UserClient>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        let left = client
-            .expires_at
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        Some(left.saturating_sub(self.0))
     }
 }
 
@@ -85,8 +84,8 @@ pub struct UserClientsConfig {
 pub struct UserClients {
     auth: AuthServiceClient<Channel>,
     base: aws_sdk_dynamodb::Config,
-    config: UserClientsConfig,
-    cache: Cache<String, Arc<UserClient>>,
+    config: Arc<UserClientsConfig>,
+    cache: LoadingCache<String, Arc<UserClient>, LoadError>,
     metrics: Arc<Metrics>,
 }
 
@@ -94,7 +93,7 @@ impl std::fmt::Debug for UserClients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserClients")
             .field("config", &self.config)
-            .field("cached_users", &self.cache.entry_count())
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -108,49 +107,74 @@ impl UserClients {
         config: UserClientsConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(config.capacity)
-            .expire_after(UntilMargin(config.refresh_margin))
-            .build();
+        let cache = LoadingCache::new(config.capacity, config.refresh_margin);
         Self {
             auth,
             base,
-            config,
+            config: Arc::new(config),
             cache,
             metrics,
         }
     }
 
-    /// The caller's client, loading credentials with the caller's token when needed.
+    /// The caller's client, loading credentials with the caller's token when needed. Waiting
+    /// is bounded by the caller's own deadline (the handler's); the load by the auth timeout.
     pub async fn client_for(
         &self,
         principal: &Principal,
         token: &BearerToken,
-        budget: Duration,
     ) -> Result<Arc<UserClient>, DataError> {
-        self.cache
-            .try_get_with_by_ref(&principal.user_id, self.load(principal, token, budget))
-            .await
-            .map_err(|error| DataError::from(LoadError::clone(&error)))
+        let user = &principal.user_id;
+        if let Some(client) = self.cache.get(user).await {
+            return Ok(client);
+        }
+        let shared = self
+            .cache
+            .get_or_load(user, self.loader(principal, token))
+            .await;
+        let result = match shared {
+            // The load we joined used another session's token, and that session has ended;
+            // ours may be live, so ask with our own token rather than share its failure.
+            Err(LoadError::Unauthenticated { session_id })
+                if session_id != principal.session_id =>
+            {
+                self.cache
+                    .load_now(user, self.loader(principal, token))
+                    .await
+            }
+            other => other,
+        };
+        Ok(result?)
     }
 
     /// Forgets a user's client, e.g. after DynamoDB called its credentials expired.
     pub async fn forget(&self, user_id: &str) {
-        self.cache.invalidate(user_id).await;
+        self.cache.invalidate(&user_id.to_owned()).await;
+    }
+
+    fn loader(
+        &self,
+        principal: &Principal,
+        token: &BearerToken,
+    ) -> impl Future<Output = Result<Arc<UserClient>, LoadError>> + Send + 'static {
+        let (this, principal, token) = (self.clone(), principal.clone(), token.clone());
+        async move { this.load(&principal, &token).await }
     }
 
     async fn load(
         &self,
         principal: &Principal,
         token: &BearerToken,
-        budget: Duration,
     ) -> Result<Arc<UserClient>, LoadError> {
         self.metrics.credential_loads.increment();
+        let refused = || LoadError::Unauthenticated {
+            session_id: principal.session_id.clone(),
+        };
         let mut request = tonic::Request::new(GetCredentialsRequest {});
-        request.set_timeout(self.config.auth_timeout.min(budget));
+        request.set_timeout(self.config.auth_timeout);
         let bearer = format!("Bearer {}", token.0.expose_secret())
             .parse()
-            .map_err(|_| LoadError::Unauthenticated)?;
+            .map_err(|_| refused())?;
         request.metadata_mut().insert("authorization", bearer);
         let vended = self
             .auth
@@ -158,7 +182,7 @@ impl UserClients {
             .get_credentials(request)
             .await
             .map_err(|status| match status.code() {
-                Code::Unauthenticated => LoadError::Unauthenticated,
+                Code::Unauthenticated => refused(),
                 Code::Unavailable
                 | Code::DeadlineExceeded
                 | Code::Cancelled

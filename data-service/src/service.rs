@@ -86,7 +86,7 @@ impl DataApi {
         let work = async {
             let client = self
                 .clients
-                .client_for(&caller.principal, &caller.token, caller.budget)
+                .client_for(&caller.principal, &caller.token)
                 .await?;
             operation(&client.dynamodb, owner).await
         };

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod data;
+pub mod delay;
 pub mod emulators;
 pub mod moto;
 pub mod proxy;

@@ -1,0 +1,312 @@
+//! A cache of expiring values (temporary credentials, clients built from them) whose misses
+//! are loaded once, however many callers miss at the same time, and whose loads survive the
+//! callers: a load runs on its own task, so a caller that gives up (its deadline passed, the
+//! client reset the stream) neither cancels the load others wait for nor starts a second one.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    hash::Hash,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use moka::{Expiry, future::Cache};
+
+/// A value that stops being usable at some point in time.
+pub trait Expiring {
+    /// When the value stops working.
+    fn expires_at(&self) -> SystemTime;
+}
+
+impl<T: Expiring> Expiring for Arc<T> {
+    fn expires_at(&self) -> SystemTime {
+        T::expires_at(self)
+    }
+}
+
+/// Expires each entry `margin` before its value does, so every value handed out still has at
+/// least `margin` to live.
+#[derive(Clone, Copy, Debug)]
+pub struct UntilMargin(pub Duration);
+
+impl UntilMargin {
+    /// How long a value may still be handed out.
+    pub fn usable_for(&self, value: &impl Expiring) -> Duration {
+        value
+            .expires_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(self.0)
+    }
+}
+
+impl<K, V: Expiring> Expiry<K, V> for UntilMargin {
+    fn expire_after_create(&self, _key: &K, value: &V, _now: Instant) -> Option<Duration> {
+        Some(self.usable_for(value))
+    }
+}
+
+/// The load task ended without a result: it panicked, or the runtime is shutting down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the load task ended without a result")]
+pub struct LoadAborted;
+
+type InFlight<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
+
+/// Expiring values by key, loaded at most once at a time per key.
+pub struct LoadingCache<K, V, E> {
+    cache: Cache<K, V>,
+    loads: Arc<Mutex<HashMap<K, InFlight<V, E>>>>,
+    margin: UntilMargin,
+}
+
+impl<K, V, E> Clone for LoadingCache<K, V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            loads: Arc::clone(&self.loads),
+            margin: self.margin,
+        }
+    }
+}
+
+impl<K, V, E> fmt::Debug for LoadingCache<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadingCache")
+            .field("entries", &self.cache.entry_count())
+            .field("margin", &self.margin.0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, E> LoadingCache<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Expiring + Clone + Send + Sync + 'static,
+    E: From<LoadAborted> + Clone + Send + Sync + 'static,
+{
+    /// At most `capacity` entries, each dropped `margin` before its value expires.
+    pub fn new(capacity: u64, margin: Duration) -> Self {
+        let margin = UntilMargin(margin);
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(margin)
+                .build(),
+            loads: Arc::default(),
+            margin,
+        }
+    }
+
+    /// The cached value, if it still has more than the margin to live.
+    pub async fn get(&self, key: &K) -> Option<V> {
+        self.cache.get(key).await
+    }
+
+    /// The cached value, or the result of the load running for `key`, starting `load` on its
+    /// own task when none runs. A successful load is cached before anyone sees it; a failed
+    /// one answers everyone who waited for it and is not cached.
+    pub async fn get_or_load<F>(&self, key: &K, load: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        if let Some(value) = self.cache.get(key).await {
+            return Ok(value);
+        }
+        self.join_or_start(key, load).await
+    }
+
+    /// Runs `load` now, without joining a running load (for a caller that must not share
+    /// another caller's failure), caching its value on success.
+    pub async fn load_now<F>(&self, key: &K, load: F) -> Result<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let value = load.await?;
+        self.insert(key, &value).await;
+        Ok(value)
+    }
+
+    /// Forgets a key's value (e.g. credentials the service called expired).
+    pub async fn invalidate(&self, key: &K) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Entries cached now (approximate, as moka counts).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    async fn insert(&self, key: &K, value: &V) {
+        // A value that is already within its margin would be expired on arrival; callers
+        // still get it (it works), but it is not worth a cache slot.
+        if !self.margin.usable_for(value).is_zero() {
+            self.cache.insert(key.clone(), value.clone()).await;
+        }
+    }
+
+    fn join_or_start<F>(&self, key: &K, load: F) -> InFlight<V, E>
+    where
+        F: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = loads.get(key) {
+            return running.clone();
+        }
+        let this = self.clone();
+        let owned_key = key.clone();
+        // The task takes the lock to unregister itself, which it cannot get before the
+        // registration below is done: no window where a finished load is still joinable
+        // without its value cached, or cached without being unregistered.
+        let task = tokio::spawn(async move {
+            let result = load.await;
+            if let Ok(value) = &result {
+                this.insert(&owned_key, value).await;
+            }
+            this.loads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&owned_key);
+            result
+        });
+        let running = async move { task.await.unwrap_or_else(|_| Err(E::from(LoadAborted))) }
+            .boxed()
+            .shared();
+        loads.insert(key.clone(), running.clone());
+        running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Ticket {
+        id: usize,
+        expires_at: SystemTime,
+    }
+
+    impl Expiring for Ticket {
+        fn expires_at(&self) -> SystemTime {
+            self.expires_at
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum Failure {
+        Refused,
+        Aborted,
+    }
+
+    impl From<LoadAborted> for Failure {
+        fn from(_: LoadAborted) -> Self {
+            Self::Aborted
+        }
+    }
+
+    fn cache() -> LoadingCache<&'static str, Ticket, Failure> {
+        LoadingCache::new(100, Duration::from_secs(60))
+    }
+
+    /// A load that counts itself and waits for `release` before answering.
+    fn load(
+        calls: &Arc<AtomicUsize>,
+        release: &Arc<tokio::sync::Notify>,
+        outcome: Result<(), Failure>,
+    ) -> impl Future<Output = Result<Ticket, Failure>> + Send + 'static {
+        let (calls, release) = (Arc::clone(calls), Arc::clone(release));
+        async move {
+            let id = calls.fetch_add(1, Ordering::SeqCst);
+            release.notified().await;
+            outcome.map(|()| Ticket {
+                id,
+                expires_at: SystemTime::now() + Duration::from_secs(3600),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_load_and_later_calls_hit_the_cache() {
+        let (cache, calls) = (cache(), Arc::new(AtomicUsize::new(0)));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, load) = (cache.clone(), load(&calls, &release, Ok(())));
+                tokio::spawn(async move { cache.get_or_load(&"alice", load).await })
+            })
+            .collect();
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_waiters();
+        for waiter in waiters {
+            assert_eq!(waiter.await.unwrap().unwrap().id, 0);
+        }
+        let again = cache.get_or_load(&"alice", load(&calls, &release, Ok(())));
+        assert_eq!(again.await.unwrap().id, 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_load_survives_the_caller_that_started_it() {
+        let (cache, calls) = (cache(), Arc::new(AtomicUsize::new(0)));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let first = cache.get_or_load(&"alice", load(&calls, &release, Ok(())));
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), first).await;
+        assert!(
+            gave_up.is_err(),
+            "the first caller gives up while the load waits"
+        );
+        let second = tokio::spawn({
+            let (cache, load) = (cache.clone(), load(&calls, &release, Ok(())));
+            async move { cache.get_or_load(&"alice", load).await }
+        });
+        tokio::task::yield_now().await;
+        release.notify_waiters();
+        assert_eq!(second.await.unwrap().unwrap().id, 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no second load");
+    }
+
+    #[tokio::test]
+    async fn failures_answer_the_waiters_and_are_not_cached() {
+        let (cache, calls) = (cache(), Arc::new(AtomicUsize::new(0)));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let failing = tokio::spawn({
+            let (cache, load) = (cache.clone(), load(&calls, &release, Err(Failure::Refused)));
+            async move { cache.get_or_load(&"alice", load).await }
+        });
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_waiters();
+        assert_eq!(failing.await.unwrap(), Err(Failure::Refused));
+        let retried = tokio::spawn({
+            let (cache, load) = (cache.clone(), load(&calls, &release, Ok(())));
+            async move { cache.get_or_load(&"alice", load).await }
+        });
+        while calls.load(Ordering::SeqCst) == 1 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_waiters();
+        assert_eq!(retried.await.unwrap().unwrap().id, 1);
+    }
+
+    #[tokio::test]
+    async fn values_within_their_margin_are_handed_out_but_not_cached() {
+        let cache = cache();
+        let short = Ticket {
+            id: 7,
+            expires_at: SystemTime::now() + Duration::from_secs(30),
+        };
+        let value = cache.load_now(&"alice", async move { Ok(short) }).await;
+        assert_eq!(value.unwrap().id, 7);
+        assert_eq!(cache.get(&"alice").await, None);
+    }
+}
