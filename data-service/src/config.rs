@@ -67,8 +67,9 @@ pub struct Settings {
     pub key_refresh_secs: u64,
 
     /// Least milliseconds between two refreshes caused by unknown kids, so forged kids cannot
-    /// make us hammer the auth-service.
-    #[arg(long, env = "DYNAGATE_UNKNOWN_KID_REFRESH_MS", default_value_t = 1000)]
+    /// make us hammer the auth-service (at least 100).
+    #[arg(long, env = "DYNAGATE_UNKNOWN_KID_REFRESH_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub unknown_kid_refresh_ms: u64,
 
     /// Verified access tokens remembered (skipping the signature check) until they expire.

@@ -41,15 +41,29 @@ impl AuthInterceptor {
         }
     }
 
-    /// The principal of a token: from the cache of verified tokens, or by a full check.
+    /// The principal of a token: from the cache of verdicts, or by a full check whose
+    /// verdict is remembered (a refusal only briefly).
     pub fn authenticate(&self, token: &str) -> Result<Principal, TokenError> {
-        if let Some(principal) = self.keys.verified(token) {
+        let verdicts = self.keys.tokens();
+        if let Some(principal) = verdicts.verified(token) {
             return Ok(principal);
         }
+        if verdicts.is_refused(token) {
+            return Err(TokenError::Rejected);
+        }
         self.metrics.token_verifications.increment();
-        let principal = self.verifier.verify(&self.keys.current(), token)?;
-        self.keys.remember(token, principal.clone());
-        Ok(principal)
+        let keys = self.keys.current();
+        match self.verifier.verify(&keys.keys, token) {
+            Ok(principal) => {
+                verdicts.remember(token, principal.clone(), keys.generation);
+                Ok(principal)
+            }
+            Err(TokenError::Rejected) => {
+                verdicts.remember_refusal(token);
+                Err(TokenError::Rejected)
+            }
+            Err(other) => Err(other),
+        }
     }
 }
 
@@ -84,7 +98,7 @@ impl<S> KeyRefreshService<S> {
         let value = request.headers().get("authorization")?.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
         let token = token.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || self.keys.is_verified(token) {
+        if !scheme.eq_ignore_ascii_case("bearer") || self.keys.tokens().is_verified(token) {
             return None;
         }
         let (_, kid) = tokens::parse_untrusted(token).ok()?;

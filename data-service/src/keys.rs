@@ -1,24 +1,34 @@
 //! The auth-service's public keys, held in memory: refreshed in the background, and on
 //! demand when a token names a kid we do not know (rate-limited, so forged kids cannot turn
-//! us into an amplifier against the auth-service). Tokens already verified are remembered
-//! until they expire, so the hot path skips the signature check.
+//! us into an amplifier against the auth-service). Every change of the keys starts a new
+//! generation, so the token cache can tell what was verified before a withdrawal.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, PoisonError},
     time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
 use common::{
     proto::auth::v1::{ListSigningKeysRequest, auth_service_client::AuthServiceClient},
-    tokens::{Principal, VerifyingKeys},
+    tokens::VerifyingKeys,
 };
-use moka::{Expiry, sync::Cache};
-use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    token_cache::{REFUSED_CAPACITY, TokenCache},
+};
+
+/// The keys as published at one point, numbered so verdicts can name what they relied on.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    /// Grows by one whenever the set changes.
+    pub generation: u64,
+    /// The keys.
+    pub keys: VerifyingKeys,
+}
 
 /// Keys and verified tokens; cheap to clone.
 #[derive(Clone)]
@@ -27,8 +37,10 @@ pub struct KeyStore {
 }
 
 struct Inner {
-    keys: ArcSwap<VerifyingKeys>,
-    verified: Cache<String, Principal>,
+    keys: ArcSwap<KeySet>,
+    /// Serialises installs, so generations are stored in order.
+    installing: std::sync::Mutex<()>,
+    tokens: TokenCache,
     auth: AuthServiceClient<Channel>,
     timeout: Duration,
     /// When the last refresh for an unknown kid ran; the lock also makes concurrent
@@ -42,23 +54,8 @@ impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyStore")
             .field("keys", &self.inner.keys.load())
-            .field("verified_tokens", &self.inner.verified.entry_count())
+            .field("tokens", &self.inner.tokens)
             .finish_non_exhaustive()
-    }
-}
-
-/// Forgets a verified token when it expires.
-struct UntilExpiry;
-
-impl Expiry<String, Principal> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _token: &String,
-        principal: &Principal,
-        _now: Instant,
-    ) -> Option<Duration> {
-        let left = principal.expires_at - OffsetDateTime::now_utc();
-        Some(Duration::try_from(left).unwrap_or_default())
     }
 }
 
@@ -83,11 +80,9 @@ impl KeyStore {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                keys: ArcSwap::from_pointee(VerifyingKeys::default()),
-                verified: Cache::builder()
-                    .max_capacity(config.token_cache_capacity)
-                    .expire_after(UntilExpiry)
-                    .build(),
+                keys: ArcSwap::from_pointee(KeySet::default()),
+                installing: std::sync::Mutex::new(()),
+                tokens: TokenCache::new(config.token_cache_capacity, REFUSED_CAPACITY),
                 auth,
                 timeout: config.timeout,
                 last_on_demand: Mutex::new(None),
@@ -98,28 +93,18 @@ impl KeyStore {
     }
 
     /// The keys as of now.
-    pub fn current(&self) -> Arc<VerifyingKeys> {
+    pub fn current(&self) -> Arc<KeySet> {
         self.inner.keys.load_full()
     }
 
     /// True when a key with this kid is known.
     pub fn knows(&self, kid: &str) -> bool {
-        self.inner.keys.load().get(kid).is_some()
+        self.inner.keys.load().keys.get(kid).is_some()
     }
 
-    /// The principal of a token verified earlier and not yet expired.
-    pub fn verified(&self, token: &str) -> Option<Principal> {
-        self.inner.verified.get(token)
-    }
-
-    /// True for a token verified earlier and not yet expired (no clone of its principal).
-    pub fn is_verified(&self, token: &str) -> bool {
-        self.inner.verified.contains_key(token)
-    }
-
-    /// Remembers a token that just passed verification.
-    pub fn remember(&self, token: &str, principal: Principal) {
-        self.inner.verified.insert(token.to_owned(), principal);
+    /// The verdicts on tokens checked with these keys.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.inner.tokens
     }
 
     /// Fetches the published keys and installs them.
@@ -144,19 +129,29 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Replaces the keys. If a key disappeared (withdrawn), every remembered token is
-    /// forgotten, so none signed by it is accepted again.
+    /// Replaces the keys when they changed, as a new generation. If a key disappeared
+    /// (withdrawn), no token verified with an earlier generation is trusted again, so none
+    /// signed by it is accepted, even one whose check was running during the change.
     pub fn install(&self, keys: VerifyingKeys) {
-        let removed = self.current().kids().any(|kid| keys.get(kid).is_none());
-        let added = keys.kids().any(|kid| !self.knows(kid));
-        self.inner.keys.store(Arc::new(keys));
+        let _installing = self
+            .inner
+            .installing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.current();
+        let removed = current.keys.kids().any(|kid| keys.get(kid).is_none());
+        let added = keys.kids().any(|kid| current.keys.get(kid).is_none());
+        if !added && !removed {
+            return;
+        }
+        let generation = current.generation + 1;
+        let count = keys.len();
+        self.inner.keys.store(Arc::new(KeySet { generation, keys }));
         if removed {
             tracing::warn!("a signing key was withdrawn: forgetting every verified token");
-            self.inner.verified.invalidate_all();
+            self.inner.tokens.withdraw_before(generation);
         }
-        if added || removed {
-            tracing::info!(keys = self.current().len(), "signing keys updated");
-        }
+        tracing::info!(keys = count, generation, "signing keys updated");
     }
 
     /// Refreshes because a token names `kid`, unless another request just did (then it waits

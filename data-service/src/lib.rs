@@ -16,3 +16,4 @@ pub mod requests;
 pub mod service;
 pub mod startup;
 pub mod store;
+pub mod token_cache;

@@ -181,7 +181,7 @@ fn probe(
             if status != ServingStatus::Serving as i32 {
                 return Err("auth-service is not SERVING".to_owned());
             }
-            if keys.current().is_empty() {
+            if keys.current().keys.is_empty() {
                 return Err("no signing keys from the auth-service yet".to_owned());
             }
             Ok(())
