@@ -8,21 +8,21 @@
 //! relaunched on a new one if it exits before saying it listens. Only the emulator's own
 //! "listening" line counts as up: a connect could reach whoever else holds the port.
 
+mod process;
+
 use std::{
-    io::{BufRead, BufReader, Read},
     net::{Ipv4Addr, SocketAddr},
-    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::OnceLock,
     time::Duration,
 };
 
 use socket2::{Domain, Socket, Type};
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::OnceCell;
 
-/// Longest an emulator may take to listen (moto needs ~1.5 s idle, more on a loaded machine).
-const START_LIMIT: Duration = Duration::from_secs(30);
+use process::{Process, watched};
+
 /// Launches on fresh ports before giving up.
 const START_ATTEMPTS: usize = 10;
 /// Ports to choose from: below Linux's default ephemeral range (32768–60999).
@@ -48,21 +48,6 @@ pub struct Emulator {
     work_dir: PathBuf,
     persistent: bool,
     process: Option<Process>,
-}
-
-/// One launch of an emulator: the watchdog shell and what its output says.
-#[derive(Debug)]
-struct Process {
-    child: Child,
-    /// Fed by the threads draining its stdout and stderr; closed when both pipes are.
-    events: mpsc::UnboundedReceiver<Event>,
-}
-
-/// What the output-draining threads report.
-#[derive(Debug)]
-enum Event {
-    /// The emulator printed that it listens on this port.
-    Listening(u16),
 }
 
 /// The directory holding `.local/bin`, overridable with `DYNAGATE_TOOLS_DIR`.
@@ -150,16 +135,14 @@ impl Emulator {
     /// Kills the emulator and waits until its port refuses connections: the outage fault
     /// tests need.
     pub async fn stop(&mut self) {
-        let Some(mut process) = self.process.take() else {
+        let Some(process) = self.process.take() else {
             return;
         };
-        process.kill();
-        // The emulator holds the output pipes: they close when it is gone, not just the shell.
-        let drained = tokio::time::timeout(Duration::from_secs(10), async {
-            while process.events.recv().await.is_some() {}
-        })
-        .await;
-        assert!(drained.is_ok(), "{:?} outlived SIGKILL for 10 s", self.kind);
+        assert!(
+            process.kill_and_wait().await,
+            "{:?} outlived SIGKILL for 10 s",
+            self.kind
+        );
         let addr = self.addr();
         let refused = crate::eventually(Duration::from_secs(10), || async move {
             tokio::net::TcpStream::connect(addr).await.is_err()
@@ -208,37 +191,14 @@ impl Emulator {
     /// Runs the emulator on `port`: true once it says it listens there, false if it exited
     /// first (most likely the port was taken).
     async fn launch(&mut self, port: u16) -> bool {
-        let mut child = self
-            .command(port)
-            .current_dir(&self.work_dir)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.kind));
-        let (sender, events) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        drain(stdout, self.kind, sender.clone());
-        drain(stderr, self.kind, sender);
-        let mut process = Process { child, events };
-        let listening = tokio::time::timeout(START_LIMIT, process.events.recv()).await;
-        match listening {
-            Ok(Some(Event::Listening(listening))) => {
-                assert_eq!(listening, port, "{:?} listens elsewhere", self.kind);
-                self.process = Some(process);
-                true
-            }
-            // Both pipes closed: it exited without listening.
-            Ok(None) => {
-                process.kill();
-                false
-            }
-            Err(_) => {
-                process.kill();
-                panic!(
-                    "{:?} did not listen on port {port} within {START_LIMIT:?}",
-                    self.kind
-                );
-            }
+        assert!(self.process.is_none(), "{:?} is already running", self.kind);
+        let mut command = self.command(port);
+        command.current_dir(&self.work_dir);
+        self.process = Process::launch(command, &format!("{:?}", self.kind), port).await;
+        if self.process.is_some() && self.kind == Kind::Moto {
+            warm_up_sts(port).await;
         }
+        self.process.is_some()
     }
 
     fn command(&self, port: u16) -> Command {
@@ -272,25 +232,6 @@ impl Emulator {
     }
 }
 
-impl Process {
-    /// Kills the watchdog shell's whole process group (the emulator with it) and reaps the
-    /// shell, which a SIGKILL makes immediate.
-    fn kill(&mut self) {
-        self.signal("-KILL");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Signals the process group the watchdog shell leads.
-    fn signal(&self, signal: &str) -> bool {
-        Command::new("kill")
-            .args([signal, "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    }
-}
-
 impl Drop for Emulator {
     fn drop(&mut self) {
         if let Some(mut process) = self.process.take() {
@@ -300,64 +241,16 @@ impl Drop for Emulator {
     }
 }
 
-/// A command run under a tiny shell watchdog: it starts the program, then blocks reading its
-/// stdin (a pipe from this process) and kills the program when that pipe closes, i.e. when
-/// the test process exits, however it exits. The shell exits with the program, so its
-/// output pipes close when the program dies.
-fn watched(program: PathBuf) -> Command {
-    let script = r#"
-        exec 3<&0
-        "$@" </dev/null 3<&- & child=$!
-        ( read -r _ignored <&3; kill -9 "$child" ) >/dev/null 2>&1 & watcher=$!
-        wait "$child"; status=$?
-        kill "$watcher" 2>/dev/null
-        exit "$status"
-    "#;
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(script)
-        .arg("sh")
-        .arg(program)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    command
-}
-
-/// Reads an emulator's output on its own thread until the pipe closes (so the emulator never
-/// blocks on a full pipe), reporting the line that says it listens; echoed with `TEST_LOG`.
-fn drain(stream: impl Read + Send + 'static, kind: Kind, events: mpsc::UnboundedSender<Event>) {
-    let echo = std::env::var_os("TEST_LOG").is_some();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut line = Vec::new();
-        while reader
-            .read_until(b'\n', &mut line)
-            .is_ok_and(|read| read > 0)
-        {
-            let text = String::from_utf8_lossy(&line);
-            if echo {
-                eprint!("[{kind:?}] {text}");
-            }
-            if let Some(port) = listening_port(&text) {
-                let _ = events.send(Event::Listening(port));
-            }
-            line.clear();
-        }
-    });
-}
-
-/// The port in dynalite's "Dynalite listening at: http://127.0.0.1:PORT" or werkzeug's
-/// (moto's) " * Running on http://127.0.0.1:PORT".
-fn listening_port(line: &str) -> Option<u16> {
-    if !(line.contains("listening at") || line.contains("Running on")) {
-        return None;
-    }
-    let (_, rest) = line.split_once("http://127.0.0.1:")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+/// Makes one AssumeRole, so moto loads its STS code now rather than during a test's first
+/// calls (≈ 0.5 s, more on a loaded machine: past the services' test timeouts). Best effort:
+/// a moto that cannot answer fails the test's own calls clearly enough.
+async fn warm_up_sts(port: u16) {
+    let _ = crate::sts_client(&format!("http://127.0.0.1:{port}"))
+        .assume_role()
+        .role_arn("arn:aws:iam::123456789012:role/dynagate-tests-warm-up")
+        .role_session_name("dynagate-tests-warm-up")
+        .send()
+        .await;
 }
 
 /// An address where nothing listens: a socket bound but never listening, held for the whole
@@ -382,27 +275,23 @@ pub fn dead_addr() -> SocketAddr {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_listening_lines_of_both_emulators_give_their_port() {
-        assert_eq!(
-            listening_port("Dynalite listening at: http://127.0.0.1:21234\n"),
-            Some(21234)
-        );
-        assert_eq!(
-            listening_port(" * Running on http://127.0.0.1:38913\n"),
-            Some(38913)
-        );
-        assert_eq!(
-            listening_port("127.0.0.1 - - \"GET / HTTP/1.1\" 200 -"),
-            None
-        );
-    }
-
     #[tokio::test]
     async fn the_dead_address_refuses_connections() {
         let refused = tokio::net::TcpStream::connect(dead_addr())
             .await
             .unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test]
+    async fn an_emulator_whose_port_is_taken_is_not_taken_for_up() {
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = other.local_addr().unwrap().port();
+        let mut emulator = Emulator::start(Kind::Dynalite, false).await;
+        emulator.stop().await;
+
+        assert!(!emulator.launch(taken).await, "another listener's port");
+        emulator.restart().await;
+        assert!(emulator.process.is_some(), "its own port again");
     }
 }
