@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::{
 
 use common::dynamo::{key_element, string_attribute};
 
-use crate::error::{AuthError, conditional};
+use crate::error::AuthError;
 
 /// A stored user.
 #[derive(Clone, Debug)]
@@ -128,7 +128,17 @@ impl UserStore {
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .send()
             .await;
-        conditional("update password hash", result)
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(AuthError::aws("update password hash", error)),
+        }
     }
 
     /// Creates the users table if it does not exist (local stacks; production uses IaC).
