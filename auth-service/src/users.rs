@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::{
 
 use common::dynamo::{key_element, string_attribute};
 
-use crate::error::{AuthError, conditional};
+use crate::error::AuthError;
 
 /// A stored user.
 #[derive(Clone, Debug)]
@@ -40,7 +40,9 @@ impl UserStore {
     }
 
     /// Creates a user; fails with `UsernameTaken` if the username exists, atomically, so two
-    /// concurrent registrations cannot both win.
+    /// concurrent registrations cannot both win. The SDK resends a put whose answer was lost
+    /// (timeout, dropped connection) even when it had landed; the resend then fails its
+    /// condition on our own item, which the fresh `user_id` identifies, and that is success.
     pub async fn create(
         &self,
         username: &str,
@@ -60,10 +62,22 @@ impl UserStore {
             .condition_expression("attribute_not_exists(username)")
             .send()
             .await;
-        if conditional("create user", result)? {
-            Ok(())
-        } else {
-            Err(AuthError::UsernameTaken)
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                match self.find(username).await? {
+                    Some(user) if user.user_id == user_id => {
+                        tracing::info!("a resent put found the account it had created");
+                        Ok(())
+                    }
+                    _ => Err(AuthError::UsernameTaken),
+                }
+            }
+            Err(error) => Err(AuthError::aws("create user", error)),
         }
     }
 
@@ -114,7 +128,17 @@ impl UserStore {
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .send()
             .await;
-        conditional("update password hash", result)
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(AuthError::aws("update password hash", error)),
+        }
     }
 
     /// Creates the users table if it does not exist (local stacks; production uses IaC).

@@ -35,18 +35,18 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// The shared dynalite, and an STS address where nothing listens.
-    pub fn dynalite_only() -> Self {
+    pub async fn dynalite_only() -> Self {
         Self {
-            dynamodb: Emulator::shared_dynalite().endpoint(),
+            dynamodb: Emulator::shared_dynalite().await.endpoint(),
             sts: format!("http://{}", dead_addr()),
         }
     }
 
     /// The shared dynalite and the shared moto (STS).
-    pub fn shared() -> Self {
+    pub async fn shared() -> Self {
         Self {
-            dynamodb: Emulator::shared_dynalite().endpoint(),
-            sts: Emulator::shared_moto().endpoint(),
+            dynamodb: Emulator::shared_dynalite().await.endpoint(),
+            sts: Emulator::shared_moto().await.endpoint(),
         }
     }
 }
@@ -100,7 +100,7 @@ impl TestAuth {
 
     /// Spawns the service on the shared dynalite with default test settings (no STS).
     pub async fn spawn() -> Self {
-        Self::spawn_with(Self::settings(), Endpoints::dynalite_only()).await
+        Self::spawn_with(Self::settings(), Endpoints::dynalite_only().await).await
     }
 
     /// Spawns the service with `settings`, its tables created on `endpoints.dynamodb`.

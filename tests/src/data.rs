@@ -104,7 +104,7 @@ pub struct TestStack {
 impl TestStack {
     /// A stack on the shared dynalite and moto.
     pub async fn spawn() -> Self {
-        Self::spawn_on(Endpoints::shared()).await
+        Self::spawn_on(Endpoints::shared().await).await
     }
 
     /// A stack on the given emulators.
@@ -116,13 +116,24 @@ impl TestStack {
     /// A stack whose data-service reaches DynamoDB at `data_dynamodb` (e.g. through a proxy)
     /// while the auth-service uses `endpoints`.
     pub async fn spawn_custom(endpoints: Endpoints, data_dynamodb: &str) -> Self {
+        Self::spawn_tuned(endpoints, data_dynamodb, |_| {}).await
+    }
+
+    /// [`TestStack::spawn_custom`] with `tune` applied to the data-service's settings: how a
+    /// test that depends on an interval sets it instead of relying on the default.
+    pub async fn spawn_tuned(
+        endpoints: Endpoints,
+        data_dynamodb: &str,
+        tune: impl FnOnce(&mut Settings),
+    ) -> Self {
         let items_table = format!("{}-items", unique_prefix());
         let mut auth_settings = TestAuth::settings_with_vending();
         auth_settings.items_table_arn = Some(format!(
             "arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"
         ));
         let auth = TestAuth::spawn_with(auth_settings, endpoints.clone()).await;
-        let settings = TestData::settings(&items_table, auth.addr);
+        let mut settings = TestData::settings(&items_table, auth.addr);
+        tune(&mut settings);
         let data = TestData::spawn_with(settings, data_dynamodb, true).await;
         Self {
             auth,

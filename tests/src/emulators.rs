@@ -1,15 +1,32 @@
 //! Real AWS emulators on loopback: dynalite (DynamoDB) and moto server (STS), installed into
 //! `.local/` by `scripts/install-tools`. Each test binary shares one of each; fault tests
 //! start private ones they can stop and restart.
+//!
+//! Ports: moto accepts `-p 0`, dynalite does not (`--port 0` falls back to 4567), and a
+//! restarted emulator must come back on its old port anyway. So an emulator gets a random port
+//! below the kernel's ephemeral range (outgoing connections never take those) and is
+//! relaunched on a new one if it exits before saying it listens. Only the emulator's own
+//! "listening" line counts as up: a connect could reach whoever else holds the port.
+
+mod process;
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::unix::process::CommandExt,
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::OnceLock,
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use socket2::{Domain, Socket, Type};
+use tokio::sync::OnceCell;
+
+use process::{Process, watched};
+
+/// Launches on fresh ports before giving up.
+const START_ATTEMPTS: usize = 10;
+/// Ports to choose from: below Linux's default ephemeral range (32768–60999).
+const PORTS: std::ops::Range<u16> = 20_000..32_768;
 
 /// Which emulator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +47,7 @@ pub struct Emulator {
     /// persistent, dynalite's data under `data/`.
     work_dir: PathBuf,
     persistent: bool,
-    child: Option<Child>,
+    process: Option<Process>,
 }
 
 /// The directory holding `.local/bin`, overridable with `DYNAGATE_TOOLS_DIR`.
@@ -62,36 +79,52 @@ pub fn tool(name: &str) -> PathBuf {
 impl Emulator {
     /// Starts an emulator on a free loopback port. A dynalite started `persistent` keeps its
     /// data on disk, so it survives `stop` + `start` like a real outage would.
-    pub fn start(kind: Kind, persistent: bool) -> Self {
+    pub async fn start(kind: Kind, persistent: bool) -> Self {
         let work_dir =
             std::env::temp_dir().join(format!("dynagate-emulator-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&work_dir).expect("create the emulator's directory");
         let mut emulator = Self {
             kind,
-            port: free_port(),
+            port: 0,
             work_dir,
             persistent,
-            child: None,
+            process: None,
         };
-        emulator.restart();
-        emulator
+        for _ in 0..START_ATTEMPTS {
+            let port = rand::random_range(PORTS);
+            if emulator.launch(port).await {
+                emulator.port = port;
+                return emulator;
+            }
+        }
+        panic!(
+            "{kind:?} exited before listening {START_ATTEMPTS} times: ports taken, or it \
+             cannot start (TEST_LOG=1 shows its output)"
+        );
     }
 
     /// The shared dynalite of this test binary.
-    pub fn shared_dynalite() -> &'static Self {
-        static DYNALITE: OnceLock<Emulator> = OnceLock::new();
-        DYNALITE.get_or_init(|| Self::start(Kind::Dynalite, false))
+    pub async fn shared_dynalite() -> &'static Self {
+        static DYNALITE: OnceCell<Emulator> = OnceCell::const_new();
+        DYNALITE
+            .get_or_init(|| Self::start(Kind::Dynalite, false))
+            .await
     }
 
     /// The shared moto server of this test binary.
-    pub fn shared_moto() -> &'static Self {
-        static MOTO: OnceLock<Emulator> = OnceLock::new();
-        MOTO.get_or_init(|| Self::start(Kind::Moto, false))
+    pub async fn shared_moto() -> &'static Self {
+        static MOTO: OnceCell<Emulator> = OnceCell::const_new();
+        MOTO.get_or_init(|| Self::start(Kind::Moto, false)).await
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr())
+    }
+
+    /// The address it listens on (kept across restarts).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
     /// The port it listens on (kept across restarts).
@@ -99,19 +132,27 @@ impl Emulator {
         self.port
     }
 
-    /// Kills the emulator: the outage fault tests need.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // The wrapper shell leads its own process group: kill the emulator with it.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_err()
-        });
+    /// Kills the emulator and waits until its port refuses connections: the outage fault
+    /// tests need.
+    pub async fn stop(&mut self) {
+        let Some(process) = self.process.take() else {
+            return;
+        };
+        assert!(
+            process.kill_and_wait().await,
+            "{:?} outlived SIGKILL for 10 s",
+            self.kind
+        );
+        let addr = self.addr();
+        let refused = crate::eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await;
+        assert!(
+            refused,
+            "port {} still accepts after {:?} died",
+            self.port, self.kind
+        );
     }
 
     /// Freezes the emulator (SIGSTOP): connections open but nothing answers, the way a hung
@@ -126,20 +167,43 @@ impl Emulator {
     }
 
     fn signal_group(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let status = Command::new("kill")
-                .args([signal, "--", &format!("-{}", child.id())])
-                .status()
-                .expect("run kill");
-            assert!(status.success(), "kill {signal} failed");
+        if let Some(process) = &self.process {
+            assert!(process.signal(signal), "kill {signal} failed");
         }
     }
 
-    /// Starts it again on the same port (with the same data when persistent).
-    pub fn restart(&mut self) {
-        self.stop();
-        let port = self.port.to_string();
-        let mut command = match self.kind {
+    /// Starts it again on the same port (with the same data when persistent), so clients
+    /// keep their endpoint. Only another listener could hold the port meanwhile: wait for it.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        for _ in 0..START_ATTEMPTS {
+            if self.launch(self.port).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "{:?} could not listen on port {} again (TEST_LOG=1 shows its output)",
+            self.kind, self.port
+        );
+    }
+
+    /// Runs the emulator on `port`: true once it says it listens there, false if it exited
+    /// first (most likely the port was taken).
+    async fn launch(&mut self, port: u16) -> bool {
+        assert!(self.process.is_none(), "{:?} is already running", self.kind);
+        let mut command = self.command(port);
+        command.current_dir(&self.work_dir);
+        self.process = Process::launch(command, &format!("{:?}", self.kind), port).await;
+        if self.process.is_some() && self.kind == Kind::Moto {
+            warm_up_sts(port).await;
+        }
+        self.process.is_some()
+    }
+
+    fn command(&self, port: u16) -> Command {
+        let port = port.to_string();
+        match self.kind {
             Kind::Dynalite => {
                 let mut command = watched(tool("dynalite"));
                 command.args([
@@ -164,73 +228,70 @@ impl Emulator {
                 command.args(["-H", "127.0.0.1", "-p", &port]);
                 command
             }
-        };
-        let child = command
-            .current_dir(&self.work_dir)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.kind));
-        self.child = Some(child);
-        let up = wait_until(Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        });
-        assert!(
-            up,
-            "{:?} did not listen on port {} within 30 s",
-            self.kind, self.port
-        );
+        }
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
         let _ = std::fs::remove_dir_all(&self.work_dir);
     }
 }
 
-/// A command run under a tiny shell watchdog: it starts the program, then blocks reading its
-/// stdin (a pipe from this process) and kills the program when that pipe closes, i.e. when
-/// the test process exits, however it exits.
-fn watched(program: PathBuf) -> Command {
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(r#""$@" </dev/null & child=$!; read -r _ignored; kill -9 "$child" 2>/dev/null"#)
-        .arg("sh")
-        .arg(program)
-        .stdin(Stdio::piped())
-        .stdout(log_target())
-        .stderr(log_target())
-        .process_group(0);
-    command
+/// Makes one AssumeRole, so moto loads its STS code now rather than during a test's first
+/// calls (≈ 0.5 s, more on a loaded machine: past the services' test timeouts). Best effort:
+/// a moto that cannot answer fails the test's own calls clearly enough.
+async fn warm_up_sts(port: u16) {
+    let _ = crate::sts_client(&format!("http://127.0.0.1:{port}"))
+        .assume_role()
+        .role_arn("arn:aws:iam::123456789012:role/dynagate-tests-warm-up")
+        .role_session_name("dynagate-tests-warm-up")
+        .send()
+        .await;
 }
 
-fn log_target() -> Stdio {
-    if std::env::var_os("TEST_LOG").is_some() {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    }
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// An address where nothing listens (connections are refused).
+/// An address where nothing listens: a socket bound but never listening, held for the whole
+/// test run, so connections are refused and nobody else can take the port.
 pub fn dead_addr() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))
+    static DEAD: OnceLock<Socket> = OnceLock::new();
+    let socket = DEAD.get_or_init(|| {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("create a socket");
+        socket
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .expect("bind a loopback port");
+        socket
+    });
+    socket
+        .local_addr()
+        .expect("bound address")
+        .as_socket()
+        .expect("an IP address")
 }
 
-fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ready() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_dead_address_refuses_connections() {
+        let refused = tokio::net::TcpStream::connect(dead_addr())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     }
-    false
+
+    #[tokio::test]
+    async fn an_emulator_whose_port_is_taken_is_not_taken_for_up() {
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = other.local_addr().unwrap().port();
+        let mut emulator = Emulator::start(Kind::Dynalite, false).await;
+        emulator.stop().await;
+
+        assert!(!emulator.launch(taken).await, "another listener's port");
+        emulator.restart().await;
+        assert!(emulator.process.is_some(), "its own port again");
+    }
 }

@@ -19,6 +19,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+/// The access key id of the credentials the harness and the services themselves use; the
+/// ones STS vends to users differ.
+pub const TEST_ACCESS_KEY_ID: &str = "testing";
+
 /// AWS settings for tests: short timeouts so fault tests finish quickly.
 pub fn test_aws_settings() -> AwsSettings {
     AwsSettings {
@@ -38,7 +42,7 @@ pub fn sdk_config(endpoint: &str) -> SdkConfig {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "testing",
+            TEST_ACCESS_KEY_ID,
             "testing",
             None,
             None,

@@ -29,6 +29,37 @@ pub fn assumed_roles_named(endpoint: &str, session_name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Temporary credentials moto's STS issued: to whom (the RoleSessionName) and which.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// The RoleSessionName, `dynagate-<user id>` for our sessions.
+    pub session_name: String,
+    /// The access key id.
+    pub access_key_id: String,
+    /// The session token that must accompany it.
+    pub session_token: String,
+}
+
+/// Every set of credentials moto has issued through AssumeRole.
+pub fn issued_credentials(endpoint: &str) -> Vec<Issued> {
+    assumed_roles(endpoint)
+        .iter()
+        .map(|role| {
+            let text = |name: &str| {
+                role[name]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("AssumedRole without {name}: {role}"))
+                    .to_owned()
+            };
+            Issued {
+                session_name: text("session_name"),
+                access_key_id: text("access_key_id"),
+                session_token: text("session_token"),
+            }
+        })
+        .collect()
+}
+
 /// Turns on moto's request recorder (idempotent).
 pub fn start_recording(endpoint: &str) {
     ureq::post(format!("{endpoint}/moto-api/recorder/start-recording"))

@@ -510,7 +510,7 @@ fn b64(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn login_rehashes_a_password_when_the_cost_changes() {
     let mut settings = TestAuth::settings();
-    let old = TestAuth::spawn_with(settings.clone(), Endpoints::dynalite_only()).await;
+    let old = TestAuth::spawn_with(settings.clone(), Endpoints::dynalite_only().await).await;
     let mut client = old.client().await;
     let user = TestUser::register(&mut client).await;
     let stored_hash = |auth: &TestAuth| {
@@ -536,7 +536,7 @@ async fn login_rehashes_a_password_when_the_cost_changes() {
     old.stop().await;
 
     settings.argon2_memory_kib *= 2;
-    let new = TestAuth::spawn_with(settings, Endpoints::dynalite_only()).await;
+    let new = TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await;
     user.login(&mut new.client().await).await;
     let after = stored_hash(&new).await;
 
@@ -574,7 +574,7 @@ async fn every_signing_key_is_published_and_only_the_newest_signs() {
         secrecy::ExposeSecret::expose_secret(&old_key),
         secrecy::ExposeSecret::expose_secret(&new_key)
     )));
-    let auth = TestAuth::spawn_with(settings, Endpoints::dynalite_only()).await;
+    let auth = TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await;
     let mut client = auth.client().await;
 
     let listed = client

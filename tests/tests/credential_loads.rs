@@ -22,7 +22,7 @@ const AUTH_DELAY: Duration = Duration::from_millis(400);
 
 /// A stack whose data-service reaches the auth-service through a [`DelayProxy`].
 async fn slow_auth_stack() -> (TestStack, DelayProxy) {
-    let endpoints = Endpoints::shared();
+    let endpoints = Endpoints::shared().await;
     let items_table = format!("{}-items", unique_prefix());
     let mut auth_settings = TestAuth::settings_with_vending();
     auth_settings.items_table_arn = Some(format!(

@@ -36,7 +36,8 @@ async fn logged_in(client: &mut AuthServiceClient<Channel>) -> (TestUser, String
 
 #[tokio::test]
 async fn credentials_name_the_callers_partition_and_work_against_dynamodb() {
-    let auth = TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared()).await;
+    let auth =
+        TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared().await).await;
     let mut client = auth.client().await;
     let (user, token) = logged_in(&mut client).await;
 
@@ -60,7 +61,7 @@ async fn credentials_name_the_callers_partition_and_work_against_dynamodb() {
 
     // The credentials sign real DynamoDB calls (dynalite checks no signatures, so this proves
     // the plumbing, not IAM).
-    let config = tests::sdk_config(&Emulator::shared_dynalite().endpoint())
+    let config = tests::sdk_config(&Emulator::shared_dynalite().await.endpoint())
         .into_builder()
         .credentials_provider(
             aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
@@ -107,9 +108,10 @@ async fn credentials_name_the_callers_partition_and_work_against_dynamodb() {
 
 #[tokio::test]
 async fn sts_receives_each_users_own_policy_tag_and_source_identity() {
-    let moto_endpoint = Emulator::shared_moto().endpoint();
+    let moto_endpoint = Emulator::shared_moto().await.endpoint();
     moto::start_recording(&moto_endpoint);
-    let auth = TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared()).await;
+    let auth =
+        TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared().await).await;
     let mut client = auth.client().await;
     let (alice, alice_token) = logged_in(&mut client).await;
     let (bob, bob_token) = logged_in(&mut client).await;
@@ -166,8 +168,9 @@ async fn sts_receives_each_users_own_policy_tag_and_source_identity() {
 
 #[tokio::test]
 async fn concurrent_first_requests_for_one_user_make_exactly_one_assume_role_call() {
-    let moto_endpoint = Emulator::shared_moto().endpoint();
-    let auth = TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared()).await;
+    let moto_endpoint = Emulator::shared_moto().await.endpoint();
+    let auth =
+        TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared().await).await;
     let mut client = auth.client().await;
     let (user, token) = logged_in(&mut client).await;
     let calls = || auth.metrics.assume_role_calls.get();
@@ -207,7 +210,8 @@ async fn concurrent_first_requests_for_one_user_make_exactly_one_assume_role_cal
 async fn many_users_with_many_concurrent_requests_cost_one_call_per_user() {
     const USERS: usize = 5;
     const REQUESTS_PER_USER: usize = 20;
-    let auth = TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared()).await;
+    let auth =
+        TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared().await).await;
     let mut client = auth.client().await;
     let mut tokens = Vec::new();
     for _ in 0..USERS {
@@ -234,13 +238,13 @@ async fn many_users_with_many_concurrent_requests_cost_one_call_per_user() {
 
 #[tokio::test]
 async fn an_sts_outage_is_unavailable_but_cached_credentials_serve_until_their_margin() {
-    let mut sts = Emulator::start(Kind::Moto, false);
+    let mut sts = Emulator::start(Kind::Moto, false).await;
     let mut settings = TestAuth::settings_with_vending();
     // 900 s credentials handed out until 896 s before expiry: a 4-second cache window.
     settings.credentials_duration_secs = 900;
     settings.credentials_refresh_margin_secs = 896;
     let endpoints = Endpoints {
-        dynamodb: Emulator::shared_dynalite().endpoint(),
+        dynamodb: Emulator::shared_dynalite().await.endpoint(),
         sts: sts.endpoint(),
     };
     let auth = TestAuth::spawn_with(settings, endpoints).await;
@@ -249,7 +253,7 @@ async fn an_sts_outage_is_unavailable_but_cached_credentials_serve_until_their_m
     let (_, new_token) = logged_in(&mut client).await;
     let cached = get_credentials(&mut client, &cached_token).await.unwrap();
 
-    sts.stop();
+    sts.stop().await;
     let still_cached = get_credentials(&mut client, &cached_token).await.unwrap();
     let refused = get_credentials(&mut client, &new_token).await.unwrap_err();
 
@@ -270,7 +274,7 @@ async fn an_sts_outage_is_unavailable_but_cached_credentials_serve_until_their_m
         "no credentials inside the margin"
     );
 
-    sts.restart();
+    sts.restart().await;
     let renewed = get_credentials(&mut client, &cached_token).await.unwrap();
     assert_ne!(renewed.access_key_id, cached.access_key_id);
     assert_eq!(
@@ -282,7 +286,8 @@ async fn an_sts_outage_is_unavailable_but_cached_credentials_serve_until_their_m
 
 #[tokio::test]
 async fn missing_tampered_expired_and_logged_out_tokens_get_no_credentials() {
-    let auth = TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared()).await;
+    let auth =
+        TestAuth::spawn_with(TestAuth::settings_with_vending(), Endpoints::shared().await).await;
     let mut client = auth.client().await;
     let user = TestUser::register(&mut client).await;
     let login = user.login(&mut client).await;

@@ -2,7 +2,7 @@
 //! DynamoDB down or hung, signing keys rotated, health following its dependencies, and one
 //! connection pool for every user.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use common::proto::data::v1::{GetItemRequest, PutItemRequest};
 use secrecy::{ExposeSecret, SecretString};
@@ -10,7 +10,7 @@ use tests::{
     auth::Endpoints,
     data::{SignedIn, TestData, TestStack},
     emulators::{Emulator, Kind},
-    proxy::CountingProxy,
+    proxy::RecordingProxy,
 };
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -63,23 +63,23 @@ async fn with_the_auth_service_down_cached_users_keep_working_and_new_ones_wait(
 
 #[tokio::test]
 async fn with_dynamodb_down_calls_fail_fast_and_recover_when_it_returns() {
-    let mut dynalite = Emulator::start(Kind::Dynalite, true);
+    let mut dynalite = Emulator::start(Kind::Dynalite, true).await;
     let endpoints = Endpoints {
         dynamodb: dynalite.endpoint(),
-        sts: Emulator::shared_moto().endpoint(),
+        sts: Emulator::shared_moto().await.endpoint(),
     };
     let stack = TestStack::spawn_on(endpoints).await;
     let mut user = stack.user().await;
     user.put_text("k", "kept on disk").await;
 
-    dynalite.stop();
+    dynalite.stop().await;
     let down = get_with_deadline(&mut user, "k", Duration::from_secs(2))
         .await
         .unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     assert!(health_becomes(&stack.data, ServingStatus::NotServing).await);
 
-    dynalite.restart();
+    dynalite.restart().await;
     assert!(health_becomes(&stack.data, ServingStatus::Serving).await);
     get_with_deadline(&mut user, "k", Duration::from_secs(2))
         .await
@@ -88,10 +88,10 @@ async fn with_dynamodb_down_calls_fail_fast_and_recover_when_it_returns() {
 
 #[tokio::test]
 async fn a_hung_dynamodb_is_unavailable_within_the_callers_deadline() {
-    let dynalite = Emulator::start(Kind::Dynalite, false);
+    let dynalite = Emulator::start(Kind::Dynalite, false).await;
     let endpoints = Endpoints {
         dynamodb: dynalite.endpoint(),
-        sts: Emulator::shared_moto().endpoint(),
+        sts: Emulator::shared_moto().await.endpoint(),
     };
     let stack = TestStack::spawn_on(endpoints).await;
     let mut user = stack.user().await;
@@ -165,7 +165,8 @@ async fn a_rotated_signing_key_is_picked_up_on_first_sight_and_a_withdrawn_one_s
         data,
         endpoints,
     };
-    tokio::time::sleep(Duration::from_millis(1100)).await; // past the on-demand rate limit
+    // A token with an unknown kid makes the data-service refresh its keys, once its
+    // on-demand rate limit allows: retry until a refresh has happened, whatever the limit.
     let mut third = stack.user().await;
     let mut forged_kid = stack.auth.claims(&third.user.user_id);
     forged_kid["jti"] = "trigger a refresh".into();
@@ -178,16 +179,23 @@ async fn a_rotated_signing_key_is_picked_up_on_first_sight_and_a_withdrawn_one_s
             URL_SAFE_NO_PAD.encode(format!(r#"{{"kid":"k4.pid.{}"}}"#, "Z".repeat(44)))
         )
     };
-    let _ = third
-        .client
-        .get_item(tests::auth::with_bearer(
-            GetItemRequest {
+    let metrics = Arc::clone(&stack.data.metrics);
+    let refreshes_before = metrics.key_refreshes.get();
+    let refreshed = tests::eventually(Duration::from_secs(10), || {
+        let (mut client, unknown, metrics) = (third.client.clone(), unknown.clone(), &metrics);
+        async move {
+            let request = GetItemRequest {
                 key: "k".into(),
                 ..Default::default()
-            },
-            &unknown,
-        ))
-        .await;
+            };
+            let _ = client
+                .get_item(tests::auth::with_bearer(request, &unknown))
+                .await;
+            metrics.key_refreshes.get() > refreshes_before
+        }
+    })
+    .await;
+    assert!(refreshed, "an unknown kid never caused a key refresh");
 
     let withdrawn = veteran
         .client
@@ -207,10 +215,8 @@ async fn a_rotated_signing_key_is_picked_up_on_first_sight_and_a_withdrawn_one_s
 
 #[tokio::test]
 async fn every_users_client_shares_one_connection_pool() {
-    let dynalite = Emulator::shared_dynalite();
-    let proxy =
-        CountingProxy::start(format!("127.0.0.1:{}", dynalite.port()).parse().unwrap()).await;
-    let stack = TestStack::spawn_custom(Endpoints::shared(), &proxy.endpoint()).await;
+    let proxy = RecordingProxy::start(Emulator::shared_dynalite().await.addr()).await;
+    let stack = TestStack::spawn_custom(Endpoints::shared().await, &proxy.endpoint()).await;
     let mut users = Vec::new();
     for _ in 0..10 {
         users.push(stack.user().await);

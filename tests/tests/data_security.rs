@@ -200,7 +200,8 @@ async fn a_page_token_only_continues_its_own_query() {
 async fn bad_tokens_are_unauthenticated_before_any_dynamodb_call() {
     let stack = TestStack::spawn().await;
     let mut user = stack.user().await;
-    let other_auth = TestAuth::spawn_with(TestAuth::settings(), Endpoints::dynalite_only()).await;
+    let other_auth =
+        TestAuth::spawn_with(TestAuth::settings(), Endpoints::dynalite_only().await).await;
     let mut other_client = other_auth.client().await;
     let unknown_kid_token = TestUser::register(&mut other_client)
         .await
