@@ -14,8 +14,9 @@ use uuid::Uuid;
 use crate::{
     error::AuthError,
     password::PasswordHasher,
+    refresh_token::RefreshToken,
     sessions::{RevokeReason, Session, SessionStore},
-    tokens::{AccessToken, RefreshToken, TokenIssuer},
+    tokens::{AccessToken, TokenIssuer},
     users::UserStore,
     validation,
 };

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod metrics;
 pub mod password;
 pub mod policy;
+pub mod refresh_token;
 pub mod service;
 pub mod sessions;
 pub mod startup;
