@@ -76,9 +76,10 @@ pub struct Settings {
 
     /// Seconds during which the refresh token just rotated out may be presented again and
     /// gets the same successor (a lost response can be retried, concurrent refreshes agree);
-    /// after that it counts as reuse and ends the session.
+    /// after that it counts as reuse and ends the session. At least 1: concurrent refreshes
+    /// with one token rely on it.
     #[arg(long, env = "DYNAGATE_REFRESH_RETRY_GRACE_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(0..=300))]
+          value_parser = clap::value_parser!(u64).range(1..=300))]
     pub refresh_retry_grace_secs: u64,
 
     /// Live sessions a user may have at once; a login beyond it ends the oldest ones. Bounds

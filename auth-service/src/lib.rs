@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod family;
 pub mod keys;
 pub mod metrics;
 pub mod password;
