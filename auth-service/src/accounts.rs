@@ -1,27 +1,22 @@
 //! The account flows behind the API: register, login, refresh, logout. Handlers in
 //! `service.rs` only translate messages; every decision is made here.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use common::tokens::Principal;
-use futures::{StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
     error::AuthError,
+    family::{Families, Issued},
     password::PasswordHasher,
-    sessions::{RevokeReason, Session, SessionStore},
-    tokens::{AccessToken, RefreshToken, TokenIssuer},
+    refresh_token::RefreshToken,
+    sessions::SessionStore,
+    tokens::{AccessToken, TokenIssuer},
     users::UserStore,
     validation,
 };
-
-/// Revocations LogoutAll sends at once.
-const REVOKE_CONCURRENCY: usize = 8;
 
 /// The tokens of a started or continued session.
 #[derive(Debug)]
@@ -40,27 +35,24 @@ pub struct SessionTokens {
 #[derive(Clone, Debug)]
 pub struct Accounts {
     users: UserStore,
-    sessions: SessionStore,
+    families: Families,
     hasher: PasswordHasher,
     tokens: TokenIssuer,
-    refresh_lifetime: Duration,
 }
 
 impl Accounts {
     /// Accounts over these stores.
     pub fn new(
         users: UserStore,
-        sessions: SessionStore,
+        families: Families,
         hasher: PasswordHasher,
         tokens: TokenIssuer,
-        refresh_lifetime: Duration,
     ) -> Self {
         Self {
             users,
-            sessions,
+            families,
             hasher,
             tokens,
-            refresh_lifetime,
         }
     }
 
@@ -71,7 +63,7 @@ impl Accounts {
 
     /// The session store.
     pub fn sessions(&self) -> &SessionStore {
-        &self.sessions
+        self.families.store()
     }
 
     /// Registers a user and returns the new user id.
@@ -139,93 +131,46 @@ impl Accounts {
     async fn start_session(&self, user_id: &str) -> Result<SessionTokens, AuthError> {
         let user_uuid = Uuid::parse_str(user_id)
             .with_context(|| format!("stored user id {user_id:?} is not a UUID"))?;
-        let refresh = RefreshToken::generate(user_uuid, Uuid::new_v4());
-        let session_id = refresh.session_id.to_string();
-        let now = OffsetDateTime::now_utc();
-        let refresh_expires_at = now + self.refresh_lifetime;
-        self.sessions
-            .create(
-                user_id,
-                &session_id,
-                &refresh.secret_hash(),
-                now.unix_timestamp(),
-                refresh_expires_at.unix_timestamp(),
-            )
-            .await?;
-        tracing::info!(%user_id, %session_id, "session started");
-        Ok(SessionTokens {
-            user_id: user_id.to_owned(),
-            access: self.tokens.issue(user_id, &session_id)?,
-            refresh_token: refresh.encode(),
-            refresh_expires_at,
-        })
+        let issued = self.families.start(user_uuid).await?;
+        self.session_tokens(issued)
     }
 
-    /// Trades a refresh token for new tokens. A token that was already rotated revokes its
-    /// whole session: either it leaked, or a client is confused, and both call for a new login.
+    /// Trades a refresh token for new tokens. Within the retry grace the token rotated out
+    /// last gets the same successor again; any other token the session once had revokes it
+    /// (it leaked, or a client is confused: both call for a new login). A secret the session
+    /// never had is refused and revokes nothing.
     pub async fn refresh(&self, presented: &str) -> Result<SessionTokens, AuthError> {
-        let current = self.current_session(presented).await?;
-        let (user_id, session_id) = (&current.user_id, &current.session_id);
-        if !current.session.is_active(now_unix()) {
-            return Err(AuthError::InvalidRefreshToken);
-        }
-        let next = RefreshToken::generate(current.token.user_id, current.token.session_id);
-        let now = OffsetDateTime::now_utc();
-        let refresh_expires_at = now + self.refresh_lifetime;
-        let rotated = self
-            .sessions
-            .rotate(
-                user_id,
-                session_id,
-                &current.token.secret_hash(),
-                &next.secret_hash(),
-                now.unix_timestamp(),
-                refresh_expires_at.unix_timestamp(),
-            )
-            .await?;
-        if !rotated {
-            // A concurrent refresh with the same token won; this one loses without revoking,
-            // since the race itself is not evidence of theft.
-            tracing::info!(%user_id, %session_id, "concurrent refresh lost the race");
-            return Err(AuthError::InvalidRefreshToken);
-        }
+        let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
+        let issued = self.families.refresh(&token).await?;
+        self.session_tokens(issued)
+    }
+
+    /// A fresh access token to go with a session's refresh token.
+    fn session_tokens(&self, issued: Issued) -> Result<SessionTokens, AuthError> {
+        let (user_id, session_id) = (
+            issued.token.user_id.to_string(),
+            issued.token.session_id.to_string(),
+        );
         Ok(SessionTokens {
-            access: self.tokens.issue(user_id, session_id)?,
-            user_id: current.user_id,
-            refresh_token: next.encode(),
-            refresh_expires_at,
+            access: self.tokens.issue(&user_id, &session_id)?,
+            user_id,
+            refresh_token: issued.token.encode(),
+            refresh_expires_at: issued.expires_at,
         })
     }
 
-    /// Ends the session a refresh token belongs to. Ending an already ended session with its
-    /// last token succeeds, so a retried logout is harmless.
+    /// Ends the session a refresh token belongs to: with its current token, or the previous
+    /// one within the retry grace. A retried logout succeeds.
     pub async fn logout(&self, presented: &str) -> Result<(), AuthError> {
-        let current = self.current_session(presented).await?;
-        let (user_id, session_id) = (&current.user_id, &current.session_id);
-        if current.session.is_active(now_unix()) {
-            self.sessions
-                .revoke(user_id, session_id, RevokeReason::Logout, now_unix())
-                .await?;
-        }
-        tracing::info!(%user_id, %session_id, "logged out");
-        Ok(())
+        let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
+        self.families.logout(&token).await
     }
 
     /// Ends every active session of the caller; returns how many were ended.
     pub async fn logout_all(&self, principal: &Principal) -> Result<u32, AuthError> {
-        let now = now_unix();
         let user_id = principal.user_id.as_str();
-        let active = self.sessions.active_sessions(user_id, now).await?;
-        let revoked: Vec<bool> = futures::stream::iter(active)
-            .map(|session_id| async move {
-                self.sessions
-                    .revoke(user_id, &session_id, RevokeReason::LogoutAll, now)
-                    .await
-            })
-            .buffer_unordered(REVOKE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let count = u32::try_from(revoked.into_iter().filter(|&r| r).count()).unwrap_or(u32::MAX);
+        let ended = self.families.end_all(user_id).await?;
+        let count = u32::try_from(ended).unwrap_or(u32::MAX);
         tracing::info!(%user_id, sessions_revoked = count, "logged out everywhere");
         Ok(count)
     }
@@ -239,54 +184,14 @@ impl Accounts {
     /// token, though unexpired, must not buy fresh AWS credentials.
     pub async fn ensure_session_active(&self, principal: &Principal) -> Result<(), AuthError> {
         let session = self
-            .sessions
+            .sessions()
             .get(&principal.user_id, &principal.session_id)
             .await?;
         match session {
-            Some(session) if session.is_active(now_unix()) => Ok(()),
+            Some(session) if session.is_active(OffsetDateTime::now_utc()) => Ok(()),
             _ => Err(AuthError::SessionEnded),
         }
     }
-
-    /// Finds the session a refresh token is the current token of, active or not. Presenting
-    /// an old token of a session revokes it (reuse detection).
-    async fn current_session(&self, presented: &str) -> Result<CurrentSession, AuthError> {
-        let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        let (user_id, session_id) = (token.user_id.to_string(), token.session_id.to_string());
-        let session = self
-            .sessions
-            .get(&user_id, &session_id)
-            .await?
-            .ok_or(AuthError::InvalidRefreshToken)?;
-        if !bool::from(token.secret_hash().ct_eq(&session.token_hash)) {
-            if !session.revoked {
-                self.sessions
-                    .revoke(
-                        &user_id,
-                        &session_id,
-                        RevokeReason::ReuseDetected,
-                        now_unix(),
-                    )
-                    .await?;
-                tracing::warn!(%user_id, %session_id, "refresh token reuse detected: session revoked");
-            }
-            return Err(AuthError::InvalidRefreshToken);
-        }
-        Ok(CurrentSession {
-            token,
-            user_id,
-            session_id,
-            session,
-        })
-    }
-}
-
-/// A refresh token that is the current token of its session.
-struct CurrentSession {
-    token: RefreshToken,
-    user_id: String,
-    session_id: String,
-    session: Session,
 }
 
 /// Now, in Unix seconds.

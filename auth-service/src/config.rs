@@ -74,6 +74,20 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub refresh_token_ttl_secs: u64,
 
+    /// Seconds during which the refresh token just rotated out may be presented again and
+    /// gets the same successor (a lost response can be retried, concurrent refreshes agree);
+    /// after that it counts as reuse and ends the session. At least 1: concurrent refreshes
+    /// with one token rely on it.
+    #[arg(long, env = "DYNAGATE_REFRESH_RETRY_GRACE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub refresh_retry_grace_secs: u64,
+
+    /// Live sessions a user may have at once; a login beyond it ends the oldest ones. Bounds
+    /// the work of LogoutAll.
+    #[arg(long, env = "DYNAGATE_MAX_SESSIONS_PER_USER", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_sessions_per_user: u32,
+
     /// File of PASERK `k4.secret` signing keys, one per line (`#` comments allowed). The last
     /// key signs; all are published for verification. Rotate by appending a key.
     #[arg(long, env = "DYNAGATE_SIGNING_KEYS_FILE")]

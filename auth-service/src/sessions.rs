@@ -1,67 +1,47 @@
 //! The sessions table: one item per session (refresh-token family), rotated in place by
-//! conditional writes so that each refresh token works exactly once.
+//! conditional writes so that concurrent refreshes can never fork a family.
 //!
-//! | attribute        | type | meaning                                                  |
-//! |------------------|------|----------------------------------------------------------|
-//! | `user_id`        | S    | partition key                                            |
-//! | `session_id`     | S    | sort key (UUID)                                          |
-//! | `token_hash`     | B    | SHA-256 of the current refresh token's secret            |
-//! | `generation`     | N    | refreshes so far                                         |
-//! | `created_at`     | N    | Unix seconds                                             |
-//! | `refreshed_at`   | N    | Unix seconds of the last rotation                        |
-//! | `expires_at`     | N    | Unix seconds; the current refresh token is dead after it |
-//! | `revoked_at`     | N    | present once the session is ended                        |
-//! | `revoked_reason` | S    | `logout`, `logout_all` or `reuse_detected`               |
-//! | `ttl`            | N    | for DynamoDB TTL: deleted a day after `expires_at`       |
+//! | attribute        | type | meaning                                                       |
+//! |------------------|------|---------------------------------------------------------------|
+//! | `user_id`        | S    | partition key                                                 |
+//! | `session_id`     | S    | sort key (UUID)                                               |
+//! | `token_hash`     | B    | SHA-256 of the current refresh token's secret                 |
+//! | `previous_hash`  | B    | SHA-256 of the secret rotated out last (from the 1st rotation) |
+//! | `nonce`          | B    | 32 random bytes drawn by the last rotation (from the 1st)     |
+//! | `retired`        | L    | of B: SHA-256 of older secrets, oldest first, at most 32      |
+//! | `generation`     | N    | rotations so far                                              |
+//! | `created_at`     | N    | Unix milliseconds                                             |
+//! | `rotated_at`     | N    | Unix milliseconds of the last rotation (`created_at` before)  |
+//! | `expires_at`     | N    | Unix seconds; the current refresh token is dead after it      |
+//! | `revoked_at`     | N    | Unix milliseconds; present once the session is ended          |
+//! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected` or `session_limit`   |
+//! | `ttl`            | N    | Unix seconds, for DynamoDB TTL: see below                     |
+//!
+//! `ttl` is a day after `expires_at` while the session lives, so a late reuse still finds it;
+//! revoking shortens it to a day after the revocation (at least one access-token lifetime), so
+//! revoked sessions do not pile up in the user's partition.
+//! Event times are in milliseconds (sessions started within one second still order by age,
+//! and the retry grace is measured precisely); deadlines are in seconds, as TTL requires.
+//! No secret is stored: the current secret is HMAC(previous secret, nonce ‖ generation), which
+//! only the holder of the previous token can compute.
+
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     Client,
-    primitives::Blob,
     types::{AttributeValue, BillingMode, KeyType},
 };
 use common::dynamo::{key_element, string_attribute};
-use std::collections::HashMap;
+use time::OffsetDateTime;
 
-use crate::error::{AuthError, conditional};
+use crate::{
+    error::{AuthError, conditional},
+    refresh_token::SecretHash,
+};
 
-/// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RevokeReason {
-    /// The user logged out of this session.
-    Logout,
-    /// The user logged out of every session.
-    LogoutAll,
-    /// A rotated refresh token was presented again: the family may be stolen.
-    ReuseDetected,
-}
-
-impl RevokeReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Logout => "logout",
-            Self::LogoutAll => "logout_all",
-            Self::ReuseDetected => "reuse_detected",
-        }
-    }
-}
-
-/// What the store knows about a session.
-#[derive(Clone, Debug)]
-pub struct Session {
-    /// SHA-256 of the current refresh token's secret.
-    pub token_hash: Vec<u8>,
-    /// Unix seconds after which the current refresh token is dead.
-    pub expires_at: i64,
-    /// The session has been ended.
-    pub revoked: bool,
-}
-
-impl Session {
-    /// True while the session may be refreshed or used.
-    pub fn is_active(&self, now: i64) -> bool {
-        !self.revoked && now < self.expires_at
-    }
-}
+mod record;
+pub use record::{LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session, unix_millis};
+use record::{blob, integer, malformed, number, parse_session};
 
 /// Seconds kept after expiry before DynamoDB TTL may delete an item, so a late reuse of an
 /// expired token still finds (and reports) its session for a while.
@@ -95,18 +75,19 @@ impl SessionStore {
         &self,
         user_id: &str,
         session_id: &str,
-        token_hash: &[u8],
-        now: i64,
+        token_hash: &SecretHash,
+        now: OffsetDateTime,
         expires_at: i64,
     ) -> Result<(), AuthError> {
+        let now_ms = unix_millis(now).to_string();
         self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(self.key(user_id, session_id)))
-            .item("token_hash", AttributeValue::B(Blob::new(token_hash)))
+            .item("token_hash", blob(token_hash))
             .item("generation", AttributeValue::N("0".to_owned()))
-            .item("created_at", AttributeValue::N(now.to_string()))
-            .item("refreshed_at", AttributeValue::N(now.to_string()))
+            .item("created_at", AttributeValue::N(now_ms.clone()))
+            .item("rotated_at", AttributeValue::N(now_ms))
             .item("expires_at", AttributeValue::N(expires_at.to_string()))
             .item(
                 "ttl",
@@ -128,96 +109,108 @@ impl SessionStore {
             .table_name(&self.table)
             .set_key(Some(self.key(user_id, session_id)))
             .consistent_read(true)
-            .projection_expression("token_hash, expires_at, revoked_at")
             .send()
             .await
             .map_err(|error| AuthError::aws("get session", error))?;
         output.item.map(|item| parse_session(&item)).transpose()
     }
 
-    /// Rotates the session to a new token if its current token is still `old_hash` and it is
-    /// not revoked. Returns false when another refresh won the race.
+    /// Writes `rotation` if the session is still at its starting point and not revoked.
+    /// Returns false when another refresh (or a revocation) got there first.
     pub async fn rotate(
         &self,
         user_id: &str,
         session_id: &str,
-        old_hash: &[u8],
-        new_hash: &[u8],
-        now: i64,
-        expires_at: i64,
+        rotation: &Rotation,
     ) -> Result<bool, AuthError> {
+        let retired = rotation.retired.iter().map(|hash| blob(hash)).collect();
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.key(user_id, session_id)))
             .update_expression(
-                "SET token_hash = :new, refreshed_at = :now, expires_at = :exp, #ttl = :ttl \
-                 ADD generation :one",
+                "SET token_hash = :new, previous_hash = :old, nonce = :nonce, retired = :retired, \
+                 generation = :next, rotated_at = :at, expires_at = :exp, #ttl = :ttl",
             )
-            .condition_expression("token_hash = :old AND attribute_not_exists(revoked_at)")
+            .condition_expression(
+                "token_hash = :old AND generation = :from AND attribute_not_exists(revoked_at)",
+            )
             .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":new", AttributeValue::B(Blob::new(new_hash)))
-            .expression_attribute_values(":old", AttributeValue::B(Blob::new(old_hash)))
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":exp", AttributeValue::N(expires_at.to_string()))
-            .expression_attribute_values(
-                ":ttl",
-                AttributeValue::N((expires_at + TTL_GRACE_SECS).to_string()),
-            )
-            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .expression_attribute_values(":new", blob(&rotation.to_hash))
+            .expression_attribute_values(":old", blob(&rotation.from_hash))
+            .expression_attribute_values(":nonce", blob(rotation.nonce.as_bytes()))
+            .expression_attribute_values(":retired", AttributeValue::L(retired))
+            .expression_attribute_values(":from", number(rotation.from_generation))
+            .expression_attribute_values(":next", number(rotation.from_generation + 1))
+            .expression_attribute_values(":at", number(rotation.at_ms))
+            .expression_attribute_values(":exp", number(rotation.expires_at))
+            .expression_attribute_values(":ttl", number(rotation.expires_at + TTL_GRACE_SECS))
             .send()
             .await;
         conditional("rotate session", result)
     }
 
-    /// Ends a session. Returns false if it was already ended (or does not exist).
+    /// Ends a session, letting DynamoDB TTL remove it at `delete_after` (Unix seconds) so
+    /// revoked sessions do not pile up in the user's partition. Returns false if it was
+    /// already ended (or does not exist).
     pub async fn revoke(
         &self,
         user_id: &str,
         session_id: &str,
         reason: RevokeReason,
-        now: i64,
+        now: OffsetDateTime,
+        delete_after: i64,
     ) -> Result<bool, AuthError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.key(user_id, session_id)))
-            .update_expression("SET revoked_at = :now, revoked_reason = :reason")
+            .update_expression("SET revoked_at = :now, revoked_reason = :reason, #ttl = :ttl")
             .condition_expression(
                 "attribute_exists(session_id) AND attribute_not_exists(revoked_at)",
             )
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", number(unix_millis(now)))
             .expression_attribute_values(":reason", AttributeValue::S(reason.as_str().to_owned()))
+            .expression_attribute_values(":ttl", number(delete_after))
             .send()
             .await;
         conditional("revoke session", result)
     }
 
-    /// The ids of the user's sessions that are still active at `now`.
-    pub async fn active_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>, AuthError> {
+    /// The user's sessions that are neither revoked nor expired at `now`, in no order.
+    pub async fn live_sessions(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<LiveSession>, AuthError> {
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("user_id = :user")
+            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
             .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
-            .projection_expression("session_id, token_hash, expires_at, revoked_at")
+            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .projection_expression("session_id, created_at")
             .consistent_read(true)
             .into_paginator()
             .items()
             .send();
-        let mut active = Vec::new();
+        let mut live = Vec::new();
         while let Some(item) = pages.next().await {
             let item = item.map_err(|error| AuthError::aws("list sessions", error))?;
-            if parse_session(&item)?.is_active(now)
-                && let Some(AttributeValue::S(id)) = item.get("session_id")
-            {
-                active.push(id.clone());
-            }
+            let Some(AttributeValue::S(session_id)) = item.get("session_id") else {
+                return Err(malformed("session_id"));
+            };
+            live.push(LiveSession {
+                created_at_ms: integer(&item, "created_at")?.unwrap_or(0),
+                session_id: session_id.clone(),
+            });
         }
-        Ok(active)
+        Ok(live)
     }
 
     /// Creates the sessions table if it does not exist (local stacks; production uses IaC,
@@ -234,32 +227,4 @@ impl SessionStore {
             .key_schema(key_element("session_id", KeyType::Range)?);
         common::dynamo::ensure_table(&self.client, request).await
     }
-}
-
-fn parse_session(item: &HashMap<String, AttributeValue>) -> Result<Session, AuthError> {
-    let token_hash = match item.get("token_hash") {
-        Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
-        _ => {
-            return Err(AuthError::Internal(anyhow::anyhow!(
-                "session item lacks token_hash"
-            )));
-        }
-    };
-    let expires_at = match item.get("expires_at") {
-        Some(AttributeValue::N(n)) => n.parse().map_err(|_| {
-            AuthError::Internal(anyhow::anyhow!(
-                "session expires_at {n:?} is not an integer"
-            ))
-        })?,
-        _ => {
-            return Err(AuthError::Internal(anyhow::anyhow!(
-                "session item lacks expires_at"
-            )));
-        }
-    };
-    Ok(Session {
-        token_hash,
-        expires_at,
-        revoked: item.contains_key("revoked_at"),
-    })
 }

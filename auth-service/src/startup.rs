@@ -14,6 +14,7 @@ use crate::{
     accounts::Accounts,
     config::Settings,
     credentials::CredentialVendor,
+    family::{Families, SessionPolicy},
     keys::KeyRing,
     metrics::Metrics,
     password::{Cost, PasswordHasher},
@@ -73,13 +74,8 @@ impl Application {
             &settings.token_audience,
             Duration::from_secs(settings.access_token_ttl_secs),
         );
-        let accounts = Arc::new(Accounts::new(
-            users,
-            sessions,
-            hasher,
-            tokens,
-            Duration::from_secs(settings.refresh_token_ttl_secs),
-        ));
+        let families = Families::new(sessions, session_policy(settings)?);
+        let accounts = Arc::new(Accounts::new(users, families, hasher, tokens));
 
         let vendor = match vending {
             Some(config) => Some(CredentialVendor::new(
@@ -140,6 +136,16 @@ impl Application {
     ) -> anyhow::Result<()> {
         Ok(self.server.run_until_stopped(shutdown).await?)
     }
+}
+
+/// How sessions behave, from the settings.
+fn session_policy(settings: &Settings) -> anyhow::Result<SessionPolicy> {
+    Ok(SessionPolicy {
+        refresh_lifetime: Duration::from_secs(settings.refresh_token_ttl_secs),
+        retry_grace: Duration::from_secs(settings.refresh_retry_grace_secs),
+        max_per_user: usize::try_from(settings.max_sessions_per_user)?,
+        access_lifetime: Duration::from_secs(settings.access_token_ttl_secs),
+    })
 }
 
 /// Creates the users and sessions tables if missing.

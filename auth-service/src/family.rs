@@ -1,0 +1,305 @@
+//! Refresh-token families: what a presented refresh token means for its session (current,
+//! a retry of the previous one, proven reuse, or unknown) and the flows that act on it —
+//! start, refresh, logout, and the per-user session cap.
+//!
+//! The policy: the current token rotates. Within the retry grace, the token rotated out last
+//! gets the same successor again (HMAC of it and the stored nonce), so a lost response can be
+//! retried and concurrent refreshes all agree. Any other token the session once had — the
+//! previous one after the grace, or an older one — is reuse and ends the session. A secret the
+//! session never had revokes nothing: its user and session ids are public.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    error::AuthError,
+    refresh_token::{RefreshToken, RotationNonce},
+    sessions::{RevokeReason, Session, SessionStore},
+};
+
+mod standing;
+pub use standing::{Standing, standing};
+
+/// Revocations sent at once by LogoutAll and the session cap.
+const REVOKE_CONCURRENCY: usize = 8;
+/// Reads of a session one refresh makes at most. A lost race needs two: the rotation fails
+/// only because another one landed, and the second read finds the token as the previous one.
+const REFRESH_ATTEMPTS: usize = 3;
+/// The least time a revoked session's item is kept, so it can still be reported (and, later,
+/// fanned out as a revocation) while its access tokens live.
+const REVOKED_RETENTION: Duration = Duration::from_secs(86_400);
+
+/// How sessions behave; from the settings.
+#[derive(Clone, Debug)]
+pub struct SessionPolicy {
+    /// A refresh token's lifetime (sliding: each refresh starts it again).
+    pub refresh_lifetime: Duration,
+    /// How long the token rotated out last still gets the same successor.
+    pub retry_grace: Duration,
+    /// Live sessions a user may have.
+    pub max_per_user: usize,
+    /// Access-token lifetime: a revoked session's item outlives its access tokens.
+    pub access_lifetime: Duration,
+}
+
+/// A session's refresh token, freshly issued or handed out again.
+pub struct Issued {
+    /// The token for the client.
+    pub token: RefreshToken,
+    /// When it expires unless used.
+    pub expires_at: OffsetDateTime,
+}
+
+/// The sessions table under the family policy.
+#[derive(Clone, Debug)]
+pub struct Families {
+    store: SessionStore,
+    policy: SessionPolicy,
+}
+
+impl Families {
+    /// Families kept in `store`, behaving as `policy` says.
+    pub fn new(store: SessionStore, policy: SessionPolicy) -> Self {
+        Self { store, policy }
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &SessionStore {
+        &self.store
+    }
+
+    /// Starts a session for `user_id`, then ends the user's oldest sessions beyond the cap.
+    pub async fn start(&self, user_id: Uuid) -> Result<Issued, AuthError> {
+        let token = RefreshToken::generate(user_id, Uuid::new_v4());
+        let now = OffsetDateTime::now_utc();
+        let expires_at = self.expiry(now)?;
+        let (user_id, session_id) = (user_id.to_string(), token.session_id.to_string());
+        self.store
+            .create(
+                &user_id,
+                &session_id,
+                &token.secret_hash(),
+                now,
+                expires_at.unix_timestamp(),
+            )
+            .await?;
+        tracing::info!(%user_id, %session_id, "session started");
+        // The session exists; if the cap cannot be applied now, the next login applies it.
+        if let Err(error) = self.enforce_cap(&user_id, now).await {
+            tracing::warn!(%user_id, %error, "session cap not applied");
+        }
+        Ok(Issued { token, expires_at })
+    }
+
+    /// When a refresh token issued at `now` expires: whole seconds, as stored and reported
+    /// again on a retry.
+    fn expiry(&self, now: OffsetDateTime) -> Result<OffsetDateTime, AuthError> {
+        let expires_at = now + self.policy.refresh_lifetime;
+        Ok(expires_at
+            .replace_nanosecond(0)
+            .map_err(|e| anyhow::anyhow!("truncating an expiry: {e}"))?)
+    }
+
+    /// Ends the oldest live sessions beyond the cap (by creation time, then session id). Every
+    /// login lists after creating its own session, and all order alike, so concurrent logins
+    /// converge on the newest `max_per_user`.
+    async fn enforce_cap(&self, user_id: &str, now: OffsetDateTime) -> Result<(), AuthError> {
+        let mut live = self.store.live_sessions(user_id, now).await?;
+        if live.len() <= self.policy.max_per_user {
+            return Ok(());
+        }
+        live.sort_unstable_by(|a, b| b.cmp(a));
+        let beyond: Vec<String> = live
+            .split_off(self.policy.max_per_user)
+            .into_iter()
+            .map(|session| session.session_id)
+            .collect();
+        let ended = self
+            .revoke_all(user_id, beyond, RevokeReason::SessionLimit, now)
+            .await?;
+        tracing::info!(%user_id, sessions_ended = ended, "session cap reached: oldest ended");
+        Ok(())
+    }
+
+    /// Ends every live session of `user_id`; returns how many this call ended.
+    pub async fn end_all(&self, user_id: &str) -> Result<usize, AuthError> {
+        let now = OffsetDateTime::now_utc();
+        let live = self.store.live_sessions(user_id, now).await?;
+        let ids = live.into_iter().map(|session| session.session_id).collect();
+        self.revoke_all(user_id, ids, RevokeReason::LogoutAll, now)
+            .await
+    }
+
+    async fn revoke_all(
+        &self,
+        user_id: &str,
+        session_ids: Vec<String>,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<usize, AuthError> {
+        let revoked: Vec<bool> = futures::stream::iter(session_ids)
+            .map(|session_id| async move { self.revoke(user_id, &session_id, reason, now).await })
+            .buffer_unordered(REVOKE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(revoked.into_iter().filter(|&r| r).count())
+    }
+
+    async fn revoke(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<bool, AuthError> {
+        let retention = REVOKED_RETENTION.max(self.policy.access_lifetime);
+        let delete_after = (now + retention).unix_timestamp();
+        self.store
+            .revoke(user_id, session_id, reason, now, delete_after)
+            .await
+    }
+
+    /// Trades a refresh token for the session's next one (see the module docs for the policy).
+    pub async fn refresh(&self, presented: &RefreshToken) -> Result<Issued, AuthError> {
+        let (user_id, session_id) = ids(presented);
+        let presented_hash = presented.secret_hash();
+        for attempt in 0..REFRESH_ATTEMPTS {
+            let session = self.active_session(presented).await?;
+            let now = OffsetDateTime::now_utc();
+            match standing(&session, &presented_hash, now, self.policy.retry_grace) {
+                Standing::Current => {
+                    if let Some(issued) = self.rotate(presented, &session, now).await? {
+                        return Ok(issued);
+                    }
+                    // Another refresh with this token won; the next read finds it as the
+                    // previous token and derives the winner's successor.
+                    tracing::debug!(%user_id, %session_id, "concurrent refresh lost the race");
+                }
+                Standing::RetryOfPrevious => return self.successor_again(presented, &session),
+                // Our token was current when this call began and fell behind while it raced:
+                // a slow request, not evidence of theft.
+                Standing::Reused if attempt > 0 => {
+                    tracing::info!(%user_id, %session_id, "refresh overtaken by later rotations");
+                    return Err(AuthError::InvalidRefreshToken);
+                }
+                Standing::Reused => return Err(self.reused(&user_id, &session_id, now).await),
+                Standing::Unknown => return Err(unknown(&user_id, &session_id)),
+            }
+        }
+        Err(AuthError::Unavailable(format!(
+            "refresh of session {session_id} kept losing races"
+        )))
+    }
+
+    /// The session a token names, if it is active.
+    async fn active_session(&self, token: &RefreshToken) -> Result<Session, AuthError> {
+        let (user_id, session_id) = ids(token);
+        match self.store.get(&user_id, &session_id).await? {
+            Some(session) if session.is_active(OffsetDateTime::now_utc()) => Ok(session),
+            _ => Err(AuthError::InvalidRefreshToken),
+        }
+    }
+
+    /// Rotates `session` from `presented` to its successor; `None` if another write won.
+    async fn rotate(
+        &self,
+        presented: &RefreshToken,
+        session: &Session,
+        now: OffsetDateTime,
+    ) -> Result<Option<Issued>, AuthError> {
+        let nonce = RotationNonce::random();
+        let next = presented.successor(&nonce, session.generation + 1)?;
+        let expires_at = self.expiry(now)?;
+        let rotation =
+            session.rotation(next.secret_hash(), nonce, now, expires_at.unix_timestamp());
+        let (user_id, session_id) = ids(presented);
+        let rotated = self.store.rotate(&user_id, &session_id, &rotation).await?;
+        Ok(rotated.then_some(Issued {
+            token: next,
+            expires_at,
+        }))
+    }
+
+    /// The successor the last rotation made from `presented`, derived again.
+    fn successor_again(
+        &self,
+        presented: &RefreshToken,
+        session: &Session,
+    ) -> Result<Issued, AuthError> {
+        let nonce = session
+            .nonce
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("rotated session has no nonce"))?;
+        let successor = presented.successor(nonce, session.generation)?;
+        if !bool::from(successor.secret_hash().ct_eq(&session.token_hash)) {
+            return Err(anyhow::anyhow!("session nonce does not derive its current token").into());
+        }
+        let expires_at = OffsetDateTime::from_unix_timestamp(session.expires_at)
+            .map_err(|e| anyhow::anyhow!("session expires_at out of range: {e}"))?;
+        let (user_id, session_id) = ids(presented);
+        tracing::info!(%user_id, %session_id, "previous refresh token within the grace: same successor again");
+        Ok(Issued {
+            token: successor,
+            expires_at,
+        })
+    }
+
+    /// Ends a session on proven reuse; the caller is refused either way.
+    async fn reused(&self, user_id: &str, session_id: &str, now: OffsetDateTime) -> AuthError {
+        match self
+            .revoke(user_id, session_id, RevokeReason::ReuseDetected, now)
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(%user_id, %session_id, "refresh token reuse detected: session revoked");
+                AuthError::InvalidRefreshToken
+            }
+            Err(error) => error,
+        }
+    }
+
+    /// Ends the session a refresh token belongs to. The current token, or the previous one
+    /// within the grace (its refresh's response may have been lost), logs out — again and
+    /// again, so a retried logout is harmless. Other tokens are treated as Refresh treats them.
+    pub async fn logout(&self, presented: &RefreshToken) -> Result<(), AuthError> {
+        let (user_id, session_id) = ids(presented);
+        let session = self
+            .store
+            .get(&user_id, &session_id)
+            .await?
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let now = OffsetDateTime::now_utc();
+        let active = session.is_active(now);
+        match standing(
+            &session,
+            &presented.secret_hash(),
+            now,
+            self.policy.retry_grace,
+        ) {
+            Standing::Current | Standing::RetryOfPrevious => {
+                if active {
+                    self.revoke(&user_id, &session_id, RevokeReason::Logout, now)
+                        .await?;
+                }
+                tracing::info!(%user_id, %session_id, "logged out");
+                Ok(())
+            }
+            Standing::Reused if active => Err(self.reused(&user_id, &session_id, now).await),
+            Standing::Reused => Err(AuthError::InvalidRefreshToken),
+            Standing::Unknown => Err(unknown(&user_id, &session_id)),
+        }
+    }
+}
+
+fn ids(token: &RefreshToken) -> (String, String) {
+    (token.user_id.to_string(), token.session_id.to_string())
+}
+
+fn unknown(user_id: &str, session_id: &str) -> AuthError {
+    tracing::info!(%user_id, %session_id, "refresh token unknown to its session: refused, nothing revoked");
+    AuthError::InvalidRefreshToken
+}

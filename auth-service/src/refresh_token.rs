@@ -1,0 +1,175 @@
+//! Refresh tokens: the opaque `dgr1_` strings that name a session and carry a 256-bit secret,
+//! and how each rotation derives the next secret from the one presented.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Prefix that makes refresh tokens recognisable to secret scanners and humans.
+const REFRESH_PREFIX: &str = "dgr1_";
+const SECRET_LEN: usize = 32;
+const RAW_LEN: usize = 16 + 16 + SECRET_LEN;
+/// base64url without padding of `RAW_LEN` bytes.
+const ENCODED_LEN: usize = 86;
+
+/// SHA-256 of a refresh secret: the only form the sessions table holds.
+pub type SecretHash = [u8; 32];
+
+/// The random value a rotation draws and stores with the session. With the previous token it
+/// derives the current one again (so a retry gets the same successor); without that token it
+/// is worthless, so it may sit in the table in the clear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationNonce([u8; 32]);
+
+impl RotationNonce {
+    /// A fresh nonce for a rotation about to be written.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// A stored nonce; `None` unless exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    /// The bytes to store.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// A decoded refresh token: which session it names, and its 256-bit secret.
+pub struct RefreshToken {
+    /// The session's user.
+    pub user_id: Uuid,
+    /// The session (refresh-token family).
+    pub session_id: Uuid,
+    secret: SecretBox<[u8; SECRET_LEN]>,
+}
+
+impl RefreshToken {
+    /// A new token for a session, with a fresh random secret.
+    pub fn generate(user_id: Uuid, session_id: Uuid) -> Self {
+        Self {
+            user_id,
+            session_id,
+            secret: SecretBox::new(Box::new(rand::random())),
+        }
+    }
+
+    /// The SHA-256 of the secret: the only form ever stored. The secret has 256 bits of
+    /// entropy, so a fast hash is enough; a slow one would only cost us CPU.
+    pub fn secret_hash(&self) -> SecretHash {
+        Sha256::digest(self.secret.expose_secret()).into()
+    }
+
+    /// The token that replaces this one at rotation number `generation`:
+    /// HMAC-SHA256(key = this secret, nonce ‖ generation). Deterministic, so every concurrent
+    /// refresh with this token derives the one successor the winning rotation stored; keyed by
+    /// this secret, so the stored hashes and nonce alone cannot mint it.
+    pub fn successor(&self, nonce: &RotationNonce, generation: u64) -> anyhow::Result<Self> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret())
+            .map_err(|e| anyhow::anyhow!("HMAC refused a {SECRET_LEN}-byte key: {e}"))?;
+        mac.update(nonce.as_bytes());
+        mac.update(&generation.to_be_bytes());
+        let secret: [u8; SECRET_LEN] = mac.finalize().into_bytes().into();
+        Ok(Self {
+            user_id: self.user_id,
+            session_id: self.session_id,
+            secret: SecretBox::new(Box::new(secret)),
+        })
+    }
+
+    /// The string handed to the client.
+    pub fn encode(&self) -> SecretString {
+        let mut raw = [0u8; RAW_LEN];
+        raw[..16].copy_from_slice(self.user_id.as_bytes());
+        raw[16..32].copy_from_slice(self.session_id.as_bytes());
+        raw[32..].copy_from_slice(self.secret.expose_secret());
+        SecretString::from(format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    /// Parses a client's token; `None` for anything that is not exactly one of ours.
+    pub fn decode(text: &str) -> Option<Self> {
+        let body = text.strip_prefix(REFRESH_PREFIX)?;
+        // Bound the work before decoding.
+        if body.len() != ENCODED_LEN {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
+        let raw: [u8; RAW_LEN] = raw.try_into().ok()?;
+        let mut secret = [0u8; SECRET_LEN];
+        secret.copy_from_slice(&raw[32..]);
+        Some(Self {
+            user_id: Uuid::from_slice(&raw[..16]).ok()?,
+            session_id: Uuid::from_slice(&raw[16..32]).ok()?,
+            secret: SecretBox::new(Box::new(secret)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(token: &RefreshToken) -> RefreshToken {
+        RefreshToken::decode(token.encode().expose_secret()).unwrap()
+    }
+
+    #[test]
+    fn refresh_tokens_round_trip_and_hash_stably() {
+        let token = RefreshToken::generate(Uuid::new_v4(), Uuid::new_v4());
+        let encoded = token.encode();
+        assert!(encoded.expose_secret().starts_with("dgr1_"));
+        assert_eq!(
+            encoded.expose_secret().len(),
+            REFRESH_PREFIX.len() + ENCODED_LEN
+        );
+        let decoded = round_trip(&token);
+        assert_eq!(decoded.user_id, token.user_id);
+        assert_eq!(decoded.session_id, token.session_id);
+        assert_eq!(decoded.secret_hash(), token.secret_hash());
+        let other = RefreshToken::generate(token.user_id, token.session_id);
+        assert_ne!(other.secret_hash(), token.secret_hash());
+    }
+
+    #[test]
+    fn the_successor_depends_on_the_secret_the_nonce_and_the_generation() {
+        let token = RefreshToken::generate(Uuid::new_v4(), Uuid::new_v4());
+        let nonce = RotationNonce::random();
+        let successor = token.successor(&nonce, 1).unwrap();
+
+        let again = round_trip(&token).successor(&nonce, 1).unwrap();
+        let other_nonce = token.successor(&RotationNonce::random(), 1).unwrap();
+        let other_generation = token.successor(&nonce, 2).unwrap();
+        let other_secret = RefreshToken::generate(token.user_id, token.session_id)
+            .successor(&nonce, 1)
+            .unwrap();
+
+        assert_eq!(again.secret_hash(), successor.secret_hash(), "re-derivable");
+        assert_eq!(successor.session_id, token.session_id);
+        for different in [other_nonce, other_generation, other_secret] {
+            assert_ne!(different.secret_hash(), successor.secret_hash());
+        }
+        assert_ne!(successor.secret_hash(), token.secret_hash());
+    }
+
+    #[test]
+    fn nonces_are_exactly_32_bytes() {
+        let nonce = RotationNonce::random();
+        assert_eq!(RotationNonce::from_slice(nonce.as_bytes()), Some(nonce));
+        assert_eq!(RotationNonce::from_slice(&[0; 31]), None);
+        assert_eq!(RotationNonce::from_slice(&[0; 33]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn refresh_token_decoding_never_panics(text in any::<String>()) {
+            let _ = RefreshToken::decode(&text);
+            let _ = RefreshToken::decode(&format!("dgr1_{text}"));
+        }
+    }
+}

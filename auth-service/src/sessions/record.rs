@@ -1,0 +1,243 @@
+//! The session record: what one item of the sessions table says, and the rotation that
+//! changes it.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{primitives::Blob, types::AttributeValue};
+use time::OffsetDateTime;
+
+use crate::{
+    error::AuthError,
+    refresh_token::{RotationNonce, SecretHash},
+};
+
+/// Retired secret hashes kept per session: reuse of a token up to this many rotations older
+/// than the previous one is recognised (and ends the session); older ones are merely unknown.
+pub const RETIRED_KEPT: usize = 32;
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The user logged out of this session.
+    Logout,
+    /// The user logged out of every session.
+    LogoutAll,
+    /// A rotated refresh token was presented again: the family may be stolen.
+    ReuseDetected,
+    /// A newer login pushed the user past the per-user session cap.
+    SessionLimit,
+}
+
+impl RevokeReason {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::ReuseDetected => "reuse_detected",
+            Self::SessionLimit => "session_limit",
+        }
+    }
+}
+
+/// What the store knows about a session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// SHA-256 of the current refresh token's secret.
+    pub token_hash: SecretHash,
+    /// SHA-256 of the secret rotated out last.
+    pub previous_hash: Option<SecretHash>,
+    /// SHA-256 of older secrets, oldest first.
+    pub retired: Vec<SecretHash>,
+    /// The last rotation's nonce: derives the current secret from the previous one.
+    pub nonce: Option<RotationNonce>,
+    /// Rotations so far.
+    pub generation: u64,
+    /// Unix milliseconds of the last rotation.
+    pub rotated_at_ms: i64,
+    /// Unix seconds after which the current refresh token is dead.
+    pub expires_at: i64,
+    /// The session has been ended.
+    pub revoked: bool,
+}
+
+impl Session {
+    /// True while the session may be refreshed or used.
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        !self.revoked && now.unix_timestamp() < self.expires_at
+    }
+
+    /// The write that makes `to_hash` current: the current hash becomes the previous one and
+    /// the previous one joins the retired, the oldest beyond [`RETIRED_KEPT`] falling off.
+    pub fn rotation(
+        &self,
+        to_hash: SecretHash,
+        nonce: RotationNonce,
+        at: OffsetDateTime,
+        expires_at: i64,
+    ) -> Rotation {
+        let mut retired = self.retired.clone();
+        retired.extend(self.previous_hash);
+        let overflow = retired.len().saturating_sub(RETIRED_KEPT);
+        retired.drain(..overflow);
+        Rotation {
+            from_hash: self.token_hash,
+            from_generation: self.generation,
+            to_hash,
+            nonce,
+            retired,
+            at_ms: unix_millis(at),
+            expires_at,
+        }
+    }
+}
+
+/// One rotation of a session, written only if the session is still at `from_hash`.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    pub(super) from_hash: SecretHash,
+    pub(super) from_generation: u64,
+    pub(super) to_hash: SecretHash,
+    pub(super) nonce: RotationNonce,
+    pub(super) retired: Vec<SecretHash>,
+    pub(super) at_ms: i64,
+    pub(super) expires_at: i64,
+}
+
+/// A session that is neither revoked nor expired, as the session cap sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LiveSession {
+    /// Unix milliseconds; first, so that sessions order by age.
+    pub created_at_ms: i64,
+    /// The session id, breaking ties.
+    pub session_id: String,
+}
+
+/// Unix milliseconds of `t`.
+pub fn unix_millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub(super) fn blob(bytes: &[u8]) -> AttributeValue {
+    AttributeValue::B(Blob::new(bytes))
+}
+
+pub(super) fn number(n: impl ToString) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+pub(super) fn malformed(attribute: &str) -> AuthError {
+    AuthError::Internal(anyhow::anyhow!(
+        "session item has a missing or malformed {attribute}"
+    ))
+}
+
+pub(super) fn integer<T: std::str::FromStr>(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<Option<T>, AuthError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(n)) => n.parse().map(Some).map_err(|_| malformed(name)),
+        Some(_) => Err(malformed(name)),
+    }
+}
+
+fn hash_of(value: &AttributeValue, name: &str) -> Result<SecretHash, AuthError> {
+    match value {
+        AttributeValue::B(blob) => blob.as_ref().try_into().map_err(|_| malformed(name)),
+        _ => Err(malformed(name)),
+    }
+}
+
+/// Reads a stored session. Attributes a session gains only at its first rotation
+/// (`previous_hash`, `nonce`, `retired`) may be absent; anything present must be well-formed.
+pub(super) fn parse_session(item: &HashMap<String, AttributeValue>) -> Result<Session, AuthError> {
+    let required = |name: &str| item.get(name).ok_or_else(|| malformed(name));
+    let optional_hash = |name: &str| item.get(name).map(|v| hash_of(v, name)).transpose();
+    let retired = match item.get("retired") {
+        None => Vec::new(),
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .map(|value| hash_of(value, "retired"))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(malformed("retired")),
+    };
+    let nonce = match item.get("nonce") {
+        None => None,
+        Some(AttributeValue::B(blob)) => {
+            Some(RotationNonce::from_slice(blob.as_ref()).ok_or_else(|| malformed("nonce"))?)
+        }
+        Some(_) => return Err(malformed("nonce")),
+    };
+    Ok(Session {
+        token_hash: hash_of(required("token_hash")?, "token_hash")?,
+        previous_hash: optional_hash("previous_hash")?,
+        retired,
+        nonce,
+        generation: integer(item, "generation")?.ok_or_else(|| malformed("generation"))?,
+        rotated_at_ms: integer(item, "rotated_at")?.unwrap_or(0),
+        expires_at: integer(item, "expires_at")?.ok_or_else(|| malformed("expires_at"))?,
+        revoked: item.contains_key("revoked_at"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(generation: u64, previous: Option<u8>, retired: u8) -> Session {
+        Session {
+            token_hash: [0xff; 32],
+            previous_hash: previous.map(|b| [b; 32]),
+            retired: (0..retired).map(|i| [i; 32]).collect(),
+            nonce: None,
+            generation,
+            rotated_at_ms: 0,
+            expires_at: i64::MAX,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn a_rotation_retires_the_previous_hash_and_keeps_the_newest() {
+        let now = OffsetDateTime::now_utc();
+        let full = session(40, Some(0xee), 32);
+        let rotation = full.rotation([1; 32], RotationNonce::random(), now, 0);
+        assert_eq!(rotation.retired.len(), RETIRED_KEPT);
+        assert_eq!(rotation.retired.first(), Some(&[1u8; 32]), "oldest dropped");
+        assert_eq!(rotation.retired.last(), Some(&[0xee; 32]));
+        assert_eq!(rotation.from_hash, [0xff; 32]);
+        assert_eq!(rotation.from_generation, 40);
+
+        let first = session(0, None, 0).rotation([1; 32], RotationNonce::random(), now, 0);
+        assert!(first.retired.is_empty());
+    }
+
+    #[test]
+    fn stored_sessions_parse_and_malformed_ones_are_refused() {
+        let mut item = HashMap::from([
+            ("token_hash".to_owned(), blob(&[7; 32])),
+            ("previous_hash".to_owned(), blob(&[6; 32])),
+            (
+                "retired".to_owned(),
+                AttributeValue::L(vec![blob(&[5; 32])]),
+            ),
+            ("nonce".to_owned(), blob(&[9; 32])),
+            ("generation".to_owned(), number(2)),
+            ("rotated_at".to_owned(), number(1_700_000_000_123_i64)),
+            ("expires_at".to_owned(), number(1_700_000_000)),
+        ]);
+        let parsed = parse_session(&item).unwrap();
+        assert_eq!(parsed.previous_hash, Some([6; 32]));
+        assert_eq!(parsed.retired, vec![[5; 32]]);
+        assert_eq!(parsed.generation, 2);
+        assert_eq!(parsed.rotated_at_ms, 1_700_000_000_123);
+        assert!(!parsed.revoked);
+
+        item.insert("previous_hash".to_owned(), blob(&[6; 31]));
+        assert!(parse_session(&item).is_err(), "hashes are 32 bytes");
+        item.remove("previous_hash");
+        item.insert("generation".to_owned(), AttributeValue::S("2".into()));
+        assert!(parse_session(&item).is_err(), "numbers are numbers");
+    }
+}
