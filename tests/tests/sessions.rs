@@ -19,7 +19,7 @@ type Client = AuthServiceClient<Channel>;
 async fn auth_with(change: impl FnOnce(&mut Settings)) -> TestAuth {
     let mut settings = TestAuth::settings();
     change(&mut settings);
-    TestAuth::spawn_with(settings, Endpoints::dynalite_only()).await
+    TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await
 }
 
 async fn refresh(client: &mut Client, token: &str) -> Result<RefreshResponse, Status> {
