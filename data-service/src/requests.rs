@@ -50,6 +50,10 @@ pub struct Query {
     pub limit: i32,
     /// Where the previous page stopped.
     pub after: Option<String>,
+    /// Greatest key first.
+    pub descending: bool,
+    /// A strongly consistent read.
+    pub consistent: bool,
 }
 
 fn check(violations: Vec<Violation>) -> Result<(), DataError> {
@@ -253,6 +257,8 @@ pub fn query(
         // At most MAX_LIMIT, so it fits.
         limit: i32::try_from(limit).unwrap_or(100),
         after,
+        descending: request.descending,
+        consistent: request.consistent_read,
     })
 }
 

@@ -201,18 +201,7 @@ impl DataService for DataApi {
         let query = requests::query(&request, owner, &self.pages)?;
         let page = self
             .run(&caller, async |db, owner| {
-                let (limit, after) = (query.limit, query.after.clone());
-                self.store
-                    .query(
-                        db,
-                        owner,
-                        &query.range,
-                        limit,
-                        request.descending,
-                        after,
-                        request.consistent_read,
-                    )
-                    .await
+                self.store.query(db, owner, &query).await
             })
             .await?;
         let next_page_token = match &page.last_key {

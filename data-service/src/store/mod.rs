@@ -10,6 +10,10 @@
 //! | `updated_at` | N    | Unix milliseconds of the last write                |
 //! | anything else|      | the client's attributes                            |
 
+mod decode;
+mod expressions;
+mod put;
+
 use std::{collections::HashMap, sync::Arc};
 
 use aws_sdk_dynamodb::{
@@ -23,18 +27,10 @@ use common::{
 };
 use time::OffsetDateTime;
 
-use crate::{convert, error::DataError, metrics::Metrics};
+use crate::{error::DataError, metrics::Metrics, requests::Query};
+use decode::{Stamp, number, parse_item, stored_error};
 
-/// Attempts of an unconditional put before reporting contention.
-const PUT_ATTEMPTS: usize = 5;
-/// Names used in every expression (`key` and others are DynamoDB reserved words).
-const NAMES: [(&str, &str); 5] = [
-    ("#o", "owner"),
-    ("#k", "key"),
-    ("#v", "version"),
-    ("#c", "created_at"),
-    ("#u", "updated_at"),
-];
+pub use put::PUT_ATTEMPTS;
 
 /// An item as stored, with the client's attributes already converted back.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,13 +90,6 @@ pub struct ItemStore {
     metrics: Arc<Metrics>,
 }
 
-fn names() -> HashMap<String, String> {
-    NAMES
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
 fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
@@ -143,16 +132,10 @@ impl ItemStore {
             .set_key(Some(key_of(owner, key)))
             .consistent_read(consistent);
         if !attributes.is_empty() {
-            let mut projection = "#k, #v, #c, #u".to_owned();
-            let mut expression_names = names();
-            expression_names.remove("#o");
-            for (i, name) in attributes.iter().enumerate() {
-                projection.push_str(&format!(", #p{i}"));
-                expression_names.insert(format!("#p{i}"), name.clone());
-            }
+            let projection = expressions::projection(attributes);
             request = request
-                .projection_expression(projection)
-                .set_expression_attribute_names(Some(expression_names));
+                .projection_expression(projection.text)
+                .set_expression_attribute_names(Some(projection.names));
         }
         self.metrics.dynamodb_calls.increment();
         let output = request
@@ -160,81 +143,6 @@ impl ItemStore {
             .await
             .map_err(|e| DataError::aws("GetItem", e))?;
         output.item.map(|item| parse_item(&item)).transpose()
-    }
-
-    /// Writes a whole item under `precondition`. The read before the write keeps
-    /// `created_at` and computes the next version; the conditional write makes the pair atomic.
-    pub async fn put(
-        &self,
-        db: &Client,
-        owner: &str,
-        key: &str,
-        attributes: HashMap<String, AttributeValue>,
-        precondition: Precondition,
-    ) -> Result<StoredItem, DataError> {
-        for _ in 0..PUT_ATTEMPTS {
-            let current = match precondition {
-                Precondition::IfAbsent => None,
-                Precondition::None | Precondition::Version(_) => self.stamp(db, owner, key).await?,
-            };
-            if let Precondition::Version(expected) = precondition {
-                let version = current.as_ref().map_or(0, |stamp| stamp.version);
-                if version != expected {
-                    return Err(DataError::VersionMismatch { current: version });
-                }
-            }
-            if let Some(item) = self
-                .put_at(db, owner, key, attributes.clone(), current.as_ref())
-                .await?
-            {
-                return Ok(item);
-            }
-            // Another writer got in between. A plain put reads again and retries; a conditional
-            // one reports the version it ran into (unless the item vanished again meanwhile).
-            if precondition != Precondition::None {
-                let version = self.current_version(db, owner, key).await?;
-                if version != 0 || matches!(precondition, Precondition::Version(_)) {
-                    return Err(DataError::VersionMismatch { current: version });
-                }
-            }
-        }
-        Err(DataError::Contention)
-    }
-
-    /// Puts the item as the successor of `current` (or as new), conditional on `current`
-    /// still being the stored version. `Ok(None)` when it was not.
-    async fn put_at(
-        &self,
-        db: &Client,
-        owner: &str,
-        key: &str,
-        attributes: HashMap<String, AttributeValue>,
-        current: Option<&Stamp>,
-    ) -> Result<Option<StoredItem>, DataError> {
-        let now = now_millis();
-        let (version, created_at) = current.map_or((1, now), |c| (c.version + 1, c.created_at));
-        let mut item = attributes;
-        item.extend(key_of(owner, key));
-        item.insert("version".to_owned(), n(version));
-        item.insert("created_at".to_owned(), n(created_at));
-        item.insert("updated_at".to_owned(), n(now));
-        let stored = parse_item(&item)?;
-        let request = db.put_item().table_name(&self.table).set_item(Some(item));
-        let request = match current {
-            None => request
-                .condition_expression("attribute_not_exists(#k)")
-                .expression_attribute_names("#k", "key"),
-            Some(current) => request
-                .condition_expression("#v = :current")
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":current", n(current.version)),
-        };
-        self.metrics.dynamodb_calls.increment();
-        match request.send().await {
-            Ok(_) => Ok(Some(stored)),
-            Err(error) if aws::is_condition_failed(&error) => Ok(None),
-            Err(error) => Err(DataError::aws("PutItem", error)),
-        }
     }
 
     /// Sets and removes attributes of an existing item.
@@ -247,30 +155,8 @@ impl ItemStore {
         remove: &[String],
         expected: Option<u64>,
     ) -> Result<StoredItem, DataError> {
-        let mut names = names();
-        names.remove("#o");
-        names.remove("#c");
-        let mut values = HashMap::from([
-            (":one".to_owned(), n(1)),
-            (":now".to_owned(), n(now_millis())),
-        ]);
-        let mut sets = vec!["#v = #v + :one".to_owned(), "#u = :now".to_owned()];
-        for (i, (name, value)) in set.into_iter().enumerate() {
-            names.insert(format!("#s{i}"), name);
-            values.insert(format!(":s{i}"), value);
-            sets.push(format!("#s{i} = :s{i}"));
-        }
-        let mut expression = format!("SET {}", sets.join(", "));
-        if !remove.is_empty() {
-            let removes: Vec<String> = (0..remove.len()).map(|i| format!("#r{i}")).collect();
-            names.extend(
-                remove
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| (format!("#r{i}"), name.clone())),
-            );
-            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
+        let expression = expressions::update(set, remove, now_millis());
+        let mut values = expression.values;
         let mut condition = "attribute_exists(#k)".to_owned();
         if let Some(expected) = expected {
             condition.push_str(" AND #v = :expected");
@@ -281,9 +167,9 @@ impl ItemStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_of(owner, key)))
-            .update_expression(expression)
+            .update_expression(expression.text)
             .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_names(Some(expression.names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -328,62 +214,20 @@ impl ItemStore {
         }
     }
 
-    /// One page of the owner's items in `range`, resuming after `after`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn query(
-        &self,
-        db: &Client,
-        owner: &str,
-        range: &KeyRange,
-        limit: i32,
-        descending: bool,
-        after: Option<String>,
-        consistent: bool,
-    ) -> Result<Page, DataError> {
-        let mut names = HashMap::from([("#o".to_owned(), "owner".to_owned())]);
-        let mut values = HashMap::from([(":o".to_owned(), s(owner))]);
-        let mut condition = "#o = :o".to_owned();
-        let mut bound = |clause: &str, entries: &[(&str, &str)]| {
-            names.insert("#k".to_owned(), "key".to_owned());
-            condition.push_str(" AND ");
-            condition.push_str(clause);
-            for (name, value) in entries {
-                values.insert((*name).to_owned(), s(value));
-            }
-        };
-        match range {
-            KeyRange::All => {}
-            KeyRange::Prefix(prefix) => bound("begins_with(#k, :p)", &[(":p", prefix)]),
-            KeyRange::Between {
-                start: Some(start),
-                end: Some(end),
-            } => {
-                bound("#k BETWEEN :s AND :e", &[(":s", start), (":e", end)]);
-            }
-            KeyRange::Between {
-                start: Some(start),
-                end: None,
-            } => bound("#k >= :s", &[(":s", start)]),
-            KeyRange::Between {
-                start: None,
-                end: Some(end),
-            } => bound("#k <= :e", &[(":e", end)]),
-            KeyRange::Between {
-                start: None,
-                end: None,
-            } => {}
-        }
+    /// One page of the owner's items selected by `query`.
+    pub async fn query(&self, db: &Client, owner: &str, query: &Query) -> Result<Page, DataError> {
+        let condition = expressions::key_condition(owner, &query.range);
         self.metrics.dynamodb_calls.increment();
         let output = db
             .query()
             .table_name(&self.table)
-            .key_condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .limit(limit)
-            .scan_index_forward(!descending)
-            .consistent_read(consistent)
-            .set_exclusive_start_key(after.map(|key| key_of(owner, &key)))
+            .key_condition_expression(condition.text)
+            .set_expression_attribute_names(Some(condition.names))
+            .set_expression_attribute_values(Some(condition.values))
+            .limit(query.limit)
+            .scan_index_forward(!query.descending)
+            .consistent_read(query.consistent)
+            .set_exclusive_start_key(query.after.as_ref().map(|key| key_of(owner, key)))
             .send()
             .await
             .map_err(|e| DataError::aws("Query", e))?;
@@ -453,44 +297,4 @@ impl ItemStore {
             .key_schema(key_element("key", KeyType::Range)?);
         common::dynamo::ensure_table(db, request).await
     }
-}
-
-/// The version and creation time (Unix milliseconds) of a stored item.
-#[derive(Clone, Copy, Debug)]
-struct Stamp {
-    version: u64,
-    created_at: i128,
-}
-
-/// Something we wrote is malformed: an internal error.
-fn stored_error(what: &str) -> DataError {
-    DataError::Internal(anyhow::anyhow!("stored item has {what}"))
-}
-
-/// A number attribute of a stored item.
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<i128, DataError> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| stored_error(&format!("no valid {name}")))
-}
-
-/// Reads a stored item; anything malformed is an internal error (we wrote it).
-fn parse_item(item: &HashMap<String, AttributeValue>) -> Result<StoredItem, DataError> {
-    let key = item
-        .get("key")
-        .and_then(|k| k.as_s().ok())
-        .ok_or_else(|| stored_error("no key"))?;
-    let millis = |name: &str| -> Result<OffsetDateTime, DataError> {
-        OffsetDateTime::from_unix_timestamp_nanos(number(item, name)? * 1_000_000)
-            .map_err(|_| stored_error(&format!("{name} out of range")))
-    };
-    Ok(StoredItem {
-        key: key.clone(),
-        attributes: convert::attributes_from_dynamo(item).map_err(|e| stored_error(&e))?,
-        version: u64::try_from(number(item, "version")?)
-            .map_err(|_| stored_error("a negative version"))?,
-        created_at: millis("created_at")?,
-        updated_at: millis("updated_at")?,
-    })
 }
