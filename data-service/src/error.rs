@@ -17,6 +17,10 @@ const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// ErrorInfo reason of a failed `if_absent` / `expected_version` condition.
 pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
 
+/// ErrorInfo reason of a conditional write against an item whose stored version the service
+/// did not write (the owner wrote the item directly), so the condition cannot be judged.
+pub const MALFORMED_ITEM: &str = "MALFORMED_ITEM";
+
 /// Everything that can go wrong in a data-service call.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -35,6 +39,17 @@ pub enum DataError {
         /// The item's version now.
         current: u64,
     },
+    /// A conditional write met an item whose stored version the service did not write.
+    #[error("the stored item's version is malformed")]
+    MalformedItem,
+    /// A stored item holds something the API cannot carry; the message names the item.
+    #[error("unreadable item: {0}")]
+    DataLoss(String),
+    /// DynamoDB refused the request as invalid (a ValidationException) although it passed our
+    /// checks: the client's request (e.g. a key range DynamoDB orders differently) or, if it
+    /// keeps happening, a bug of ours. Its cause is logged, never returned.
+    #[error("DynamoDB refused the request as invalid: {0}")]
+    Refused(String),
     /// An unconditional write kept losing races with other writers: retry.
     #[error("too much write contention on the item")]
     Contention,
@@ -70,6 +85,9 @@ impl DataError {
                 "attributes",
                 "the item would exceed DynamoDB's 400 KB limit",
             );
+        }
+        if aws::is_invalid_request(&error) {
+            return Self::Refused(description);
         }
         match aws::classify(&error) {
             AwsFailure::Unavailable | AwsFailure::Throttled => Self::Unavailable(description),
@@ -107,6 +125,27 @@ impl From<DataError> for Status {
                     format!("version mismatch: the item is at version {current}"),
                     VERSION_MISMATCH,
                     HashMap::from([("current_version".to_owned(), current.to_string())]),
+                )
+            }
+            DataError::MalformedItem => {
+                tracing::info!("conditional write on an item with a malformed version");
+                status::with_error_info(
+                    Code::FailedPrecondition,
+                    "the stored item's version was not written by this service, so the \
+                     condition cannot be checked; replace the item with an unconditional \
+                     PutItem or delete it",
+                    MALFORMED_ITEM,
+                    HashMap::new(),
+                )
+            }
+            DataError::DataLoss(message) => {
+                tracing::warn!(%message, "stored item cannot be served");
+                Status::data_loss(message)
+            }
+            DataError::Refused(cause) => {
+                tracing::warn!(%cause, "DynamoDB refused a request as invalid");
+                Status::invalid_argument(
+                    "DynamoDB refused the request as invalid; nothing was changed",
                 )
             }
             DataError::Contention => {
@@ -166,6 +205,12 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (DataError::Contention, Code::Aborted),
+            (DataError::MalformedItem, Code::FailedPrecondition),
+            (DataError::DataLoss("item \"k\"".into()), Code::DataLoss),
+            (
+                DataError::Refused("secret cause".into()),
+                Code::InvalidArgument,
+            ),
             (DataError::CredentialsExpired("x".into()), Code::Unavailable),
             (
                 DataError::PermissionDenied("x".into()),
@@ -202,5 +247,36 @@ mod tests {
         let info = details.error_info().expect("ErrorInfo");
         assert_eq!(info.reason, VERSION_MISMATCH);
         assert_eq!(info.metadata["current_version"], "7");
+        let status = Status::from(DataError::MalformedItem);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().expect("ErrorInfo").reason,
+            MALFORMED_ITEM
+        );
+        assert!(
+            status
+                .message()
+                .contains("unconditional PutItem or delete it")
+        );
+    }
+
+    #[test]
+    fn a_validation_exception_is_refused_not_internal() {
+        use aws_sdk_dynamodb::operation::query::QueryError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let metadata = ErrorMetadata::builder()
+            .code("ValidationException")
+            .message("Invalid KeyConditionExpression: The BETWEEN operator requires ...")
+            .build();
+        let error = SdkError::<QueryError, ()>::service_error(QueryError::generic(metadata), ());
+        let error = DataError::aws("Query", error);
+        assert!(matches!(error, DataError::Refused(_)), "{error:?}");
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            !status.message().contains("BETWEEN"),
+            "{}",
+            status.message()
+        );
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! - `to_dynamo`: client input to DynamoDB, with every violation reported;
 //! - `from_dynamo`: stored values back to the API;
-//! - `size`: item size as DynamoDB counts it;
+//! - `size`: item size and value count as DynamoDB (and our bounds) count them;
 //! - `report`: the capped list of violations a conversion collects.
 
 mod from_dynamo;
@@ -17,7 +17,7 @@ mod to_dynamo;
 use common::status::Violation;
 
 pub use from_dynamo::{attributes_from_dynamo, value_from_dynamo};
-pub use size::{check_item_size, item_size};
+pub use size::{MAX_ITEM_VALUES, check_item_size, check_value_count, item_size, value_count};
 pub use to_dynamo::attributes_to_dynamo;
 
 /// Attribute names the service keeps for its own bookkeeping (partition, sort key, version and

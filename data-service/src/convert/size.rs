@@ -1,4 +1,5 @@
-//! Sizes as DynamoDB counts them, so a write we accept is never refused for its size.
+//! Sizes as DynamoDB counts them, so a write we accept is never refused for its size, and the
+//! number of values in an item, which bounds what one request costs DynamoDB.
 
 use std::collections::HashMap;
 
@@ -84,11 +85,97 @@ pub(super) fn number_size(number: &str) -> usize {
     }
 }
 
+/// Most values one written item may hold, counting every attribute, list element, map entry and
+/// set member at any depth. DynamoDB has no such limit, but the cost of a request grows with
+/// it: dynalite spent about 1.4 s (stalling every other caller) on one 400 KB PutItem of 190,000
+/// nulls and about 0.3 s on 20,000, and our own conversion is linear in it too.
+pub const MAX_ITEM_VALUES: usize = 20_000;
+
+/// How many values `attributes` hold, counted as [`MAX_ITEM_VALUES`] counts them; stops
+/// counting past `limit`, so a hostile request costs no more than the limit to count.
+pub fn value_count(attributes: &HashMap<String, AttributeValue>, limit: usize) -> usize {
+    let mut count = attributes.len();
+    let mut pending: Vec<&AttributeValue> = attributes.values().collect();
+    while let Some(value) = pending.pop() {
+        if count > limit {
+            break;
+        }
+        count += match value {
+            AttributeValue::L(list) => list.len(),
+            AttributeValue::M(map) => map.len(),
+            AttributeValue::Ss(set) => set.len(),
+            AttributeValue::Ns(set) => set.len(),
+            AttributeValue::Bs(set) => set.len(),
+            _ => 0,
+        };
+        // Children are queued only while the count allows, so the queue stays within the limit.
+        if count <= limit {
+            match value {
+                AttributeValue::L(list) => pending.extend(list),
+                AttributeValue::M(map) => pending.extend(map.values()),
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
+/// Refuses a write of more than [`MAX_ITEM_VALUES`] values under `field` (`attributes` or
+/// `set`), so no single request can keep DynamoDB busy for long.
+pub fn check_value_count(
+    field: &str,
+    attributes: &HashMap<String, AttributeValue>,
+) -> Result<(), Violation> {
+    if value_count(attributes, MAX_ITEM_VALUES) <= MAX_ITEM_VALUES {
+        return Ok(());
+    }
+    Err(Violation::new(
+        field,
+        format!(
+            "holds more than {MAX_ITEM_VALUES} values (attributes, list elements, map entries \
+             and set members, at any depth); split the data over several items"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use aws_sdk_dynamodb::primitives::Blob;
 
     use super::*;
+
+    #[test]
+    fn every_value_at_any_depth_counts_once() {
+        let null = AttributeValue::Null(true);
+        let nested = AttributeValue::M(HashMap::from([
+            (
+                "l".to_owned(),
+                AttributeValue::L(vec![null.clone(), null.clone()]),
+            ),
+            (
+                "s".to_owned(),
+                AttributeValue::Ss(vec!["a".into(), "b".into(), "c".into()]),
+            ),
+        ]));
+        let item = dynamo_item(vec![("a", null.clone()), ("m", nested)]);
+        // a; m; l and its 2 elements; s and its 3 members.
+        assert_eq!(value_count(&item, usize::MAX), 1 + 1 + 3 + 4);
+        assert_eq!(check_value_count("attributes", &item), Ok(()));
+    }
+
+    #[test]
+    fn counting_stops_past_the_limit_and_one_over_is_refused() {
+        let list = |n| {
+            dynamo_item(vec![(
+                "l",
+                AttributeValue::L(vec![AttributeValue::Null(true); n]),
+            )])
+        };
+        assert_eq!(value_count(&list(1_000_000), 10), 1 + 1_000_000);
+        assert_eq!(check_value_count("set", &list(MAX_ITEM_VALUES - 1)), Ok(()));
+        let refused = check_value_count("set", &list(MAX_ITEM_VALUES));
+        assert_eq!(refused.map_err(|v| v.field), Err("set".to_owned()));
+    }
 
     fn dynamo_item(pairs: Vec<(&str, AttributeValue)>) -> HashMap<String, AttributeValue> {
         pairs

@@ -9,6 +9,28 @@
 //! | `created_at` | N    | Unix milliseconds of the first write               |
 //! | `updated_at` | N    | Unix milliseconds of the last write                |
 //! | anything else|      | the client's attributes                            |
+//!
+//! # Stored items are untrusted
+//!
+//! The credentials GetCredentials hands out let a user write anything into their own partition
+//! without this service, so what is stored may break every rule above. The policy:
+//!
+//! - **Reads** (GetItem, QueryItems, and the item a write returns) serve such items: `version`
+//!   is 0 unless it is a plain integer in 1..=u64::MAX (the service writes versions from 1, so
+//!   0 means "not versioned by the service"); `created_at` / `updated_at` are left unset unless
+//!   they are integer milliseconds a protobuf `Timestamp` can hold. An attribute of a type the
+//!   API cannot carry (one the SDK does not know) makes the item DATA_LOSS, naming its key.
+//! - **Conditional writes** (`if_absent` or `expected_version`) against an item with a
+//!   malformed version are FAILED_PRECONDITION with reason MALFORMED_ITEM: replace the item
+//!   with an unconditional PutItem or delete it.
+//! - **An unconditional PutItem** replaces such an item atomically at version 1 (a valid
+//!   version `v` becomes `v + 1`, and u64::MAX, which cannot grow, starts over at 1), on the
+//!   condition that the version read is still stored, so concurrent fixers never share a
+//!   version. A valid `created_at` is kept. **An unconditional DeleteItem** deletes it and
+//!   returns it with the read defaults.
+//! - **An unconditional UpdateItem** starts a missing version at 1; a version that is not a
+//!   number from 1 to u64::MAX - 1 is MALFORMED_ITEM (a fraction in that range cannot be told
+//!   apart by a DynamoDB condition: it is incremented and still read as 0).
 
 mod decode;
 mod expressions;
@@ -27,24 +49,30 @@ use common::{
 };
 use time::OffsetDateTime;
 
-use crate::{error::DataError, metrics::Metrics, requests::Query};
-use decode::{Stamp, number, parse_item, stored_error};
+use crate::{
+    error::DataError,
+    metrics::Metrics,
+    requests::{Query, Update},
+};
+use decode::Stamp;
 
+pub use expressions::MAX_EXPRESSION_BYTES;
 pub use put::PUT_ATTEMPTS;
 
-/// An item as stored, with the client's attributes already converted back.
+/// An item as stored, with the client's attributes converted back and the bookkeeping read
+/// with the defaults of the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredItem {
     /// The client's key.
     pub key: String,
     /// The client's attributes.
     pub attributes: HashMap<String, Value>,
-    /// Version, from 1.
+    /// Version, from 1; 0 when the stored one is not a version the service writes.
     pub version: u64,
-    /// First write.
-    pub created_at: OffsetDateTime,
-    /// Last write.
-    pub updated_at: OffsetDateTime,
+    /// First write, when stored validly.
+    pub created_at: Option<OffsetDateTime>,
+    /// Last write, when stored validly.
+    pub updated_at: Option<OffsetDateTime>,
 }
 
 /// The condition of a put.
@@ -56,6 +84,15 @@ pub enum Precondition {
     IfAbsent,
     /// Only replace this version.
     Version(u64),
+}
+
+/// Which client attributes a read returns (the bookkeeping ones always come back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Projection {
+    /// Every attribute.
+    All,
+    /// Only these client attributes, possibly none.
+    Only(Vec<String>),
 }
 
 /// Which keys a query selects.
@@ -117,22 +154,23 @@ impl ItemStore {
         &self.table
     }
 
-    /// Reads an item; `attributes` limits the client attributes returned (all when empty).
+    /// Reads an item, with the client attributes `projection` selects.
     pub async fn get(
         &self,
         db: &Client,
         owner: &str,
         key: &str,
         consistent: bool,
-        attributes: &[String],
+        projection: &Projection,
     ) -> Result<Option<StoredItem>, DataError> {
         let mut request = db
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key_of(owner, key)))
             .consistent_read(consistent);
-        if !attributes.is_empty() {
-            let projection = expressions::projection(attributes);
+        if let Projection::Only(attributes) = projection {
+            let projection =
+                expressions::projection(attributes).within_limit("attributes_to_get")?;
             request = request
                 .projection_expression(projection.text)
                 .set_expression_attribute_names(Some(projection.names));
@@ -142,48 +180,65 @@ impl ItemStore {
             .send()
             .await
             .map_err(|e| DataError::aws("GetItem", e))?;
-        output.item.map(|item| parse_item(&item)).transpose()
+        output.item.as_ref().map(decode::item).transpose()
     }
 
-    /// Sets and removes attributes of an existing item.
+    /// Sets and removes attributes of an existing item (at version `expected`).
     pub async fn update(
         &self,
         db: &Client,
         owner: &str,
         key: &str,
-        set: HashMap<String, AttributeValue>,
-        remove: &[String],
+        update: Update,
         expected: Option<u64>,
     ) -> Result<StoredItem, DataError> {
-        let expression = expressions::update(set, remove, now_millis());
-        let mut values = expression.values;
-        let mut condition = "attribute_exists(#k)".to_owned();
-        if let Some(expected) = expected {
-            condition.push_str(" AND #v = :expected");
-            values.insert(":expected".to_owned(), n(expected));
+        if let Some(0 | u64::MAX) = expected {
+            // No item can be updated from these: judge the request by what is stored.
+            return Err(self.conflict(db, owner, key, true).await);
         }
+        let field = if update.set.is_empty() {
+            "remove"
+        } else {
+            "set"
+        };
+        let expression = expressions::update(update.set, &update.remove, now_millis(), expected)
+            .within_limit(field)?;
         self.metrics.dynamodb_calls.increment();
         let result = db
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_of(owner, key)))
             .update_expression(expression.text)
-            .condition_expression(condition)
+            .set_condition_expression(expression.condition)
             .set_expression_attribute_names(Some(expression.names))
-            .set_expression_attribute_values(Some(values))
+            .set_expression_attribute_values(Some(expression.values))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(output) => parse_item(&output.attributes.unwrap_or_default()),
+            Ok(output) => decode::written(&output.attributes.unwrap_or_default(), "updated"),
             Err(error) if aws::is_condition_failed(&error) => {
-                Err(self.conflict(db, owner, key).await)
+                match self.conflict(db, owner, key, true).await {
+                    // An unconditional update found a malformed version that is valid now:
+                    // someone repaired the item meanwhile.
+                    DataError::VersionMismatch { .. } if expected.is_none() => {
+                        Err(DataError::Contention)
+                    }
+                    refusal => Err(refusal),
+                }
+            }
+            // DynamoDB may refuse the arithmetic on a version of the wrong type outright.
+            Err(error) if aws::is_invalid_request(&error) => {
+                match self.stamp(db, owner, key).await? {
+                    Some(stamp) if stamp.version().is_none() => Err(DataError::MalformedItem),
+                    _ => Err(DataError::aws("UpdateItem", error)),
+                }
             }
             Err(error) => Err(DataError::aws("UpdateItem", error)),
         }
     }
 
-    /// Deletes an item and returns it as it was.
+    /// Deletes an item (at version `expected`) and returns it as it was.
     pub async fn delete(
         &self,
         db: &Client,
@@ -191,24 +246,28 @@ impl ItemStore {
         key: &str,
         expected: Option<u64>,
     ) -> Result<StoredItem, DataError> {
-        let mut request = db
+        if expected == Some(0) {
+            // No stored item is at version 0 for the service: judge by what is stored.
+            return Err(self.conflict(db, owner, key, false).await);
+        }
+        let condition = expressions::delete_condition(expected);
+        self.metrics.dynamodb_calls.increment();
+        let result = db
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key_of(owner, key)))
-            .expression_attribute_names("#k", "key")
-            .return_values(ReturnValue::AllOld);
-        request = match expected {
-            None => request.condition_expression("attribute_exists(#k)"),
-            Some(expected) => request
-                .condition_expression("attribute_exists(#k) AND #v = :expected")
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":expected", n(expected)),
-        };
-        self.metrics.dynamodb_calls.increment();
-        match request.send().await {
-            Ok(output) => parse_item(&output.attributes.unwrap_or_default()),
+            .set_condition_expression(condition.condition)
+            .set_expression_attribute_names(Some(condition.names))
+            .set_expression_attribute_values(
+                (!condition.values.is_empty()).then_some(condition.values),
+            )
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => decode::written(&output.attributes.unwrap_or_default(), "deleted"),
             Err(error) if aws::is_condition_failed(&error) => {
-                Err(self.conflict(db, owner, key).await)
+                Err(self.conflict(db, owner, key, false).await)
             }
             Err(error) => Err(DataError::aws("DeleteItem", error)),
         }
@@ -216,6 +275,7 @@ impl ItemStore {
 
     /// One page of the owner's items selected by `query`.
     pub async fn query(&self, db: &Client, owner: &str, query: &Query) -> Result<Page, DataError> {
+        // A fixed handful of placeholders whatever the request: never near the 4 KB limit.
         let condition = expressions::key_condition(owner, &query.range);
         self.metrics.dynamodb_calls.increment();
         let output = db
@@ -235,7 +295,7 @@ impl ItemStore {
             .items
             .unwrap_or_default()
             .iter()
-            .map(parse_item)
+            .map(decode::item)
             .collect::<Result<_, _>>()?;
         let last_key = output
             .last_evaluated_key
@@ -243,25 +303,20 @@ impl ItemStore {
         Ok(Page { items, last_key })
     }
 
-    /// The error for a failed condition: NOT_FOUND when the item is gone, else the mismatch.
-    async fn conflict(&self, db: &Client, owner: &str, key: &str) -> DataError {
-        match self.current_version(db, owner, key).await {
-            Ok(0) => DataError::NotFound,
-            Ok(current) => DataError::VersionMismatch { current },
+    /// The error for a failed condition, judged by what is stored now: NOT_FOUND when the item
+    /// is gone, MALFORMED_ITEM for a version the write cannot work with (`bumps`: the write
+    /// would increment it), else the version the client did not expect.
+    async fn conflict(&self, db: &Client, owner: &str, key: &str, bumps: bool) -> DataError {
+        match self.stamp(db, owner, key).await {
+            Ok(None) => DataError::NotFound,
+            Ok(Some(stamp)) => put::refusal(&stamp, bumps),
             Err(error) => error,
         }
     }
 
-    /// The item's current version, 0 when absent.
-    async fn current_version(&self, db: &Client, owner: &str, key: &str) -> Result<u64, DataError> {
-        Ok(self
-            .stamp(db, owner, key)
-            .await?
-            .map_or(0, |stamp| stamp.version))
-    }
-
-    /// The item's version and creation time only (a strongly consistent read projecting two
-    /// numbers), for writes that must know them without reading and converting the item.
+    /// The item's version and creation time only (a strongly consistent read projecting them
+    /// and the key, which every item has, so an item without either still reads as present),
+    /// for writes that must know them without reading and converting the item.
     async fn stamp(&self, db: &Client, owner: &str, key: &str) -> Result<Option<Stamp>, DataError> {
         self.metrics.dynamodb_calls.increment();
         let output = db
@@ -269,20 +324,14 @@ impl ItemStore {
             .table_name(&self.table)
             .set_key(Some(key_of(owner, key)))
             .consistent_read(true)
-            .projection_expression("#v, #c")
+            .projection_expression("#k, #v, #c")
+            .expression_attribute_names("#k", "key")
             .expression_attribute_names("#v", "version")
             .expression_attribute_names("#c", "created_at")
             .send()
             .await
             .map_err(|e| DataError::aws("GetItem", e))?;
-        let Some(item) = output.item else {
-            return Ok(None);
-        };
-        let version = number(&item, "version")?;
-        Ok(Some(Stamp {
-            version: u64::try_from(version).map_err(|_| stored_error("a negative version"))?,
-            created_at: number(&item, "created_at")?,
-        }))
+        Ok(output.item.as_ref().map(Stamp::of))
     }
 
     /// Creates the items table if it does not exist (local stacks; production uses IaC).
