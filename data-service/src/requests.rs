@@ -83,10 +83,14 @@ pub fn put(request: &PutItemRequest) -> Result<Put, DataError> {
             "cannot be combined with if_absent; an absent item has no version",
         ));
     }
+    if let Err(too_many) = convert::check_value_count("attributes", &request.attributes) {
+        // Not worth converting (a copy of up to a 4 MB message): the request is refused anyway.
+        violations.push(too_many);
+        return Err(DataError::InvalidArgument(violations));
+    }
     let attributes = match convert::attributes_to_dynamo("attributes", &request.attributes) {
         Ok(attributes) => {
             violations.extend(convert::check_item_size(&request.key, &attributes).err());
-            violations.extend(convert::check_value_count("attributes", &attributes).err());
             attributes
         }
         Err(found) => {
@@ -125,22 +129,26 @@ pub fn update(request: &UpdateItemRequest) -> Result<Update, DataError> {
             ));
         }
     }
-    if request.set.len() > MAX_SET_ATTRIBUTES {
-        violations.push(Violation::new(
+    let too_large = if request.set.len() > MAX_SET_ATTRIBUTES {
+        Err(Violation::new(
             "set",
             format!(
                 "at most {MAX_SET_ATTRIBUTES} attributes per update, got {}; use PutItem to \
                  write a whole item",
                 request.set.len()
             ),
-        ));
+        ))
+    } else {
+        convert::check_value_count("set", &request.set)
+    };
+    if let Err(too_large) = too_large {
         // Not worth converting: the request is refused anyway.
+        violations.push(too_large);
         return Err(DataError::InvalidArgument(violations));
     }
     let set = match convert::attributes_to_dynamo("set", &request.set) {
         Ok(set) => {
             violations.extend(convert::check_item_size(&request.key, &set).err());
-            violations.extend(convert::check_value_count("set", &set).err());
             set
         }
         Err(found) => {

@@ -558,3 +558,100 @@ async fn a_request_dynamodb_refuses_as_invalid_is_invalid_argument_without_its_m
         }
     }
 }
+
+#[tokio::test]
+async fn names_that_look_like_expressions_are_only_names() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    let hostile = [
+        "#v",
+        ":one",
+        "#k",
+        "a.b",
+        "list[0]",
+        "SET #v = :one",
+        "attribute_not_exists(#k) OR",
+        "REMOVE",
+        " ",
+        "\u{0}",
+        "\u{FFFF}",
+    ];
+    let attributes: HashMap<String, Value> = hostile
+        .iter()
+        .map(|name| ((*name).to_owned(), string(name)))
+        .collect();
+    let key = "#k = :o AND \u{0}";
+    let put = user
+        .client
+        .put_item(user.request(PutItemRequest {
+            key: key.into(),
+            attributes: attributes.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("hostile names are just names")
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!((put.key.as_str(), put.version), (key, 1));
+    assert_eq!(put.attributes, attributes);
+
+    let updated = user
+        .client
+        .update_item(user.request(UpdateItemRequest {
+            key: key.into(),
+            set: HashMap::from([("#v".into(), string("set")), (":now".into(), string("set"))]),
+            remove: vec![":one".into(), "#k".into(), "SET #v = :one".into()],
+            expected_version: Some(1),
+        }))
+        .await
+        .expect("update with hostile names")
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(
+        updated.version, 2,
+        "the real version moved, not an attribute named #v"
+    );
+    assert_eq!(updated.attributes["#v"], string("set"));
+    assert_eq!(updated.attributes[":now"], string("set"));
+    assert!(!updated.attributes.contains_key(":one") && !updated.attributes.contains_key("#k"));
+    assert_eq!(updated.attributes.len(), hostile.len() - 3 + 1);
+
+    let projected = user
+        .client
+        .get_item(user.request(GetItemRequest {
+            key: key.into(),
+            consistent_read: true,
+            attributes_to_get: vec!["a.b".into(), "list[0]".into(), "#v".into()],
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(projected.attributes.len(), 3);
+    assert_eq!(projected.version, 2);
+}
+
+#[tokio::test]
+async fn an_update_that_would_grow_an_item_past_400_kb_is_invalid_argument() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    user.client
+        .put_item(user.request(put_with("a", string(&"x".repeat(300_000)))))
+        .await
+        .unwrap();
+
+    let status = user
+        .client
+        .update_item(user.request(UpdateItemRequest {
+            key: "k".into(),
+            set: HashMap::from([("b".into(), string(&"y".repeat(200_000)))]),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::status::Violation;
+use common::{
+    proto::data::v1::{Value, value::Kind},
+    status::Violation,
+};
 
 use super::MAX_ITEM_BYTES;
 use crate::number::Decimal;
@@ -91,28 +94,29 @@ pub(super) fn number_size(number: &str) -> usize {
 /// nulls and about 0.3 s on 20,000, and our own conversion is linear in it too.
 pub const MAX_ITEM_VALUES: usize = 20_000;
 
-/// How many values `attributes` hold, counted as [`MAX_ITEM_VALUES`] counts them; stops
-/// counting past `limit`, so a hostile request costs no more than the limit to count.
-pub fn value_count(attributes: &HashMap<String, AttributeValue>, limit: usize) -> usize {
+/// How many values a request's `attributes` hold, counted as [`MAX_ITEM_VALUES`] counts them
+/// (a set counts itself and each member). Counted on the request, before any conversion, and
+/// only until `limit` is passed, so an over-limit request costs no copy and little counting.
+pub fn value_count(attributes: &HashMap<String, Value>, limit: usize) -> usize {
     let mut count = attributes.len();
-    let mut pending: Vec<&AttributeValue> = attributes.values().collect();
+    let mut pending: Vec<&Value> = attributes.values().collect();
     while let Some(value) = pending.pop() {
         if count > limit {
             break;
         }
-        count += match value {
-            AttributeValue::L(list) => list.len(),
-            AttributeValue::M(map) => map.len(),
-            AttributeValue::Ss(set) => set.len(),
-            AttributeValue::Ns(set) => set.len(),
-            AttributeValue::Bs(set) => set.len(),
+        count += match &value.kind {
+            Some(Kind::ListValue(list)) => list.values.len(),
+            Some(Kind::MapValue(map)) => map.fields.len(),
+            Some(Kind::StringSet(set)) => set.values.len(),
+            Some(Kind::NumberSet(set)) => set.values.len(),
+            Some(Kind::BytesSet(set)) => set.values.len(),
             _ => 0,
         };
         // Children are queued only while the count allows, so the queue stays within the limit.
         if count <= limit {
-            match value {
-                AttributeValue::L(list) => pending.extend(list),
-                AttributeValue::M(map) => pending.extend(map.values()),
+            match &value.kind {
+                Some(Kind::ListValue(list)) => pending.extend(&list.values),
+                Some(Kind::MapValue(map)) => pending.extend(map.fields.values()),
                 _ => {}
             }
         }
@@ -121,10 +125,10 @@ pub fn value_count(attributes: &HashMap<String, AttributeValue>, limit: usize) -
 }
 
 /// Refuses a write of more than [`MAX_ITEM_VALUES`] values under `field` (`attributes` or
-/// `set`), so no single request can keep DynamoDB busy for long.
+/// `set`), so no single request can keep DynamoDB (or us) busy for long.
 pub fn check_value_count(
     field: &str,
-    attributes: &HashMap<String, AttributeValue>,
+    attributes: &HashMap<String, Value>,
 ) -> Result<(), Violation> {
     if value_count(attributes, MAX_ITEM_VALUES) <= MAX_ITEM_VALUES {
         return Ok(());
@@ -144,36 +148,68 @@ mod tests {
 
     use super::*;
 
+    fn value(kind: Kind) -> Value {
+        Value { kind: Some(kind) }
+    }
+
+    fn null() -> Value {
+        value(Kind::NullValue(0))
+    }
+
+    fn list_of(count: usize) -> HashMap<String, Value> {
+        let list = common::proto::data::v1::ListValue {
+            values: vec![null(); count],
+        };
+        HashMap::from([("l".to_owned(), value(Kind::ListValue(list)))])
+    }
+
     #[test]
     fn every_value_at_any_depth_counts_once() {
-        let null = AttributeValue::Null(true);
-        let nested = AttributeValue::M(HashMap::from([
-            (
-                "l".to_owned(),
-                AttributeValue::L(vec![null.clone(), null.clone()]),
-            ),
-            (
-                "s".to_owned(),
-                AttributeValue::Ss(vec!["a".into(), "b".into(), "c".into()]),
-            ),
-        ]));
-        let item = dynamo_item(vec![("a", null.clone()), ("m", nested)]);
+        use common::proto::data::v1::{ListValue, MapValue, StringSet};
+        let inner = MapValue {
+            fields: HashMap::from([
+                (
+                    "l".to_owned(),
+                    value(Kind::ListValue(ListValue {
+                        values: vec![null(), null()],
+                    })),
+                ),
+                (
+                    "s".to_owned(),
+                    value(Kind::StringSet(StringSet {
+                        values: vec!["a".into(), "b".into(), "c".into()],
+                    })),
+                ),
+            ]),
+        };
+        let attributes = HashMap::from([
+            ("a".to_owned(), null()),
+            ("m".to_owned(), value(Kind::MapValue(inner))),
+        ]);
         // a; m; l and its 2 elements; s and its 3 members.
-        assert_eq!(value_count(&item, usize::MAX), 1 + 1 + 3 + 4);
-        assert_eq!(check_value_count("attributes", &item), Ok(()));
+        assert_eq!(value_count(&attributes, usize::MAX), 1 + 1 + 3 + 4);
+        assert_eq!(check_value_count("attributes", &attributes), Ok(()));
     }
 
     #[test]
     fn counting_stops_past_the_limit_and_one_over_is_refused() {
-        let list = |n| {
-            dynamo_item(vec![(
-                "l",
-                AttributeValue::L(vec![AttributeValue::Null(true); n]),
-            )])
-        };
-        assert_eq!(value_count(&list(1_000_000), 10), 1 + 1_000_000);
-        assert_eq!(check_value_count("set", &list(MAX_ITEM_VALUES - 1)), Ok(()));
-        let refused = check_value_count("set", &list(MAX_ITEM_VALUES));
+        assert_eq!(value_count(&list_of(1_000_000), 10), 1 + 1_000_000);
+        let nested = HashMap::from([(
+            "l".to_owned(),
+            value(Kind::ListValue(common::proto::data::v1::ListValue {
+                values: vec![value(Kind::ListValue(Default::default())); 20],
+            })),
+        )]);
+        assert_eq!(
+            value_count(&nested, 10),
+            21,
+            "children past the limit are not queued"
+        );
+        assert_eq!(
+            check_value_count("set", &list_of(MAX_ITEM_VALUES - 1)),
+            Ok(())
+        );
+        let refused = check_value_count("set", &list_of(MAX_ITEM_VALUES));
         assert_eq!(refused.map_err(|v| v.field), Err("set".to_owned()));
     }
 
