@@ -16,6 +16,9 @@ use crate::{convert, error::DataError};
 const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 
+/// Longest key or attribute path quoted in a DATA_LOSS message.
+const MAX_DETAIL_BYTES: usize = 1024;
+
 /// A stored `version` as the service reads it: an integer in 1..=u64::MAX, written as plain
 /// decimal digits. Anything else was not written by the service.
 pub fn version(value: Option<&AttributeValue>) -> Option<u64> {
@@ -58,7 +61,9 @@ pub fn item(raw: &HashMap<String, AttributeValue>) -> Result<StoredItem, DataErr
     };
     let attributes = convert::attributes_from_dynamo(raw).map_err(|unreadable| {
         DataError::DataLoss(format!(
-            "item {key:?} cannot be read: {unreadable}; delete or replace it"
+            "item {} cannot be read: {}; delete or replace it",
+            clip(&format!("{key:?}")),
+            clip(&unreadable)
         ))
     })?;
     Ok(StoredItem {
@@ -68,6 +73,19 @@ pub fn item(raw: &HashMap<String, AttributeValue>) -> Result<StoredItem, DataErr
         created_at: instant(raw.get("created_at")),
         updated_at: instant(raw.get("updated_at")),
     })
+}
+
+/// At most [`MAX_DETAIL_BYTES`] of `text`, so a message naming a stored key or attribute path
+/// (both chosen by whoever wrote the item) fits in a status header.
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_DETAIL_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_DETAIL_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// [`item`] for the item a write returned: the write has happened, and the message says so.
@@ -212,6 +230,15 @@ mod tests {
         let created = valid.created_at.unwrap();
         assert_eq!(created.unix_timestamp(), 1_700_000_000);
         assert_eq!(created.millisecond(), 123);
+    }
+
+    #[test]
+    fn details_in_messages_are_clipped() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(MAX_DETAIL_BYTES);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= MAX_DETAIL_BYTES + "…".len());
+        assert!(clipped.ends_with('…'));
     }
 
     // An attribute of a type the SDK does not know cannot be built here (the SDK's `Unknown`
