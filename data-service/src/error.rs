@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use common::{
     aws::{self, AwsFailure},
@@ -74,10 +74,9 @@ impl DataError {
     }
 
     /// Maps an AWS SDK error no caller handled specifically.
-    pub fn aws<E, R>(context: &str, error: SdkError<E, R>) -> Self
+    pub fn aws<E>(context: &str, error: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
     {
         let description = format!("{context}: {}", aws::describe(&error));
         if is_item_too_large(&error) {
@@ -89,6 +88,14 @@ impl DataError {
         if aws::is_invalid_request(&error) {
             return Self::Refused(description);
         }
+        if is_unreadable_success(&error) {
+            tracing::warn!(cause = %description, "DynamoDB's answer could not be read");
+            return Self::DataLoss(
+                "DynamoDB carried out the request, but its answer could not be read: a stored \
+                 item in it is malformed (nested deeper than DynamoDB allows?)"
+                    .to_owned(),
+            );
+        }
         match aws::classify(&error) {
             AwsFailure::Unavailable | AwsFailure::Throttled => Self::Unavailable(description),
             AwsFailure::CredentialsExpired => Self::CredentialsExpired(description),
@@ -96,6 +103,13 @@ impl DataError {
             AwsFailure::Other => Self::Internal(anyhow::anyhow!(description)),
         }
     }
+}
+
+/// A success answer the SDK could not parse: the request ran, and what came back (stored
+/// items, which are untrusted) is beyond what the SDK reads, such as an item nested deeper
+/// than DynamoDB allows, which emulators store.
+fn is_unreadable_success<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    matches!(error, SdkError::ServiceError(service) if service.raw().status().is_success())
 }
 
 /// DynamoDB's own size check, for updates whose final size only DynamoDB knows.
@@ -260,6 +274,22 @@ mod tests {
         );
     }
 
+    fn answer(status: u16) -> HttpResponse {
+        let status = status.try_into().expect("valid status");
+        HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty())
+    }
+
+    #[test]
+    fn a_success_answer_that_cannot_be_parsed_is_data_loss() {
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let unparsed = || GetItemError::generic(ErrorMetadata::builder().build());
+        let error = DataError::aws("GetItem", SdkError::service_error(unparsed(), answer(200)));
+        assert!(matches!(error, DataError::DataLoss(_)), "{error:?}");
+        let error = DataError::aws("GetItem", SdkError::service_error(unparsed(), answer(500)));
+        assert!(matches!(error, DataError::Internal(_)), "{error:?}");
+    }
+
     #[test]
     fn a_validation_exception_is_refused_not_internal() {
         use aws_sdk_dynamodb::operation::query::QueryError;
@@ -268,7 +298,7 @@ mod tests {
             .code("ValidationException")
             .message("Invalid KeyConditionExpression: The BETWEEN operator requires ...")
             .build();
-        let error = SdkError::<QueryError, ()>::service_error(QueryError::generic(metadata), ());
+        let error = SdkError::service_error(QueryError::generic(metadata), answer(400));
         let error = DataError::aws("Query", error);
         assert!(matches!(error, DataError::Refused(_)), "{error:?}");
         let status = Status::from(error);

@@ -509,3 +509,40 @@ async fn an_attribute_of_a_type_the_api_cannot_carry_is_data_loss_naming_the_ite
     let (keys, _) = user.query_all(QueryItemsRequest::default()).await;
     assert_eq!(keys, ["fine"], "with the item gone, queries work again");
 }
+
+#[tokio::test]
+async fn an_item_nested_deeper_than_the_sdk_reads_is_data_loss_and_can_be_replaced() {
+    // Real DynamoDB refuses nesting past 32 levels; dynalite stores it, and the SDK cannot
+    // parse an answer holding 130 levels.
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    let direct = stack.direct_access(&user).await;
+    let deep = (0..130).fold(AttributeValue::Null(true), |inner, _| {
+        AttributeValue::L(vec![inner])
+    });
+    direct
+        .put_raw("deep", vec![("version", n("2")), ("x", deep)])
+        .await;
+
+    let read = get(&mut user, "deep").await.unwrap_err();
+    let page = user
+        .client
+        .query_items(user.request(QueryItemsRequest::default()))
+        .await
+        .unwrap_err();
+    for (case, status) in [("get", read), ("query", page)] {
+        assert_eq!(status.code(), Code::DataLoss, "{case}: {status:?}");
+        assert!(
+            !status.message().contains("JSON"),
+            "{case}: {}",
+            status.message()
+        );
+    }
+
+    let replaced = put(&mut user, text_put("deep", "flat")).await.unwrap();
+    assert_eq!(replaced.version, 3, "the write reads only the version");
+    assert_eq!(
+        get(&mut user, "deep").await.unwrap().attributes["text"],
+        string("flat")
+    );
+}
