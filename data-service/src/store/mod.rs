@@ -19,7 +19,9 @@
 //!   is 0 unless it is a plain integer in 1..=u64::MAX (the service writes versions from 1, so
 //!   0 means "not versioned by the service"); `created_at` / `updated_at` are left unset unless
 //!   they are integer milliseconds a protobuf `Timestamp` can hold. An attribute of a type the
-//!   API cannot carry (one the SDK does not know) makes the item DATA_LOSS, naming its key.
+//!   API cannot carry (one the SDK does not know) makes the item DATA_LOSS, naming its key; an
+//!   answer the SDK cannot parse at all (an item nested past DynamoDB's 32 levels, which
+//!   emulators store) is DATA_LOSS too (see `DataError::aws`).
 //! - **Conditional writes** (`if_absent` or `expected_version`) against an item with a
 //!   malformed version are FAILED_PRECONDITION with reason MALFORMED_ITEM: replace the item
 //!   with an unconditional PutItem or delete it.
