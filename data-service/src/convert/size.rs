@@ -90,8 +90,9 @@ pub(super) fn number_size(number: &str) -> usize {
 
 /// Most values one written item may hold, counting every attribute, list element, map entry and
 /// set member at any depth. DynamoDB has no such limit, but the cost of a request grows with
-/// it: dynalite spent about 1.4 s (stalling every other caller) on one 400 KB PutItem of 190,000
-/// nulls and about 0.3 s on 20,000, and our own conversion is linear in it too.
+/// it: one 400 KB PutItem of 190,000 nulls held every other dynalite caller up for 0.6-1.2 s
+/// (quiet vs. busy 2-core machine), 20,000 for 0.1-0.3 s; our own conversion is linear in it
+/// too.
 pub const MAX_ITEM_VALUES: usize = 20_000;
 
 /// How many values a request's `attributes` hold, counted as [`MAX_ITEM_VALUES`] counts them
