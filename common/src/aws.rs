@@ -145,6 +145,14 @@ pub fn is_condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -
     error.code() == Some("ConditionalCheckFailedException")
 }
 
+/// True when the service refused the request itself as invalid: DynamoDB's
+/// ValidationException (a malformed or over-limit request, or an operand of the wrong type).
+/// DynamoDB's model has no typed error for it, so this goes by the error code. The request did
+/// not run; whether the caller or our own code shaped it wrong is for the caller to judge.
+pub fn is_invalid_request<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    matches!(error, SdkError::ServiceError(_)) && error.code() == Some("ValidationException")
+}
+
 /// The error's code and message for logs (never sent to clients).
 pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     error: &SdkError<E, R>,
@@ -184,6 +192,20 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_validation_exception_from_the_service_is_an_invalid_request() {
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let service_error = |code: &str| {
+            let error = GetItemError::generic(ErrorMetadata::builder().code(code).build());
+            SdkError::<GetItemError, ()>::service_error(error, ())
+        };
+        assert!(is_invalid_request(&service_error("ValidationException")));
+        assert!(!is_invalid_request(&service_error("ThrottlingException")));
+        let timeout = SdkError::<GetItemError, ()>::timeout_error("slow");
+        assert!(!is_invalid_request(&timeout));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use common::{
     aws::{self, AwsFailure},
@@ -16,6 +16,10 @@ const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// ErrorInfo reason of a failed `if_absent` / `expected_version` condition.
 pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
+
+/// ErrorInfo reason of a conditional write against an item whose stored version the service
+/// did not write (the owner wrote the item directly), so the condition cannot be judged.
+pub const MALFORMED_ITEM: &str = "MALFORMED_ITEM";
 
 /// Everything that can go wrong in a data-service call.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,17 @@ pub enum DataError {
         /// The item's version now.
         current: u64,
     },
+    /// A conditional write met an item whose stored version the service did not write.
+    #[error("the stored item's version is malformed")]
+    MalformedItem,
+    /// A stored item holds something the API cannot carry; the message names the item.
+    #[error("unreadable item: {0}")]
+    DataLoss(String),
+    /// DynamoDB refused the request as invalid (a ValidationException) although it passed our
+    /// checks: the client's request (e.g. a key range DynamoDB orders differently) or, if it
+    /// keeps happening, a bug of ours. Its cause is logged, never returned.
+    #[error("DynamoDB refused the request as invalid: {0}")]
+    Refused(String),
     /// An unconditional write kept losing races with other writers: retry.
     #[error("too much write contention on the item")]
     Contention,
@@ -59,16 +74,26 @@ impl DataError {
     }
 
     /// Maps an AWS SDK error no caller handled specifically.
-    pub fn aws<E, R>(context: &str, error: SdkError<E, R>) -> Self
+    pub fn aws<E>(context: &str, error: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
     {
         let description = format!("{context}: {}", aws::describe(&error));
         if is_item_too_large(&error) {
             return Self::invalid(
                 "attributes",
                 "the item would exceed DynamoDB's 400 KB limit",
+            );
+        }
+        if aws::is_invalid_request(&error) {
+            return Self::Refused(description);
+        }
+        if is_unreadable_success(&error) {
+            tracing::warn!(cause = %description, "DynamoDB's answer could not be read");
+            return Self::DataLoss(
+                "DynamoDB carried out the request, but its answer could not be read: a stored \
+                 item in it is malformed (nested deeper than DynamoDB allows?)"
+                    .to_owned(),
             );
         }
         match aws::classify(&error) {
@@ -78,6 +103,13 @@ impl DataError {
             AwsFailure::Other => Self::Internal(anyhow::anyhow!(description)),
         }
     }
+}
+
+/// A success answer the SDK could not parse: the request ran, and what came back (stored
+/// items, which are untrusted) is beyond what the SDK reads, such as an item nested deeper
+/// than DynamoDB allows, which emulators store.
+fn is_unreadable_success<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    matches!(error, SdkError::ServiceError(service) if service.raw().status().is_success())
 }
 
 /// DynamoDB's own size check, for updates whose final size only DynamoDB knows.
@@ -107,6 +139,27 @@ impl From<DataError> for Status {
                     format!("version mismatch: the item is at version {current}"),
                     VERSION_MISMATCH,
                     HashMap::from([("current_version".to_owned(), current.to_string())]),
+                )
+            }
+            DataError::MalformedItem => {
+                tracing::info!("conditional write on an item with a malformed version");
+                status::with_error_info(
+                    Code::FailedPrecondition,
+                    "the stored item's version was not written by this service, so the \
+                     condition cannot be checked; replace the item with an unconditional \
+                     PutItem or delete it",
+                    MALFORMED_ITEM,
+                    HashMap::new(),
+                )
+            }
+            DataError::DataLoss(message) => {
+                tracing::warn!(%message, "stored item cannot be served");
+                Status::data_loss(message)
+            }
+            DataError::Refused(cause) => {
+                tracing::warn!(%cause, "DynamoDB refused a request as invalid");
+                Status::invalid_argument(
+                    "DynamoDB refused the request as invalid; nothing was changed",
                 )
             }
             DataError::Contention => {
@@ -166,6 +219,12 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (DataError::Contention, Code::Aborted),
+            (DataError::MalformedItem, Code::FailedPrecondition),
+            (DataError::DataLoss("item \"k\"".into()), Code::DataLoss),
+            (
+                DataError::Refused("secret cause".into()),
+                Code::InvalidArgument,
+            ),
             (DataError::CredentialsExpired("x".into()), Code::Unavailable),
             (
                 DataError::PermissionDenied("x".into()),
@@ -202,5 +261,52 @@ mod tests {
         let info = details.error_info().expect("ErrorInfo");
         assert_eq!(info.reason, VERSION_MISMATCH);
         assert_eq!(info.metadata["current_version"], "7");
+        let status = Status::from(DataError::MalformedItem);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().expect("ErrorInfo").reason,
+            MALFORMED_ITEM
+        );
+        assert!(
+            status
+                .message()
+                .contains("unconditional PutItem or delete it")
+        );
+    }
+
+    fn answer(status: u16) -> HttpResponse {
+        let status = status.try_into().expect("valid status");
+        HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty())
+    }
+
+    #[test]
+    fn a_success_answer_that_cannot_be_parsed_is_data_loss() {
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let unparsed = || GetItemError::generic(ErrorMetadata::builder().build());
+        let error = DataError::aws("GetItem", SdkError::service_error(unparsed(), answer(200)));
+        assert!(matches!(error, DataError::DataLoss(_)), "{error:?}");
+        let error = DataError::aws("GetItem", SdkError::service_error(unparsed(), answer(500)));
+        assert!(matches!(error, DataError::Internal(_)), "{error:?}");
+    }
+
+    #[test]
+    fn a_validation_exception_is_refused_not_internal() {
+        use aws_sdk_dynamodb::operation::query::QueryError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let metadata = ErrorMetadata::builder()
+            .code("ValidationException")
+            .message("Invalid KeyConditionExpression: The BETWEEN operator requires ...")
+            .build();
+        let error = SdkError::service_error(QueryError::generic(metadata), answer(400));
+        let error = DataError::aws("Query", error);
+        assert!(matches!(error, DataError::Refused(_)), "{error:?}");
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            !status.message().contains("BETWEEN"),
+            "{}",
+            status.message()
+        );
     }
 }

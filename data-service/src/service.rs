@@ -110,8 +110,8 @@ fn to_proto(item: StoredItem) -> Item {
         key: item.key,
         attributes: item.attributes,
         version: item.version,
-        created_at: Some(timestamp(item.created_at)),
-        updated_at: Some(timestamp(item.updated_at)),
+        created_at: item.created_at.map(timestamp),
+        updated_at: item.updated_at.map(timestamp),
     }
 }
 
@@ -141,11 +141,17 @@ impl DataService for DataApi {
     ) -> Result<Response<GetItemResponse>, Status> {
         let (caller, request) = self.accept(request)?;
         requests::key(&request.key)?;
-        let names = requests::attributes_to_get(&request.attributes_to_get)?;
+        let projection = requests::attributes_to_get(&request.attributes_to_get)?;
         let item = self
             .run(&caller, async |db, owner| {
                 self.store
-                    .get(db, owner, &request.key, request.consistent_read, &names)
+                    .get(
+                        db,
+                        owner,
+                        &request.key,
+                        request.consistent_read,
+                        &projection,
+                    )
                     .await
             })
             .await?
@@ -164,9 +170,7 @@ impl DataService for DataApi {
         let item = self
             .run(&caller, async |db, owner| {
                 let (key, expected) = (&request.key, request.expected_version);
-                self.store
-                    .update(db, owner, key, update.set, &update.remove, expected)
-                    .await
+                self.store.update(db, owner, key, update, expected).await
             })
             .await?;
         Ok(Response::new(UpdateItemResponse {
@@ -201,18 +205,7 @@ impl DataService for DataApi {
         let query = requests::query(&request, owner, &self.pages)?;
         let page = self
             .run(&caller, async |db, owner| {
-                let (limit, after) = (query.limit, query.after.clone());
-                self.store
-                    .query(
-                        db,
-                        owner,
-                        &query.range,
-                        limit,
-                        request.descending,
-                        after,
-                        request.consistent_read,
-                    )
-                    .await
+                self.store.query(db, owner, &query).await
             })
             .await?;
         let next_page_token = match &page.last_key {

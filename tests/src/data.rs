@@ -1,10 +1,18 @@
 //! Helpers for the data-service: a whole stack (auth-service + data-service) in-process,
 //! against dynalite for DynamoDB and moto for STS.
 
-use std::{net::SocketAddr, sync::Arc};
+pub mod rewriting_proxy;
 
-use common::proto::data::v1::{
-    PutItemRequest, QueryItemsRequest, Value, data_service_client::DataServiceClient, value::Kind,
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::proto::{
+    auth::v1::GetCredentialsRequest,
+    data::v1::{
+        PutItemRequest, QueryItemsRequest, Value, data_service_client::DataServiceClient,
+        value::Kind,
+    },
 };
 use data_service::{
     config::Settings,
@@ -142,6 +150,37 @@ impl TestStack {
         }
     }
 
+    /// DynamoDB with `user`'s own temporary credentials from GetCredentials, on the stack's
+    /// DynamoDB: what any user can do to their own partition without the data-service.
+    pub async fn direct_access(&self, user: &SignedIn) -> DirectAccess {
+        let vended = self
+            .auth
+            .client()
+            .await
+            .get_credentials(with_bearer(GetCredentialsRequest {}, &user.token))
+            .await
+            .expect("GetCredentials")
+            .into_inner();
+        assert_eq!(vended.partition_key, user.user.user_id);
+        assert_eq!(vended.table_name, self.data.settings.items_table);
+        let credentials = Credentials::new(
+            vended.access_key_id,
+            vended.secret_access_key,
+            Some(vended.session_token),
+            None,
+            "vended",
+        );
+        let config = sdk_config(&self.endpoints.dynamodb)
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build();
+        DirectAccess {
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            table: vended.table_name,
+            owner: vended.partition_key,
+        }
+    }
+
     /// A new registered, logged-in user.
     pub async fn user(&self) -> SignedIn {
         let mut auth = self.auth.client().await;
@@ -211,6 +250,52 @@ impl SignedIn {
             .item
             .expect("item")
             .version
+    }
+}
+
+/// A user's own DynamoDB access to the items table, as GetCredentials hands it out.
+pub struct DirectAccess {
+    /// A client signing with the user's temporary credentials.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The items table.
+    pub table: String,
+    /// The user's partition key value (their user id).
+    pub owner: String,
+}
+
+impl DirectAccess {
+    /// Writes exactly `attributes` (plus `owner` and `key`) as the item `key`, bypassing every
+    /// rule of the data-service: the hostile data it must still read.
+    pub async fn put_raw(&self, key: &str, attributes: Vec<(&str, AttributeValue)>) {
+        let mut item: HashMap<String, AttributeValue> = attributes
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        item.insert("owner".into(), AttributeValue::S(self.owner.clone()));
+        item.insert("key".into(), AttributeValue::S(key.to_owned()));
+        self.dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(aws_sdk_dynamodb::error::DisplayErrorContext)
+            .expect("raw PutItem with the user's credentials");
+    }
+
+    /// The item `key` exactly as stored.
+    pub async fn get_raw(&self, key: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key("owner", AttributeValue::S(self.owner.clone()))
+            .key("key", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws_sdk_dynamodb::error::DisplayErrorContext)
+            .expect("raw GetItem with the user's credentials")
+            .item
     }
 }
 

@@ -7,6 +7,7 @@ use common::proto::data::v1::{
     BytesSet, DeleteItemRequest, GetItemRequest, Item, ListValue, MapValue, NumberSet,
     PutItemRequest, QueryItemsRequest, StringSet, UpdateItemRequest, Value, value::Kind,
 };
+use data_service::store::PUT_ATTEMPTS;
 use tests::data::{SignedIn, TestStack, string};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -247,6 +248,89 @@ async fn attributes_to_get_limits_what_is_returned() {
 }
 
 #[tokio::test]
+async fn attributes_to_get_naming_only_reserved_attributes_returns_no_client_attributes() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    user.put_text("k", "not asked for").await;
+
+    for names in [
+        vec!["version"],
+        vec!["key", "owner", "version", "created_at", "updated_at"],
+    ] {
+        let item = user
+            .client
+            .get_item(user.request(GetItemRequest {
+                key: "k".into(),
+                consistent_read: true,
+                attributes_to_get: names.iter().map(|n| (*n).to_owned()).collect(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap();
+
+        assert_eq!(
+            item.attributes,
+            HashMap::new(),
+            "{names:?} is never widened"
+        );
+        assert_eq!((item.key.as_str(), item.version), ("k", 1), "{names:?}");
+        assert!(item.created_at.is_some() && item.updated_at.is_some());
+    }
+}
+
+#[tokio::test]
+async fn thirty_identical_requests_at_once_behave_like_thirty_in_a_row() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    let creates = (0..30).map(|_| {
+        let mut client = user.client.clone();
+        let request = user.request(PutItemRequest {
+            key: "same".into(),
+            attributes: HashMap::from([("text".into(), string("first"))]),
+            if_absent: true,
+            ..Default::default()
+        });
+        async move { client.put_item(request).await }
+    });
+    let creates = futures::future::join_all(creates).await;
+    one_winner("if_absent", &creates, "1");
+
+    let updates = (0..30).map(|i| {
+        let mut client = user.client.clone();
+        let request = user.request(UpdateItemRequest {
+            key: "same".into(),
+            set: HashMap::from([("text".into(), number(&i.to_string()))]),
+            ..Default::default()
+        });
+        async move { client.update_item(request).await }
+    });
+    let updates = futures::future::join_all(updates).await;
+    let mut versions: Vec<u64> = updates
+        .iter()
+        .map(|r| r.as_ref().expect("every update applies").get_ref())
+        .map(|r| r.item.as_ref().unwrap().version)
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=31).collect::<Vec<_>>(), "one version each");
+    assert_eq!(get(&mut user, "same").await.unwrap().version, 31);
+
+    let deletes = (0..30).map(|_| {
+        let mut client = user.client.clone();
+        let request = user.request(DeleteItemRequest {
+            key: "same".into(),
+            expected_version: None,
+        });
+        async move { client.delete_item(request).await }
+    });
+    let deletes = futures::future::join_all(deletes).await;
+    let (winners, losers) = outcomes(&deletes);
+    assert_eq!(winners, 1, "{losers:?}");
+    assert!(losers.iter().all(|&c| c == Code::NotFound), "{losers:?}");
+}
+
+#[tokio::test]
 async fn if_absent_creates_once_and_reports_the_version_it_found() {
     let stack = TestStack::spawn().await;
     let mut user = stack.user().await;
@@ -332,14 +416,24 @@ async fn concurrent_writers_with_one_expected_version_have_exactly_one_winner() 
     });
     let updates = futures::future::join_all(updaters).await;
 
-    for (what, (winners, losers)) in [("put", outcomes(&results)), ("update", outcomes(&updates))] {
-        assert_eq!(winners, 1, "{what}: losers {losers:?}");
-        assert!(
-            losers.iter().all(|&c| c == Code::FailedPrecondition),
-            "{what}: {losers:?}"
-        );
-    }
+    one_winner("put", &results, "2");
+    one_winner("update", &updates, "3");
     assert_eq!(get(&mut user, "contended").await.unwrap().version, 3);
+}
+
+/// Exactly one call succeeded (none at all fails too), and every other one was refused with
+/// the version the winner wrote.
+fn one_winner<T>(what: &str, results: &[Result<T, tonic::Status>], winner: &str) {
+    let (winners, losers) = outcomes(results);
+    assert_eq!(winners, 1, "{what}: losers {losers:?}");
+    for status in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(
+            status.code(),
+            Code::FailedPrecondition,
+            "{what}: {status:?}"
+        );
+        assert_eq!(current_version(status), winner, "{what}");
+    }
 }
 
 /// How many calls succeeded, and the codes of those that failed.
@@ -354,10 +448,11 @@ fn outcomes<T>(results: &[Result<T, tonic::Status>]) -> (usize, Vec<Code>) {
 
 #[tokio::test]
 async fn unconditional_concurrent_puts_all_land_one_after_another() {
+    const WRITERS: usize = 6;
     let stack = TestStack::spawn().await;
-    let user = stack.user().await;
+    let mut user = stack.user().await;
 
-    let writers = (0..6).map(|i| {
+    let writers = (0..WRITERS).map(|i| {
         let mut client = user.client.clone();
         let request = user.request(PutItemRequest {
             key: "busy".into(),
@@ -374,14 +469,27 @@ async fn unconditional_concurrent_puts_all_land_one_after_another() {
         .map(|r| r.get_ref().item.as_ref().unwrap().version)
         .collect();
     versions.sort_unstable();
-    let aborted = results
-        .iter()
-        .filter(|r| r.as_ref().is_err_and(|s| s.code() == Code::Aborted))
-        .count();
-    assert_eq!(versions.len() + aborted, 6, "{results:?}");
+    for status in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    }
+    // A put loses an attempt only to another writer's win, and each writer wins once: one
+    // that gives up after PUT_ATTEMPTS losses saw that many others land. So all of them, or
+    // at least PUT_ATTEMPTS, land; if every writer failed this fails.
+    assert!(!versions.is_empty(), "every writer failed: {results:?}");
+    assert!(
+        versions.len() >= WRITERS.min(PUT_ATTEMPTS),
+        "only {} of {WRITERS} landed: {results:?}",
+        versions.len()
+    );
     assert_eq!(
         versions,
         (1..=versions.len() as u64).collect::<Vec<_>>(),
         "no version is skipped or repeated"
+    );
+    let stored = get(&mut user, "busy").await.unwrap().version;
+    assert_eq!(
+        stored,
+        versions.len() as u64,
+        "the last writer's version is stored"
     );
 }

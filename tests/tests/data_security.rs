@@ -7,6 +7,7 @@ use common::proto::data::v1::{
     DeleteItemRequest, GetItemRequest, ListValue, MapValue, NumberSet, PutItemRequest,
     QueryItemsRequest, StringSet, UpdateItemRequest, Value, value::Kind,
 };
+use data_service::{convert::MAX_ITEM_VALUES, requests::MAX_SET_ATTRIBUTES};
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
     data::{TestStack, string},
@@ -443,4 +444,215 @@ fn put_with(name: &str, value: Value) -> PutItemRequest {
         attributes: HashMap::from([(name.to_owned(), value)]),
         ..Default::default()
     }
+}
+
+/// A list of `count` nulls.
+fn nulls(count: usize) -> Value {
+    value(Kind::ListValue(ListValue {
+        values: vec![value(Kind::NullValue(0)); count],
+    }))
+}
+
+fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    let details = status.get_error_details();
+    let bad_request = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_dimension_is_bounded_before_anything_is_sent() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    user.put_text("k", "exists").await;
+    let many_sets = |count: usize| UpdateItemRequest {
+        key: "k".into(),
+        set: (0..count)
+            .map(|i| (format!("attribute_{i}"), string("x")))
+            .collect(),
+        ..Default::default()
+    };
+    let calls_before = stack.data.metrics.dynamodb_calls.get();
+
+    // 250 attributes overflow DynamoDB's 4 KB update expression; 20,000 kept dynalite busy for
+    // 18 s. Both are refused here.
+    for count in [MAX_SET_ATTRIBUTES + 1, 250, 20_000] {
+        let status = user
+            .client
+            .update_item(user.request(many_sets(count)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{count}: {status:?}");
+        assert_eq!(bad_request_fields(&status), ["set"], "{count}");
+    }
+    let too_many_values = user
+        .client
+        .put_item(user.request(put_with("list", nulls(MAX_ITEM_VALUES + 1))))
+        .await
+        .unwrap_err();
+    assert_eq!(too_many_values.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_fields(&too_many_values), ["attributes"]);
+    let update_values = UpdateItemRequest {
+        key: "k".into(),
+        set: HashMap::from([("list".into(), nulls(MAX_ITEM_VALUES + 1))]),
+        ..Default::default()
+    };
+    let too_many_values = user
+        .client
+        .update_item(user.request(update_values))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_request_fields(&too_many_values), ["set"]);
+
+    assert_eq!(
+        stack.data.metrics.dynamodb_calls.get(),
+        calls_before,
+        "nothing reached DynamoDB"
+    );
+    let at_the_limits = user
+        .client
+        .update_item(user.request(many_sets(MAX_SET_ATTRIBUTES)))
+        .await
+        .expect("the limit itself is allowed")
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(at_the_limits.attributes.len(), MAX_SET_ATTRIBUTES + 1);
+    user.client
+        .put_item(user.request(put_with("list", nulls(MAX_ITEM_VALUES - 1))))
+        .await
+        .expect("an item of MAX_ITEM_VALUES values (the list and its elements) is allowed");
+}
+
+#[tokio::test]
+async fn a_request_dynamodb_refuses_as_invalid_is_invalid_argument_without_its_message() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    user.put_text("\u{FFFF}", "a key at the top of the BMP")
+        .await;
+
+    // In UTF-8 (our order, and DynamoDB's) U+FFFF sorts before U+10000; dynalite compares
+    // UTF-16 code units, where it sorts after, and refuses the range.
+    let status = user
+        .client
+        .query_items(user.request(QueryItemsRequest {
+            start_key: "\u{FFFF}".into(),
+            end_key: "\u{10000}".into(),
+            ..Default::default()
+        }))
+        .await;
+
+    match status {
+        Ok(page) => assert_eq!(page.into_inner().items.len(), 1, "a DynamoDB that agrees"),
+        Err(status) => {
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(
+                !status.message().contains("BETWEEN") && !status.message().contains("bound"),
+                "DynamoDB's own message stays in the log: {}",
+                status.message()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn names_that_look_like_expressions_are_only_names() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    let hostile = [
+        "#v",
+        ":one",
+        "#k",
+        "a.b",
+        "list[0]",
+        "SET #v = :one",
+        "attribute_not_exists(#k) OR",
+        "REMOVE",
+        " ",
+        "\u{0}",
+        "\u{FFFF}",
+    ];
+    let attributes: HashMap<String, Value> = hostile
+        .iter()
+        .map(|name| ((*name).to_owned(), string(name)))
+        .collect();
+    let key = "#k = :o AND \u{0}";
+    let put = user
+        .client
+        .put_item(user.request(PutItemRequest {
+            key: key.into(),
+            attributes: attributes.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("hostile names are just names")
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!((put.key.as_str(), put.version), (key, 1));
+    assert_eq!(put.attributes, attributes);
+
+    let updated = user
+        .client
+        .update_item(user.request(UpdateItemRequest {
+            key: key.into(),
+            set: HashMap::from([("#v".into(), string("set")), (":now".into(), string("set"))]),
+            remove: vec![":one".into(), "#k".into(), "SET #v = :one".into()],
+            expected_version: Some(1),
+        }))
+        .await
+        .expect("update with hostile names")
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(
+        updated.version, 2,
+        "the real version moved, not an attribute named #v"
+    );
+    assert_eq!(updated.attributes["#v"], string("set"));
+    assert_eq!(updated.attributes[":now"], string("set"));
+    assert!(!updated.attributes.contains_key(":one") && !updated.attributes.contains_key("#k"));
+    assert_eq!(updated.attributes.len(), hostile.len() - 3 + 1);
+
+    let projected = user
+        .client
+        .get_item(user.request(GetItemRequest {
+            key: key.into(),
+            consistent_read: true,
+            attributes_to_get: vec!["a.b".into(), "list[0]".into(), "#v".into()],
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(projected.attributes.len(), 3);
+    assert_eq!(projected.version, 2);
+}
+
+#[tokio::test]
+async fn an_update_that_would_grow_an_item_past_400_kb_is_invalid_argument() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    user.client
+        .put_item(user.request(put_with("a", string(&"x".repeat(300_000)))))
+        .await
+        .unwrap();
+
+    let status = user
+        .client
+        .update_item(user.request(UpdateItemRequest {
+            key: "k".into(),
+            set: HashMap::from([("b".into(), string(&"y".repeat(200_000)))]),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }

@@ -1,0 +1,333 @@
+//! The DynamoDB expressions of item operations, with their name and value placeholders. Client
+//! attribute names only ever travel as `ExpressionAttributeNames` values, never inside an
+//! expression, so no name can change an expression's meaning.
+//!
+//! DynamoDB's limits (Constraints, "Expression parameters"): an expression string is at most
+//! 4 KB; an UpdateExpression holds at most 300 operators or functions; all names and values of
+//! one request together are at most 2 MB. Requests bound what feeds the expressions (at most
+//! 100 attributes set, 100 removed, 100 projected; values within the 400 KB item limit), which
+//! keeps every expression far below these; [`Expression::within_limit`] checks the length again
+//! before anything is sent.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{KeyRange, decode::Stamp, n, s};
+use crate::error::DataError;
+
+/// DynamoDB's limit on the length of one expression string.
+pub const MAX_EXPRESSION_BYTES: usize = 4 * 1024;
+
+/// Names used in every expression (`key` and others are DynamoDB reserved words).
+const NAMES: [(&str, &str); 5] = [
+    ("#o", "owner"),
+    ("#k", "key"),
+    ("#v", "version"),
+    ("#c", "created_at"),
+    ("#u", "updated_at"),
+];
+
+/// An expression (and the condition of a write) with the placeholders they use.
+#[derive(Debug, Default)]
+pub struct Expression {
+    /// The expression text (empty for a write that has only a condition).
+    pub text: String,
+    /// The condition of a write.
+    pub condition: Option<String>,
+    /// `#…` placeholders.
+    pub names: HashMap<String, String>,
+    /// `:…` placeholders.
+    pub values: HashMap<String, AttributeValue>,
+}
+
+/// The bookkeeping names `wanted` (`#k`, `#v`, …) mapped to their attributes.
+fn names(wanted: &[&str]) -> HashMap<String, String> {
+    NAMES
+        .iter()
+        .filter(|(placeholder, _)| wanted.contains(placeholder))
+        .map(|(placeholder, name)| ((*placeholder).to_owned(), (*name).to_owned()))
+        .collect()
+}
+
+/// A GetItem projection of the bookkeeping attributes and `attributes`.
+pub fn projection(attributes: &[String]) -> Expression {
+    let mut text = "#k, #v, #c, #u".to_owned();
+    let mut names = names(&["#k", "#v", "#c", "#u"]);
+    for (i, name) in attributes.iter().enumerate() {
+        text.push_str(&format!(", #p{i}"));
+        names.insert(format!("#p{i}"), name.clone());
+    }
+    Expression {
+        text,
+        names,
+        ..Default::default()
+    }
+}
+
+/// The update that sets `set`, removes `remove`, bumps the version and stamps `now`, on an
+/// existing item at version `expected`. Without `expected`, a missing version starts at 1 and a
+/// stored one must be a number that can grow (1 to u64::MAX - 1; a fraction in that range
+/// cannot be told apart by a condition).
+pub fn update(
+    set: HashMap<String, AttributeValue>,
+    remove: &[String],
+    now: i128,
+    expected: Option<u64>,
+) -> Expression {
+    let mut names = names(&["#k", "#v", "#u"]);
+    let mut values = HashMap::from([
+        (":zero".to_owned(), n(0)),
+        (":one".to_owned(), n(1)),
+        (":now".to_owned(), n(now)),
+    ]);
+    let mut sets = vec![
+        "#v = if_not_exists(#v, :zero) + :one".to_owned(),
+        "#u = :now".to_owned(),
+    ];
+    for (i, (name, value)) in set.into_iter().enumerate() {
+        names.insert(format!("#s{i}"), name);
+        values.insert(format!(":s{i}"), value);
+        sets.push(format!("#s{i} = :s{i}"));
+    }
+    let mut text = format!("SET {}", sets.join(", "));
+    if !remove.is_empty() {
+        let removes: Vec<String> = (0..remove.len()).map(|i| format!("#r{i}")).collect();
+        names.extend(
+            remove
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (format!("#r{i}"), name.clone())),
+        );
+        text.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    let condition = match expected {
+        Some(expected) => {
+            values.insert(":expected".to_owned(), n(expected));
+            "attribute_exists(#k) AND #v = :expected"
+        }
+        None => {
+            values.insert(":largest".to_owned(), n(u64::MAX - 1));
+            "attribute_exists(#k) AND (attribute_not_exists(#v) OR #v BETWEEN :one AND :largest)"
+        }
+    };
+    Expression {
+        text,
+        condition: Some(condition.to_owned()),
+        names,
+        values,
+    }
+}
+
+/// The condition of a put replacing what it `found`: the item is still absent, or still holds
+/// the very version read (a stored number compared as such; anything else, including no
+/// version, by being still not a number), so two concurrent writers never both succeed.
+pub fn replace_condition(found: Option<&Stamp>) -> Expression {
+    let (condition, names, values) = match found.map(|stamp| stamp.raw_number()) {
+        None => ("attribute_not_exists(#k)", names(&["#k"]), HashMap::new()),
+        Some(Some(raw)) => (
+            "#v = :found",
+            names(&["#v"]),
+            HashMap::from([(":found".to_owned(), AttributeValue::N(raw.to_owned()))]),
+        ),
+        Some(None) => (
+            "attribute_exists(#k) AND (attribute_not_exists(#v) OR NOT attribute_type(#v, :number))",
+            names(&["#k", "#v"]),
+            HashMap::from([(":number".to_owned(), s("N"))]),
+        ),
+    };
+    Expression {
+        condition: Some(condition.to_owned()),
+        names,
+        values,
+        ..Default::default()
+    }
+}
+
+/// The condition of a delete: the item exists (and is at `expected`).
+pub fn delete_condition(expected: Option<u64>) -> Expression {
+    let Some(expected) = expected else {
+        return Expression {
+            condition: Some("attribute_exists(#k)".to_owned()),
+            names: names(&["#k"]),
+            ..Default::default()
+        };
+    };
+    Expression {
+        condition: Some("attribute_exists(#k) AND #v = :expected".to_owned()),
+        names: names(&["#k", "#v"]),
+        values: HashMap::from([(":expected".to_owned(), n(expected))]),
+        ..Default::default()
+    }
+}
+
+/// The key condition of a query of `owner`'s items in `range`.
+pub fn key_condition(owner: &str, range: &KeyRange) -> Expression {
+    let mut names = names(&["#o"]);
+    let mut values = HashMap::from([(":o".to_owned(), s(owner))]);
+    let mut text = "#o = :o".to_owned();
+    let mut bound = |clause: &str, entries: &[(&str, &str)]| {
+        names.insert("#k".to_owned(), "key".to_owned());
+        text.push_str(" AND ");
+        text.push_str(clause);
+        for (name, value) in entries {
+            values.insert((*name).to_owned(), s(value));
+        }
+    };
+    match range {
+        KeyRange::All => {}
+        KeyRange::Prefix(prefix) => bound("begins_with(#k, :p)", &[(":p", prefix)]),
+        KeyRange::Between {
+            start: Some(start),
+            end: Some(end),
+        } => bound("#k BETWEEN :s AND :e", &[(":s", start), (":e", end)]),
+        KeyRange::Between {
+            start: Some(start),
+            end: None,
+        } => bound("#k >= :s", &[(":s", start)]),
+        KeyRange::Between {
+            start: None,
+            end: Some(end),
+        } => bound("#k <= :e", &[(":e", end)]),
+        KeyRange::Between {
+            start: None,
+            end: None,
+        } => {}
+    }
+    Expression {
+        text,
+        names,
+        values,
+        ..Default::default()
+    }
+}
+
+impl Expression {
+    /// The expression, or INVALID_ARGUMENT naming `field` (the request field that made it
+    /// long) when DynamoDB would refuse its length.
+    pub fn within_limit(self, field: &str) -> Result<Self, DataError> {
+        let longest = self
+            .text
+            .len()
+            .max(self.condition.as_ref().map_or(0, String::len));
+        if longest > MAX_EXPRESSION_BYTES {
+            return Err(DataError::invalid(
+                field,
+                format!(
+                    "makes a {longest}-byte expression; DynamoDB allows {MAX_EXPRESSION_BYTES} \
+                     bytes: send fewer attributes per request"
+                ),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(count: usize, prefix: &str) -> Vec<String> {
+        (0..count).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    /// Every placeholder an expression uses is defined, and every one defined is used
+    /// (DynamoDB refuses both unknown and unused placeholders).
+    fn placeholders_match(expression: &Expression) {
+        let text = format!(
+            "{} {}",
+            expression.text,
+            expression.condition.as_deref().unwrap_or_default()
+        );
+        let used: std::collections::HashSet<&str> = text
+            .split(|c: char| !(c.is_alphanumeric() || c == '#' || c == ':' || c == '_'))
+            .filter(|token| token.starts_with('#') || token.starts_with(':'))
+            .collect();
+        let defined: std::collections::HashSet<&str> = expression
+            .names
+            .keys()
+            .chain(expression.values.keys())
+            .map(String::as_str)
+            .collect();
+        assert_eq!(used, defined, "{text}");
+    }
+
+    #[test]
+    fn every_expression_defines_exactly_the_placeholders_it_uses() {
+        let set: HashMap<String, AttributeValue> = names(3, "a")
+            .into_iter()
+            .map(|name| (name, s("x")))
+            .collect();
+        for expected in [None, Some(4)] {
+            placeholders_match(&update(set.clone(), &names(2, "r"), 1, expected));
+            placeholders_match(&update(set.clone(), &[], 1, expected));
+            placeholders_match(&delete_condition(expected));
+        }
+        placeholders_match(&projection(&names(3, "p")));
+        placeholders_match(&projection(&[]));
+        let stored =
+            |version: AttributeValue| Stamp::of(&HashMap::from([("version".to_owned(), version)]));
+        placeholders_match(&replace_condition(None));
+        placeholders_match(&replace_condition(Some(&stored(n("-1")))));
+        placeholders_match(&replace_condition(Some(&stored(s("1")))));
+        placeholders_match(&replace_condition(Some(&Stamp::of(&HashMap::new()))));
+        for range in [
+            KeyRange::All,
+            KeyRange::Prefix("p".into()),
+            KeyRange::Between {
+                start: Some("a".into()),
+                end: None,
+            },
+            KeyRange::Between {
+                start: Some("a".into()),
+                end: Some("b".into()),
+            },
+        ] {
+            placeholders_match(&key_condition("owner", &range));
+        }
+    }
+
+    #[test]
+    fn the_largest_requests_make_expressions_within_dynamodbs_limit() {
+        let set: HashMap<String, AttributeValue> = names(100, "a")
+            .into_iter()
+            .map(|name| (name, s("x")))
+            .collect();
+        let largest = update(set, &names(100, "r"), i128::MAX, Some(u64::MAX));
+        assert!(
+            largest.text.len() < MAX_EXPRESSION_BYTES / 2,
+            "{}",
+            largest.text.len()
+        );
+        assert!(largest.within_limit("set").is_ok());
+        assert!(
+            projection(&names(100, "p"))
+                .within_limit("attributes_to_get")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn key_conditions_are_a_few_placeholders_whatever_the_keys() {
+        let long = "k".repeat(1024);
+        let range = KeyRange::Between {
+            start: Some(long.clone()),
+            end: Some(long),
+        };
+        assert!(key_condition("owner", &range).text.len() < 64);
+    }
+
+    #[test]
+    fn an_expression_over_4_kb_is_refused_naming_the_field() {
+        let set: HashMap<String, AttributeValue> = names(400, "a")
+            .into_iter()
+            .map(|name| (name, s("x")))
+            .collect();
+        match update(set, &[], 1, None).within_limit("set") {
+            Err(DataError::InvalidArgument(violations)) => {
+                assert_eq!(violations[0].field, "set");
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+}
