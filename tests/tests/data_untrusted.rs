@@ -439,7 +439,7 @@ async fn an_unconditional_update_starts_a_missing_version_and_refuses_a_malforme
 async fn an_attribute_of_a_type_the_api_cannot_carry_is_data_loss_naming_the_item() {
     // No emulator stores a type the SDK does not know, so a proxy renames the type of the
     // attribute `odd_type` in DynamoDB's answers to the data-service.
-    let endpoints = Endpoints::shared();
+    let endpoints = Endpoints::shared().await;
     let dynalite = endpoints
         .dynamodb
         .trim_start_matches("http://")
