@@ -134,20 +134,25 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, AuthError> {
-        let _queued = self
-            .inner
-            .queue
-            .try_acquire()
-            .map_err(|_| AuthError::Overloaded)?;
+        let _queued = self.inner.queue.try_acquire().map_err(|_| {
+            self.inner.metrics.hash_jobs_rejected.increment();
+            AuthError::Overloaded
+        })?;
         let _worker = self
             .inner
             .workers
             .acquire()
             .await
             .context("password worker pool closed")?;
-        let result = tokio::task::spawn_blocking(work)
-            .await
-            .context("password hashing task failed")?;
+        let metrics = Arc::clone(&self.inner.metrics);
+        let result = tokio::task::spawn_blocking(move || {
+            metrics.hash_jobs_running.increment();
+            let result = work();
+            metrics.hash_jobs_running.decrement();
+            result
+        })
+        .await
+        .context("password hashing task failed")?;
         Ok(result?)
     }
 }
