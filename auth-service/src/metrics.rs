@@ -1,6 +1,6 @@
 //! Counters of the expensive things the auth-service does.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use common::metrics::Counter;
 
@@ -46,7 +46,8 @@ impl Metrics {
 /// A level that goes up and down, with the highest level it ever reached.
 #[derive(Debug, Default)]
 pub struct Gauge {
-    now: AtomicU64,
+    /// Signed: a consumer may count its decrement before the producer counts the increment.
+    now: AtomicI64,
     peak: AtomicU64,
 }
 
@@ -54,7 +55,15 @@ impl Gauge {
     /// Adds one. The peak is taken from the atomic increment itself, so it is exact.
     pub fn increment(&self) {
         let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(now, Ordering::Relaxed);
+        self.peak
+            .fetch_max(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Adds one where the source itself knows the level (a channel's length): the peak takes
+    /// that, since counts kept on both sides of a channel may briefly lag each other.
+    pub fn increment_to(&self, level: u64) {
+        self.now.fetch_add(1, Ordering::Relaxed);
+        self.peak.fetch_max(level, Ordering::Relaxed);
     }
 
     /// Removes one.
@@ -62,15 +71,9 @@ impl Gauge {
         self.now.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Records a level measured elsewhere (e.g. a channel's length).
-    pub fn set(&self, level: u64) {
-        self.now.store(level, Ordering::Relaxed);
-        self.peak.fetch_max(level, Ordering::Relaxed);
-    }
-
     /// The level now.
     pub fn get(&self) -> u64 {
-        self.now.load(Ordering::Relaxed)
+        u64::try_from(self.now.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// The highest level so far.
@@ -89,10 +92,12 @@ mod tests {
         gauge.increment();
         gauge.increment();
         gauge.decrement();
-        gauge.set(1);
         assert_eq!((gauge.get(), gauge.peak()), (1, 2));
-        gauge.set(5);
-        gauge.set(0);
+        gauge.increment_to(5);
+        gauge.decrement();
+        gauge.decrement();
         assert_eq!((gauge.get(), gauge.peak()), (0, 5));
+        gauge.decrement();
+        assert_eq!(gauge.get(), 0, "a lagging count never reads below zero");
     }
 }

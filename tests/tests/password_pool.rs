@@ -89,13 +89,18 @@ async fn cancelled_logins_never_run_more_hashes_than_there_are_workers() {
         "{} verifications for {requests} cancelled logins",
         metrics.password_verifications.get()
     );
+    let idle = tests::eventually(Duration::from_secs(10), || async {
+        metrics.hash_jobs_queued.get() == 0 && metrics.hash_jobs_running.get() == 0
+    })
+    .await;
+    assert!(idle, "the pool drains its abandoned jobs");
     let login = user.login(&mut client).await;
     assert_eq!(login.user_id, user.user_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_with_resource_exhausted_and_says_when_to_retry() {
-    let auth = TestAuth::spawn_with(slow_hashing(1, 0), Endpoints::dynalite_only()).await;
+    let auth = TestAuth::spawn_with(slow_hashing(1, 1), Endpoints::dynalite_only()).await;
     let mut client = auth.client().await;
     let user = TestUser::register(&mut client).await;
     let channel = auth.channel().await;
@@ -113,7 +118,7 @@ async fn a_full_queue_refuses_with_resource_exhausted_and_says_when_to_retry() {
     let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         !refused.is_empty(),
-        "16 logins at once on one worker, no queue"
+        "16 logins at once on one worker and a queue of one"
     );
     assert!(refused.len() < results.len(), "at least one got the worker");
     for status in &refused {
