@@ -127,3 +127,34 @@ async fn a_full_queue_refuses_with_resource_exhausted_and_says_when_to_retry() {
     }
     assert_eq!(auth.metrics.hash_jobs_rejected.get(), refused.len() as u64);
 }
+
+#[tokio::test]
+async fn a_wrong_password_for_a_user_with_an_older_cheaper_hash_is_padded_like_an_unknown_user() {
+    let settings = TestAuth::settings();
+    let old = TestAuth::spawn_with(settings.clone(), Endpoints::dynalite_only()).await;
+    let user = TestUser::register(&mut old.client().await).await;
+    old.stop().await;
+    let mut dearer = slow_hashing(1, 8);
+    (dearer.users_table, dearer.sessions_table) = (settings.users_table, settings.sessions_table);
+    let auth = TestAuth::spawn_with(dearer, Endpoints::dynalite_only()).await;
+    let mut client = auth.client().await;
+    let wrong = |username: &str| LoginRequest {
+        username: username.to_owned(),
+        password: "not the password".into(),
+    };
+
+    let unknown = client
+        .login(wrong("nobody-by-this-name"))
+        .await
+        .unwrap_err();
+    let padded_for_unknown = auth.metrics.password_verifications_padded.get();
+    let known = client.login(wrong(&user.username)).await.unwrap_err();
+
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    assert_eq!(known.code(), Code::Unauthenticated);
+    assert_eq!(
+        padded_for_unknown, 0,
+        "the unknown user is checked at the current cost"
+    );
+    assert_eq!(auth.metrics.password_verifications_padded.get(), 1);
+}
