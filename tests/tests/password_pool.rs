@@ -31,7 +31,7 @@ async fn cancellation_flood(channel: &Channel, user: &TestUser, tasks: u64, roun
         let username = user.username.clone();
         flood.spawn(async move {
             for round in 0..rounds {
-                let username = if round % 2 == 0 {
+                let username = if round.is_multiple_of(2) {
                     username.clone()
                 } else {
                     "not a valid name!".to_owned()
