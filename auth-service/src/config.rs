@@ -115,13 +115,20 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
 
-    /// Password hashes computed at once (0 = one per CPU); the rest wait in the queue.
+    /// Password hashing threads, each computing one hash at a time (0 = one per CPU); each
+    /// keeps one argon2 memory block (--argon2-memory-kib) for its whole life.
     #[arg(long, env = "DYNAGATE_HASH_WORKERS", default_value_t = 0)]
     pub hash_workers: usize,
 
-    /// Password checks allowed to wait for a worker; beyond it, RESOURCE_EXHAUSTED.
+    /// Password checks allowed to wait for a hashing thread; beyond it, RESOURCE_EXHAUSTED.
     #[arg(long, env = "DYNAGATE_HASH_QUEUE", default_value_t = 256)]
     pub hash_queue: usize,
+
+    /// Nice levels the hashing threads run below the gRPC runtime (Linux), so a login flood
+    /// cannot starve the service's other calls. 0 keeps them equal.
+    #[arg(long, env = "DYNAGATE_HASH_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub hash_nice: i32,
 
     /// IAM role assumed for users' temporary credentials (GetCredentials). Without it (and
     /// --items-table-arn), GetCredentials answers UNIMPLEMENTED.

@@ -64,6 +64,7 @@ impl Application {
             cost,
             settings.hash_workers,
             settings.hash_queue,
+            settings.hash_nice,
             Arc::clone(&metrics),
         )?;
         let users = UserStore::new(aws.dynamodb.clone(), settings.users_table.clone());
@@ -129,12 +130,15 @@ impl Application {
         Arc::clone(&self.metrics)
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight calls.
+    /// Serves until `shutdown` resolves, then drains in-flight calls and logs what password
+    /// hashing did (peak concurrency, queue, rejected and skipped jobs).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        Ok(self.server.run_until_stopped(shutdown).await?)
+        let stopped = self.server.run_until_stopped(shutdown).await;
+        self.metrics.log_hashing_stats();
+        Ok(stopped?)
     }
 }
 

@@ -57,16 +57,16 @@ pub fn new_password(password: &str) -> Result<(), Violation> {
 }
 
 /// Checks only the length of a presented password, so absurd inputs are refused before any
-/// hashing; a login never learns more than that.
+/// hashing; a login never learns more than that. The violation states the rule, not the
+/// length found: violations are logged, and nothing about a password may be.
 pub fn password_length(password: &str) -> Result<(), Violation> {
-    let length = password.chars().count();
-    if PASSWORD_LEN.contains(&length) {
+    if PASSWORD_LEN.contains(&password.chars().count()) {
         Ok(())
     } else {
         Err(Violation::new(
             "password",
             format!(
-                "must be {} to {} characters long, got {length}",
+                "must be {} to {} characters long",
                 PASSWORD_LEN.start(),
                 PASSWORD_LEN.end()
             ),
@@ -124,6 +124,19 @@ mod tests {
         assert!(new_password("éééééééé").is_ok(), "8 characters");
         assert!(new_password(&"é".repeat(256)).is_ok());
         assert!(new_password(&"é".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn password_violations_say_nothing_about_the_password() {
+        // Violations are logged: they must not carry the password's length (or anything else).
+        for password in ["seven77", &"p".repeat(300), "password123"] {
+            let violation = new_password(password).unwrap_err();
+            let text = format!("{violation:?}");
+            let length = password.chars().count().to_string();
+            assert!(!text.contains("got"), "{text}");
+            assert!(!text.contains(&length), "{text}");
+            assert!(!text.contains(password), "{text}");
+        }
     }
 
     #[test]
