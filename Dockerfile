@@ -7,7 +7,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --workspace --bins \
+    cargo build --release --locked -p auth-service -p data-service --bins \
  && mkdir -p /out \
  && cp target/release/auth-service target/release/data-service /out/
 

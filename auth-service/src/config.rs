@@ -89,13 +89,20 @@ pub struct Settings {
     pub max_sessions_per_user: u32,
 
     /// File of PASERK `k4.secret` signing keys, one per line (`#` comments allowed). The last
-    /// key signs; all are published for verification. Rotate by appending a key.
+    /// key signs; all are published for verification. Rotate by appending a key and sending
+    /// SIGHUP (the file is also re-read when it changes). Alternatively the keys themselves may
+    /// be given in the environment variable DYNAGATE_SIGNING_KEYS (separated by commas or
+    /// whitespace) — never as a flag, which would show them in `ps`.
     #[arg(long, env = "DYNAGATE_SIGNING_KEYS_FILE")]
     pub signing_keys_file: Option<PathBuf>,
 
-    /// PASERK `k4.secret` signing keys separated by commas or whitespace, last one signing
-    /// (alternative to --signing-keys-file).
-    #[arg(long, env = "DYNAGATE_SIGNING_KEYS", hide_env_values = true, value_parser = parse_secret)]
+    /// Seconds between checks of --signing-keys-file for changes (SIGHUP reloads at once).
+    #[arg(long, env = "DYNAGATE_SIGNING_KEYS_RELOAD_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub signing_keys_reload_secs: u64,
+
+    /// The signing keys from DYNAGATE_SIGNING_KEYS (environment only).
+    #[arg(skip = common::secrets::from_env("DYNAGATE_SIGNING_KEYS"))]
     pub signing_keys: Option<SecretString>,
 
     /// LOCAL DEVELOPMENT ONLY: generate a throw-away signing key when none is configured.
@@ -179,10 +186,6 @@ pub struct Settings {
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,
-}
-
-fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(value))
 }
 
 /// Credential lifetimes STS accepts: 15 minutes to 12 hours.
@@ -280,6 +283,14 @@ mod tests {
     fn the_margin_must_leave_some_lifetime() {
         assert!(with_vending(900, 900, false).vending().is_err());
         assert!(with_vending(900, 899, false).vending().is_ok());
+    }
+
+    #[test]
+    fn signing_keys_are_never_a_flag() {
+        let refused = Cli::try_parse_from(["auth-service", "--signing-keys", "k4.secret.x"]);
+        let kind = refused.err().map(|error| error.kind());
+        assert_eq!(kind, Some(clap::error::ErrorKind::UnknownArgument));
+        assert!(Cli::try_parse_from(["auth-service", "--signing-keys-file", "keys"]).is_ok());
     }
 
     #[test]

@@ -58,6 +58,7 @@ impl SigningKey {
 #[derive(Debug)]
 pub struct KeyRing {
     keys: Vec<SigningKey>,
+    verifying: VerifyingKeys,
 }
 
 impl KeyRing {
@@ -82,19 +83,25 @@ impl KeyRing {
             }
             keys.push(key);
         }
+        Self::of(keys)
+    }
+
+    fn of(keys: Vec<SigningKey>) -> anyhow::Result<Self> {
         if keys.is_empty() {
             bail!("no signing key found");
         }
-        Ok(Self { keys })
+        let mut verifying = VerifyingKeys::default();
+        for key in &keys {
+            verifying.insert(key.public.clone());
+        }
+        Ok(Self { keys, verifying })
     }
 
     /// A ring of one freshly generated key.
     pub fn generate() -> anyhow::Result<Self> {
         let pair = AsymmetricKeyPair::<V4>::generate()
             .map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))?;
-        Ok(Self {
-            keys: vec![SigningKey::from_secret(pair.secret)?],
-        })
+        Self::of(vec![SigningKey::from_secret(pair.secret)?])
     }
 
     /// The ring the settings describe: the keys file, else the keys variable, else (only when
@@ -102,12 +109,10 @@ impl KeyRing {
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         match (&settings.signing_keys_file, &settings.signing_keys) {
             (Some(_), Some(_)) => {
-                bail!(
-                    "set either --signing-keys-file or --signing-keys (DYNAGATE_SIGNING_KEYS), not both"
-                )
+                bail!("set either --signing-keys-file or DYNAGATE_SIGNING_KEYS, not both")
             }
             (Some(path), None) => Self::load(path),
-            (None, Some(keys)) => Self::parse(keys).context("--signing-keys"),
+            (None, Some(keys)) => Self::parse(keys).context("DYNAGATE_SIGNING_KEYS"),
             (None, None) if settings.dev_ephemeral_signing_key => {
                 let ring = Self::generate()?;
                 tracing::warn!(
@@ -125,11 +130,10 @@ impl KeyRing {
         }
     }
 
-    fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading signing keys from {}", path.display()))?;
-        Self::parse(&SecretString::from(text))
-            .with_context(|| format!("signing keys in {}", path.display()))
+    /// The ring in a keys file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = common::secrets::from_file(path)?;
+        Self::parse(&text).with_context(|| format!("signing keys in {}", path.display()))
     }
 
     /// The key that signs new tokens.
@@ -144,12 +148,13 @@ impl KeyRing {
     }
 
     /// The public half of the ring, for verifying our own tokens.
-    pub fn verifying_keys(&self) -> VerifyingKeys {
-        let mut keys = VerifyingKeys::default();
-        for key in &self.keys {
-            keys.insert(key.public.clone());
-        }
-        keys
+    pub fn verifying_keys(&self) -> &VerifyingKeys {
+        &self.verifying
+    }
+
+    /// The kids of the ring, oldest first.
+    pub fn kids(&self) -> Vec<&str> {
+        self.keys.iter().map(|key| key.kid.as_str()).collect()
     }
 }
 

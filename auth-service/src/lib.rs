@@ -7,6 +7,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod family;
+pub mod key_reload;
 pub mod keys;
 pub mod metrics;
 pub mod password;

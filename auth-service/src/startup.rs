@@ -15,6 +15,7 @@ use crate::{
     config::Settings,
     credentials::CredentialVendor,
     family::{Families, SessionPolicy},
+    key_reload,
     keys::KeyRing,
     metrics::Metrics,
     password::{Cost, PasswordHasher},
@@ -75,6 +76,11 @@ impl Application {
             &settings.token_audience,
             Duration::from_secs(settings.access_token_ttl_secs),
         );
+        let mut tasks = Vec::new();
+        if let Some(path) = &settings.signing_keys_file {
+            let interval = Duration::from_secs(settings.signing_keys_reload_secs);
+            tasks.push(key_reload::spawn(path.clone(), tokens.clone(), interval)?);
+        }
         let families = Families::new(sessions, session_policy(settings)?);
         let accounts = Arc::new(Accounts::new(users, families, hasher, tokens));
 
@@ -96,11 +102,13 @@ impl Application {
             settings.sessions_table.clone(),
         ];
         let dynamodb = aws.dynamodb.clone();
-        let probe =
-            health.spawn_probe(Duration::from_secs(settings.health_probe_secs), move || {
+        tasks.push(health.spawn_probe(
+            Duration::from_secs(settings.health_probe_secs),
+            move || {
                 let (dynamodb, tables) = (dynamodb.clone(), tables.clone());
                 async move { common::dynamo::probe_tables(&dynamodb, &tables).await }
-            });
+            },
+        ));
 
         let mut routes = RoutesBuilder::default();
         routes
@@ -113,7 +121,7 @@ impl Application {
             settings.listen_addr,
             routes.routes(),
             health,
-            vec![probe],
+            tasks,
         )
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?;

@@ -3,7 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use common::tokens::{Principal, SESSION_CLAIM, TokenError, TokenVerifier, VerifyingKeys};
+use arc_swap::ArcSwap;
+use common::tokens::{Principal, SESSION_CLAIM, TokenError, TokenVerifier};
 use pasetors::version4::PublicToken;
 use secrecy::SecretString;
 use serde::Serialize;
@@ -21,11 +22,11 @@ pub struct AccessToken {
     pub expires_at: OffsetDateTime,
 }
 
-/// Signs access tokens, and verifies the ones we issued (LogoutAll, GetCredentials).
+/// Signs access tokens, and verifies the ones we issued (LogoutAll, GetCredentials). Clones
+/// share one key ring, which [`TokenIssuer::replace_ring`] swaps while the service runs.
 #[derive(Clone, Debug)]
 pub struct TokenIssuer {
-    ring: Arc<KeyRing>,
-    verifying_keys: Arc<VerifyingKeys>,
+    ring: Arc<ArcSwap<KeyRing>>,
     verifier: TokenVerifier,
     issuer: String,
     audience: String,
@@ -49,8 +50,7 @@ impl TokenIssuer {
     /// An issuer signing with the ring's active key, tokens living `lifetime`.
     pub fn new(ring: KeyRing, issuer: &str, audience: &str, lifetime: Duration) -> Self {
         Self {
-            verifying_keys: Arc::new(ring.verifying_keys()),
-            ring: Arc::new(ring),
+            ring: Arc::new(ArcSwap::from_pointee(ring)),
             verifier: TokenVerifier::new(issuer, audience),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -58,9 +58,15 @@ impl TokenIssuer {
         }
     }
 
-    /// The key ring, for publishing.
-    pub fn ring(&self) -> &KeyRing {
-        &self.ring
+    /// The key ring as of now, for publishing.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.load_full()
+    }
+
+    /// Signs with `ring`'s active key from now on and verifies with its keys only: a key
+    /// removed from the ring no longer verifies anything.
+    pub fn replace_ring(&self, ring: KeyRing) {
+        self.ring.store(Arc::new(ring));
     }
 
     /// Signs an access token for `user_id` in session `session_id`.
@@ -81,7 +87,8 @@ impl TokenIssuer {
             jti: &token_id,
             sid: session_id,
         })?;
-        let key = self.ring.active();
+        let ring = self.ring.load();
+        let key = ring.active();
         let token = PublicToken::sign(key.secret(), &claims, Some(&key.footer), None)
             .map_err(|e| anyhow::anyhow!("signing an access token: {e}"))?;
         Ok(AccessToken {
@@ -92,7 +99,8 @@ impl TokenIssuer {
 
     /// Verifies a token we issued, with our own public keys.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
-        self.verifier.verify(&self.verifying_keys, token)
+        self.verifier
+            .verify(self.ring.load().verifying_keys(), token)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod dynamo;
 pub mod framing;
 pub mod metrics;
 pub mod proto;
+pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod telemetry;

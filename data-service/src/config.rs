@@ -1,7 +1,7 @@
 //! Settings: every flag has an environment fallback, and `--help` documents them all.
 //! AWS region and endpoints come from the standard aws-config chain.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use common::aws::AwsSettings;
@@ -100,9 +100,15 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_AUTH_TIMEOUT_MS", default_value_t = 2000)]
     pub auth_timeout_ms: u64,
 
-    /// PASERK `k4.local` key that encrypts and authenticates page tokens; every replica needs
-    /// the same one (`data-service generate-page-token-key` makes one).
-    #[arg(long, env = "DYNAGATE_PAGE_TOKEN_KEY", hide_env_values = true, value_parser = parse_secret)]
+    /// File holding the PASERK `k4.local` key that encrypts and authenticates page tokens;
+    /// every replica needs the same one (`data-service generate-page-token-key` makes one).
+    /// Alternatively the key itself may be given in the environment variable
+    /// DYNAGATE_PAGE_TOKEN_KEY — never as a flag, which would show it in `ps`.
+    #[arg(long, env = "DYNAGATE_PAGE_TOKEN_KEY_FILE")]
+    pub page_token_key_file: Option<PathBuf>,
+
+    /// The page-token key from DYNAGATE_PAGE_TOKEN_KEY (environment only).
+    #[arg(skip = common::secrets::from_env("DYNAGATE_PAGE_TOKEN_KEY"))]
     pub page_token_key: Option<SecretString>,
 
     /// LOCAL DEVELOPMENT ONLY: generate a throw-away page-token key when none is configured.
@@ -117,10 +123,6 @@ pub struct Settings {
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,
-}
-
-fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(value))
 }
 
 impl Settings {
@@ -138,5 +140,18 @@ impl Settings {
     /// The cap on a request's duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_token_key_is_never_a_flag() {
+        let refused = Cli::try_parse_from(["data-service", "--page-token-key", "k4.local.x"]);
+        let kind = refused.err().map(|error| error.kind());
+        assert_eq!(kind, Some(clap::error::ErrorKind::UnknownArgument));
+        assert!(Cli::try_parse_from(["data-service", "--page-token-key-file", "key"]).is_ok());
     }
 }

@@ -60,7 +60,7 @@ pub struct TestAuth {
     pub addr: SocketAddr,
     /// The settings it runs with (its tables, issuer, audience).
     pub settings: Settings,
-    /// The signing key it uses, so tests can forge tokens with chosen claims.
+    /// The signing keys it started with, so tests can forge tokens with chosen claims.
     pub signing_key: SecretString,
     /// A DynamoDB client on the same emulator, to inspect its tables.
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -120,10 +120,11 @@ impl TestAuth {
         let addr = app.local_addr();
         let metrics = app.metrics();
         let service = RunningService::spawn("auth-service", |stop| app.run_until_stopped(stop));
-        let signing_key = settings
-            .signing_keys
-            .clone()
-            .expect("test settings carry a key");
+        let signing_key = match (&settings.signing_keys, &settings.signing_keys_file) {
+            (Some(keys), _) => keys.clone(),
+            (None, Some(path)) => common::secrets::from_file(path).expect("read the keys file"),
+            (None, None) => panic!("test settings carry a key or a keys file"),
+        };
         Self {
             addr,
             settings,

@@ -1,0 +1,84 @@
+//! Reloads the signing keys without a restart: on SIGHUP, and whenever the keys file's content
+//! changes (checked every interval), so rotation is: add a key, reload, wait one access-token
+//! lifetime, remove the old key, reload. A file that does not parse leaves the running keys
+//! in place and is reported, never half-applied.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::server::BackgroundTask;
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{keys::KeyRing, tokens::TokenIssuer};
+
+/// Watches `path` and installs its keys into `tokens` when SIGHUP arrives or the file's
+/// content differs from what was last loaded (an unchanged file is not reloaded).
+pub fn spawn(
+    path: PathBuf,
+    tokens: TokenIssuer,
+    interval: Duration,
+) -> anyhow::Result<BackgroundTask> {
+    let mut hangups = signal(SignalKind::hangup())?;
+    let mut loaded = fingerprint(&path);
+    let handle = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let asked = tokio::select! {
+                _ = hangups.recv() => true,
+                _ = ticker.tick() => false,
+            };
+            let now = fingerprint(&path);
+            if asked || now != loaded {
+                // Remembered even when the file is invalid: one error per bad edit, not one
+                // per interval until it is fixed.
+                loaded = now;
+                reload(&path, &tokens, asked);
+            }
+        }
+    });
+    Ok(BackgroundTask::from(handle))
+}
+
+/// Hash of the file's bytes (`None` while it cannot be read).
+fn fingerprint(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).into())
+}
+
+fn reload(path: &Path, tokens: &TokenIssuer, asked: bool) {
+    let ring = match KeyRing::load(path) {
+        Ok(ring) => ring,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "signing keys not reloaded: keeping the current keys"
+            );
+            return;
+        }
+    };
+    let before = tokens.ring();
+    let (old, new) = (before.kids(), ring.kids());
+    let added: Vec<&str> = new
+        .iter()
+        .filter(|kid| !old.contains(kid))
+        .copied()
+        .collect();
+    let removed: Vec<&str> = old
+        .iter()
+        .filter(|kid| !new.contains(kid))
+        .copied()
+        .collect();
+    tracing::info!(
+        signal = asked,
+        active = %ring.active().kid,
+        ?added,
+        ?removed,
+        "signing keys reloaded"
+    );
+    tokens.replace_ring(ring);
+}
