@@ -157,8 +157,11 @@ impl CredentialVendor {
                     AwsFailure::Unavailable | AwsFailure::Throttled => {
                         VendError::Unavailable(cause)
                     }
-                    AwsFailure::AccessDenied
+                    AwsFailure::ConditionFailed
+                    | AwsFailure::InvalidRequest
+                    | AwsFailure::AccessDenied
                     | AwsFailure::CredentialsExpired
+                    | AwsFailure::UnreadableAnswer
                     | AwsFailure::Other => VendError::Refused(cause),
                 }
             })?;

@@ -1,18 +1,12 @@
 //! The auth-service's errors and the one place they become gRPC statuses.
 
-use std::time::Duration;
-
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use common::{
-    aws::{self, AwsFailure},
+    aws::{self, AwsFailure, Modeled},
     status::{self, Violation},
     tokens::TokenError,
 };
 use tonic::{Code, Status};
-
-/// How long clients should wait before retrying a transient failure.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Everything that can go wrong in an auth-service call.
 #[derive(Debug, thiserror::Error)]
@@ -52,34 +46,37 @@ pub enum AuthError {
 impl AuthError {
     /// Maps an AWS SDK error that no caller handled specifically: transient failures become
     /// UNAVAILABLE, everything else is internal.
-    pub fn aws<E, R>(context: &str, error: SdkError<E, R>) -> Self
+    pub fn aws<E>(context: &str, error: SdkError<E, HttpResponse>) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
+        E: Modeled + std::error::Error + Send + Sync + 'static,
     {
         let description = format!("{context}: {}", aws::describe(&error));
         match aws::classify(&error) {
             AwsFailure::Unavailable | AwsFailure::Throttled => Self::Unavailable(description),
-            AwsFailure::AccessDenied | AwsFailure::CredentialsExpired | AwsFailure::Other => {
-                Self::Internal(anyhow::anyhow!(description))
-            }
+            // Every request we send is built by us from validated input, and the tables hold
+            // only what we wrote: anything else is a bug or a misconfiguration.
+            AwsFailure::ConditionFailed
+            | AwsFailure::InvalidRequest
+            | AwsFailure::AccessDenied
+            | AwsFailure::CredentialsExpired
+            | AwsFailure::UnreadableAnswer
+            | AwsFailure::Other => Self::Internal(anyhow::anyhow!(description)),
         }
     }
 }
 
 /// Maps the result of a conditional write: success is `true`, a failed condition `false`, and
 /// any other failure an error.
-pub fn conditional<T, E, R>(
+pub fn conditional<T, E>(
     context: &str,
-    result: Result<T, SdkError<E, R>>,
+    result: Result<T, SdkError<E, HttpResponse>>,
 ) -> Result<bool, AuthError>
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    E: Modeled + std::error::Error + Send + Sync + 'static,
 {
     match result {
         Ok(_) => Ok(true),
-        Err(error) if aws::is_condition_failed(&error) => Ok(false),
+        Err(error) if aws::condition_failed(&error) => Ok(false),
         Err(error) => Err(AuthError::aws(context, error)),
     }
 }
@@ -88,7 +85,10 @@ impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::InvalidArgument(violations) => {
-                tracing::info!(?violations, "invalid argument");
+                // Only the field names: a description of a password rule it broke is
+                // already something about the password.
+                let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+                tracing::info!(?fields, "invalid argument");
                 status::invalid_argument(&violations)
             }
             AuthError::UsernameTaken => {
@@ -120,16 +120,12 @@ impl From<AuthError> for Status {
                 status::retry_after(
                     Code::ResourceExhausted,
                     "too many concurrent logins",
-                    RETRY_DELAY,
+                    status::RETRY_DELAY,
                 )
             }
             AuthError::Unavailable(cause) => {
                 tracing::warn!(%cause, "dependency unavailable");
-                status::retry_after(
-                    Code::Unavailable,
-                    "service temporarily unavailable",
-                    RETRY_DELAY,
-                )
+                status::unavailable()
             }
             AuthError::Internal(cause) => {
                 tracing::error!(cause = format!("{cause:#}"), "internal error");

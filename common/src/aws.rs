@@ -6,8 +6,14 @@
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+use aws_sdk_dynamodb::operation::{
+    create_table::CreateTableError, delete_item::DeleteItemError,
+    describe_table::DescribeTableError, get_item::GetItemError, put_item::PutItemError,
+    query::QueryError, update_item::UpdateItemError,
+};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// Timeouts and retries for every AWS call, so a slow dependency fails fast and visibly
@@ -86,10 +92,18 @@ pub enum AwsFailure {
     Unavailable,
     /// The service is throttling us: retry later, more slowly.
     Throttled,
+    /// A conditional write's condition was false: nothing was written.
+    ConditionFailed,
+    /// The service refused the request itself as invalid (DynamoDB's ValidationException: a
+    /// malformed or over-limit request, an operand of the wrong type). Nothing ran.
+    InvalidRequest,
     /// Credentials are valid but not allowed to do this.
     AccessDenied,
     /// The temporary credentials used have expired.
     CredentialsExpired,
+    /// The request ran, but its successful answer could not be read (emulators store items
+    /// nested deeper than the SDK parses).
+    UnreadableAnswer,
     /// Anything else: a bug or a misconfiguration on our side.
     Other,
 }
@@ -101,26 +115,125 @@ impl AwsFailure {
     }
 }
 
-/// Classifies any SDK error by transport failure or error code. Service-specific outcomes such
-/// as a failed condition are matched by callers first, with `as_service_error`.
-pub fn classify<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> AwsFailure {
+/// An operation error type of the SDK, classified by the variants its service model gives it.
+pub trait Modeled: ProvideErrorMetadata {
+    /// What a modeled variant means; `None` for errors the model leaves unnamed.
+    fn modeled(&self) -> Option<AwsFailure>;
+}
+
+/// Implements [`Modeled`] for DynamoDB operation errors from the `is_…` checks each has.
+macro_rules! dynamodb_modeled {
+    ($($error:ty { $($check:ident => $failure:ident),* $(,)? })*) => {$(
+        impl Modeled for $error {
+            fn modeled(&self) -> Option<AwsFailure> {
+                $(if self.$check() { return Some(AwsFailure::$failure); })*
+                None
+            }
+        }
+    )*};
+}
+
+dynamodb_modeled! {
+    GetItemError {
+        is_internal_server_error => Unavailable,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
+        is_throttling_exception => Throttled,
+    }
+    QueryError {
+        is_internal_server_error => Unavailable,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
+        is_throttling_exception => Throttled,
+    }
+    PutItemError {
+        is_conditional_check_failed_exception => ConditionFailed,
+        is_internal_server_error => Unavailable,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
+        is_throttling_exception => Throttled,
+        is_transaction_conflict_exception => Unavailable,
+        is_replicated_write_conflict_exception => Unavailable,
+    }
+    UpdateItemError {
+        is_conditional_check_failed_exception => ConditionFailed,
+        is_internal_server_error => Unavailable,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
+        is_throttling_exception => Throttled,
+        is_transaction_conflict_exception => Unavailable,
+        is_replicated_write_conflict_exception => Unavailable,
+    }
+    DeleteItemError {
+        is_conditional_check_failed_exception => ConditionFailed,
+        is_internal_server_error => Unavailable,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
+        is_throttling_exception => Throttled,
+        is_transaction_conflict_exception => Unavailable,
+        is_replicated_write_conflict_exception => Unavailable,
+    }
+    DescribeTableError {
+        is_internal_server_error => Unavailable,
+    }
+    CreateTableError {
+        is_internal_server_error => Unavailable,
+        is_limit_exceeded_exception => Throttled,
+    }
+}
+
+impl Modeled for aws_sdk_sts::operation::assume_role::AssumeRoleError {
+    fn modeled(&self) -> Option<AwsFailure> {
+        if self.is_expired_token_exception() {
+            Some(AwsFailure::CredentialsExpired)
+        } else if self.is_region_disabled_exception() {
+            Some(AwsFailure::AccessDenied)
+        } else {
+            // A malformed or oversized session policy is our bug, not the caller's.
+            None
+        }
+    }
+}
+
+/// Classifies an SDK error: the transport failure, else the operation's modeled variant, else
+/// (for errors the models leave unnamed: access denied, expired tokens, validation) the code,
+/// using the SDK's own lists of throttling and transient codes first.
+pub fn classify<E: Modeled>(error: &SdkError<E, HttpResponse>) -> AwsFailure {
     match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => AwsFailure::Unavailable,
-        SdkError::ResponseError(_) => AwsFailure::Unavailable,
-        SdkError::ServiceError(service) => classify_code(service.err().code()),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            AwsFailure::Unavailable
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status();
+            if status.is_success() {
+                return AwsFailure::UnreadableAnswer;
+            }
+            let unnamed = || match unnamed(service.err().code()) {
+                AwsFailure::Other if status.is_server_error() => AwsFailure::Unavailable,
+                failure => failure,
+            };
+            service.err().modeled().unwrap_or_else(unnamed)
+        }
         _ => AwsFailure::Other,
     }
 }
 
-/// Classifies an AWS error code (the `__type` / `Code` of the error response).
-pub fn classify_code(code: Option<&str>) -> AwsFailure {
-    match code.unwrap_or_default() {
-        "ThrottlingException"
-        | "Throttling"
-        | "ProvisionedThroughputExceededException"
-        | "RequestLimitExceeded"
-        | "TooManyRequestsException"
-        | "LimitExceededException" => AwsFailure::Throttled,
+/// True when a conditional write was refused because its condition was false.
+pub fn condition_failed<E: Modeled>(error: &SdkError<E, HttpResponse>) -> bool {
+    classify(error) == AwsFailure::ConditionFailed
+}
+
+/// Errors no service model names, by code.
+fn unnamed(code: Option<&str>) -> AwsFailure {
+    let code = code.unwrap_or_default();
+    if THROTTLING_ERRORS.contains(&code) {
+        return AwsFailure::Throttled;
+    }
+    if TRANSIENT_ERRORS.contains(&code) {
+        return AwsFailure::Unavailable;
+    }
+    match code {
+        "ValidationException" => AwsFailure::InvalidRequest,
         "AccessDeniedException"
         | "AccessDenied"
         | "UnrecognizedClientException"
@@ -128,29 +241,13 @@ pub fn classify_code(code: Option<&str>) -> AwsFailure {
         | "MissingAuthenticationToken"
         | "MissingAuthenticationTokenException"
         | "IncompleteSignature"
-        | "SignatureDoesNotMatch"
-        | "RegionDisabledException" => AwsFailure::AccessDenied,
+        | "SignatureDoesNotMatch" => AwsFailure::AccessDenied,
         "ExpiredToken" | "ExpiredTokenException" => AwsFailure::CredentialsExpired,
-        "InternalServerError"
-        | "InternalFailure"
-        | "ServiceUnavailable"
-        | "ServiceUnavailableException"
-        | "IDPCommunicationError" => AwsFailure::Unavailable,
+        "InternalFailure" | "ServiceUnavailable" | "ServiceUnavailableException" => {
+            AwsFailure::Unavailable
+        }
         _ => AwsFailure::Other,
     }
-}
-
-/// True when a DynamoDB write was refused because its condition expression was false.
-pub fn is_condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    error.code() == Some("ConditionalCheckFailedException")
-}
-
-/// True when the service refused the request itself as invalid: DynamoDB's
-/// ValidationException (a malformed or over-limit request, or an operand of the wrong type).
-/// DynamoDB's model has no typed error for it, so this goes by the error code. The request did
-/// not run; whether the caller or our own code shaped it wrong is for the caller to judge.
-pub fn is_invalid_request<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    matches!(error, SdkError::ServiceError(_)) && error.code() == Some("ValidationException")
 }
 
 /// The error's code and message for logs (never sent to clients).
@@ -167,53 +264,53 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::{body::SdkBody, error::ErrorMetadata};
 
-    #[test]
-    fn throttling_codes_are_throttled() {
-        for code in [
-            "ThrottlingException",
-            "Throttling",
-            "ProvisionedThroughputExceededException",
-        ] {
-            assert_eq!(classify_code(Some(code)), AwsFailure::Throttled, "{code}");
-        }
+    fn answered<E>(status: u16, error: E) -> SdkError<E, HttpResponse> {
+        let status = StatusCode::try_from(status).expect("valid status");
+        SdkError::service_error(error, HttpResponse::new(status, SdkBody::empty()))
+    }
+
+    fn unhandled(code: &str) -> GetItemError {
+        GetItemError::generic(ErrorMetadata::builder().code(code).build())
     }
 
     #[test]
-    fn access_denied_codes_are_access_denied() {
-        for code in [
-            "AccessDeniedException",
-            "AccessDenied",
-            "UnrecognizedClientException",
-        ] {
+    fn modeled_variants_classify_by_type() {
+        let throttled = GetItemError::ProvisionedThroughputExceededException(
+            aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException::builder()
+                .build(),
+        );
+        assert_eq!(classify(&answered(400, throttled)), AwsFailure::Throttled);
+        let failed = PutItemError::ConditionalCheckFailedException(
+            aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder().build(),
+        );
+        assert!(condition_failed(&answered(400, failed)));
+    }
+
+    #[test]
+    fn unnamed_errors_classify_by_code() {
+        let cases = [
+            ("ThrottlingException", 400, AwsFailure::Throttled),
+            ("ValidationException", 400, AwsFailure::InvalidRequest),
+            ("AccessDeniedException", 400, AwsFailure::AccessDenied),
+            ("ExpiredTokenException", 400, AwsFailure::CredentialsExpired),
+            ("SomethingNew", 400, AwsFailure::Other),
+            ("SomethingNew", 503, AwsFailure::Unavailable),
+        ];
+        for (code, status, failure) in cases {
             assert_eq!(
-                classify_code(Some(code)),
-                AwsFailure::AccessDenied,
+                classify(&answered(status, unhandled(code))),
+                failure,
                 "{code}"
             );
         }
     }
 
     #[test]
-    fn only_a_validation_exception_from_the_service_is_an_invalid_request() {
-        use aws_sdk_dynamodb::operation::get_item::GetItemError;
-        use aws_smithy_types::error::ErrorMetadata;
-        let service_error = |code: &str| {
-            let error = GetItemError::generic(ErrorMetadata::builder().code(code).build());
-            SdkError::<GetItemError, ()>::service_error(error, ())
-        };
-        assert!(is_invalid_request(&service_error("ValidationException")));
-        assert!(!is_invalid_request(&service_error("ThrottlingException")));
-        let timeout = SdkError::<GetItemError, ()>::timeout_error("slow");
-        assert!(!is_invalid_request(&timeout));
-    }
-
-    #[test]
-    fn unknown_codes_are_internal() {
-        assert_eq!(
-            classify_code(Some("ValidationException")),
-            AwsFailure::Other
-        );
-        assert_eq!(classify_code(None), AwsFailure::Other);
+    fn an_answer_that_succeeded_but_did_not_parse_is_unreadable() {
+        let failure = classify(&answered(200, unhandled("")));
+        assert_eq!(failure, AwsFailure::UnreadableAnswer);
     }
 }

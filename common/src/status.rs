@@ -83,6 +83,21 @@ pub fn with_error_info(
     )
 }
 
+/// How long clients should wait before retrying a call that failed for a passing reason (a
+/// dependency down or throttling, a full queue, a lost race): the one delay every RetryInfo of
+/// both services names.
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// UNAVAILABLE with a RetryInfo: a dependency is down, slow or throttling us. The cause is
+/// logged by the caller, never sent.
+pub fn unavailable() -> Status {
+    retry_after(
+        Code::Unavailable,
+        "service temporarily unavailable",
+        RETRY_DELAY,
+    )
+}
+
 /// The one status for every internal failure: the cause is logged by the caller, never sent.
 pub fn internal() -> Status {
     Status::internal("internal error")

@@ -1,18 +1,14 @@
 //! The data-service's errors and the one place they become gRPC statuses.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use common::{
-    aws::{self, AwsFailure},
+    aws::{self, AwsFailure, Modeled},
     status::{self, Violation},
     tokens::TokenError,
 };
 use tonic::{Code, Status};
-
-/// How long clients should wait before retrying a transient failure.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// ErrorInfo reason of a failed `if_absent` / `expected_version` condition.
 pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
@@ -76,48 +72,32 @@ impl DataError {
     /// Maps an AWS SDK error no caller handled specifically.
     pub fn aws<E>(context: &str, error: SdkError<E, HttpResponse>) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: Modeled + std::error::Error + Send + Sync + 'static,
     {
         let description = format!("{context}: {}", aws::describe(&error));
-        if is_item_too_large(&error) {
-            return Self::invalid(
-                "attributes",
-                "the item would exceed DynamoDB's 400 KB limit",
-            );
-        }
-        if aws::is_invalid_request(&error) {
-            return Self::Refused(description);
-        }
-        if is_unreadable_success(&error) {
-            tracing::warn!(cause = %description, "DynamoDB's answer could not be read");
-            return Self::DataLoss(
-                "DynamoDB carried out the request, but its answer could not be read: a stored \
-                 item in it is malformed (nested deeper than DynamoDB allows?)"
-                    .to_owned(),
-            );
-        }
         match aws::classify(&error) {
             AwsFailure::Unavailable | AwsFailure::Throttled => Self::Unavailable(description),
+            AwsFailure::InvalidRequest => Self::Refused(description),
             AwsFailure::CredentialsExpired => Self::CredentialsExpired(description),
             AwsFailure::AccessDenied => Self::PermissionDenied(description),
-            AwsFailure::Other => Self::Internal(anyhow::anyhow!(description)),
+            // The request ran, and what came back (stored items, which are untrusted) is
+            // beyond what the SDK reads, such as an item nested deeper than DynamoDB allows,
+            // which emulators store.
+            AwsFailure::UnreadableAnswer => {
+                tracing::warn!(cause = %description, "DynamoDB's answer could not be read");
+                Self::DataLoss(
+                    "DynamoDB carried out the request, but its answer could not be read: a \
+                     stored item in it is malformed (nested deeper than DynamoDB allows?)"
+                        .to_owned(),
+                )
+            }
+            // Conditions are judged by the store where it asks for them; one left over here
+            // is a bug.
+            AwsFailure::ConditionFailed | AwsFailure::Other => {
+                Self::Internal(anyhow::anyhow!(description))
+            }
         }
     }
-}
-
-/// A success answer the SDK could not parse: the request ran, and what came back (stored
-/// items, which are untrusted) is beyond what the SDK reads, such as an item nested deeper
-/// than DynamoDB allows, which emulators store.
-fn is_unreadable_success<E>(error: &SdkError<E, HttpResponse>) -> bool {
-    matches!(error, SdkError::ServiceError(service) if service.raw().status().is_success())
-}
-
-/// DynamoDB's own size check, for updates whose final size only DynamoDB knows.
-fn is_item_too_large<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    error.code() == Some("ValidationException")
-        && error.message().is_some_and(|m| {
-            m.contains("exceeded the maximum allowed size") || m.contains("Item size")
-        })
 }
 
 impl From<DataError> for Status {
@@ -159,7 +139,8 @@ impl From<DataError> for Status {
             DataError::Refused(cause) => {
                 tracing::warn!(%cause, "DynamoDB refused a request as invalid");
                 Status::invalid_argument(
-                    "DynamoDB refused the request as invalid; nothing was changed",
+                    "DynamoDB refused the request as invalid (an update that would grow the \
+                     item past 400 KB, or a key range it orders differently); nothing was changed",
                 )
             }
             DataError::Contention => {
@@ -167,16 +148,12 @@ impl From<DataError> for Status {
                 status::retry_after(
                     Code::Aborted,
                     "the item changed concurrently; retry",
-                    RETRY_DELAY,
+                    status::RETRY_DELAY,
                 )
             }
             DataError::CredentialsExpired(cause) => {
                 tracing::warn!(%cause, "user credentials expired before their cache margin");
-                status::retry_after(
-                    Code::Unavailable,
-                    "service temporarily unavailable",
-                    RETRY_DELAY,
-                )
+                status::unavailable()
             }
             DataError::PermissionDenied(cause) => {
                 // Should never happen: our requests stay in the caller's partition. If it
@@ -186,11 +163,7 @@ impl From<DataError> for Status {
             }
             DataError::Unavailable(cause) => {
                 tracing::warn!(%cause, "dependency unavailable");
-                status::retry_after(
-                    Code::Unavailable,
-                    "service temporarily unavailable",
-                    RETRY_DELAY,
-                )
+                status::unavailable()
             }
             DataError::Internal(cause) => {
                 tracing::error!(cause = format!("{cause:#}"), "internal error");
@@ -286,8 +259,9 @@ mod tests {
         let unparsed = || GetItemError::generic(ErrorMetadata::builder().build());
         let error = DataError::aws("GetItem", SdkError::service_error(unparsed(), answer(200)));
         assert!(matches!(error, DataError::DataLoss(_)), "{error:?}");
+        // A 5xx without a code is the service failing, not us: retry later.
         let error = DataError::aws("GetItem", SdkError::service_error(unparsed(), answer(500)));
-        assert!(matches!(error, DataError::Internal(_)), "{error:?}");
+        assert!(matches!(error, DataError::Unavailable(_)), "{error:?}");
     }
 
     #[test]

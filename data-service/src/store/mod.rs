@@ -219,7 +219,7 @@ impl ItemStore {
             .await;
         match result {
             Ok(output) => decode::written(&output.attributes.unwrap_or_default(), "updated"),
-            Err(error) if aws::is_condition_failed(&error) => {
+            Err(error) if aws::condition_failed(&error) => {
                 match self.conflict(db, owner, key, true).await {
                     // An unconditional update found a malformed version that is valid now:
                     // someone repaired the item meanwhile.
@@ -230,7 +230,7 @@ impl ItemStore {
                 }
             }
             // DynamoDB may refuse the arithmetic on a version of the wrong type outright.
-            Err(error) if aws::is_invalid_request(&error) => {
+            Err(error) if aws::classify(&error) == aws::AwsFailure::InvalidRequest => {
                 match self.stamp(db, owner, key).await? {
                     Some(stamp) if stamp.version().is_none() => Err(DataError::MalformedItem),
                     _ => Err(DataError::aws("UpdateItem", error)),
@@ -268,7 +268,7 @@ impl ItemStore {
             .await;
         match result {
             Ok(output) => decode::written(&output.attributes.unwrap_or_default(), "deleted"),
-            Err(error) if aws::is_condition_failed(&error) => {
+            Err(error) if aws::condition_failed(&error) => {
                 Err(self.conflict(db, owner, key, false).await)
             }
             Err(error) => Err(DataError::aws("DeleteItem", error)),

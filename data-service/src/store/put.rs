@@ -94,7 +94,7 @@ impl ItemStore {
             .await;
         match result {
             Ok(_) => Ok(Some(stored)),
-            Err(error) if aws::is_condition_failed(&error) => Ok(None),
+            Err(error) if aws::condition_failed(&error) => Ok(None),
             Err(error) => Err(DataError::aws("PutItem", error)),
         }
     }
