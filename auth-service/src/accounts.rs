@@ -77,7 +77,12 @@ impl Accounts {
         let password_hash = self.hasher.hash(password).await?;
         let user_id = Uuid::new_v4().to_string();
         self.users
-            .create(&username, &user_id, &password_hash, now_unix())
+            .create(
+                &username,
+                &user_id,
+                &password_hash,
+                common::clock::now_unix(),
+            )
             .await?;
         tracing::info!(%user_id, "user registered");
         Ok(user_id)
@@ -115,7 +120,7 @@ impl Accounts {
         let outcome = match self.hasher.hash(password).await {
             Ok(new_hash) => self
                 .users
-                .replace_hash(username, old_hash, &new_hash, now_unix())
+                .replace_hash(username, old_hash, &new_hash, common::clock::now_unix())
                 .await
                 .map(|_| ()),
             Err(error) => Err(error),
@@ -192,9 +197,4 @@ impl Accounts {
             _ => Err(AuthError::SessionEnded),
         }
     }
-}
-
-/// Now, in Unix seconds.
-pub fn now_unix() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
 }

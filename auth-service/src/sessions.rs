@@ -40,7 +40,8 @@ use crate::{
 };
 
 mod record;
-pub use record::{LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session, unix_millis};
+use common::clock::unix_millis;
+pub use record::{LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
 use record::{blob, integer, malformed, number, parse_session};
 
 /// Seconds kept after expiry before DynamoDB TTL may delete an item, so a late reuse of an

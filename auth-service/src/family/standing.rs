@@ -5,10 +5,9 @@ use std::time::Duration;
 use subtle::{Choice, ConstantTimeEq};
 use time::OffsetDateTime;
 
-use crate::{
-    refresh_token::SecretHash,
-    sessions::{Session, unix_millis},
-};
+use common::clock::unix_millis;
+
+use crate::{refresh_token::SecretHash, sessions::Session};
 
 /// What a presented secret is to its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

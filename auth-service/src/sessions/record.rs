@@ -85,7 +85,7 @@ impl Session {
             to_hash,
             nonce,
             retired,
-            at_ms: unix_millis(at),
+            at_ms: common::clock::unix_millis(at),
             expires_at,
         }
     }
@@ -110,11 +110,6 @@ pub struct LiveSession {
     pub created_at_ms: i64,
     /// The session id, breaking ties.
     pub session_id: String,
-}
-
-/// Unix milliseconds of `t`.
-pub fn unix_millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 pub(super) fn blob(bytes: &[u8]) -> AttributeValue {

@@ -46,8 +46,7 @@ pub fn millis(value: Option<&AttributeValue>) -> Option<i64> {
 
 /// [`millis`] as a point in time.
 fn instant(value: Option<&AttributeValue>) -> Option<OffsetDateTime> {
-    let nanos = i128::from(millis(value)?).checked_mul(1_000_000)?;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+    common::clock::from_unix_millis(millis(value)?)
 }
 
 /// Reads a stored item (from a read, or returned by a write): defaults for malformed

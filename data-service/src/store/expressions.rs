@@ -72,7 +72,7 @@ pub fn projection(attributes: &[String]) -> Expression {
 pub fn update(
     set: HashMap<String, AttributeValue>,
     remove: &[String],
-    now: i128,
+    now: i64,
     expected: Option<u64>,
 ) -> Expression {
     let mut names = names(&["#k", "#v", "#u"]);
@@ -293,7 +293,7 @@ mod tests {
             .into_iter()
             .map(|name| (name, s("x")))
             .collect();
-        let largest = update(set, &names(100, "r"), i128::MAX, Some(u64::MAX));
+        let largest = update(set, &names(100, "r"), i64::MAX, Some(u64::MAX));
         assert!(
             largest.text.len() < MAX_EXPRESSION_BYTES / 2,
             "{}",

@@ -141,8 +141,8 @@ fn key_of(owner: &str, key: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([("owner".to_owned(), s(owner)), ("key".to_owned(), s(key))])
 }
 
-fn now_millis() -> i128 {
-    OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+fn now_millis() -> i64 {
+    common::clock::now_millis()
 }
 
 impl ItemStore {

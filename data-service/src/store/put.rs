@@ -70,7 +70,7 @@ impl ItemStore {
             None => (1, now),
             Some(stamp) => (
                 stamp.next_version().unwrap_or(1),
-                stamp.created_at().map_or(now, i128::from),
+                stamp.created_at().unwrap_or(now),
             ),
         };
         let mut item = attributes;
