@@ -44,6 +44,10 @@ impl AwsClients {
     }
 }
 
+/// The largest request any auth RPC can need: a 256-character password is at most 1 KiB of
+/// UTF-8, and tokens are capped at 2 KiB.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 /// A bound, ready-to-run auth-service.
 pub struct Application {
     server: BoundServer,
@@ -124,7 +128,8 @@ impl Application {
             tasks,
         )
         .await
-        .with_context(|| format!("binding {}", settings.listen_addr))?;
+        .with_context(|| format!("binding {}", settings.listen_addr))?
+        .max_request_bytes(MAX_REQUEST_BYTES);
         Ok(Self { server, metrics })
     }
 

@@ -158,6 +158,7 @@ pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: Health,
+    max_request_bytes: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let trace = TraceLayer::new_for_grpc()
@@ -177,7 +178,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .layer(trace)
-        .layer(FramingLayer::new(MAX_REQUEST_MESSAGE_BYTES))
+        .layer(FramingLayer::new(max_request_bytes))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
@@ -219,6 +220,7 @@ pub async fn shutdown_signal() {
 /// wraps, so tests can read the port before running it.
 pub struct BoundServer {
     name: &'static str,
+    max_request_bytes: usize,
     listener: TcpListener,
     local_addr: SocketAddr,
     routes: Routes,
@@ -239,6 +241,7 @@ impl BoundServer {
         let local_addr = listener.local_addr()?;
         Ok(Self {
             name,
+            max_request_bytes: MAX_REQUEST_MESSAGE_BYTES,
             listener,
             local_addr,
             routes,
@@ -252,6 +255,13 @@ impl BoundServer {
         self.local_addr
     }
 
+    /// Refuses request messages over `bytes` (RESOURCE_EXHAUSTED) before they are decoded:
+    /// each service knows how large its largest valid request can be.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight calls.
     pub async fn run_until_stopped(
         self,
@@ -259,7 +269,14 @@ impl BoundServer {
     ) -> Result<(), tonic::transport::Error> {
         tracing::info!(addr = %self.local_addr, "{} listening", self.name);
         let _tasks = self.tasks;
-        serve(self.listener, self.routes, self.health, shutdown).await?;
+        serve(
+            self.listener,
+            self.routes,
+            self.health,
+            self.max_request_bytes,
+            shutdown,
+        )
+        .await?;
         tracing::info!("{} stopped", self.name);
         Ok(())
     }

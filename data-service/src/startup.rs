@@ -31,6 +31,10 @@ use crate::{
     store::ItemStore,
 };
 
+/// The largest request a valid call can need: a 400 KB item of at most 20,000 values stays
+/// well under it with protobuf's few bytes of framing per value.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 /// A bound, ready-to-run data-service.
 pub struct Application {
     server: BoundServer,
@@ -112,7 +116,8 @@ impl Application {
             vec![probe, refresher.into()],
         )
         .await
-        .with_context(|| format!("binding {}", settings.listen_addr))?;
+        .with_context(|| format!("binding {}", settings.listen_addr))?
+        .max_request_bytes(MAX_REQUEST_BYTES);
         Ok(Self { server, metrics })
     }
 

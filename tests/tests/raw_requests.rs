@@ -212,3 +212,31 @@ async fn random_payloads_never_get_internal_or_unknown() {
         assert_client_caused(&status, &format!("random payload #{round}"), path);
     }
 }
+
+#[tokio::test]
+async fn each_service_refuses_messages_larger_than_its_largest_valid_request() {
+    let stack = TestStack::spawn().await;
+    let user = stack.user().await;
+    // 100 KiB: more than any auth request needs, well within what an item may take.
+    let message = framed(&[0x0a; 100 * 1024]);
+    let auth = call_raw(
+        &stack.auth.channel().await,
+        "/dynagate.auth.v1.AuthService/Login",
+        None,
+        message.clone(),
+    )
+    .await;
+    assert_eq!(auth.code(), Code::ResourceExhausted, "{auth:?}");
+    let data = call_raw(
+        &stack.data.channel().await,
+        "/dynagate.data.v1.DataService/PutItem",
+        Some(&user.token),
+        message,
+    )
+    .await;
+    assert_eq!(
+        data.code(),
+        Code::InvalidArgument,
+        "decoded, not refused: {data:?}"
+    );
+}
