@@ -27,14 +27,18 @@ pub struct Checked {
 /// One worker's argon2: the configured cost and the memory to compute it in.
 pub struct Kernel {
     params: Params,
+    /// Empty until the worker's first hash, then one block for the configured cost, kept: an
+    /// idle service holds no argon2 memory, a busy one exactly one block per worker.
     memory: Vec<Block>,
 }
 
 impl Kernel {
-    /// A kernel for `params`, its memory allocated (and touched) now rather than mid-login.
+    /// A kernel for `params`; its memory is allocated by its first hash.
     pub fn new(params: Params) -> Self {
-        let memory = vec![Block::new(); params.block_count()];
-        Self { params, memory }
+        Self {
+            params,
+            memory: Vec::new(),
+        }
     }
 
     /// Hashes `password` with a fresh random salt at the configured cost.
@@ -97,6 +101,10 @@ impl Kernel {
     ) -> anyhow::Result<()> {
         let argon2 = Argon2::new(algorithm, version, params.clone());
         let needed = params.block_count();
+        let own = self.params.block_count();
+        if needed <= own && self.memory.len() < own {
+            self.memory = vec![Block::new(); own];
+        }
         let result = if needed <= self.memory.len() {
             argon2.hash_password_into_with_memory(password, salt, out, self.memory.as_mut_slice())
         } else {

@@ -1,5 +1,5 @@
 //! Password hashing with argon2id on a fixed set of low-priority worker threads, each reusing
-//! one pre-allocated memory block: a login flood, cancelled or not, queues (and past the queue
+//! one memory block (allocated by its first hash, then kept): a login flood, cancelled or not, queues (and past the queue
 //! is refused) instead of starving the runtime or growing memory, and login time does not
 //! reveal whether an account exists or how old its hash is.
 
@@ -92,11 +92,9 @@ impl PasswordHasher {
         };
         let unmatchable: Arc<str> = kernel::unmatchable(&params)?.into();
         let clock = Arc::new(CostClock::default());
-        let init = {
-            let (unmatchable, clock) = (Arc::clone(&unmatchable), Arc::clone(&clock));
-            move || calibrated_kernel(params.clone(), &unmatchable, &clock)
-        };
-        let pool = Pool::start(size, Arc::clone(&metrics), init)?;
+        let pool = Pool::start(size, Arc::clone(&metrics), move || {
+            Kernel::new(params.clone())
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 cost,
@@ -137,6 +135,7 @@ impl PasswordHasher {
             .pool
             .run(move |kernel| {
                 inner.metrics.password_verifications.increment();
+                inner.calibrate(kernel);
                 let known = stored.is_some();
                 let phc = stored.as_deref().unwrap_or(&inner.unmatchable);
                 let started = Instant::now();
@@ -158,6 +157,19 @@ impl PasswordHasher {
 }
 
 impl Inner {
+    /// Seeds the time a current-cost verification takes, once, before the first verification
+    /// that may need padding (not at startup: an idle service then holds no argon2 memory).
+    fn calibrate(&self, kernel: &mut Kernel) {
+        if !self.clock.estimate().is_zero() {
+            return;
+        }
+        let started = Instant::now();
+        match kernel.verify(b"calibration", &self.unmatchable) {
+            Ok(_) => self.clock.record(started.elapsed()),
+            Err(error) => tracing::error!(%error, "calibrating the password hashing time failed"),
+        }
+    }
+
     /// Holds the worker (this runs on it) until a verification at another cost that took
     /// `took` has lasted as long as one at the current cost.
     fn pad(&self, took: Duration) {
@@ -167,18 +179,6 @@ impl Inner {
             std::thread::sleep(padding);
         }
     }
-}
-
-/// A worker's kernel, after one verification against the unmatchable hash: it seeds the
-/// time a current-cost verification takes before the worker takes any job.
-fn calibrated_kernel(params: Params, unmatchable: &str, clock: &CostClock) -> Kernel {
-    let mut kernel = Kernel::new(params);
-    let started = Instant::now();
-    match kernel.verify(b"calibration", unmatchable) {
-        Ok(_) => clock.record(started.elapsed()),
-        Err(error) => tracing::error!(%error, "calibrating the password hashing time failed"),
-    }
-    kernel
 }
 
 #[cfg(test)]
