@@ -1,6 +1,6 @@
 //! Helpers for the auth-service: spawn it against an emulator, register users, forge tokens.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_service::{
     config::Settings,
@@ -269,6 +269,22 @@ impl TestUser {
             .expect("Login")
             .into_inner()
     }
+}
+
+/// A Login that can only fail, for floods: in even rounds a wrong password for `username`, in
+/// odd ones a malformed name (no table lookup: straight to argon2), with `deadline`.
+pub fn hopeless_login(username: &str, round: u64, deadline: Duration) -> Request<LoginRequest> {
+    let username = if round.is_multiple_of(2) {
+        username.to_owned()
+    } else {
+        "not a valid name!".to_owned()
+    };
+    let mut request = Request::new(LoginRequest {
+        username,
+        password: "not the password".into(),
+    });
+    request.set_timeout(deadline);
+    request
 }
 
 /// A request carrying `authorization: Bearer <token>`.

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::{
     auth::v1::GetCredentialsRequest,
     data::v1::{
-        PutItemRequest, QueryItemsRequest, Value, data_service_client::DataServiceClient,
-        value::Kind,
+        GetItemRequest, Item, PutItemRequest, QueryItemsRequest, Value,
+        data_service_client::DataServiceClient, value::Kind,
     },
 };
 use data_service::{
@@ -233,6 +233,19 @@ impl SignedIn {
             }
             token = page.next_page_token;
         }
+    }
+
+    /// GetItem of `key`, strongly consistent.
+    pub async fn get(&mut self, key: &str) -> Result<Item, tonic::Status> {
+        let request = self.request(GetItemRequest {
+            key: key.to_owned(),
+            consistent_read: true,
+            ..Default::default()
+        });
+        self.client
+            .get_item(request)
+            .await
+            .map(|r| r.into_inner().item.expect("an item"))
     }
 
     /// Puts `key` with one string attribute `text`, returning the new version.

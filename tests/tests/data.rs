@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use common::proto::data::v1::{
-    BytesSet, DeleteItemRequest, GetItemRequest, Item, ListValue, MapValue, NumberSet,
-    PutItemRequest, QueryItemsRequest, StringSet, UpdateItemRequest, Value, value::Kind,
+    BytesSet, DeleteItemRequest, GetItemRequest, ListValue, MapValue, NumberSet, PutItemRequest,
+    QueryItemsRequest, StringSet, UpdateItemRequest, Value, value::Kind,
 };
 use data_service::store::PUT_ATTEMPTS;
 use tests::data::{SignedIn, TestStack, string};
@@ -18,18 +18,6 @@ fn value(kind: Kind) -> Value {
 
 fn number(n: &str) -> Value {
     value(Kind::NumberValue(n.to_owned()))
-}
-
-async fn get(user: &mut SignedIn, key: &str) -> Result<Item, tonic::Status> {
-    let request = user.request(GetItemRequest {
-        key: key.to_owned(),
-        consistent_read: true,
-        ..Default::default()
-    });
-    user.client
-        .get_item(request)
-        .await
-        .map(|r| r.into_inner().item.expect("item"))
 }
 
 fn current_version(status: &tonic::Status) -> String {
@@ -62,7 +50,7 @@ async fn the_whole_story_put_get_update_query_delete() {
     assert_eq!(put.version, 1);
     assert_eq!(put.created_at, put.updated_at);
 
-    let got = get(&mut alice, "notes/1").await.unwrap();
+    let got = alice.get("notes/1").await.unwrap();
     assert_eq!(got.attributes, put.attributes);
     assert_eq!(got.version, 1);
 
@@ -141,7 +129,7 @@ async fn the_whole_story_put_get_update_query_delete() {
         .item
         .unwrap();
     assert_eq!(deleted.attributes, updated.attributes);
-    let gone = get(&mut alice, "notes/1").await.unwrap_err();
+    let gone = alice.get("notes/1").await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 }
 
@@ -200,7 +188,7 @@ async fn every_value_kind_round_trips() {
         }))
         .await
         .unwrap();
-    let mut got = get(&mut user, "all").await.unwrap().attributes;
+    let mut got = user.get("all").await.unwrap().attributes;
 
     // Sets have no order in DynamoDB: compare them as sets.
     for name in ["ss", "ns"] {
@@ -314,7 +302,7 @@ async fn thirty_identical_requests_at_once_behave_like_thirty_in_a_row() {
         .collect();
     versions.sort_unstable();
     assert_eq!(versions, (2..=31).collect::<Vec<_>>(), "one version each");
-    assert_eq!(get(&mut user, "same").await.unwrap().version, 31);
+    assert_eq!(user.get("same").await.unwrap().version, 31);
 
     let deletes = (0..30).map(|_| {
         let mut client = user.client.clone();
@@ -375,7 +363,7 @@ async fn unconditional_puts_replace_the_item_and_bump_the_version() {
     let mut user = stack.user().await;
     assert_eq!(user.put_text("k", "one").await, 1);
     assert_eq!(user.put_text("k", "two").await, 2);
-    let item = get(&mut user, "k").await.unwrap();
+    let item = user.get("k").await.unwrap();
     assert_eq!(
         item.attributes,
         HashMap::from([("text".into(), string("two"))])
@@ -418,7 +406,7 @@ async fn concurrent_writers_with_one_expected_version_have_exactly_one_winner() 
 
     one_winner("put", &results, "2");
     one_winner("update", &updates, "3");
-    assert_eq!(get(&mut user, "contended").await.unwrap().version, 3);
+    assert_eq!(user.get("contended").await.unwrap().version, 3);
 }
 
 /// Exactly one call succeeded (none at all fails too), and every other one was refused with
@@ -486,7 +474,7 @@ async fn unconditional_concurrent_puts_all_land_one_after_another() {
         (1..=versions.len() as u64).collect::<Vec<_>>(),
         "no version is skipped or repeated"
     );
-    let stored = get(&mut user, "busy").await.unwrap().version;
+    let stored = user.get("busy").await.unwrap().version;
     assert_eq!(
         stored,
         versions.len() as u64,

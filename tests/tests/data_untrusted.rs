@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::data::v1::{
-    DeleteItemRequest, GetItemRequest, Item, PutItemRequest, QueryItemsRequest, UpdateItemRequest,
+    DeleteItemRequest, Item, PutItemRequest, QueryItemsRequest, UpdateItemRequest,
 };
 use tests::{
     auth::Endpoints,
@@ -78,18 +78,6 @@ async fn write_malformed_versions(direct: &DirectAccess) {
     }
 }
 
-async fn get(user: &mut SignedIn, key: &str) -> Result<Item, tonic::Status> {
-    let request = user.request(GetItemRequest {
-        key: key.to_owned(),
-        consistent_read: true,
-        ..Default::default()
-    });
-    user.client
-        .get_item(request)
-        .await
-        .map(|r| r.into_inner().item.expect("item"))
-}
-
 async fn put(user: &mut SignedIn, request: PutItemRequest) -> Result<Item, tonic::Status> {
     let request = user.request(request);
     user.client
@@ -135,14 +123,15 @@ async fn reads_serve_malformed_versions_as_zero_with_their_attributes() {
         .await;
 
     for (key, _) in malformed_versions() {
-        let item = get(&mut user, key)
+        let item = user
+            .get(key)
             .await
             .unwrap_or_else(|status| panic!("{key}: {status:?}"));
         assert_eq!(item.version, 0, "{key}");
         assert_eq!(item.attributes["color"], string(key), "{key}");
         assert_eq!((item.created_at, item.updated_at), (None, None), "{key}");
     }
-    assert_eq!(get(&mut user, "largest").await.unwrap().version, u64::MAX);
+    assert_eq!(user.get("largest").await.unwrap().version, u64::MAX);
 
     let page = user
         .client
@@ -186,13 +175,14 @@ async fn reads_leave_malformed_timestamps_unset_and_keep_valid_ones() {
     };
     for (i, time) in times.iter().enumerate() {
         let case = format!("{time:?}");
-        let created = get(&mut user, &format!("created-{i}"))
+        let created = user
+            .get(&format!("created-{i}"))
             .await
             .unwrap_or_else(|status| panic!("{case}: {status:?}"));
         assert_eq!(created.version, 3, "{case}");
         assert_eq!(created.created_at, None, "{case}");
         assert_eq!(created.updated_at.as_ref(), Some(&valid), "{case}");
-        let updated = get(&mut user, &format!("updated-{i}")).await.unwrap();
+        let updated = user.get(&format!("updated-{i}")).await.unwrap();
         assert_eq!(updated.created_at.as_ref(), Some(&valid), "{case}");
         assert_eq!(updated.updated_at, None, "{case}");
     }
@@ -281,7 +271,7 @@ async fn an_unconditional_put_replaces_a_malformed_item_at_version_one() {
             .unwrap_or_else(|status| panic!("{key}: {status:?}"));
         assert_eq!(item.version, 1, "{key}");
         assert!(item.created_at.is_some() && item.updated_at.is_some());
-        let stored = get(&mut user, key).await.unwrap();
+        let stored = user.get(key).await.unwrap();
         assert_eq!(stored.version, 1, "{key}");
         assert_eq!(
             stored.attributes,
@@ -394,7 +384,7 @@ async fn an_unconditional_update_starts_a_missing_version_and_refuses_a_malforme
         .unwrap();
     assert_eq!(started.version, 1);
     assert_eq!(started.attributes["text"], string("updated"));
-    assert_eq!(get(&mut user, "missing").await.unwrap().version, 1);
+    assert_eq!(user.get("missing").await.unwrap().version, 1);
 
     // A fractional version in range cannot be told from an integer by a DynamoDB condition:
     // it is incremented like any number and still served as version 0.
@@ -457,7 +447,7 @@ async fn an_attribute_of_a_type_the_api_cannot_carry_is_data_loss_naming_the_ite
     direct.put_raw("odd", odd).await;
     user.put_text("fine", "readable").await;
 
-    let read = get(&mut user, "odd").await.unwrap_err();
+    let read = user.get("odd").await.unwrap_err();
     let page = user
         .client
         .query_items(user.request(QueryItemsRequest::default()))
@@ -505,7 +495,7 @@ async fn an_attribute_of_a_type_the_api_cannot_carry_is_data_loss_naming_the_ite
         deleted.message()
     );
     assert_eq!(direct.get_raw("odd").await, None, "the delete went through");
-    assert_eq!(get(&mut user, "fine").await.unwrap().version, 1);
+    assert_eq!(user.get("fine").await.unwrap().version, 1);
     let (keys, _) = user.query_all(QueryItemsRequest::default()).await;
     assert_eq!(keys, ["fine"], "with the item gone, queries work again");
 }
@@ -524,7 +514,7 @@ async fn an_item_nested_deeper_than_the_sdk_reads_is_data_loss_and_can_be_replac
         .put_raw("deep", vec![("version", n("2")), ("x", deep)])
         .await;
 
-    let read = get(&mut user, "deep").await.unwrap_err();
+    let read = user.get("deep").await.unwrap_err();
     let page = user
         .client
         .query_items(user.request(QueryItemsRequest::default()))
@@ -542,7 +532,7 @@ async fn an_item_nested_deeper_than_the_sdk_reads_is_data_loss_and_can_be_replac
     let replaced = put(&mut user, text_put("deep", "flat")).await.unwrap();
     assert_eq!(replaced.version, 3, "the write reads only the version");
     assert_eq!(
-        get(&mut user, "deep").await.unwrap().attributes["text"],
+        user.get("deep").await.unwrap().attributes["text"],
         string("flat")
     );
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use auth_service::config::Settings;
 use common::proto::auth::v1::{LoginRequest, auth_service_client::AuthServiceClient};
-use tests::auth::{Endpoints, TestAuth, TestUser};
+use tests::auth::{Endpoints, TestAuth, TestUser, hopeless_login};
 use tokio::task::JoinSet;
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
 
 /// A cost that takes several milliseconds, longer than the flood's deadlines, so a job
@@ -31,17 +31,11 @@ async fn cancellation_flood(channel: &Channel, user: &TestUser, tasks: u64, roun
         let username = user.username.clone();
         flood.spawn(async move {
             for round in 0..rounds {
-                let username = if round.is_multiple_of(2) {
-                    username.clone()
-                } else {
-                    "not a valid name!".to_owned()
-                };
-                let mut request = Request::new(LoginRequest {
-                    username,
-                    password: "not the password".into(),
-                });
-                request.set_timeout(Duration::from_millis(1 + (task + round) % 5));
-                if let Err(status) = client.login(request).await {
+                let deadline = Duration::from_millis(1 + (task + round) % 5);
+                if let Err(status) = client
+                    .login(hopeless_login(&username, round, deadline))
+                    .await
+                {
                     // A call the server ends at its deadline while the client still sends
                     // may fail on the client's side as a transport error: not the service's.
                     let transport =

@@ -13,9 +13,9 @@ use std::{
 };
 
 use common::proto::auth::v1::{LoginRequest, auth_service_client::AuthServiceClient};
-use tests::auth::TestUser;
+use tests::auth::{TestUser, hopeless_login};
 use tokio::task::JoinSet;
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 
 use crate::service::stat_fields;
 
@@ -108,17 +108,9 @@ pub async fn cancellation_flood(
             let mut round = 0_u64;
             while Instant::now() < until {
                 round += 1;
-                let username = if round.is_multiple_of(2) {
-                    username.clone()
-                } else {
-                    "not a valid name!".to_owned()
-                };
-                let mut request = Request::new(LoginRequest {
-                    username,
-                    password: "not the password".into(),
-                });
-                request.set_timeout(deadline);
-                let result = client.login(request).await;
+                let result = client
+                    .login(hopeless_login(&username, round, deadline))
+                    .await;
                 outcomes.count(result);
             }
             outcomes
