@@ -17,7 +17,7 @@ use common::{
 };
 use pasetors::version4::PublicToken;
 use secrecy::SecretString;
-use tonic::{Request, transport::Channel};
+use tonic::{Request, Status, transport::Channel};
 
 use crate::{
     RunningService, dynamodb_client,
@@ -275,16 +275,27 @@ impl TestUser {
 
     /// Logs in and returns the session's tokens.
     pub async fn login(&self, client: &mut AuthServiceClient<Channel>) -> LoginResponse {
-        client
-            .login(LoginRequest {
-                username: self.username.clone(),
-                password: self.password.clone(),
-                ..Default::default()
-            })
+        try_login(client, &self.username, &self.password)
             .await
             .expect("Login")
-            .into_inner()
     }
+}
+
+/// A Login with a username and password only (no second factor), for tests that expect it
+/// to fail as often as to succeed.
+pub async fn try_login(
+    client: &mut AuthServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> Result<LoginResponse, Status> {
+    client
+        .login(LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// A Login that can only fail, for floods: in even rounds a wrong password for `username`, in

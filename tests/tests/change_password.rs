@@ -9,12 +9,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     clock::ManualClock,
     proto::auth::v1::{
-        ChangePasswordRequest, ChangePasswordResponse, LoginRequest, LoginResponse, LogoutRequest,
-        RefreshRequest, auth_service_client::AuthServiceClient,
+        ChangePasswordRequest, ChangePasswordResponse, LogoutRequest, RefreshRequest,
+        auth_service_client::AuthServiceClient,
     },
 };
 use tests::{
-    auth::{Endpoints, TestAuth, TestUser, with_bearer},
+    auth::{Endpoints, TestAuth, TestUser, try_login, with_bearer},
     delay::DelayProxy,
     emulators::Emulator,
 };
@@ -44,21 +44,6 @@ async fn change_password(
     };
     client
         .change_password(with_bearer(request, access_token))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn login(
-    client: &mut Client,
-    username: &str,
-    password: &str,
-) -> Result<LoginResponse, Status> {
-    client
-        .login(LoginRequest {
-            username: username.to_owned(),
-            password: password.to_owned(),
-            ..Default::default()
-        })
         .await
         .map(tonic::Response::into_inner)
 }
@@ -105,11 +90,11 @@ async fn the_new_password_logs_in_and_the_old_one_does_not() {
         .await
         .expect("ChangePassword");
 
-    let old = login(&mut client, &user.username, &user.password)
+    let old = try_login(&mut client, &user.username, &user.password)
         .await
         .unwrap_err();
     assert_eq!(old.code(), Code::Unauthenticated);
-    let new = login(&mut client, &user.username, NEW_PASSWORD)
+    let new = try_login(&mut client, &user.username, NEW_PASSWORD)
         .await
         .expect("the new password logs in");
     assert_eq!(new.user_id, user.user_id);
@@ -140,7 +125,7 @@ async fn a_wrong_old_password_is_unauthenticated_and_counts_toward_the_lockout()
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     }
     for _ in 0..3 {
-        let status = login(&mut client, &user.username, "not the password")
+        let status = try_login(&mut client, &user.username, "not the password")
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
@@ -152,7 +137,7 @@ async fn a_wrong_old_password_is_unauthenticated_and_counts_toward_the_lockout()
         .unwrap_err();
     assert_eq!(locked.code(), Code::ResourceExhausted, "{locked:?}");
     assert!(locked.get_error_details().retry_info().is_some());
-    let login = login(&mut client, &user.username, &user.password)
+    let login = try_login(&mut client, &user.username, &user.password)
         .await
         .unwrap_err();
     assert_eq!(
@@ -186,7 +171,7 @@ async fn weak_new_passwords_are_invalid_arguments_and_change_nothing() {
         assert_eq!(fields, ["new_password"]);
         assert!(!status.message().contains(weak), "{status:?}");
     }
-    login(&mut client, &user.username, &user.password)
+    try_login(&mut client, &user.username, &user.password)
         .await
         .expect("the password is unchanged");
 }
@@ -221,7 +206,7 @@ async fn ended_missing_and_forged_tokens_are_unauthenticated() {
     for status in [ended, missing, foreign_session] {
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     }
-    login(&mut client, &user.username, &user.password)
+    try_login(&mut client, &user.username, &user.password)
         .await
         .expect("the password is unchanged");
 }
@@ -265,12 +250,14 @@ async fn thirty_concurrent_changes_with_one_token_have_one_winner() {
         }
     }
     let (winner, _) = winners[0];
-    login(&mut client, &user.username, winner)
+    try_login(&mut client, &user.username, winner)
         .await
         .expect("the winner's password logs in");
     let passwords: HashSet<_> = results.iter().map(|(new, _)| new).collect();
     for loser in passwords.iter().filter(|&&new| new != winner).take(3) {
-        let status = login(&mut client, &user.username, loser).await.unwrap_err();
+        let status = try_login(&mut client, &user.username, loser)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }
     refresh(&mut client, &own.refresh_token)
@@ -319,7 +306,7 @@ async fn a_login_racing_a_password_change_keeps_no_session() {
     let mut slow_client = slow.client().await;
     let racing = {
         let (username, password) = (user.username.clone(), user.password.clone());
-        tokio::spawn(async move { login(&mut slow_client, &username, &password).await })
+        tokio::spawn(async move { try_login(&mut slow_client, &username, &password).await })
     };
     let checking = tests::eventually(Duration::from_secs(10), || async {
         slow.metrics.hash_jobs_running.get() == 1

@@ -7,9 +7,9 @@ use std::{sync::Arc, time::Duration};
 use auth_service::config::Settings;
 use common::{
     clock::{Clock, ManualClock},
-    proto::auth::v1::{LoginRequest, LoginResponse, auth_service_client::AuthServiceClient},
+    proto::auth::v1::auth_service_client::AuthServiceClient,
 };
-use tests::auth::{Endpoints, TestAuth, TestUser};
+use tests::auth::{Endpoints, TestAuth, TestUser, try_login};
 use time::OffsetDateTime;
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
@@ -28,25 +28,10 @@ async fn auth_with(change: impl FnOnce(&mut Settings)) -> (TestAuth, Arc<ManualC
     (auth, clock)
 }
 
-async fn login(
-    client: &mut Client,
-    username: &str,
-    password: &str,
-) -> Result<LoginResponse, Status> {
-    client
-        .login(LoginRequest {
-            username: username.to_owned(),
-            password: password.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 /// `n` wrong passwords for `username`, each refused as a plain failed login.
 async fn fail(client: &mut Client, username: &str, n: usize) {
     for i in 0..n {
-        let status = login(client, username, WRONG).await.unwrap_err();
+        let status = try_login(client, username, WRONG).await.unwrap_err();
         assert_eq!(
             status.code(),
             Code::Unauthenticated,
@@ -72,13 +57,17 @@ async fn five_failures_lock_the_name_and_each_further_failure_doubles_the_lock()
     let user = TestUser::register(&mut client).await;
 
     fail(&mut client, &user.username, 5).await;
-    let refused = login(&mut client, &user.username, WRONG).await.unwrap_err();
+    let refused = try_login(&mut client, &user.username, WRONG)
+        .await
+        .unwrap_err();
     assert_eq!(locked_for(&refused), Duration::from_secs(1));
 
     for lock in [2, 4, 8] {
         clock.advance(Duration::from_secs(lock / 2));
         fail(&mut client, &user.username, 1).await;
-        let refused = login(&mut client, &user.username, WRONG).await.unwrap_err();
+        let refused = try_login(&mut client, &user.username, WRONG)
+            .await
+            .unwrap_err();
         assert_eq!(locked_for(&refused), Duration::from_secs(lock));
     }
 }
@@ -94,11 +83,11 @@ async fn the_lock_is_capped_and_the_numbers_come_from_the_settings() {
     let mut client = auth.client().await;
 
     fail(&mut client, "someone", 2).await;
-    let refused = login(&mut client, "someone", WRONG).await.unwrap_err();
+    let refused = try_login(&mut client, "someone", WRONG).await.unwrap_err();
     assert_eq!(locked_for(&refused), Duration::from_secs(10));
     clock.advance(Duration::from_secs(10));
     fail(&mut client, "someone", 1).await;
-    let refused = login(&mut client, "someone", WRONG).await.unwrap_err();
+    let refused = try_login(&mut client, "someone", WRONG).await.unwrap_err();
     assert_eq!(
         locked_for(&refused),
         Duration::from_secs(15),
@@ -113,7 +102,9 @@ async fn retry_info_gives_the_time_that_remains() {
 
     fail(&mut client, "counted-down", 5).await;
     clock.advance(Duration::from_millis(400));
-    let refused = login(&mut client, "counted-down", WRONG).await.unwrap_err();
+    let refused = try_login(&mut client, "counted-down", WRONG)
+        .await
+        .unwrap_err();
     assert_eq!(locked_for(&refused), Duration::from_millis(600));
     clock.advance(Duration::from_millis(600));
     fail(&mut client, "counted-down", 1).await;
@@ -127,7 +118,7 @@ async fn the_right_password_is_refused_unchecked_while_locked() {
     fail(&mut client, &user.username, 5).await;
 
     let before = auth.metrics.password_verifications.get();
-    let refused = login(&mut client, &user.username, &user.password)
+    let refused = try_login(&mut client, &user.username, &user.password)
         .await
         .unwrap_err();
     assert_eq!(locked_for(&refused), Duration::from_secs(1));
@@ -138,7 +129,7 @@ async fn the_right_password_is_refused_unchecked_while_locked() {
     );
 
     clock.advance(Duration::from_secs(1));
-    let login = login(&mut client, &user.username, &user.password)
+    let login = try_login(&mut client, &user.username, &user.password)
         .await
         .expect("the lock has run out");
     assert_eq!(login.user_id, user.user_id);
@@ -155,7 +146,9 @@ async fn a_success_resets_the_count() {
     fail(&mut client, &user.username, 4).await;
     user.login(&mut client).await;
     fail(&mut client, &user.username, 5).await;
-    let refused = login(&mut client, &user.username, WRONG).await.unwrap_err();
+    let refused = try_login(&mut client, &user.username, WRONG)
+        .await
+        .unwrap_err();
     locked_for(&refused);
 }
 
@@ -170,7 +163,9 @@ async fn a_quiet_hour_resets_the_count() {
     fail(&mut client, &user.username, 4).await;
     clock.advance(Duration::from_secs(3599));
     fail(&mut client, &user.username, 1).await;
-    let refused = login(&mut client, &user.username, WRONG).await.unwrap_err();
+    let refused = try_login(&mut client, &user.username, WRONG)
+        .await
+        .unwrap_err();
     assert_eq!(
         locked_for(&refused),
         Duration::from_secs(1),
@@ -191,7 +186,7 @@ async fn unknown_and_malformed_names_lock_exactly_like_known_ones() {
         "not a valid name!",
     ] {
         fail(&mut client, name, 5).await;
-        refusals.push(login(&mut client, name, WRONG).await.unwrap_err());
+        refusals.push(try_login(&mut client, name, WRONG).await.unwrap_err());
     }
 
     let known = &refusals[0];
@@ -212,7 +207,7 @@ async fn twenty_concurrent_wrong_passwords_check_at_most_five() {
 
     let attempts = (0..20).map(|_| {
         let (mut client, username) = (client.clone(), user.username.clone());
-        async move { login(&mut client, &username, WRONG).await }
+        async move { try_login(&mut client, &username, WRONG).await }
     });
     let results = futures::future::join_all(attempts).await;
 
@@ -232,7 +227,7 @@ async fn twenty_concurrent_wrong_passwords_check_at_most_five() {
     for status in refused {
         locked_for(status);
     }
-    let after_the_race = login(&mut client, &user.username, &user.password)
+    let after_the_race = try_login(&mut client, &user.username, &user.password)
         .await
         .unwrap_err();
     locked_for(&after_the_race);
@@ -251,7 +246,7 @@ async fn a_lock_holds_across_replicas() {
     fail(&mut client, &user.username, 5).await;
 
     let mut other = second.client().await;
-    let refused = login(&mut other, &user.username, &user.password)
+    let refused = try_login(&mut other, &user.username, &user.password)
         .await
         .unwrap_err();
     locked_for(&refused);
