@@ -15,6 +15,11 @@ const SECRET_MESSAGES: &[&str] = &[
     ".dynagate.auth.v1.RefreshResponse",
     ".dynagate.auth.v1.LogoutRequest",
     ".dynagate.auth.v1.GetCredentialsResponse",
+    ".dynagate.auth.v1.ChangePasswordRequest",
+    ".dynagate.auth.v1.EnrollTotpResponse",
+    ".dynagate.auth.v1.ConfirmTotpRequest",
+    ".dynagate.auth.v1.ConfirmTotpResponse",
+    ".dynagate.auth.v1.DisableTotpRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

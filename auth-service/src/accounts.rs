@@ -1,28 +1,54 @@
 //! The account flows behind the API: register, login, refresh, logout. Handlers in
 //! `service.rs` only translate messages; every decision is made here.
 
+mod totp;
+
+use std::sync::Arc;
+
 use anyhow::Context;
-use common::tokens::Principal;
+use common::{clock::Clock, tokens::Principal};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    audit::{Event, Outcome, Record},
+    client::ClientInfo,
     error::AuthError,
     family::{Families, Issued},
+    lockout::Lockout,
+    mfa::{Mfa, SecondFactor},
     password::PasswordHasher,
     refresh_token::RefreshToken,
     sessions::SessionStore,
     tokens::{AccessToken, TokenIssuer},
     users::UserStore,
-    validation,
+    validation::{self, PasswordRules},
 };
+
+mod password_change;
+pub use password_change::PasswordChange;
+
+/// A login as the client asked for it.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    /// The username as typed.
+    pub username: String,
+    /// The password.
+    pub password: SecretString,
+    /// A TOTP or recovery code, if given.
+    pub second_factor: SecondFactor,
+    /// Who is asking.
+    pub client: ClientInfo,
+}
 
 /// The tokens of a started or continued session.
 #[derive(Debug)]
 pub struct SessionTokens {
     /// The user the session belongs to.
     pub user_id: String,
+    /// The session.
+    pub session_id: String,
     /// A new access token.
     pub access: AccessToken,
     /// The session's next refresh token.
@@ -38,22 +64,61 @@ pub struct Accounts {
     families: Families,
     hasher: PasswordHasher,
     tokens: TokenIssuer,
+    lockout: Lockout,
+    mfa: Mfa,
+    clock: Arc<dyn Clock>,
+    password_rules: PasswordRules,
+}
+
+/// The parts [`Accounts`] is made of.
+#[derive(Debug)]
+pub struct Parts {
+    /// The users table.
+    pub users: UserStore,
+    /// Sessions under the refresh-token policy.
+    pub families: Families,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+    /// Access tokens.
+    pub tokens: TokenIssuer,
+    /// Brute-force lockout.
+    pub lockout: Lockout,
+    /// Second factors.
+    pub mfa: Mfa,
+    /// Where time-dependent rules read the time.
+    pub clock: Arc<dyn Clock>,
+    /// What a new password must be (`validation::new_password`).
+    pub password_rules: PasswordRules,
 }
 
 impl Accounts {
-    /// Accounts over these stores.
-    pub fn new(
-        users: UserStore,
-        families: Families,
-        hasher: PasswordHasher,
-        tokens: TokenIssuer,
-    ) -> Self {
+    /// Accounts over these parts.
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            users,
+            families,
+            hasher,
+            tokens,
+            lockout,
+            mfa,
+            clock,
+            password_rules,
+        } = parts;
         Self {
             users,
             families,
             hasher,
             tokens,
+            lockout,
+            mfa,
+            clock,
+            password_rules,
         }
+    }
+
+    /// The clock time-dependent rules read.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The token issuer (for publishing keys and verifying bearer tokens).
@@ -71,9 +136,9 @@ impl Accounts {
         &self,
         username: &str,
         password: SecretString,
+        client: &ClientInfo,
     ) -> Result<String, AuthError> {
-        let username = validation::registration(username, password.expose_secret())
-            .map_err(AuthError::InvalidArgument)?;
+        let username = validation::registration(username, &password, &self.password_rules).await?;
         let password_hash = self.hasher.hash(password).await?;
         let user_id = Uuid::new_v4().to_string();
         self.users
@@ -84,21 +149,40 @@ impl Accounts {
                 common::clock::now_unix(),
             )
             .await?;
-        tracing::info!(%user_id, "user registered");
+        Record::new(Event::Register, Outcome::Succeeded, client)
+            .user(&user_id)
+            .username(&username)
+            .log();
         Ok(user_id)
     }
 
     /// Checks credentials and starts a session. Unknown users and wrong passwords cost the
-    /// same argon2 work and fail with the same error.
-    pub async fn login(
-        &self,
-        username: &str,
-        password: SecretString,
-    ) -> Result<SessionTokens, AuthError> {
+    /// same argon2 work and fail with the same error. The attempt is counted against the
+    /// username before any of that work, and only a complete success (password and, when the
+    /// account has one, second factor) clears the count.
+    pub async fn login(&self, attempt: LoginAttempt) -> Result<SessionTokens, AuthError> {
+        let LoginAttempt {
+            username: typed,
+            password,
+            second_factor,
+            client,
+        } = attempt;
         validation::password_length(password.expose_secret())
             .map_err(|violation| AuthError::InvalidArgument(vec![violation]))?;
+        // Counted by what was typed, folded, so unknown and malformed names lock alike.
+        let folded = typed.to_lowercase();
+        let audit = |outcome| Record::new(Event::Login, outcome, &client).username(&folded);
+        let counted = match self.lockout.begin(&folded, &client).await {
+            Ok(counted) => counted,
+            Err(error) => {
+                if matches!(error, AuthError::Locked { .. }) {
+                    audit(Outcome::Refused).log();
+                }
+                return Err(error);
+            }
+        };
         // A malformed username cannot exist: verify against the dummy hash like any unknown user.
-        let username = validation::username(username).ok();
+        let username = validation::username(&typed).ok();
         let user = match &username {
             Some(username) => self.users.find(username).await?,
             None => None,
@@ -106,12 +190,37 @@ impl Accounts {
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.hasher.verify(password.clone(), stored_hash).await?;
         let (Some(user), Some(username), true) = (user, username, verified.matches) else {
+            audit(Outcome::Failed).log();
             return Err(AuthError::InvalidCredentials);
         };
+        if let Err(error) = self.mfa.check(&user, &second_factor, &client).await {
+            let event = match error {
+                AuthError::MfaRequired => Event::MfaRequired,
+                _ => Event::Login,
+            };
+            Record::new(event, Outcome::Failed, &client)
+                .user(&user.user_id)
+                .username(&username)
+                .log();
+            return Err(error);
+        }
+        counted.succeeded().await;
         if verified.needs_rehash {
             self.rehash(&username, &user.password_hash, password).await;
         }
-        self.start_session(&user.user_id).await
+        let tokens = self.start_session(&user.user_id, &username).await?;
+        if let Err(error) = self
+            .ensure_password_unchanged(&username, &user, &tokens.session_id)
+            .await
+        {
+            audit(Outcome::Failed).user(&user.user_id).log();
+            return Err(error);
+        }
+        audit(Outcome::Succeeded)
+            .user(&user.user_id)
+            .session(&tokens.session_id)
+            .log();
+        Ok(tokens)
     }
 
     /// Stores the password again at the configured cost. Failure only delays the upgrade to
@@ -133,20 +242,28 @@ impl Accounts {
         }
     }
 
-    async fn start_session(&self, user_id: &str) -> Result<SessionTokens, AuthError> {
+    async fn start_session(
+        &self,
+        user_id: &str,
+        username: &str,
+    ) -> Result<SessionTokens, AuthError> {
         let user_uuid = Uuid::parse_str(user_id)
             .with_context(|| format!("stored user id {user_id:?} is not a UUID"))?;
-        let issued = self.families.start(user_uuid).await?;
+        let issued = self.families.start(user_uuid, username).await?;
         self.session_tokens(issued)
     }
 
     /// Trades a refresh token for new tokens. Within the retry grace the token rotated out
     /// last gets the same successor again; any other token the session once had revokes it
     /// (it leaked, or a client is confused: both call for a new login). A secret the session
-    /// never had is refused and revokes nothing.
-    pub async fn refresh(&self, presented: &str) -> Result<SessionTokens, AuthError> {
+    /// never had is refused and revokes nothing. Reuse is audited as `client`'s.
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        client: &ClientInfo,
+    ) -> Result<SessionTokens, AuthError> {
         let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        let issued = self.families.refresh(&token).await?;
+        let issued = self.families.refresh(&token, client).await?;
         self.session_tokens(issued)
     }
 
@@ -159,6 +276,7 @@ impl Accounts {
         Ok(SessionTokens {
             access: self.tokens.issue(&user_id, &session_id)?,
             user_id,
+            session_id,
             refresh_token: issued.token.encode(),
             refresh_expires_at: issued.expires_at,
         })
@@ -166,17 +284,25 @@ impl Accounts {
 
     /// Ends the session a refresh token belongs to: with its current token, or the previous
     /// one within the retry grace. A retried logout succeeds.
-    pub async fn logout(&self, presented: &str) -> Result<(), AuthError> {
+    pub async fn logout(&self, presented: &str, client: &ClientInfo) -> Result<(), AuthError> {
         let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        self.families.logout(&token).await
+        self.families.logout(&token, client).await
     }
 
     /// Ends every active session of the caller; returns how many were ended.
-    pub async fn logout_all(&self, principal: &Principal) -> Result<u32, AuthError> {
+    pub async fn logout_all(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+    ) -> Result<u32, AuthError> {
         let user_id = principal.user_id.as_str();
         let ended = self.families.end_all(user_id).await?;
         let count = u32::try_from(ended).unwrap_or(u32::MAX);
         tracing::info!(%user_id, sessions_revoked = count, "logged out everywhere");
+        Record::new(Event::LogoutAll, Outcome::Succeeded, client)
+            .user(user_id)
+            .session(&principal.session_id)
+            .log();
         Ok(count)
     }
 
@@ -188,12 +314,21 @@ impl Accounts {
     /// Fails unless the principal's session is still active: a logged-out user's access
     /// token, though unexpired, must not buy fresh AWS credentials.
     pub async fn ensure_session_active(&self, principal: &Principal) -> Result<(), AuthError> {
+        self.active_username(principal).await.map(drop)
+    }
+
+    /// The username of the principal's session, which must still be active: how bearer calls
+    /// that act on the user's own record (password, second factor) find it.
+    pub async fn active_username(&self, principal: &Principal) -> Result<String, AuthError> {
         let session = self
             .sessions()
             .get(&principal.user_id, &principal.session_id)
             .await?;
         match session {
-            Some(session) if session.is_active(OffsetDateTime::now_utc()) => Ok(()),
+            Some(session) if session.is_active(OffsetDateTime::now_utc()) => {
+                // Sessions started before usernames were recorded cannot act on the record.
+                session.username.ok_or(AuthError::SessionEnded)
+            }
             _ => Err(AuthError::SessionEnded),
         }
     }

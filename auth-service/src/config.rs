@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API (the default).
     Serve,
-    /// Create the users and sessions tables if they do not exist (for local stacks), then exit.
+    /// Create the users, sessions and login-attempts tables if they do not exist (for local stacks), then exit.
     CreateTables,
     /// Print a new Ed25519 signing key as a PASERK `k4.secret` (its kid goes to stderr).
     GenerateSigningKey,
@@ -178,6 +178,13 @@ pub struct Settings {
     )]
     pub credentials_cache_capacity: u64,
 
+    /// Networks (CIDR or single addresses, comma-separated) of proxies trusted to name the end
+    /// user in `x-forwarded-for` (its first entry) for Login and Register; from anyone else
+    /// the header is ignored and the peer address counts. Empty by default.
+    #[arg(long, env = "DYNAGATE_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = crate::client::parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Seconds between dependency probes that drive the health status.
     #[arg(long, env = "DYNAGATE_HEALTH_PROBE_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -186,6 +193,22 @@ pub struct Settings {
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,
+
+    /// Brute-force lockout per username.
+    #[command(flatten)]
+    pub lockout: crate::lockout::LockoutSettings,
+
+    /// TOTP: the key sealing secrets at rest.
+    #[command(flatten)]
+    pub mfa: crate::mfa::MfaSettings,
+
+    /// Login and Register throttling per end-user address.
+    #[command(flatten)]
+    pub throttle: crate::throttle::ThrottleSettings,
+
+    /// How strong new passwords must be.
+    #[command(flatten)]
+    pub passwords: crate::validation::PasswordSettings,
 }
 
 /// Credential lifetimes STS accepts: 15 minutes to 12 hours.

@@ -1,5 +1,7 @@
 //! The auth-service's errors and the one place they become gRPC statuses.
 
+use std::time::Duration;
+
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use common::{
     aws::{self, AwsFailure, Modeled},
@@ -7,6 +9,11 @@ use common::{
     tokens::TokenError,
 };
 use tonic::{Code, Status};
+
+/// ErrorInfo domain of the auth-service's reasons.
+pub const AUTH_ERROR_DOMAIN: &str = "dynagate.auth";
+/// ErrorInfo reason of a login that needs a second factor.
+pub const MFA_REQUIRED: &str = "MFA_REQUIRED";
 
 /// Everything that can go wrong in an auth-service call.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,30 @@ pub enum AuthError {
     /// Too many password checks queued: shed load instead of queueing without bound.
     #[error("password hashing queue full")]
     Overloaded,
+    /// Too many failed logins for this username: refused, unchecked, for `retry_after`.
+    #[error("login attempts locked for {retry_after:?}")]
+    Locked {
+        /// How long until the lock ends.
+        retry_after: Duration,
+    },
+    /// The end user's address used up its login/registration budget for now.
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited {
+        /// When the address may try again.
+        retry_after: Duration,
+    },
+    /// A right password, but the account needs a second factor the request did not carry.
+    #[error("second factor required")]
+    MfaRequired,
+    /// A wrong or already used TOTP or recovery code outside login (e.g. DisableTotp).
+    #[error("invalid code")]
+    InvalidCode,
+    /// A TOTP call on a server without a TOTP key configured.
+    #[error("TOTP is not configured")]
+    TotpDisabled,
+    /// The request does not fit the account's current state (e.g. enrolling TOTP twice).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
     /// A dependency is unreachable, timing out or throttling us; the call may be retried.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
@@ -123,6 +154,43 @@ impl From<AuthError> for Status {
                     status::RETRY_DELAY,
                 )
             }
+            AuthError::Locked { retry_after } => {
+                tracing::info!(?retry_after, "login refused: username locked");
+                status::retry_after(
+                    Code::ResourceExhausted,
+                    "too many failed attempts; try again later",
+                    retry_after,
+                )
+            }
+            AuthError::RateLimited { retry_after } => {
+                tracing::info!(?retry_after, "rate limited");
+                status::retry_after(
+                    Code::ResourceExhausted,
+                    "too many requests from this address; try again later",
+                    retry_after,
+                )
+            }
+            AuthError::MfaRequired => {
+                tracing::info!("second factor required");
+                status::error_info(
+                    Code::Unauthenticated,
+                    "a second factor is required: send totp_code or recovery_code",
+                    MFA_REQUIRED,
+                    AUTH_ERROR_DOMAIN,
+                )
+            }
+            AuthError::InvalidCode => {
+                tracing::info!("second factor refused");
+                Status::unauthenticated("invalid TOTP or recovery code")
+            }
+            AuthError::TotpDisabled => {
+                tracing::info!("TOTP call but no TOTP key is configured");
+                Status::unimplemented("TOTP is not configured on this server")
+            }
+            AuthError::FailedPrecondition(reason) => {
+                tracing::info!(%reason, "failed precondition");
+                Status::failed_precondition(reason)
+            }
             AuthError::Unavailable(cause) => {
                 tracing::warn!(%cause, "dependency unavailable");
                 status::unavailable()
@@ -157,6 +225,25 @@ mod tests {
             (AuthError::SessionEnded, Code::Unauthenticated),
             (AuthError::CredentialsDisabled, Code::Unimplemented),
             (AuthError::Overloaded, Code::ResourceExhausted),
+            (
+                AuthError::Locked {
+                    retry_after: Duration::from_secs(4),
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                AuthError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                },
+                Code::ResourceExhausted,
+            ),
+            (AuthError::MfaRequired, Code::Unauthenticated),
+            (AuthError::InvalidCode, Code::Unauthenticated),
+            (AuthError::TotpDisabled, Code::Unimplemented),
+            (
+                AuthError::FailedPrecondition("x".into()),
+                Code::FailedPrecondition,
+            ),
             (AuthError::Unavailable("x".into()), Code::Unavailable),
             (
                 AuthError::Internal(anyhow::anyhow!("secret cause")),

@@ -16,6 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    audit::{Event, Outcome, Record},
+    client::ClientInfo,
     error::AuthError,
     refresh_token::{RefreshToken, RotationNonce},
     sessions::{RevokeReason, Session, SessionStore},
@@ -72,8 +74,9 @@ impl Families {
         &self.store
     }
 
-    /// Starts a session for `user_id`, then ends the user's oldest sessions beyond the cap.
-    pub async fn start(&self, user_id: Uuid) -> Result<Issued, AuthError> {
+    /// Starts a session for `user_id` (`username`), then ends the user's oldest sessions
+    /// beyond the cap.
+    pub async fn start(&self, user_id: Uuid, username: &str) -> Result<Issued, AuthError> {
         let token = RefreshToken::generate(user_id, Uuid::new_v4());
         let now = OffsetDateTime::now_utc();
         let expires_at = self.expiry(now)?;
@@ -81,6 +84,7 @@ impl Families {
         self.store
             .create(
                 &user_id,
+                username,
                 &session_id,
                 &token.secret_hash(),
                 now,
@@ -134,6 +138,31 @@ impl Families {
             .await
     }
 
+    /// Ends every live session of `user_id` but `keep` (a password change ends the others,
+    /// not the caller's); returns how many this call ended.
+    pub async fn end_others(&self, user_id: &str, keep: &str) -> Result<usize, AuthError> {
+        let now = OffsetDateTime::now_utc();
+        let live = self.store.live_sessions(user_id, now).await?;
+        let ids = live
+            .into_iter()
+            .map(|session| session.session_id)
+            .filter(|session_id| session_id != keep)
+            .collect();
+        self.revoke_all(user_id, ids, RevokeReason::PasswordChanged, now)
+            .await
+    }
+
+    /// Ends one session of `user_id` for `reason`; false if it had already ended.
+    pub async fn end(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: RevokeReason,
+    ) -> Result<bool, AuthError> {
+        self.revoke(user_id, session_id, reason, OffsetDateTime::now_utc())
+            .await
+    }
+
     async fn revoke_all(
         &self,
         user_id: &str,
@@ -164,7 +193,12 @@ impl Families {
     }
 
     /// Trades a refresh token for the session's next one (see the module docs for the policy).
-    pub async fn refresh(&self, presented: &RefreshToken) -> Result<Issued, AuthError> {
+    /// Proven reuse is audited as `client`'s.
+    pub async fn refresh(
+        &self,
+        presented: &RefreshToken,
+        client: &ClientInfo,
+    ) -> Result<Issued, AuthError> {
         let (user_id, session_id) = ids(presented);
         let presented_hash = presented.secret_hash();
         for attempt in 0..REFRESH_ATTEMPTS {
@@ -186,7 +220,9 @@ impl Families {
                     tracing::info!(%user_id, %session_id, "refresh overtaken by later rotations");
                     return Err(AuthError::InvalidRefreshToken);
                 }
-                Standing::Reused => return Err(self.reused(&user_id, &session_id, now).await),
+                Standing::Reused => {
+                    return Err(self.reused(&session, presented, now, client).await);
+                }
                 Standing::Unknown => return Err(unknown(&user_id, &session_id)),
             }
         }
@@ -249,11 +285,25 @@ impl Families {
     }
 
     /// Ends a session on proven reuse; the caller is refused either way.
-    async fn reused(&self, user_id: &str, session_id: &str, now: OffsetDateTime) -> AuthError {
-        match self
-            .revoke(user_id, session_id, RevokeReason::ReuseDetected, now)
-            .await
-        {
+    async fn reused(
+        &self,
+        session: &Session,
+        presented: &RefreshToken,
+        now: OffsetDateTime,
+        client: &ClientInfo,
+    ) -> AuthError {
+        let (user_id, session_id) = ids(presented);
+        let revoked = self
+            .revoke(&user_id, &session_id, RevokeReason::ReuseDetected, now)
+            .await;
+        let mut record = Record::new(Event::RefreshReuse, Outcome::Failed, client)
+            .user(&user_id)
+            .session(&session_id);
+        if let Some(username) = &session.username {
+            record = record.username(username);
+        }
+        record.log();
+        match revoked {
             Ok(_) => {
                 tracing::warn!(%user_id, %session_id, "refresh token reuse detected: session revoked");
                 AuthError::InvalidRefreshToken
@@ -265,7 +315,12 @@ impl Families {
     /// Ends the session a refresh token belongs to. The current token, or the previous one
     /// within the grace (its refresh's response may have been lost), logs out — again and
     /// again, so a retried logout is harmless. Other tokens are treated as Refresh treats them.
-    pub async fn logout(&self, presented: &RefreshToken) -> Result<(), AuthError> {
+    /// Audited as `client`'s.
+    pub async fn logout(
+        &self,
+        presented: &RefreshToken,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         let (user_id, session_id) = ids(presented);
         let session = self
             .store
@@ -286,9 +341,16 @@ impl Families {
                         .await?;
                 }
                 tracing::info!(%user_id, %session_id, "logged out");
+                let mut record = Record::new(Event::Logout, Outcome::Succeeded, client)
+                    .user(&user_id)
+                    .session(&session_id);
+                if let Some(username) = &session.username {
+                    record = record.username(username);
+                }
+                record.log();
                 Ok(())
             }
-            Standing::Reused if active => Err(self.reused(&user_id, &session_id, now).await),
+            Standing::Reused if active => Err(self.reused(&session, presented, now, client).await),
             Standing::Reused => Err(AuthError::InvalidRefreshToken),
             Standing::Unknown => Err(unknown(&user_id, &session_id)),
         }

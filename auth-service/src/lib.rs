@@ -3,19 +3,24 @@
 //! drive everything through [`startup::Application`].
 
 pub mod accounts;
+pub mod audit;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod family;
 pub mod key_reload;
 pub mod keys;
+pub mod lockout;
 pub mod metrics;
+pub mod mfa;
 pub mod password;
 pub mod policy;
 pub mod refresh_token;
 pub mod service;
 pub mod sessions;
 pub mod startup;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 pub mod validation;

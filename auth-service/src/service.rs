@@ -5,6 +5,8 @@ use std::sync::Arc;
 use common::{
     proto::{
         auth::v1::{
+            ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
+            DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
             GetCredentialsRequest, GetCredentialsResponse, ListSigningKeysRequest,
             ListSigningKeysResponse, LoginRequest, LoginResponse, LogoutAllRequest,
             LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
@@ -18,7 +20,13 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    accounts::Accounts, credentials::CredentialVendor, error::AuthError, policy::StsUserId,
+    accounts::{Accounts, LoginAttempt, PasswordChange},
+    client::{ClientInfo, TrustedProxies},
+    credentials::CredentialVendor,
+    error::AuthError,
+    mfa::SecondFactor,
+    policy::StsUserId,
+    throttle::AddressLimiter,
 };
 
 /// The `dynagate.auth.v1.AuthService` implementation.
@@ -26,12 +34,38 @@ use crate::{
 pub struct AuthApi {
     accounts: Arc<Accounts>,
     vendor: Option<CredentialVendor>,
+    trusted_proxies: TrustedProxies,
+    limiter: AddressLimiter,
 }
 
 impl AuthApi {
-    /// The API over `accounts`; GetCredentials works only with a `vendor`.
-    pub fn new(accounts: Arc<Accounts>, vendor: Option<CredentialVendor>) -> Self {
-        Self { accounts, vendor }
+    /// The API over `accounts`; GetCredentials works only with a `vendor`. Login and Register
+    /// are throttled per end-user address by `limiter`, the address taken from
+    /// `x-forwarded-for` only when the peer is one of the `trusted_proxies`.
+    pub fn new(
+        accounts: Arc<Accounts>,
+        vendor: Option<CredentialVendor>,
+        trusted_proxies: TrustedProxies,
+        limiter: AddressLimiter,
+    ) -> Self {
+        Self {
+            accounts,
+            vendor,
+            trusted_proxies,
+            limiter,
+        }
+    }
+
+    /// The end user of a call that costs a password hash, once the limiter lets it through.
+    fn admit<T>(&self, request: &Request<T>) -> Result<ClientInfo, AuthError> {
+        let client = self.client(request);
+        self.limiter.check(&client)?;
+        Ok(client)
+    }
+
+    /// The end user of a call, for the audit log.
+    fn client<T>(&self, request: &Request<T>) -> ClientInfo {
+        ClientInfo::of(request, &self.trusted_proxies)
     }
 
     /// The caller, from the bearer access token; recorded on the request span.
@@ -40,6 +74,13 @@ impl AuthApi {
         let principal = self.accounts.authenticate(token)?;
         record_user(&principal.user_id);
         Ok(principal)
+    }
+
+    /// The caller of a bearer call on the user's own account, and its end user (for the
+    /// audit log; these calls are not throttled by address).
+    fn caller<T>(&self, request: &Request<T>) -> Result<(Principal, ClientInfo), AuthError> {
+        let principal = self.principal(request)?;
+        Ok((principal, ClientInfo::of(request, &self.trusted_proxies)))
     }
 }
 
@@ -53,10 +94,11 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let client = self.admit(&request)?;
         let RegisterRequest { username, password } = request.into_inner();
         let user_id = self
             .accounts
-            .register(&username, SecretString::from(password))
+            .register(&username, SecretString::from(password), &client)
             .await?;
         record_user(&user_id);
         Ok(Response::new(RegisterResponse { user_id }))
@@ -66,10 +108,21 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let LoginRequest { username, password } = request.into_inner();
+        let client = self.admit(&request)?;
+        let LoginRequest {
+            username,
+            password,
+            totp_code,
+            recovery_code,
+        } = request.into_inner();
         let tokens = self
             .accounts
-            .login(&username, SecretString::from(password))
+            .login(LoginAttempt {
+                username,
+                password: SecretString::from(password),
+                second_factor: SecondFactor::new(totp_code, recovery_code),
+                client,
+            })
             .await?;
         record_user(&tokens.user_id);
         Ok(Response::new(LoginResponse {
@@ -85,9 +138,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
+        let client = self.client(&request);
         let tokens = self
             .accounts
-            .refresh(&request.into_inner().refresh_token)
+            .refresh(&request.into_inner().refresh_token, &client)
             .await?;
         record_user(&tokens.user_id);
         Ok(Response::new(RefreshResponse {
@@ -102,8 +156,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
+        let client = self.client(&request);
         self.accounts
-            .logout(&request.into_inner().refresh_token)
+            .logout(&request.into_inner().refresh_token, &client)
             .await?;
         Ok(Response::new(LogoutResponse {}))
     }
@@ -113,7 +168,8 @@ impl AuthService for AuthApi {
         request: Request<LogoutAllRequest>,
     ) -> Result<Response<LogoutAllResponse>, Status> {
         let principal = self.principal(&request)?;
-        let sessions_revoked = self.accounts.logout_all(&principal).await?;
+        let client = self.client(&request);
+        let sessions_revoked = self.accounts.logout_all(&principal, &client).await?;
         Ok(Response::new(LogoutAllResponse { sessions_revoked }))
     }
 
@@ -155,5 +211,69 @@ impl AuthService for AuthApi {
             table_name: table.table_name().to_owned(),
             partition_key: principal.user_id,
         }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let client = self.admit(&request)?;
+        let principal = self.principal(&request)?;
+        let ChangePasswordRequest {
+            old_password,
+            new_password,
+        } = request.into_inner();
+        let change = PasswordChange {
+            old_password: SecretString::from(old_password),
+            new_password: SecretString::from(new_password),
+            client,
+        };
+        let sessions_revoked = self.accounts.change_password(&principal, change).await?;
+        Ok(Response::new(ChangePasswordResponse { sessions_revoked }))
+    }
+
+    async fn enroll_totp(
+        &self,
+        request: Request<EnrollTotpRequest>,
+    ) -> Result<Response<EnrollTotpResponse>, Status> {
+        let (principal, client) = self.caller(&request)?;
+        let enrolment = self.accounts.enroll_totp(&principal, &client).await?;
+        Ok(Response::new(EnrollTotpResponse {
+            secret: enrolment.secret.expose_secret().to_owned(),
+            otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
+        }))
+    }
+
+    async fn confirm_totp(
+        &self,
+        request: Request<ConfirmTotpRequest>,
+    ) -> Result<Response<ConfirmTotpResponse>, Status> {
+        let (principal, client) = self.caller(&request)?;
+        let code = SecretString::from(request.into_inner().code);
+        let codes = self
+            .accounts
+            .confirm_totp(&principal, code, &client)
+            .await?;
+        Ok(Response::new(ConfirmTotpResponse {
+            recovery_codes: codes
+                .iter()
+                .map(|code| code.expose_secret().to_owned())
+                .collect(),
+        }))
+    }
+
+    async fn disable_totp(
+        &self,
+        request: Request<DisableTotpRequest>,
+    ) -> Result<Response<DisableTotpResponse>, Status> {
+        let (principal, client) = self.caller(&request)?;
+        let DisableTotpRequest {
+            code,
+            recovery_code,
+        } = request.into_inner();
+        self.accounts
+            .disable_totp(&principal, SecondFactor::new(code, recovery_code), &client)
+            .await?;
+        Ok(Response::new(DisableTotpResponse {}))
     }
 }

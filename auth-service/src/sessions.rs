@@ -14,7 +14,8 @@
 //! | `rotated_at`     | N    | Unix milliseconds of the last rotation (`created_at` before)  |
 //! | `expires_at`     | N    | Unix seconds; the current refresh token is dead after it      |
 //! | `revoked_at`     | N    | Unix milliseconds; present once the session is ended          |
-//! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected` or `session_limit`   |
+//! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected`, `session_limit` or `password_changed` |
+//! | `username`       | S    | the folded username the session was started for              |
 //! | `ttl`            | N    | Unix seconds, for DynamoDB TTL: see below                     |
 //!
 //! `ttl` is a day after `expires_at` while the session lives, so a late reuse still finds it;
@@ -71,10 +72,11 @@ impl SessionStore {
         ])
     }
 
-    /// Starts a session whose current refresh token hashes to `token_hash`.
+    /// Starts a session of `username` whose current refresh token hashes to `token_hash`.
     pub async fn create(
         &self,
         user_id: &str,
+        username: &str,
         session_id: &str,
         token_hash: &SecretHash,
         now: OffsetDateTime,
@@ -85,6 +87,7 @@ impl SessionStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(self.key(user_id, session_id)))
+            .item("username", AttributeValue::S(username.to_owned()))
             .item("token_hash", blob(token_hash))
             .item("generation", AttributeValue::N("0".to_owned()))
             .item("created_at", AttributeValue::N(now_ms.clone()))

@@ -10,19 +10,26 @@ use common::{
 };
 use tonic::service::RoutesBuilder;
 
+use common::clock::{Clock, SystemClock};
+
 use crate::{
-    accounts::Accounts,
+    accounts::{Accounts, Parts},
+    client::TrustedProxies,
     config::Settings,
     credentials::CredentialVendor,
     family::{Families, SessionPolicy},
     key_reload,
     keys::KeyRing,
+    lockout::{AttemptsTable, Lockout},
     metrics::Metrics,
+    mfa::Mfa,
     password::{Cost, PasswordHasher},
     service::AuthApi,
     sessions::SessionStore,
+    throttle::AddressLimiter,
     tokens::TokenIssuer,
     users::UserStore,
+    validation::PasswordRules,
 };
 
 /// The AWS clients the service uses; tests build them against emulators.
@@ -57,6 +64,16 @@ pub struct Application {
 impl Application {
     /// Loads keys, builds the stores and binds the listener (port 0 picks a free port).
     pub async fn build(settings: &Settings, aws: AwsClients) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, aws, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with time-dependent rules (lockouts, one-time codes) reading
+    /// `clock`: tests move time instead of sleeping.
+    pub async fn build_with_clock(
+        settings: &Settings,
+        aws: AwsClients,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let ring = KeyRing::from_settings(settings)?;
         let vending = settings.vending()?;
         let cost = Cost {
@@ -86,7 +103,23 @@ impl Application {
             tasks.push(key_reload::spawn(path.clone(), tokens.clone(), interval)?);
         }
         let families = Families::new(sessions, session_policy(settings)?);
-        let accounts = Arc::new(Accounts::new(users, families, hasher, tokens));
+        let lockout = lockout(settings, &aws, Arc::clone(&clock))?;
+        let mut tables = vec![
+            settings.users_table.clone(),
+            settings.sessions_table.clone(),
+        ];
+        tables.extend(lockout.table_name().map(str::to_owned));
+        let mfa = Mfa::new(users.clone(), settings.mfa.sealer()?, Arc::clone(&clock));
+        let accounts = Arc::new(Accounts::new(Parts {
+            users,
+            families,
+            hasher,
+            tokens,
+            lockout,
+            mfa,
+            clock: Arc::clone(&clock),
+            password_rules: PasswordRules::new(&settings.passwords),
+        }));
 
         let vendor = match vending {
             Some(config) => Some(CredentialVendor::new(
@@ -101,10 +134,6 @@ impl Application {
         };
 
         let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
-        let tables = vec![
-            settings.users_table.clone(),
-            settings.sessions_table.clone(),
-        ];
         let dynamodb = aws.dynamodb.clone();
         tasks.push(health.spawn_probe(
             Duration::from_secs(settings.health_probe_secs),
@@ -117,7 +146,12 @@ impl Application {
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
-            .add_service(AuthServiceServer::new(AuthApi::new(accounts, vendor)));
+            .add_service(AuthServiceServer::new(AuthApi::new(
+                accounts,
+                vendor,
+                TrustedProxies::new(settings.trusted_proxies.clone()),
+                AddressLimiter::new(&settings.throttle, clock),
+            )));
         server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 
         let server = BoundServer::bind(
@@ -165,7 +199,24 @@ fn session_policy(settings: &Settings) -> anyhow::Result<SessionPolicy> {
     })
 }
 
-/// Creates the users and sessions tables if missing.
+/// The brute-force lockout the settings ask for (off with `--lockout-threshold 0`).
+fn lockout(
+    settings: &Settings,
+    aws: &AwsClients,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Lockout> {
+    let Some(rules) = settings.lockout.rules()? else {
+        tracing::warn!("--lockout-threshold 0: failed logins lock nothing");
+        return Ok(Lockout::disabled());
+    };
+    let table = AttemptsTable::new(
+        aws.dynamodb.clone(),
+        settings.lockout.attempts_table.clone(),
+    );
+    Ok(Lockout::new(table, rules, clock))
+}
+
+/// Creates the users, sessions and login-attempts tables if missing.
 pub async fn create_tables(settings: &Settings, aws: &AwsClients) -> anyhow::Result<()> {
     UserStore::new(aws.dynamodb.clone(), settings.users_table.clone())
         .create_table()
@@ -175,5 +226,12 @@ pub async fn create_tables(settings: &Settings, aws: &AwsClients) -> anyhow::Res
         .create_table()
         .await
         .map_err(anyhow::Error::msg)?;
+    AttemptsTable::new(
+        aws.dynamodb.clone(),
+        settings.lockout.attempts_table.clone(),
+    )
+    .create_table()
+    .await
+    .map_err(anyhow::Error::msg)?;
     Ok(())
 }

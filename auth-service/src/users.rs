@@ -1,12 +1,19 @@
 //! The users table: one item per username.
 //!
-//! | attribute       | type | meaning                                        |
-//! |-----------------|------|------------------------------------------------|
-//! | `username`      | S    | partition key, folded to lower case            |
-//! | `user_id`       | S    | stable opaque id (UUID), the tokens' `sub`     |
-//! | `password_hash` | S    | argon2id PHC string                            |
-//! | `created_at`    | N    | Unix seconds                                   |
-//! | `updated_at`    | N    | Unix seconds of the last password-hash change  |
+//! | attribute          | type | meaning                                            |
+//! |--------------------|------|----------------------------------------------------|
+//! | `username`         | S    | partition key, folded to lower case                |
+//! | `user_id`          | S    | stable opaque id (UUID), the tokens' `sub`         |
+//! | `password_hash`    | S    | argon2id PHC string                                |
+//! | `created_at`       | N    | Unix seconds                                       |
+//! | `updated_at`       | N    | Unix seconds of the last password-hash change      |
+//! | `password_version` | N    | password changes so far (absent: 0), not rehashes  |
+//!
+//! The TOTP attributes are described in `users/totp.rs`.
+
+mod totp;
+
+pub use totp::{Proof, StoredTotp};
 
 use aws_sdk_dynamodb::{
     Client,
@@ -15,15 +22,22 @@ use aws_sdk_dynamodb::{
 
 use common::dynamo::{key_element, string_attribute};
 
-use crate::error::AuthError;
+use crate::error::{AuthError, conditional};
 
 /// A stored user.
 #[derive(Clone, Debug)]
 pub struct User {
+    /// The folded username, the item's key.
+    pub username: String,
     /// The user's id.
     pub user_id: String,
     /// The argon2id PHC string.
     pub password_hash: String,
+    /// Password changes so far. A login compares it before and after starting its session,
+    /// to drop a session started with a password changed meanwhile; rehashing leaves it alone.
+    pub password_version: u64,
+    /// The second factor, if the user enrolled one.
+    pub totp: StoredTotp,
 }
 
 /// Reads and writes the users table.
@@ -101,14 +115,33 @@ impl UserStore {
                 "user item {username:?} lacks string attribute {name}"
             ))),
         };
+        let password_version = match item.get("password_version") {
+            None => 0,
+            Some(AttributeValue::N(n)) => n.parse().map_err(|_| {
+                AuthError::Internal(anyhow::anyhow!(
+                    "user item {username:?} has a malformed password_version"
+                ))
+            })?,
+            Some(_) => {
+                return Err(AuthError::Internal(anyhow::anyhow!(
+                    "user item {username:?} has a non-numeric password_version"
+                )));
+            }
+        };
+        let totp = StoredTotp::from_item(&item).map_err(|problem| {
+            AuthError::Internal(anyhow::anyhow!("user item {username:?}: {problem}"))
+        })?;
         Ok(Some(User {
+            username: username.to_owned(),
             user_id: text("user_id")?,
             password_hash: text("password_hash")?,
+            password_version,
+            totp,
         }))
     }
 
-    /// Replaces the password hash, only if it is still `old_hash` (a concurrent password
-    /// change wins). Returns whether the hash was replaced.
+    /// Replaces the password hash at a new cost (same password), only if it is still
+    /// `old_hash` (a concurrent password change wins). Returns whether the hash was replaced.
     pub async fn replace_hash(
         &self,
         username: &str,
@@ -116,29 +149,51 @@ impl UserStore {
         new_hash: &str,
         now: i64,
     ) -> Result<bool, AuthError> {
-        let result = self
+        self.write_hash(username, old_hash, new_hash, now, false)
+            .await
+    }
+
+    /// Stores a new password's hash, only if the hash is still `old_hash`, so of concurrent
+    /// changes exactly one lands; counts it in `password_version`. Returns whether it landed.
+    pub async fn change_password(
+        &self,
+        username: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<bool, AuthError> {
+        self.write_hash(username, old_hash, new_hash, now, true)
+            .await
+    }
+
+    async fn write_hash(
+        &self,
+        username: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_password: bool,
+    ) -> Result<bool, AuthError> {
+        // Only a new password counts as a change; a rehash keeps the same one.
+        let expression = if new_password {
+            "SET password_hash = :new, updated_at = :now ADD password_version :one"
+        } else {
+            "SET password_hash = :new, updated_at = :now"
+        };
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("username", AttributeValue::S(username.to_owned()))
-            .update_expression("SET password_hash = :new, updated_at = :now")
+            .update_expression(expression)
             .condition_expression("password_hash = :old")
             .expression_attribute_values(":new", AttributeValue::S(new_hash.to_owned()))
             .expression_attribute_values(":old", AttributeValue::S(old_hash.to_owned()))
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(AuthError::aws("update password hash", error)),
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        if new_password {
+            update = update.expression_attribute_values(":one", AttributeValue::N("1".to_owned()));
         }
+        conditional("update password hash", update.send().await)
     }
 
     /// Creates the users table if it does not exist (local stacks; production uses IaC).

@@ -1,7 +1,63 @@
 //! Time as the services store it: Unix seconds and milliseconds of the one wall clock, with
-//! saturating and checked conversions so no stored or hostile value can overflow.
+//! saturating and checked conversions so no stored or hostile value can overflow; and a
+//! [`Clock`] that logic whose rules depend on time (lockouts, one-time codes) reads, so tests
+//! can move time instead of sleeping.
+
+use std::{
+    fmt,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use time::OffsetDateTime;
+
+/// Where time-dependent rules read the time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system's wall clock: what services run with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that moves only when told to: for tests of time-dependent rules.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<OffsetDateTime>,
+}
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn new(at: OffsetDateTime) -> Self {
+        Self {
+            now: Mutex::new(at),
+        }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now += by;
+    }
+
+    /// Sets the clock to `at`.
+    pub fn set(&self, at: OffsetDateTime) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = at;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Now, in Unix seconds.
 pub fn now_unix() -> i64 {
@@ -31,6 +87,17 @@ pub fn from_unix_millis(millis: i64) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let start = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(clock.now(), start + Duration::from_secs(30));
+        clock.set(start);
+        assert_eq!(clock.now(), start);
+    }
 
     #[test]
     fn milliseconds_round_trip() {

@@ -50,12 +50,17 @@ macro_rules! redacted_debug {
 
 redacted_debug! {
     auth::v1::RegisterRequest { username; password }
-    auth::v1::LoginRequest { username; password }
+    auth::v1::LoginRequest { username; password, totp_code, recovery_code }
     auth::v1::LoginResponse { access_token_expires_at, refresh_token_expires_at, user_id; access_token, refresh_token }
     auth::v1::RefreshRequest { ; refresh_token }
     auth::v1::RefreshResponse { access_token_expires_at, refresh_token_expires_at; access_token, refresh_token }
     auth::v1::LogoutRequest { ; refresh_token }
     auth::v1::GetCredentialsResponse { access_key_id, expiration, region, table_name, partition_key; secret_access_key, session_token }
+    auth::v1::ChangePasswordRequest { ; old_password, new_password }
+    auth::v1::EnrollTotpResponse { ; secret, otpauth_uri }
+    auth::v1::ConfirmTotpRequest { ; code }
+    auth::v1::ConfirmTotpResponse { ; recovery_codes }
+    auth::v1::DisableTotpRequest { ; code, recovery_code }
 }
 
 #[cfg(test)]
@@ -67,6 +72,7 @@ mod tests {
         let request = LoginRequest {
             username: "alice".into(),
             password: "hunter2 hunter2".into(),
+            ..Default::default()
         };
         let printed = format!("{request:?}");
         assert!(printed.contains("alice"));

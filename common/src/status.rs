@@ -83,6 +83,16 @@ pub fn with_error_info(
     )
 }
 
+/// A status with an ErrorInfo of `reason` in `domain` and no metadata: for causes a client
+/// acts on (a missing second factor).
+pub fn error_info(code: Code, message: impl Into<String>, reason: &str, domain: &str) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, domain, HashMap::new()),
+    )
+}
+
 /// How long clients should wait before retrying a call that failed for a passing reason (a
 /// dependency down or throttling, a full queue, a lost race): the one delay every RetryInfo of
 /// both services names.

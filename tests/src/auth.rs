@@ -9,6 +9,7 @@ use auth_service::{
     startup::{self, Application, AwsClients},
 };
 use common::{
+    clock::{Clock, SystemClock},
     proto::auth::v1::{
         LoginRequest, LoginResponse, RegisterRequest, auth_service_client::AuthServiceClient,
     },
@@ -16,7 +17,7 @@ use common::{
 };
 use pasetors::version4::PublicToken;
 use secrecy::SecretString;
-use tonic::{Request, transport::Channel};
+use tonic::{Request, Status, transport::Channel};
 
 use crate::{
     RunningService, dynamodb_client,
@@ -77,11 +78,15 @@ impl TestAuth {
         settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
         settings.users_table = format!("{prefix}-users");
         settings.sessions_table = format!("{prefix}-sessions");
+        settings.lockout.attempts_table = format!("{prefix}-attempts");
         settings.argon2_memory_kib = TEST_ARGON2_MEMORY_KIB;
         settings.argon2_iterations = 1;
         settings.health_probe_secs = 1;
         settings.signing_keys = Some(keys::generate_paserk().expect("generate a key").0);
         settings.aws = test_aws_settings();
+        // Tests of other features log in from one address far faster than any person would;
+        // tests/tests/throttle.rs turns it on.
+        settings.throttle.throttle_per_second = 0;
         settings
     }
 
@@ -105,6 +110,16 @@ impl TestAuth {
 
     /// Spawns the service with `settings`, its tables created on `endpoints.dynamodb`.
     pub async fn spawn_with(settings: Settings, endpoints: Endpoints) -> Self {
+        Self::spawn_with_clock(settings, endpoints, Arc::new(SystemClock)).await
+    }
+
+    /// [`TestAuth::spawn_with`], its time-dependent rules (lockout, one-time codes) reading
+    /// `clock`, so a test moves time (a `common::clock::ManualClock`) instead of sleeping.
+    pub async fn spawn_with_clock(
+        settings: Settings,
+        endpoints: Endpoints,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         common::telemetry::init_for_tests();
         let dynamodb = dynamodb_client(&endpoints.dynamodb);
         let aws = AwsClients {
@@ -114,7 +129,7 @@ impl TestAuth {
         startup::create_tables(&settings, &aws)
             .await
             .expect("create tables");
-        let app = Application::build(&settings, aws)
+        let app = Application::build_with_clock(&settings, aws, clock)
             .await
             .expect("build auth-service");
         let addr = app.local_addr();
@@ -260,15 +275,27 @@ impl TestUser {
 
     /// Logs in and returns the session's tokens.
     pub async fn login(&self, client: &mut AuthServiceClient<Channel>) -> LoginResponse {
-        client
-            .login(LoginRequest {
-                username: self.username.clone(),
-                password: self.password.clone(),
-            })
+        try_login(client, &self.username, &self.password)
             .await
             .expect("Login")
-            .into_inner()
     }
+}
+
+/// A Login with a username and password only (no second factor), for tests that expect it
+/// to fail as often as to succeed.
+pub async fn try_login(
+    client: &mut AuthServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> Result<LoginResponse, Status> {
+    client
+        .login(LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// A Login that can only fail, for floods: in even rounds a wrong password for `username`, in
@@ -282,6 +309,7 @@ pub fn hopeless_login(username: &str, round: u64, deadline: Duration) -> Request
     let mut request = Request::new(LoginRequest {
         username,
         password: "not the password".into(),
+        ..Default::default()
     });
     request.set_timeout(deadline);
     request

@@ -47,6 +47,7 @@ async fn usernames_are_case_insensitive_and_unique() {
         .login(LoginRequest {
             username: user.username.to_uppercase(),
             password: user.password.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -149,6 +150,7 @@ async fn login_failures_look_the_same_and_cost_the_same_argon2_work() {
         .login(LoginRequest {
             username: user.username.clone(),
             password: "not the password".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -157,6 +159,7 @@ async fn login_failures_look_the_same_and_cost_the_same_argon2_work() {
         .login(LoginRequest {
             username: "nobody-by-this-name".into(),
             password: "not the password".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -165,6 +168,7 @@ async fn login_failures_look_the_same_and_cost_the_same_argon2_work() {
         .login(LoginRequest {
             username: "not a valid name!".into(),
             password: "not the password".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -340,7 +340,12 @@ async fn logins_beyond_the_session_cap_end_the_oldest_sessions() {
 
 #[tokio::test]
 async fn a_burst_of_logins_converges_to_the_newest_sessions_under_the_cap() {
-    let auth = auth_with(|s| s.max_sessions_per_user = 3).await;
+    let auth = auth_with(|s| {
+        s.max_sessions_per_user = 3;
+        // Each login counts toward the lockout until it succeeds: 8 at once need room for 8.
+        s.lockout.threshold = 10;
+    })
+    .await;
     let mut client = auth.client().await;
     let user = TestUser::register(&mut client).await;
 

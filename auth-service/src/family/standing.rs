@@ -70,6 +70,7 @@ mod tests {
             rotated_at_ms: unix_millis(rotated_at),
             expires_at: i64::MAX,
             revoked: false,
+            username: None,
         }
     }
 

@@ -26,6 +26,8 @@ pub enum RevokeReason {
     ReuseDetected,
     /// A newer login pushed the user past the per-user session cap.
     SessionLimit,
+    /// The user changed the password from another session.
+    PasswordChanged,
 }
 
 impl RevokeReason {
@@ -35,6 +37,7 @@ impl RevokeReason {
             Self::LogoutAll => "logout_all",
             Self::ReuseDetected => "reuse_detected",
             Self::SessionLimit => "session_limit",
+            Self::PasswordChanged => "password_changed",
         }
     }
 }
@@ -58,6 +61,9 @@ pub struct Session {
     pub expires_at: i64,
     /// The session has been ended.
     pub revoked: bool,
+    /// The (folded) username the session was started for; absent on sessions started before
+    /// it was recorded.
+    pub username: Option<String>,
 }
 
 impl Session {
@@ -173,6 +179,11 @@ pub(super) fn parse_session(item: &HashMap<String, AttributeValue>) -> Result<Se
         rotated_at_ms: integer(item, "rotated_at")?.unwrap_or(0),
         expires_at: integer(item, "expires_at")?.ok_or_else(|| malformed("expires_at"))?,
         revoked: item.contains_key("revoked_at"),
+        username: match item.get("username") {
+            None => None,
+            Some(AttributeValue::S(name)) => Some(name.clone()),
+            Some(_) => return Err(malformed("username")),
+        },
     })
 }
 
@@ -190,6 +201,7 @@ mod tests {
             rotated_at_ms: 0,
             expires_at: i64::MAX,
             revoked: false,
+            username: None,
         }
     }
 

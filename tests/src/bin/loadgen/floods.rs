@@ -79,6 +79,7 @@ pub async fn login_flood(channel: &Channel, users: &[TestUser], duration: Durati
                 let request = LoginRequest {
                     username: user.username.clone(),
                     password: user.password.clone(),
+                    ..Default::default()
                 };
                 let result = client.login(request).await;
                 outcomes.count(result);

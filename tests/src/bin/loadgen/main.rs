@@ -1,22 +1,23 @@
 //! Login load against the real auth-service release binary, measured from outside: its
-//! memory idle and after a login flood, how many argon2 jobs run at once during a
-//! cancellation flood, and its CPU per login against one argon2 verify measured here.
+//! memory idle and after a login flood, logins per second at the default argon2 cost, the
+//! latency of a cheap RPC (ListSigningKeys) quiet and during the flood, how many argon2 jobs
+//! run at once during a cancellation flood, its CPU per login against one argon2 verify
+//! measured here, and what the password strength check costs on hostile input.
 //!
 //! Run (release, after `cargo build --release --workspace`):
 //! `target/release/loadgen --out bench.md` (60 s flood; `--flood-secs 5` for a quick look).
 //! Needs dynalite from `scripts/install-tools`. Prints a markdown table.
 
+mod argon2_cpu;
 mod floods;
+mod latency;
 mod service;
+mod strength;
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use argon2::{
-    Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
-};
 use clap::Parser;
-use rustix::time::{ClockId, clock_gettime};
 use tests::{
     auth::TestUser,
     emulators::{Emulator, Kind, workspace_root},
@@ -24,14 +25,10 @@ use tests::{
 use tonic::transport::Channel;
 
 use crate::{
+    argon2_cpu::{ITERATIONS, MEMORY_KIB},
     floods::{Outcomes, Sampler},
     service::Service,
 };
-
-/// The auth-service's default argon2 cost (m=19456 KiB, t=2, p=1).
-const MEMORY_KIB: u32 = 19_456;
-const ITERATIONS: u32 = 2;
-const PASSWORD: &[u8] = b"bench password";
 
 /// Login bench for the auth-service.
 #[derive(Parser, Debug)]
@@ -42,6 +39,9 @@ struct Args {
     /// Password hashing threads the service runs with.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Length of the quiet ListSigningKeys probe, in seconds (another runs during the flood).
+    #[arg(long, default_value_t = 10)]
+    probe_secs: u64,
     /// Length of the login flood, in seconds.
     #[arg(long, default_value_t = 60)]
     flood_secs: u64,
@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle, _) = service.memory_mib()?;
     rows.push(("auth-service RSS idle".to_owned(), format!("{idle:.1} MiB")));
-    let (allocating, reused) = tokio::task::spawn_blocking(|| argon2_verify_cpu(20)).await??;
+    let (allocating, reused) = tokio::task::spawn_blocking(|| argon2_cpu::verify_cpu(20)).await??;
     rows.push((
         "one argon2 verify, here (thread CPU, median of 20)".to_owned(),
         format!(
@@ -94,6 +94,16 @@ async fn main() -> anyhow::Result<()> {
         ),
     ));
 
+    rows.push(strength::measure().await?);
+    let probe_channel = Channel::from_shared(format!("http://{}", service.addr))?
+        .connect()
+        .await?;
+    let quiet = latency::probe(probe_channel.clone(), Duration::from_secs(args.probe_secs)).await;
+    rows.push((
+        "ListSigningKeys latency, quiet (one call every 2 ms, own connection)".to_owned(),
+        quiet.describe(),
+    ));
+
     let mut client =
         common::proto::auth::v1::auth_service_client::AuthServiceClient::new(channel.clone());
     let mut users = Vec::new();
@@ -101,7 +111,13 @@ async fn main() -> anyhow::Result<()> {
         users.push(TestUser::register(&mut client).await);
     }
     let threads = service.hashing_threads()?;
-    rows.push(login_flood(&service, &channel, &users, &args, &threads).await?);
+    let flood = Flood {
+        channel: &channel,
+        probe_channel,
+        users: &users,
+        threads: &threads,
+    };
+    rows.extend(login_flood(&service, flood, &args, &quiet).await?);
     let (after, peak) = service.memory_mib()?;
     rows.push((
         format!("RSS after the {} s login flood (peak)", args.flood_secs),
@@ -132,37 +148,68 @@ async fn main() -> anyhow::Result<()> {
     print_table(&args, &rows)
 }
 
-/// The login flood: throughput, outcomes, and CPU per login against one verify.
+/// What the login flood needs.
+struct Flood<'a> {
+    channel: &'a Channel,
+    /// A connection of its own for the ListSigningKeys probe.
+    probe_channel: Channel,
+    users: &'a [TestUser],
+    threads: &'a [PathBuf],
+}
+
+/// The login flood: throughput, outcomes, CPU per login against one verify, and the latency
+/// of ListSigningKeys meanwhile against `quiet`.
 async fn login_flood(
     service: &Service,
-    channel: &Channel,
-    users: &[TestUser],
+    flood: Flood<'_>,
     args: &Args,
-    threads: &[PathBuf],
-) -> anyhow::Result<(String, String)> {
+    quiet: &latency::Latencies,
+) -> anyhow::Result<Vec<(String, String)>> {
     let cpu_before = service.cpu_time()?;
-    let sampler = Sampler::start(threads.to_vec());
+    let sampler = Sampler::start(flood.threads.to_vec());
     let duration = Duration::from_secs(args.flood_secs);
-    let outcomes = floods::login_flood(channel, users, duration).await;
+    let (outcomes, during) = tokio::join!(
+        floods::login_flood(flood.channel, flood.users, duration),
+        latency::probe(flood.probe_channel, duration)
+    );
     let (most_running, _) = sampler.finish();
     let cpu = service.cpu_time()? - cpu_before;
     let per_login = cpu.as_secs_f64() / outcomes.ok.max(1) as f64;
-    Ok((
-        format!(
-            "login flood: {} loops × {} s",
-            args.flood_loops, args.flood_secs
+    let per_second = outcomes.ok as f64 / duration.as_secs_f64();
+    let (p50, p99) = (0.5, 0.99);
+    Ok(vec![
+        (
+            format!(
+                "login flood: {} loops × {} s",
+                args.flood_loops, args.flood_secs
+            ),
+            format!(
+                "{} logins, {} refused, {} failed; hashing threads running at most {}; \
+                 **CPU per login {:.1} ms** (service utime + stime / logins)",
+                outcomes.ok,
+                outcomes.refused,
+                outcomes.connection + outcomes.other + outcomes.timed_out,
+                most_running,
+                per_login * 1e3
+            ),
         ),
-        format!(
-            "{} logins ({:.0}/s), {} refused, {} failed; hashing threads running at most {}; \
-             **CPU per login {:.1} ms** (service utime + stime / logins)",
-            outcomes.ok,
-            outcomes.ok as f64 / duration.as_secs_f64(),
-            outcomes.refused,
-            outcomes.connection + outcomes.other + outcomes.timed_out,
-            most_running,
-            per_login * 1e3
+        (
+            "**logins per second** at the default argon2 cost".to_owned(),
+            format!("**{per_second:.0}/s** ({} hash workers)", args.workers),
         ),
-    ))
+        (
+            "ListSigningKeys latency during the login flood".to_owned(),
+            during.describe(),
+        ),
+        (
+            "**ListSigningKeys during the flood vs quiet**".to_owned(),
+            format!(
+                "**p99 {}**, p50 {}",
+                latency::ratio(during.percentile(p99), quiet.percentile(p99)),
+                latency::ratio(during.percentile(p50), quiet.percentile(p50))
+            ),
+        ),
+    ])
 }
 
 /// The cancellation flood: how many hashing threads ever ran at once.
@@ -206,56 +253,6 @@ async fn cancellation_flood(
             ),
         ),
     ])
-}
-
-/// CPU time of one argon2id verify at the service's default cost on this thread (median of
-/// `rounds`): with the crate's `verify_password`, which allocates (and page-faults) its memory
-/// each time, and recomputed into memory allocated once, as the service's workers do.
-fn argon2_verify_cpu(rounds: usize) -> anyhow::Result<(Duration, Duration)> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, 1, None)
-        .map_err(|e| anyhow::anyhow!("argon2 params: {e}"))?;
-    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    let phc = argon2
-        .hash_password(PASSWORD)
-        .map_err(|e| anyhow::anyhow!("argon2 hash: {e}"))?
-        .to_string();
-    let hash = PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("PHC: {e}"))?;
-    let salt = hash.salt.context("salt")?;
-    let mut memory = vec![Block::new(); params.block_count()];
-    let mut out = [0u8; 32];
-    let allocating = median_cpu(rounds, || {
-        argon2
-            .verify_password(PASSWORD, &hash)
-            .map_err(|e| anyhow::anyhow!("argon2 verify: {e}"))
-    })?;
-    let reused = median_cpu(rounds, || {
-        argon2
-            .hash_password_into_with_memory(PASSWORD, &salt, &mut out, memory.as_mut_slice())
-            .map_err(|e| anyhow::anyhow!("argon2: {e}"))
-    })?;
-    Ok((allocating, reused))
-}
-
-fn median_cpu(
-    rounds: usize,
-    mut work: impl FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<Duration> {
-    let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let start = thread_cpu();
-        work()?;
-        samples.push(thread_cpu().saturating_sub(start));
-    }
-    samples.sort();
-    samples.get(rounds / 2).copied().context("no samples")
-}
-
-fn thread_cpu() -> Duration {
-    let now = clock_gettime(ClockId::ThreadCPUTime);
-    Duration::new(
-        u64::try_from(now.tv_sec).unwrap_or(0),
-        u32::try_from(now.tv_nsec).unwrap_or(0),
-    )
 }
 
 fn print_table(args: &Args, rows: &[(String, String)]) -> anyhow::Result<()> {

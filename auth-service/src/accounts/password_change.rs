@@ -1,0 +1,176 @@
+//! ChangePassword: the caller proves the old password (counted by the lockout like a login),
+//! the new one passes every rule, its hash replaces the old one only if that is still the
+//! stored one, and every other session of the user ends. And the login side of it: a login
+//! that checked the old password while a change ran keeps no session.
+
+use common::{status::Violation, tokens::Principal};
+use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
+
+use super::Accounts;
+use crate::{
+    audit::{Event, Outcome, Record},
+    client::ClientInfo,
+    error::AuthError,
+    sessions::RevokeReason,
+    users::User,
+    validation,
+    validation::PasswordRules,
+};
+
+/// A password change as the client asked for it.
+#[derive(Debug)]
+pub struct PasswordChange {
+    /// The current password.
+    pub old_password: SecretString,
+    /// The new password.
+    pub new_password: SecretString,
+    /// Who is asking.
+    pub client: ClientInfo,
+}
+
+impl Accounts {
+    /// Changes the password of the principal's user, whose session must be active, and ends
+    /// every other session of the user; returns how many. Of concurrent changes exactly one
+    /// lands; the others fail with FAILED_PRECONDITION.
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        change: PasswordChange,
+    ) -> Result<u32, AuthError> {
+        let PasswordChange {
+            old_password,
+            new_password,
+            client,
+        } = change;
+        let username = self.active_username(principal).await?;
+        check(
+            &username,
+            &old_password,
+            &new_password,
+            &self.password_rules,
+        )
+        .await?;
+        let audit = |outcome| audit_change(outcome, &client, principal, &username);
+        let attempt = self
+            .lockout
+            .begin(&username, &client)
+            .await
+            .inspect_err(|error| {
+                if matches!(error, AuthError::Locked { .. }) {
+                    audit(Outcome::Refused);
+                }
+            })?;
+        let user = self
+            .users
+            .find(&username)
+            .await?
+            .filter(|user| user.user_id == principal.user_id)
+            .ok_or(AuthError::SessionEnded)?;
+        let stored = Some(user.password_hash.clone());
+        if !self.hasher.verify(old_password, stored).await?.matches {
+            audit(Outcome::Failed);
+            return Err(AuthError::InvalidCredentials);
+        }
+        attempt.succeeded().await;
+        // From here the change runs to its end even if the caller goes away (deadline, reset):
+        // a new hash stored without the sweep would leave every other session alive.
+        let (accounts, principal) = (self.clone(), principal.clone());
+        let old_hash = user.password_hash;
+        let change = async move {
+            let ended = accounts
+                .replace_password(&principal, &username, &old_hash, new_password)
+                .await?;
+            audit_change(Outcome::Succeeded, &client, &principal, &username);
+            Ok(ended)
+        };
+        tokio::spawn(change.instrument(tracing::Span::current()))
+            .await
+            .map_err(|error| anyhow::anyhow!("password change task: {error}"))?
+    }
+
+    /// Stores the new password's hash if the old one is still stored, then ends every other
+    /// session of the user; returns how many.
+    async fn replace_password(
+        &self,
+        principal: &Principal,
+        username: &str,
+        old_hash: &str,
+        new_password: SecretString,
+    ) -> Result<u32, AuthError> {
+        let new_hash = self.hasher.hash(new_password).await?;
+        let now = common::clock::now_unix();
+        let landed = self
+            .users
+            .change_password(username, old_hash, &new_hash, now)
+            .await?;
+        if !landed {
+            return Err(AuthError::FailedPrecondition(
+                "the password was changed by another request meanwhile".to_owned(),
+            ));
+        }
+        let ended = self
+            .families
+            .end_others(&principal.user_id, &principal.session_id)
+            .await?;
+        Ok(u32::try_from(ended).unwrap_or(u32::MAX))
+    }
+
+    /// Fails (and ends `session_id`) when the password of `user`, as read before its check,
+    /// has been changed since. A change ends the sessions it can list; a login that checked
+    /// the old password while the change ran may start its session after that listing, and
+    /// this, run after the session is started, catches it.
+    pub(super) async fn ensure_password_unchanged(
+        &self,
+        username: &str,
+        user: &User,
+        session_id: &str,
+    ) -> Result<(), AuthError> {
+        let current = self.users.find(username).await?;
+        if current.is_some_and(|now| now.password_version == user.password_version) {
+            return Ok(());
+        }
+        self.families
+            .end(&user.user_id, session_id, RevokeReason::PasswordChanged)
+            .await?;
+        tracing::info!(user_id = %user.user_id, "the password changed during a login: its session ended");
+        Err(AuthError::InvalidCredentials)
+    }
+}
+
+fn audit_change(outcome: Outcome, client: &ClientInfo, principal: &Principal, username: &str) {
+    Record::new(Event::PasswordChanged, outcome, client)
+        .user(&principal.user_id)
+        .username(username)
+        .session(&principal.session_id)
+        .log();
+}
+
+/// Every violation of the request at once: an old password of impossible length, and the
+/// new-password rules (reported under `new_password`), checked with the user's own name so the
+/// rules about the username apply too.
+async fn check(
+    username: &str,
+    old: &SecretString,
+    new: &SecretString,
+    rules: &PasswordRules,
+) -> Result<(), AuthError> {
+    let old = validation::password_length(old.expose_secret())
+        .err()
+        .map(|violation| Violation::new("old_password", violation.description));
+    let new = match validation::new_password(new, username, rules).await {
+        Ok(()) => Vec::new(),
+        Err(AuthError::InvalidArgument(violations)) => violations
+            .into_iter()
+            .map(|violation| Violation::new("new_password", violation.description))
+            .collect(),
+        // Shed (RESOURCE_EXHAUSTED) or failed: not a verdict on the password.
+        Err(other) => return Err(other),
+    };
+    let violations: Vec<_> = old.into_iter().chain(new).collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidArgument(violations))
+    }
+}

@@ -1,0 +1,139 @@
+//! The security audit log: one structured line per security event, under its own tracing
+//! target (`audit`) so operators can route it apart from the service's other logs. A line names
+//! the event, its outcome, and who — user id, folded username, client address, session — never
+//! a password, code, token or secret.
+
+use crate::client::ClientInfo;
+
+/// The tracing target of every audit line (`RUST_LOG=audit=info`, or route it by target).
+pub const TARGET: &str = "audit";
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A user registered.
+    Register,
+    /// A login: `Outcome::Succeeded`, `Failed`, or `Refused` (locked, rate limited).
+    Login,
+    /// A right password without the second factor it needs.
+    MfaRequired,
+    /// A once-valid refresh token came back: the session was revoked.
+    RefreshReuse,
+    /// A session was ended with its refresh token.
+    Logout,
+    /// Every session of a user was ended.
+    LogoutAll,
+    /// A TOTP secret was issued (not yet active).
+    MfaEnrolled,
+    /// TOTP was turned on.
+    MfaConfirmed,
+    /// TOTP was turned off.
+    MfaDisabled,
+    /// A recovery code was spent.
+    RecoveryCodeUsed,
+    /// A password was changed.
+    PasswordChanged,
+    /// A call was refused by the per-address rate limit.
+    RateLimited,
+    /// Attempts for a username are being refused until a lock expires.
+    Locked,
+}
+
+impl Event {
+    /// The event's name in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Login => "login",
+            Self::MfaRequired => "mfa_required",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::MfaEnrolled => "mfa_enrolled",
+            Self::MfaConfirmed => "mfa_confirmed",
+            Self::MfaDisabled => "mfa_disabled",
+            Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::PasswordChanged => "password_changed",
+            Self::RateLimited => "rate_limited",
+            Self::Locked => "locked",
+        }
+    }
+}
+
+/// How it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was done.
+    Succeeded,
+    /// The caller's credentials or code were wrong.
+    Failed,
+    /// It was not attempted: locked out, rate limited, or a factor missing.
+    Refused,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// One audit line, built up and then [`Record::log`]ged.
+#[derive(Clone, Debug)]
+pub struct Record<'a> {
+    event: Event,
+    outcome: Outcome,
+    client: &'a ClientInfo,
+    user_id: Option<&'a str>,
+    username: Option<&'a str>,
+    session_id: Option<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    /// `event` with `outcome`, caused by `client`.
+    pub fn new(event: Event, outcome: Outcome, client: &'a ClientInfo) -> Self {
+        Self {
+            event,
+            outcome,
+            client,
+            user_id: None,
+            username: None,
+            session_id: None,
+        }
+    }
+
+    /// The user, when known.
+    pub fn user(mut self, user_id: &'a str) -> Self {
+        self.user_id = Some(user_id);
+        self
+    }
+
+    /// The username as the client typed it, folded (known user or not).
+    pub fn username(mut self, username: &'a str) -> Self {
+        self.username = Some(username);
+        self
+    }
+
+    /// The session concerned.
+    pub fn session(mut self, session_id: &'a str) -> Self {
+        self.session_id = Some(session_id);
+        self
+    }
+
+    /// Writes the line.
+    pub fn log(self) {
+        tracing::info!(
+            target: TARGET,
+            event = self.event.as_str(),
+            outcome = self.outcome.as_str(),
+            user_id = self.user_id,
+            username = self.username,
+            client_addr = self.client.addr.map(tracing::field::display),
+            session_id = self.session_id,
+            "security event"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Who is at the other end of a call: the end user's address and user agent, for throttling,
+//! the audit log and session records. Our callers are backend services, so one peer stands for
+//! many end users; a peer in `--trusted-proxies` may name the end user in `x-forwarded-for`
+//! (its first entry), like Cognito's UserContextData. Anyone else's header is ignored.
+
+use std::{net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
+use tonic::Request;
+
+/// Longest user agent kept; the rest is cut, so a client cannot fill logs or session items.
+const MAX_USER_AGENT: usize = 256;
+
+/// The networks whose peers may say who the end user is (`x-forwarded-for`).
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Trusts these networks.
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        Self(networks)
+    }
+
+    fn contains(&self, addr: IpAddr) -> bool {
+        self.0.iter().any(|network| network.contains(&addr))
+    }
+}
+
+/// A network for `--trusted-proxies`: CIDR (`10.0.0.0/8`) or a single address.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    IpNet::from_str(text)
+        .or_else(|_| IpAddr::from_str(text).map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP network (CIDR) or address"))
+}
+
+/// The end user of one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The end user's address: the trusted proxy's word for it, else the peer's.
+    pub addr: Option<IpAddr>,
+    /// The `user-agent` metadata, cut to a sane length.
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// The end user of `request`.
+    pub fn of<T>(request: &Request<T>, trusted: &TrustedProxies) -> Self {
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let forwarded = || {
+            let header = request.metadata().get("x-forwarded-for")?.to_str().ok()?;
+            IpAddr::from_str(header.split(',').next()?.trim()).ok()
+        };
+        let addr = match peer {
+            Some(peer) if trusted.contains(peer) => forwarded().or(Some(peer)),
+            other => other,
+        };
+        let user_agent = request
+            .metadata()
+            .get("user-agent")
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
+        Self { addr, user_agent }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn request(peer: &str, forwarded: Option<&str>) -> Request<()> {
+        let mut request = Request::new(());
+        let peer: SocketAddr = peer.parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(peer),
+            });
+        if let Some(forwarded) = forwarded {
+            request
+                .metadata_mut()
+                .insert("x-forwarded-for", forwarded.parse().unwrap());
+        }
+        request
+    }
+
+    fn trusting(networks: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(networks.iter().map(|n| parse_network(n).unwrap()).collect())
+    }
+
+    #[test]
+    fn only_a_trusted_peer_may_name_the_end_user() {
+        let forwarded = request("10.1.2.3:4000", Some("203.0.113.7, 10.1.2.3"));
+        let trusted = ClientInfo::of(&forwarded, &trusting(&["10.0.0.0/8"]));
+        assert_eq!(trusted.addr, Some("203.0.113.7".parse().unwrap()));
+        let untrusted = ClientInfo::of(&forwarded, &trusting(&["192.168.0.0/16"]));
+        assert_eq!(untrusted.addr, Some("10.1.2.3".parse().unwrap()));
+        let nobody = ClientInfo::of(&forwarded, &TrustedProxies::default());
+        assert_eq!(nobody.addr, Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_trusted_peer_with_a_garbled_header_is_taken_for_itself() {
+        let garbled = request("10.1.2.3:4000", Some("not an address"));
+        let info = ClientInfo::of(&garbled, &trusting(&["10.1.2.3"]));
+        assert_eq!(info.addr, Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn networks_parse_as_cidr_or_single_addresses() {
+        assert!(parse_network("10.0.0.0/8").is_ok());
+        assert!(parse_network(" ::1 ").is_ok());
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("proxy.local").is_err());
+    }
+}

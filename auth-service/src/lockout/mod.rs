@@ -1,0 +1,153 @@
+//! Brute-force lockout per username, kept in DynamoDB so it holds across replicas. Every
+//! attempt (login, or the old password of a password change) reserves its place by counting
+//! itself *before* any password work, with a write conditional on the state it read; only a
+//! complete success resets the count. So however many attempts race, at most `threshold`
+//! passwords are checked before the name locks, and while it is locked none is.
+//!
+//! Attempts are counted by the folded username as typed, whether or not such a user exists,
+//! so a lock (its status, its RetryInfo) says nothing about which accounts exist. The price of
+//! counting before checking: more than `threshold` concurrent logins of one username, even
+//! with the right password, are refused for a moment (RESOURCE_EXHAUSTED with RetryInfo).
+
+use std::{sync::Arc, time::Duration};
+
+use common::clock::{Clock, unix_millis};
+use uuid::Uuid;
+
+use crate::{
+    audit::{Event, Outcome, Record},
+    client::ClientInfo,
+    error::AuthError,
+};
+
+mod rules;
+mod settings;
+mod table;
+
+pub use rules::{Decision, Rules, State};
+pub use settings::LockoutSettings;
+pub use table::{AttemptsTable, key_of};
+
+/// Writes one attempt tries when other attempts for the same name keep writing first. Each
+/// lost race means another attempt was counted, so the name locks long before this runs out.
+const MAX_RACES: usize = 16;
+
+/// Counts attempts per username and refuses them while locked.
+#[derive(Clone, Debug, Default)]
+pub struct Lockout {
+    /// `None`: the lockout is off.
+    inner: Option<Arc<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: AttemptsTable,
+    rules: Rules,
+    clock: Arc<dyn Clock>,
+}
+
+impl Lockout {
+    /// A lockout that never refuses.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// A lockout keeping its counts in `table` under `rules`, reading time from `clock`.
+    pub fn new(table: AttemptsTable, rules: Rules, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Some(Arc::new(Inner {
+                table,
+                rules,
+                clock,
+            })),
+        }
+    }
+
+    /// The attempts table, when the lockout is on (for the health probe).
+    pub fn table_name(&self) -> Option<&str> {
+        self.inner.as_ref().map(|inner| inner.table.name())
+    }
+
+    /// Counts an attempt for `username` (folded, as the client typed it, whether or not such a
+    /// user exists) by `client`, before its password is checked; `AuthError::Locked` while
+    /// locked. The attempt stays counted as a failure unless [`Attempt::succeeded`] is called.
+    pub async fn begin(&self, username: &str, client: &ClientInfo) -> Result<Attempt, AuthError> {
+        let Some(inner) = &self.inner else {
+            return Ok(Attempt { counted: None });
+        };
+        let key = key_of(username);
+        for _ in 0..MAX_RACES {
+            let stored = inner.table.get(&key).await?;
+            let now = unix_millis(inner.clock.now());
+            let state = match inner.rules.decide(stored.as_ref().map(|s| &s.state), now) {
+                Decision::Refuse(retry_after) => return Err(AuthError::Locked { retry_after }),
+                Decision::Count(state) => state,
+            };
+            let rev = Uuid::new_v4().to_string();
+            let ttl = inner.rules.expires_at_secs(&state);
+            let read = stored.as_ref().map(|s| s.rev.as_str());
+            if inner.table.put(&key, &state, &rev, ttl, read).await? {
+                let locks = state.locked_until_ms.map(|until| {
+                    Duration::from_millis(u64::try_from(until - now).unwrap_or_default())
+                });
+                return Ok(Attempt {
+                    counted: Some(Counted {
+                        lockout: Arc::clone(inner),
+                        key,
+                        locks,
+                        username: username.to_owned(),
+                        client: client.clone(),
+                    }),
+                });
+            }
+        }
+        tracing::info!("attempts for one username kept racing: refused as locked");
+        Err(AuthError::Locked {
+            retry_after: inner.rules.first_lock,
+        })
+    }
+}
+
+/// One counted attempt: a failure unless it [`succeeded`](Attempt::succeeded). Dropped
+/// without success (a wrong password or code, an error, a cancelled call), it stays counted.
+#[derive(Debug)]
+pub struct Attempt {
+    counted: Option<Counted>,
+}
+
+#[derive(Debug)]
+struct Counted {
+    lockout: Arc<Inner>,
+    key: String,
+    /// The lock this attempt's count started, if it reached the threshold.
+    locks: Option<Duration>,
+    username: String,
+    client: ClientInfo,
+}
+
+impl Attempt {
+    /// The attempt passed every check (password and second factor): forget the failures. If
+    /// that write fails the count stays, which errs on the safe side; it is logged.
+    pub async fn succeeded(mut self) {
+        let Some(counted) = self.counted.take() else {
+            return;
+        };
+        if let Err(error) = counted.lockout.table.delete(&counted.key).await {
+            tracing::warn!(%error, "a success could not reset its username's failed attempts");
+        }
+    }
+}
+
+impl Drop for Attempt {
+    /// A failed attempt that started a lock is audited once, whatever ended it.
+    fn drop(&mut self) {
+        if let Some(counted) = &self.counted
+            && let Some(lock) = counted.locks
+        {
+            tracing::info!(?lock, "username locked after failed attempts");
+            Record::new(Event::Locked, Outcome::Refused, &counted.client)
+                .username(&counted.username)
+                .log();
+        }
+    }
+}

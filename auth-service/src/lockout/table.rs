@@ -1,0 +1,183 @@
+//! The login-attempts table: one item per username as typed (known or not), keyed by a hash
+//! of it, holding the lockout [`State`]. Every write is conditional on the revision read, so
+//! racing attempts serialise instead of overwriting each other's counts.
+//!
+//! | attribute         | type | meaning                                                    |
+//! |-------------------|------|------------------------------------------------------------|
+//! | `username_hash`   | S    | partition key: SHA-256 (hex) of the folded username typed  |
+//! | `count`           | N    | attempts counted since the last reset                      |
+//! | `last_at`         | N    | Unix milliseconds of the last counted attempt              |
+//! | `locked_until`    | N    | Unix milliseconds; absent when not locked                  |
+//! | `rev`             | S    | random per write: the condition of the next one            |
+//! | `ttl`             | N    | Unix seconds, for DynamoDB TTL: the end of the quiet period |
+//!
+//! The key is a hash so that what a client types (of any length, or a password typed into the
+//! username field) is neither stored nor able to make the item large.
+
+use std::{collections::HashMap, fmt::Write};
+
+use aws_sdk_dynamodb::{
+    Client,
+    types::{AttributeValue, BillingMode, KeyType},
+};
+use common::dynamo::{key_element, string_attribute};
+use sha2::{Digest, Sha256};
+
+use super::rules::State;
+use crate::error::{AuthError, conditional};
+
+const KEY: &str = "username_hash";
+
+/// A stored state and the revision that wrote it.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The lockout state.
+    pub state: State,
+    /// The condition of the next write.
+    pub rev: String,
+}
+
+/// Reads and writes the login-attempts table.
+#[derive(Clone, Debug)]
+pub struct AttemptsTable {
+    client: Client,
+    table: String,
+}
+
+/// The item key of a folded username.
+pub fn key_of(folded_username: &str) -> String {
+    let digest = Sha256::digest(folded_username.as_bytes());
+    digest
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+impl AttemptsTable {
+    /// A store over `table`.
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    /// The table's name (for the health probe).
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
+    /// The state under `key`, strongly consistent so the last write is seen.
+    pub async fn get(&self, key: &str) -> Result<Option<Stored>, AuthError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| AuthError::aws("get login attempts", error))?;
+        output.item.map(|item| parse(&item)).transpose()
+    }
+
+    /// Writes `state` with a new revision `rev`, only if the item is still as read (`read`
+    /// none: still absent). Returns false when another attempt wrote first.
+    pub async fn put(
+        &self,
+        key: &str,
+        state: &State,
+        rev: &str,
+        ttl: i64,
+        read: Option<&str>,
+    ) -> Result<bool, AuthError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, AttributeValue::S(key.to_owned()))
+            .item("count", number(state.count))
+            .item("last_at", number(state.last_at_ms))
+            .item("rev", AttributeValue::S(rev.to_owned()))
+            .item("ttl", number(ttl));
+        if let Some(until) = state.locked_until_ms {
+            request = request.item("locked_until", number(until));
+        }
+        request = match read {
+            None => request
+                .condition_expression("attribute_not_exists(#key)")
+                .expression_attribute_names("#key", KEY),
+            Some(read) => request
+                .condition_expression("#rev = :read")
+                .expression_attribute_names("#rev", "rev")
+                .expression_attribute_values(":read", AttributeValue::S(read.to_owned())),
+        };
+        conditional("count login attempt", request.send().await)
+    }
+
+    /// Forgets the attempts under `key` (a success).
+    pub async fn delete(&self, key: &str) -> Result<(), AuthError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(key.to_owned()))
+            .send()
+            .await
+            .map_err(|error| AuthError::aws("reset login attempts", error))?;
+        Ok(())
+    }
+
+    /// Creates the table if it does not exist (local stacks; production uses IaC, with TTL
+    /// enabled on `ttl`).
+    pub async fn create_table(&self) -> Result<(), String> {
+        let request = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(string_attribute(KEY)?)
+            .key_schema(key_element(KEY, KeyType::Hash)?);
+        common::dynamo::ensure_table(&self.client, request).await
+    }
+}
+
+fn number(n: impl ToString) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+fn parse(item: &HashMap<String, AttributeValue>) -> Result<Stored, AuthError> {
+    let malformed =
+        |name: &str| AuthError::Internal(anyhow::anyhow!("login-attempts item: bad {name}"));
+    let integer = |name: &str| -> Result<Option<i64>, AuthError> {
+        match item.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::N(n)) => n.parse().map(Some).map_err(|_| malformed(name)),
+            Some(_) => Err(malformed(name)),
+        }
+    };
+    let count = integer("count")?.ok_or_else(|| malformed("count"))?;
+    let Some(AttributeValue::S(rev)) = item.get("rev") else {
+        return Err(malformed("rev"));
+    };
+    Ok(Stored {
+        state: State {
+            count: u32::try_from(count).map_err(|_| malformed("count"))?,
+            last_at_ms: integer("last_at")?.ok_or_else(|| malformed("last_at"))?,
+            locked_until_ms: integer("locked_until")?,
+        },
+        rev: rev.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fixed_length_hashes_of_the_name() {
+        assert_eq!(
+            key_of("alice"),
+            "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90"
+        );
+        assert_eq!(key_of(&"x".repeat(10_000)).len(), 64);
+    }
+}
