@@ -31,6 +31,9 @@ pub enum Command {
     CreateTables,
     /// Print a new Ed25519 signing key as a PASERK `k4.secret` (its kid goes to stderr).
     GenerateSigningKey,
+    /// Exit 0 if the server on the listen address reports SERVING within 2 s, else 1 (the
+    /// container health check).
+    HealthCheck,
 }
 
 /// Everything the auth-service can be configured with.

@@ -26,6 +26,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("kid: {kid}");
             Ok(())
         }
+        Command::HealthCheck => {
+            common::health_check::check(
+                settings.listen_addr,
+                common::health_check::HEALTH_CHECK_TIMEOUT,
+            )
+            .await
+        }
         Command::CreateTables => {
             let sdk = common::aws::load_sdk_config(&settings.aws).await;
             startup::create_tables(&settings, &AwsClients::from_sdk_config(&sdk)).await

@@ -1,6 +1,6 @@
 //! Pieces both Dynagate services share: the generated gRPC code, access-token verification,
-//! AWS setup, rich error statuses, and the server bootstrap (health, reflection, tracing,
-//! graceful shutdown).
+//! AWS setup, rich error statuses, the server bootstrap (health, reflection, tracing,
+//! graceful shutdown), and the `health-check` subcommand.
 
 pub mod aws;
 pub mod cache;
@@ -9,6 +9,7 @@ pub mod codec;
 pub mod deadline;
 pub mod dynamo;
 pub mod framing;
+pub mod health_check;
 pub mod metrics;
 pub mod proto;
 pub mod secrets;

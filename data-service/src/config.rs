@@ -28,6 +28,9 @@ pub enum Command {
     CreateTables,
     /// Print a new page-token key as a PASERK `k4.local`.
     GeneratePageTokenKey,
+    /// Exit 0 if the server on the listen address reports SERVING within 2 s, else 1 (the
+    /// container health check).
+    HealthCheck,
 }
 
 /// Everything the data-service can be configured with.

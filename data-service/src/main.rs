@@ -24,6 +24,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", PageTokens::generate_paserk()?.expose_secret());
             Ok(())
         }
+        Command::HealthCheck => {
+            common::health_check::check(
+                settings.listen_addr,
+                common::health_check::HEALTH_CHECK_TIMEOUT,
+            )
+            .await
+        }
         Command::CreateTables => {
             let sdk = common::aws::load_sdk_config(&settings.aws).await;
             startup::create_tables(&settings, aws_sdk_dynamodb::Config::from(&sdk)).await
