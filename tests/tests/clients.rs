@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tests::{
     auth::{TestAuth, TestUser},
     emulators::{tool, workspace_root},
@@ -254,4 +254,58 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     assert_eq!(got["item"]["attributes"]["stars"]["numberValue"], "5");
     assert_eq!(listed["items"][0]["key"], "notes/1");
     assert!(listed.get("nextPageToken").is_none(), "one page: {listed}");
+}
+
+#[tokio::test]
+async fn a_python_client_runs_the_whole_story_on_both_services() {
+    let stack = tests::data::TestStack::spawn().await;
+    let python = tool("../venv/bin/python");
+    let script = workspace_root().join("tests/python/story_client.py");
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .arg(stack.auth.addr.to_string())
+        .arg(stack.data.addr.to_string());
+
+    let output = run(command).await;
+
+    let seen: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(seen["violations"], json!(["username", "password"]), "{seen}");
+    assert_eq!(seen["put_version"], 1);
+    assert_eq!(
+        seen["pages"],
+        json!([["notes/1", "notes/2"], ["notes/3", "notes/4"], ["notes/5"]]),
+        "five items, two a page, in key order"
+    );
+    assert_eq!(seen["updated_version"], 2);
+    assert_eq!(
+        seen["stale"],
+        json!({
+            "code": "FAILED_PRECONDITION",
+            "reason": "VERSION_MISMATCH",
+            "domain": "dynagate.dev",
+            "metadata": {"current_version": "2"},
+        })
+    );
+    assert_eq!(seen["deleted"], json!({"key": "notes/1", "version": 2}));
+    assert_eq!(seen["after_delete"], "NOT_FOUND");
+    assert_eq!(seen["after_logout"], "UNAUTHENTICATED");
+}
+
+/// Runs `command` off the async runtime and returns its output, failing the test (with both
+/// output streams) on a non-zero exit.
+async fn run(mut command: Command) -> std::process::Output {
+    let shown = format!("{command:?}");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|error| panic!("cannot run {shown}: {error}"));
+    assert!(
+        output.status.success(),
+        "{shown} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
