@@ -1,5 +1,6 @@
-//! Real clients other than our own: grpcurl through server reflection, and a Python client
-//! generated from the protos with grpcio-tools.
+//! Real clients other than our own: grpcurl through server reflection, and Python and Node
+//! clients that load the protos themselves (grpcio-tools stubs generated at test time;
+//! @grpc/proto-loader at run time) and run the whole story on both services under test.
 
 use std::process::Command;
 
@@ -270,7 +271,11 @@ async fn a_python_client_runs_the_whole_story_on_both_services() {
     let output = run(command).await;
 
     let seen: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
-    assert_eq!(seen["violations"], json!(["username", "password"]), "{seen}");
+    assert_eq!(
+        seen["violations"],
+        json!(["username", "password"]),
+        "{seen}"
+    );
     assert_eq!(seen["put_version"], 1);
     assert_eq!(
         seen["pages"],
@@ -290,6 +295,45 @@ async fn a_python_client_runs_the_whole_story_on_both_services() {
     assert_eq!(seen["deleted"], json!({"key": "notes/1", "version": 2}));
     assert_eq!(seen["after_delete"], "NOT_FOUND");
     assert_eq!(seen["after_logout"], "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn a_node_client_runs_the_whole_story_under_node_test() {
+    let stack = tests::data::TestStack::spawn().await;
+    // grpc-js and proto-loader live in .local/npm (scripts/install-tools), not beside the test.
+    let node_modules = tool("../npm/node_modules/@grpc/grpc-js")
+        .join("../..")
+        .canonicalize()
+        .expect("node_modules");
+    let mut command = Command::new("node");
+    command
+        .args(["--test", "--test-reporter=tap"])
+        .arg(workspace_root().join("tests/node/story.test.js"))
+        .env("NODE_PATH", node_modules)
+        .env("DYNAGATE_AUTH_ADDR", stack.auth.addr.to_string())
+        .env("DYNAGATE_DATA_ADDR", stack.data.addr.to_string());
+
+    let output = run(command).await;
+
+    // A passing run could also be one that found no tests: check that every step ran.
+    let tap = String::from_utf8_lossy(&output.stdout);
+    for step in [
+        "a bad registration names every broken field in a BadRequest",
+        "register and log in",
+        "put and get",
+        "query a page at a time",
+        "a stale version fails with the current one in an ErrorInfo",
+        "delete at the version we know",
+        "refresh, then log out, which ends the session",
+        "the whole story on both services",
+    ] {
+        let passed = tap
+            .lines()
+            .map(str::trim_start)
+            .any(|line| line.starts_with("ok ") && line.ends_with(&format!(" - {step}")));
+        assert!(passed, "step {step:?} did not pass:\n{tap}");
+    }
+    assert!(tap.contains("# fail 0"), "{tap}");
 }
 
 /// Runs `command` off the async runtime and returns its output, failing the test (with both
