@@ -15,36 +15,12 @@ import uuid
 
 import grpc
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from errors import detail, expect_error
 from generated import load
 
 auth_pb2, auth_grpc = load("dynagate/auth/v1/auth.proto")
 data_pb2, data_grpc = load("dynagate/data/v1/data.proto")
-
-
-def expect_error(call, code):
-    """Runs `call`, which must fail with `code`; returns the grpc.RpcError."""
-    try:
-        call()
-    except grpc.RpcError as error:
-        assert error.code() == code, f"expected {code}, got {error.code()}: {error.details()}"
-        return error
-    raise AssertionError(f"expected {code}, the call succeeded")
-
-
-def detail(error, detail_type):
-    """The first detail of type `detail_type` in the google.rpc.Status that `error` carries
-    (in its grpc-status-details-bin trailer), or None."""
-    status = rpc_status.from_call(error)
-    if status is None:
-        return None
-    for any_detail in status.details:
-        if any_detail.Is(detail_type.DESCRIPTOR):
-            unpacked = detail_type()
-            any_detail.Unpack(unpacked)
-            return unpacked
-    return None
 
 
 def text(value):
