@@ -1,9 +1,10 @@
-//! Real clients other than our own: grpcurl through server reflection, and a Python client
-//! generated from the protos with grpcio-tools.
+//! Real clients other than our own: grpcurl through server reflection, and Python and Node
+//! clients that load the protos themselves (grpcio-tools stubs generated at test time;
+//! @grpc/proto-loader at run time) and run the whole story on both services under test.
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tests::{
     auth::{TestAuth, TestUser},
     emulators::{tool, workspace_root},
@@ -209,10 +210,6 @@ async fn a_python_client_generated_from_the_protos_works() {
     );
     let seen: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
     assert_eq!(seen["duplicate"], "ALREADY_EXISTS");
-    assert_eq!(
-        seen["violations"],
-        serde_json::json!(["username", "password"])
-    );
     assert_eq!(seen["health"], "SERVING");
     let services = seen["reflection_v1alpha_services"].as_array().unwrap();
     assert!(
@@ -254,4 +251,101 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     assert_eq!(got["item"]["attributes"]["stars"]["numberValue"], "5");
     assert_eq!(listed["items"][0]["key"], "notes/1");
     assert!(listed.get("nextPageToken").is_none(), "one page: {listed}");
+}
+
+#[tokio::test]
+async fn a_python_client_runs_the_whole_story_on_both_services() {
+    let stack = tests::data::TestStack::spawn().await;
+    let python = tool("../venv/bin/python");
+    let script = workspace_root().join("tests/python/story_client.py");
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .arg(stack.auth.addr.to_string())
+        .arg(stack.data.addr.to_string());
+
+    let output = run(command).await;
+
+    let seen: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(
+        seen["violations"],
+        json!(["username", "password"]),
+        "{seen}"
+    );
+    assert_eq!(seen["put_version"], 1);
+    assert_eq!(
+        seen["pages"],
+        json!([["notes/1", "notes/2"], ["notes/3", "notes/4"], ["notes/5"]]),
+        "five items, two a page, in key order"
+    );
+    assert_eq!(seen["updated_version"], 2);
+    assert_eq!(
+        seen["stale"],
+        json!({
+            "code": "FAILED_PRECONDITION",
+            "reason": "VERSION_MISMATCH",
+            "domain": "dynagate.dev",
+            "metadata": {"current_version": "2"},
+        })
+    );
+    assert_eq!(seen["deleted"], json!({"key": "notes/1", "version": 2}));
+    assert_eq!(seen["after_delete"], "NOT_FOUND");
+    assert_eq!(seen["after_logout"], "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn a_node_client_runs_the_whole_story_under_node_test() {
+    let stack = tests::data::TestStack::spawn().await;
+    // grpc-js and proto-loader live in .local/npm (scripts/install-tools), not beside the test.
+    let node_modules = tool("../npm/node_modules/@grpc/grpc-js")
+        .join("../..")
+        .canonicalize()
+        .expect("node_modules");
+    let mut command = Command::new("node");
+    command
+        .args(["--test", "--test-reporter=tap"])
+        .arg(workspace_root().join("tests/node/story.test.js"))
+        .env("NODE_PATH", node_modules)
+        .env("DYNAGATE_AUTH_ADDR", stack.auth.addr.to_string())
+        .env("DYNAGATE_DATA_ADDR", stack.data.addr.to_string());
+
+    let output = run(command).await;
+
+    // A passing run could also be one that found no tests: check that every step ran.
+    let tap = String::from_utf8_lossy(&output.stdout);
+    for step in [
+        "a bad registration names every broken field in a BadRequest",
+        "register and log in",
+        "put and get",
+        "query a page at a time",
+        "a stale version fails with the current one in an ErrorInfo",
+        "delete at the version we know",
+        "refresh, then log out, which ends the session",
+        "the whole story on both services",
+    ] {
+        let passed = tap
+            .lines()
+            .map(str::trim_start)
+            .any(|line| line.starts_with("ok ") && line.ends_with(&format!(" - {step}")));
+        assert!(passed, "step {step:?} did not pass:\n{tap}");
+    }
+    assert!(tap.contains("# fail 0"), "{tap}");
+}
+
+/// Runs `command` off the async runtime and returns its output, failing the test (with both
+/// output streams) on a non-zero exit.
+async fn run(mut command: Command) -> std::process::Output {
+    let shown = format!("{command:?}");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|error| panic!("cannot run {shown}: {error}"));
+    assert!(
+        output.status.success(),
+        "{shown} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
