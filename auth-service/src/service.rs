@@ -7,10 +7,12 @@ use common::{
         auth::v1::{
             ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
             DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
-            GetCredentialsRequest, GetCredentialsResponse, ListSigningKeysRequest,
-            ListSigningKeysResponse, LoginRequest, LoginResponse, LogoutAllRequest,
-            LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
-            RegisterRequest, RegisterResponse, SigningKey, auth_service_server::AuthService,
+            GetCredentialsRequest, GetCredentialsResponse, ListSessionsRequest,
+            ListSessionsResponse, ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest,
+            LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse,
+            RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
+            RevokeSessionRequest, RevokeSessionResponse, SigningKey, WatchRevocationsRequest,
+            WatchRevocationsResponse, auth_service_server::AuthService,
         },
         timestamp,
     },
@@ -275,5 +277,29 @@ impl AuthService for AuthApi {
             .disable_totp(&principal, SecondFactor::new(code, recovery_code), &client)
             .await?;
         Ok(Response::new(DisableTotpResponse {}))
+    }
+
+    type WatchRevocationsStream =
+        futures::stream::BoxStream<'static, Result<WatchRevocationsResponse, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Err(Status::unimplemented("WatchRevocations is not built yet"))
+    }
+
+    async fn list_sessions(
+        &self,
+        _request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        Err(Status::unimplemented("ListSessions is not built yet"))
+    }
+
+    async fn revoke_session(
+        &self,
+        _request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        Err(Status::unimplemented("RevokeSession is not built yet"))
     }
 }
