@@ -3,7 +3,11 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Mutex, Notify},
+    task::JoinHandle,
+};
 use tonic::{
     service::{Routes, RoutesBuilder},
     transport::{Server, server::TcpIncoming},
@@ -77,13 +81,31 @@ impl Health {
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>> + Send,
     {
+        self.spawn_probe_nudged(interval, Arc::default(), probe)
+    }
+
+    /// [`Health::spawn_probe`] that also probes at once whenever `nudge` is notified, so a
+    /// dependency that comes back is reported without waiting for the next interval.
+    pub fn spawn_probe_nudged<F, Fut>(
+        &self,
+        interval: Duration,
+        nudge: Arc<Notify>,
+        probe: F,
+    ) -> BackgroundTask
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
         let health = self.clone();
         let handle = tokio::spawn(async move {
             let mut last_ok = None;
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = nudge.notified() => ticker.reset(),
+                }
                 let result = probe().await;
                 let ok = result.is_ok();
                 match (&result, last_ok) {
