@@ -315,3 +315,39 @@ pub fn exit_code(service: &str, result: anyhow::Result<()>) -> std::process::Exi
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_nudge_probes_at_once_instead_of_waiting_for_the_interval() {
+        let (health, _service) = Health::new(&["test.v1.Service"]).await;
+        let probes = Arc::new(AtomicUsize::new(0));
+        let nudge = Arc::new(Notify::new());
+        let _task = health.spawn_probe_nudged(Duration::from_secs(3600), Arc::clone(&nudge), {
+            let probes = Arc::clone(&probes);
+            move || {
+                probes.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            }
+        });
+        let counted = |n| {
+            let probes = Arc::clone(&probes);
+            async move {
+                for _ in 0..200 {
+                    if probes.load(Ordering::SeqCst) >= n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                false
+            }
+        };
+        assert!(counted(1).await, "the first probe runs at once");
+        nudge.notify_one();
+        assert!(counted(2).await, "a nudge probes again within the hour");
+    }
+}
