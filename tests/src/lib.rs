@@ -6,6 +6,7 @@ pub mod auth;
 pub mod data;
 pub mod delay;
 pub mod emulators;
+pub mod feed_proxy;
 pub mod moto;
 pub mod proxy;
 
