@@ -208,7 +208,9 @@ impl Accounts {
         if verified.needs_rehash {
             self.rehash(&username, &user.password_hash, password).await;
         }
-        let tokens = self.start_session(&user.user_id, &username).await?;
+        let tokens = self
+            .start_session(&user.user_id, &username, &client)
+            .await?;
         if let Err(error) = self
             .ensure_password_unchanged(&username, &user, &tokens.session_id)
             .await
@@ -246,10 +248,11 @@ impl Accounts {
         &self,
         user_id: &str,
         username: &str,
+        client: &ClientInfo,
     ) -> Result<SessionTokens, AuthError> {
         let user_uuid = Uuid::parse_str(user_id)
             .with_context(|| format!("stored user id {user_id:?} is not a UUID"))?;
-        let issued = self.families.start(user_uuid, username).await?;
+        let issued = self.families.start(user_uuid, username, client).await?;
         self.session_tokens(issued)
     }
 
