@@ -130,7 +130,10 @@ mod tests {
         request
             .metadata_mut()
             .insert("user-agent", "\t".parse().unwrap());
-        assert_eq!(ClientInfo::of(&request, &TrustedProxies::default()).user_agent, None);
+        assert_eq!(
+            ClientInfo::of(&request, &TrustedProxies::default()).user_agent,
+            None
+        );
     }
 
     #[test]

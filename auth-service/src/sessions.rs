@@ -51,8 +51,8 @@ use crate::{
 
 mod record;
 use common::clock::unix_millis;
-pub use record::{ListedSession, LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
 use record::{LISTED_ATTRIBUTES, blob, integer, malformed, number, parse_listed, parse_session};
+pub use record::{ListedSession, LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
 
 /// A session about to start.
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +106,10 @@ impl SessionStore {
         let now_ms = unix_millis(now).to_string();
         let mut item = self.key(session.user_id, session.session_id);
         if let Some(addr) = session.client.addr {
-            item.insert("client_addr".to_owned(), AttributeValue::S(addr.to_string()));
+            item.insert(
+                "client_addr".to_owned(),
+                AttributeValue::S(addr.to_string()),
+            );
         }
         if let Some(agent) = &session.client.user_agent {
             item.insert("user_agent".to_owned(), AttributeValue::S(agent.clone()));

@@ -1,12 +1,12 @@
 //! The TOTP flows of a signed-in user: enrol, confirm, disable. The second-factor rules live in
-//! `mfa`; here the caller's session is checked, DisableTotp's guesses are counted by the login
+//! `mfa`; here the caller's session gives the username, DisableTotp's guesses are counted by the login
 //! lockout (a stolen access token must not buy unlimited code guesses), and each outcome is
 //! audited.
 
 use common::tokens::Principal;
 use secrecy::SecretString;
 
-use super::Accounts;
+use super::{Accounts, SignedIn};
 use crate::{
     audit::{Event, Outcome, Record},
     client::ClientInfo,
@@ -18,10 +18,10 @@ impl Accounts {
     /// A new pending TOTP secret for the caller (EnrollTotp).
     pub async fn enroll_totp(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         client: &ClientInfo,
     ) -> Result<Enrolment, AuthError> {
-        let username = self.active_username(principal).await?;
+        let (principal, username) = (&caller.principal, caller.username()?);
         let enrolment = self.mfa.enroll(&principal.user_id, &username).await?;
         audit(
             Event::MfaEnrolled,
@@ -37,11 +37,11 @@ impl Accounts {
     /// (ConfirmTotp).
     pub async fn confirm_totp(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         code: SecretString,
         client: &ClientInfo,
     ) -> Result<Vec<SecretString>, AuthError> {
-        let username = self.active_username(principal).await?;
+        let (principal, username) = (&caller.principal, caller.username()?);
         let confirmed = self.mfa.confirm(&principal.user_id, &username, &code).await;
         let outcome = match &confirmed {
             Ok(_) => Outcome::Succeeded,
@@ -56,11 +56,11 @@ impl Accounts {
     /// counts toward the username's lockout like a login, and only success clears it.
     pub async fn disable_totp(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         factor: SecondFactor,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let username = self.active_username(principal).await?;
+        let (principal, username) = (&caller.principal, caller.username()?);
         let user = self
             .mfa
             .ready_to_disable(&principal.user_id, &username, &factor)
