@@ -38,6 +38,7 @@ use std::{
 
 use aws_sdk_dynamodb::{
     Client,
+    operation::query::builders::QueryFluentBuilder,
     types::{AttributeValue, BillingMode, KeyType},
 };
 use common::dynamo::{key_element, string_attribute};
@@ -222,15 +223,8 @@ impl SessionStore {
         now: OffsetDateTime,
     ) -> Result<Vec<LiveSession>, AuthError> {
         let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("user_id = :user")
-            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
-            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
-            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .live_query(user_id, now)
             .projection_expression("session_id, created_at")
-            .consistent_read(true)
             .into_paginator()
             .items()
             .send();
@@ -258,15 +252,8 @@ impl SessionStore {
         limit: usize,
     ) -> Result<Vec<ListedSession>, AuthError> {
         let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("user_id = :user")
-            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
-            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
-            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .live_query(user_id, now)
             .projection_expression(LISTED_ATTRIBUTES)
-            .consistent_read(true)
             .into_paginator()
             .items()
             .send();
@@ -285,6 +272,19 @@ impl SessionStore {
             .into_iter()
             .map(|Reverse(session)| session)
             .collect())
+    }
+
+    /// The query of the user's sessions that are neither revoked nor expired at `now` (the
+    /// filter runs server-side), strongly consistent.
+    fn live_query(&self, user_id: &str, now: OffsetDateTime) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("user_id = :user")
+            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
+            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
+            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .consistent_read(true)
     }
 
     /// Creates the sessions table if it does not exist (local stacks; production uses IaC,

@@ -6,22 +6,18 @@
 //! Every test starts with `AuditLog::capture()` (one subscriber per test binary) and tells its
 //! audit lines apart by its own user ids.
 
-use std::collections::HashMap;
-
 use auth_service::config::Settings;
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::auth::v1::{
     ChangePasswordRequest, DisableTotpRequest, EnrollTotpRequest, GetCredentialsRequest,
     ListSessionsRequest, LoginRequest, LoginResponse, LogoutAllRequest, LogoutRequest,
-    RefreshRequest, RefreshResponse, RevokeSessionRequest, Session,
-    auth_service_client::AuthServiceClient,
+    RevokeSessionRequest, Session, auth_service_client::AuthServiceClient,
 };
 use tests::{
     audit::AuditLog,
-    auth::{Endpoints, TestAuth, TestUser, with_bearer},
+    auth::{Endpoints, TestAuth, TestUser, refresh, with_bearer},
 };
 use tonic::{Code, Request, Status, transport::Channel};
-use tonic_types::StatusExt;
 
 type Client = AuthServiceClient<Channel>;
 
@@ -74,44 +70,8 @@ async fn revoke(client: &mut Client, access_token: &str, session_id: &str) -> Re
         .map(drop)
 }
 
-async fn refresh(client: &mut Client, token: &str) -> Result<RefreshResponse, Status> {
-    client
-        .refresh(RefreshRequest {
-            refresh_token: token.to_owned(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// The session id (`sid`) of an access token the service issued.
-async fn session_of(auth: &TestAuth, access_token: &str) -> String {
-    let keys = auth.published_keys().await;
-    auth.verifier()
-        .verify(&keys, access_token)
-        .expect("a genuine access token")
-        .session_id
-}
-
 fn ids(sessions: &[Session]) -> Vec<&str> {
     sessions.iter().map(|s| s.session_id.as_str()).collect()
-}
-
-/// The stored item of a session, to check what a call wrote.
-async fn stored(
-    auth: &TestAuth,
-    user_id: &str,
-    session_id: &str,
-) -> Option<HashMap<String, AttributeValue>> {
-    auth.dynamodb
-        .get_item()
-        .table_name(&auth.settings.sessions_table)
-        .key("user_id", AttributeValue::S(user_id.to_owned()))
-        .key("session_id", AttributeValue::S(session_id.to_owned()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("GetItem")
-        .item
 }
 
 #[tokio::test]
@@ -135,9 +95,9 @@ async fn sessions_list_newest_first_with_where_they_logged_in_from() {
     let long_agent = "x".repeat(300);
     let third = login_with(&mut client, &user, &[("user-agent", &long_agent)]).await;
     let sids = [
-        session_of(&auth, &first.access_token).await,
-        session_of(&auth, &second.access_token).await,
-        session_of(&auth, &third.access_token).await,
+        auth.session_of(&first.access_token).await,
+        auth.session_of(&second.access_token).await,
+        auth.session_of(&third.access_token).await,
     ];
 
     let sessions = list(&mut client, &second.access_token).await.unwrap();
@@ -217,7 +177,7 @@ async fn sessions_written_before_addresses_were_recorded_list_them_as_empty() {
     let (_log, auth, mut client) = spawn(|_| {}).await;
     let user = TestUser::register(&mut client).await;
     let login = login_with(&mut client, &user, &[("user-agent", "old-client")]).await;
-    let sid = session_of(&auth, &login.access_token).await;
+    let sid = auth.session_of(&login.access_token).await;
     auth.dynamodb
         .update_item()
         .table_name(&auth.settings.sessions_table)
@@ -272,7 +232,7 @@ async fn ended_and_expired_sessions_are_not_listed() {
         .unwrap();
     // Sessions read the system clock (a ManualClock would move only the lockout and TOTP
     // rules): the session expires by its stored deadline moving into the past.
-    let expired_sid = session_of(&auth, &expired.access_token).await;
+    let expired_sid = auth.session_of(&expired.access_token).await;
     auth.dynamodb
         .update_item()
         .table_name(&auth.settings.sessions_table)
@@ -291,7 +251,7 @@ async fn ended_and_expired_sessions_are_not_listed() {
 
     assert_eq!(
         ids(&sessions),
-        [session_of(&auth, &current.access_token).await]
+        [auth.session_of(&current.access_token).await]
     );
 }
 
@@ -318,7 +278,7 @@ async fn revoking_a_listed_session_ends_it_and_only_it() {
     let user = TestUser::register(&mut client).await;
     let mine = user.login(&mut client).await;
     let other = login_with(&mut client, &user, &[("user-agent", "laptop")]).await;
-    let other_sid = session_of(&auth, &other.access_token).await;
+    let other_sid = auth.session_of(&other.access_token).await;
     assert_eq!(
         list(&mut client, &mine.access_token).await.unwrap().len(),
         2
@@ -333,8 +293,8 @@ async fn revoking_a_listed_session_ends_it_and_only_it() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let left = list(&mut client, &mine.access_token).await.unwrap();
-    assert_eq!(ids(&left), [session_of(&auth, &mine.access_token).await]);
-    let item = stored(&auth, &user.user_id, &other_sid).await.unwrap();
+    assert_eq!(ids(&left), [auth.session_of(&mine.access_token).await]);
+    let item = auth.session_item(&user.user_id, &other_sid).await.unwrap();
     assert_eq!(
         item["revoked_reason"],
         AttributeValue::S("revoke_session".into())
@@ -368,7 +328,7 @@ async fn sessions_not_the_callers_are_not_found_and_garbage_is_invalid() {
     let bob = TestUser::register(&mut client).await;
     let alice_login = alice.login(&mut client).await;
     let bob_login = bob.login(&mut client).await;
-    let bob_sid = session_of(&auth, &bob_login.access_token).await;
+    let bob_sid = auth.session_of(&bob_login.access_token).await;
 
     let others = revoke(&mut client, &alice_login.access_token, &bob_sid)
         .await
@@ -388,7 +348,7 @@ async fn sessions_not_the_callers_are_not_found_and_garbage_is_invalid() {
         .await
         .expect("bob's session still works");
     assert!(
-        stored(&auth, &alice.user_id, &bob_sid).await.is_none(),
+        auth.session_item(&alice.user_id, &bob_sid).await.is_none(),
         "nothing written"
     );
 
@@ -401,14 +361,7 @@ async fn sessions_not_the_callers_are_not_found_and_garbage_is_invalid() {
             Code::InvalidArgument,
             "{garbage:?}: {status:?}"
         );
-        let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .expect("a BadRequest")
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
+        let fields = tests::violated_fields(&status);
         assert_eq!(fields, ["session_id"]);
     }
     let failed: Vec<_> = log
@@ -425,7 +378,7 @@ async fn revoking_the_current_session_logs_it_out() {
     let (_log, auth, mut client) = spawn(|_| {}).await;
     let user = TestUser::register(&mut client).await;
     let login = user.login(&mut client).await;
-    let sid = session_of(&auth, &login.access_token).await;
+    let sid = auth.session_of(&login.access_token).await;
 
     revoke(&mut client, &login.access_token, &sid)
         .await
@@ -453,7 +406,7 @@ async fn thirty_racing_revocations_of_one_session_all_succeed_and_end_it_once() 
     let user = TestUser::register(&mut client).await;
     let mine = user.login(&mut client).await;
     let target = user.login(&mut client).await;
-    let target_sid = session_of(&auth, &target.access_token).await;
+    let target_sid = auth.session_of(&target.access_token).await;
 
     let attempts = (0..30).map(|_| {
         let (mut client, token, sid) = (
@@ -468,7 +421,7 @@ async fn thirty_racing_revocations_of_one_session_all_succeed_and_end_it_once() 
     for result in &results {
         assert!(result.is_ok(), "{result:?}");
     }
-    let item = stored(&auth, &user.user_id, &target_sid).await.unwrap();
+    let item = auth.session_item(&user.user_id, &target_sid).await.unwrap();
     assert!(item.contains_key("revoked_at"));
     let succeeded: Vec<_> = log
         .of_user(&user.user_id)

@@ -22,12 +22,12 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<Enrolment, AuthError> {
         let (principal, username) = (&caller.principal, caller.username()?);
-        let enrolment = self.mfa.enroll(&principal.user_id, &username).await?;
+        let enrolment = self.mfa.enroll(&principal.user_id, username).await?;
         audit(
             Event::MfaEnrolled,
             Outcome::Succeeded,
             principal,
-            &username,
+            username,
             client,
         );
         Ok(enrolment)
@@ -42,13 +42,13 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<Vec<SecretString>, AuthError> {
         let (principal, username) = (&caller.principal, caller.username()?);
-        let confirmed = self.mfa.confirm(&principal.user_id, &username, &code).await;
+        let confirmed = self.mfa.confirm(&principal.user_id, username, &code).await;
         let outcome = match &confirmed {
             Ok(_) => Outcome::Succeeded,
             Err(AuthError::InvalidArgument(_)) => Outcome::Failed,
             Err(_) => return confirmed,
         };
-        audit(Event::MfaConfirmed, outcome, principal, &username, client);
+        audit(Event::MfaConfirmed, outcome, principal, username, client);
         confirmed
     }
 
@@ -63,9 +63,9 @@ impl Accounts {
         let (principal, username) = (&caller.principal, caller.username()?);
         let user = self
             .mfa
-            .ready_to_disable(&principal.user_id, &username, &factor)
+            .ready_to_disable(&principal.user_id, username, &factor)
             .await?;
-        let attempt = match self.lockout.begin(&username, client).await {
+        let attempt = match self.lockout.begin(username, client).await {
             Ok(attempt) => attempt,
             Err(error) => {
                 if matches!(error, AuthError::Locked { .. }) {
@@ -73,7 +73,7 @@ impl Accounts {
                         Event::MfaDisabled,
                         Outcome::Refused,
                         principal,
-                        &username,
+                        username,
                         client,
                     );
                 }
@@ -88,7 +88,7 @@ impl Accounts {
                         Event::RecoveryCodeUsed,
                         Outcome::Succeeded,
                         principal,
-                        &username,
+                        username,
                         client,
                     );
                 }
@@ -96,7 +96,7 @@ impl Accounts {
                     Event::MfaDisabled,
                     Outcome::Succeeded,
                     principal,
-                    &username,
+                    username,
                     client,
                 );
                 Ok(())
@@ -107,7 +107,7 @@ impl Accounts {
                         Event::MfaDisabled,
                         Outcome::Failed,
                         principal,
-                        &username,
+                        username,
                         client,
                     );
                 }
