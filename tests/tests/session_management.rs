@@ -319,6 +319,13 @@ async fn revoking_a_listed_session_ends_it_and_only_it() {
         user.username.to_lowercase().as_str()
     );
     assert_eq!(revoked[0]["client_addr"], "127.0.0.1");
+    log.assert_free_of(&[
+        &user.password,
+        &mine.access_token,
+        &mine.refresh_token,
+        &other.access_token,
+        &other.refresh_token,
+    ]);
 }
 
 #[tokio::test]
