@@ -1,6 +1,6 @@
 //! Helpers for the auth-service: spawn it against an emulator, register users, forge tokens.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_service::{
     config::Settings,
@@ -8,16 +8,18 @@ use auth_service::{
     metrics::Metrics,
     startup::{self, Application, AwsClients},
 };
+use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     clock::{Clock, SystemClock},
     proto::auth::v1::{
-        LoginRequest, LoginResponse, RegisterRequest, auth_service_client::AuthServiceClient,
+        LoginRequest, LoginResponse, RefreshRequest, RefreshResponse, RegisterRequest,
+        auth_service_client::AuthServiceClient,
     },
     tokens::{self, TokenVerifier, VerifyingKeys},
 };
 use pasetors::version4::PublicToken;
 use secrecy::SecretString;
-use tonic::{Request, transport::Channel};
+use tonic::{Request, Status, transport::Channel};
 
 use crate::{
     RunningService, dynamodb_client,
@@ -188,6 +190,33 @@ impl TestAuth {
         TokenVerifier::new(&self.settings.token_issuer, &self.settings.token_audience)
     }
 
+    /// The session of one of the service's access tokens (its `sid` claim).
+    pub async fn session_of(&self, access_token: &str) -> String {
+        let keys = self.published_keys().await;
+        self.verifier()
+            .verify(&keys, access_token)
+            .expect("a genuine access token")
+            .session_id
+    }
+
+    /// A session's item as stored (strongly consistent), to check what a call wrote.
+    pub async fn session_item(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.settings.sessions_table)
+            .key("user_id", AttributeValue::S(user_id.to_owned()))
+            .key("session_id", AttributeValue::S(session_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem on the sessions table")
+            .item
+    }
+
     /// Signs arbitrary claims with the service's own key and footer: a token that is
     /// cryptographically genuine, so only the claim checks can reject it.
     pub fn forge(&self, claims: &serde_json::Value) -> String {
@@ -302,6 +331,19 @@ pub fn hopeless_login(username: &str, round: u64, deadline: Duration) -> Request
     });
     request.set_timeout(deadline);
     request
+}
+
+/// Refresh with `token`.
+pub async fn refresh(
+    client: &mut AuthServiceClient<Channel>,
+    token: &str,
+) -> Result<RefreshResponse, Status> {
+    client
+        .refresh(RefreshRequest {
+            refresh_token: token.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// A request carrying `authorization: Bearer <token>`.
