@@ -58,21 +58,27 @@ async fn replay(stream: &mut Streaming<WatchRevocationsResponse>) -> Vec<Revocat
     }
 }
 
-/// Reads until every session in `wanted` was announced; returns their revocations.
+/// Reads until every session in `wanted` was announced; returns their revocations. Fails
+/// after [`ARRIVAL_LIMIT`], heartbeats or not.
 async fn until_announced(
     stream: &mut Streaming<WatchRevocationsResponse>,
     wanted: &[String],
 ) -> Vec<Revocation> {
     let mut missing: HashSet<&String> = wanted.iter().collect();
     let mut found = Vec::new();
-    while !missing.is_empty() {
-        let message = next_message(stream).await;
-        assert!(!message.replay_complete, "replay_complete after the replay");
-        for revocation in message.revocations {
-            if missing.remove(&revocation.session_id) {
-                found.push(revocation);
+    let reading = async {
+        while !missing.is_empty() {
+            let message = next_message(stream).await;
+            assert!(!message.replay_complete, "replay_complete after the replay");
+            for revocation in message.revocations {
+                if missing.remove(&revocation.session_id) {
+                    found.push(revocation);
+                }
             }
         }
+    };
+    if tokio::time::timeout(ARRIVAL_LIMIT, reading).await.is_err() {
+        panic!("not announced in time: {missing:?}");
     }
     found
 }
