@@ -16,11 +16,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::{
-    Client,
-    types::{AttributeValue, BillingMode, KeyType},
-};
-use common::dynamo::{key_element, string_attribute};
+use aws_sdk_dynamodb::{Client, types::AttributeValue};
 
 use super::Revocation;
 use crate::error::AuthError;
@@ -131,16 +127,8 @@ impl RevocationTable {
     /// Creates the table if it does not exist (local stacks; production uses IaC, with TTL
     /// enabled on `ttl`).
     pub async fn create_table(&self) -> Result<(), String> {
-        let request = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(string_attribute("bucket")?)
-            .attribute_definitions(string_attribute("sk")?)
-            .key_schema(key_element("bucket", KeyType::Hash)?)
-            .key_schema(key_element("sk", KeyType::Range)?);
-        common::dynamo::ensure_table(&self.client, request).await
+        common::dynamo::ensure_string_keyed_table(&self.client, &self.table, "bucket", Some("sk"))
+            .await
     }
 }
 
