@@ -56,6 +56,10 @@ impl AwsClients {
 /// UTF-8, and tokens are capped at 2 KiB.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// How long a health probe waits for the first load of the revocations before it reports
+/// NOT_SERVING (the next probe tries again).
+const REVOCATIONS_LOAD_WAIT: Duration = Duration::from_secs(2);
+
 /// A bound, ready-to-run auth-service.
 pub struct Application {
     server: BoundServer,
@@ -146,13 +150,14 @@ impl Application {
             Duration::from_secs(settings.health_probe_secs),
             move || {
                 let (dynamodb, tables) = (dynamodb.clone(), tables.clone());
-                let loaded = loading.is_loaded();
+                let loading = Arc::clone(&loading);
                 async move {
                     common::dynamo::probe_tables(&dynamodb, &tables).await?;
-                    // Watchers must not be sent to a replica that cannot replay yet.
-                    loaded
-                        .then_some(())
-                        .ok_or_else(|| "revocations not loaded yet".to_owned())
+                    // Watchers must not be sent to a replica that cannot replay yet. The
+                    // first load runs alongside the first probe: wait for it a little.
+                    tokio::time::timeout(REVOCATIONS_LOAD_WAIT, loading.wait_loaded())
+                        .await
+                        .map_err(|_| "revocations not loaded yet".to_owned())
                 }
             },
         ));
