@@ -20,6 +20,7 @@ use crate::{
     mfa::{Mfa, SecondFactor},
     password::PasswordHasher,
     refresh_token::RefreshToken,
+    revocations::Revocations,
     sessions::SessionStore,
     tokens::{AccessToken, TokenIssuer},
     users::UserStore,
@@ -130,6 +131,11 @@ impl Accounts {
     /// The session store.
     pub fn sessions(&self) -> &SessionStore {
         self.families.store()
+    }
+
+    /// The revocation feed (WatchRevocations).
+    pub fn revocations(&self) -> &Revocations {
+        self.families.revocations()
     }
 
     /// Registers a user and returns the new user id.

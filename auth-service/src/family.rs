@@ -20,6 +20,7 @@ use crate::{
     client::ClientInfo,
     error::AuthError,
     refresh_token::{RefreshToken, RotationNonce},
+    revocations::Revocations,
     sessions::{ListedSession, NewSession, RevokeReason, Session, SessionStore},
 };
 
@@ -64,17 +65,28 @@ pub struct Issued {
 pub struct Families {
     store: SessionStore,
     policy: SessionPolicy,
+    revocations: Revocations,
 }
 
 impl Families {
-    /// Families kept in `store`, behaving as `policy` says.
-    pub fn new(store: SessionStore, policy: SessionPolicy) -> Self {
-        Self { store, policy }
+    /// Families kept in `store`, behaving as `policy` says; every session they end is
+    /// announced on `revocations`.
+    pub fn new(store: SessionStore, policy: SessionPolicy, revocations: Revocations) -> Self {
+        Self {
+            store,
+            policy,
+            revocations,
+        }
     }
 
     /// The session store.
     pub fn store(&self) -> &SessionStore {
         &self.store
+    }
+
+    /// The revocation feed.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// Starts a session for `user_id` (`username`), logged in by `client`, then ends the
@@ -194,6 +206,9 @@ impl Families {
         Ok(revoked.into_iter().filter(|&r| r).count())
     }
 
+    /// Every way a session ends comes here. The revocation is announced first: if marking the
+    /// session fails after that, the caller retries, and verifiers at worst refuse a session
+    /// that lives on for that moment — never accept one that ended.
     async fn revoke(
         &self,
         user_id: &str,
@@ -201,6 +216,7 @@ impl Families {
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<bool, AuthError> {
+        self.revocations.announce(session_id).await?;
         let retention = REVOKED_RETENTION.max(self.policy.access_lifetime);
         let delete_after = (now + retention).unix_timestamp();
         self.store

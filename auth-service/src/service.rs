@@ -28,6 +28,7 @@ use crate::{
     error::AuthError,
     mfa::SecondFactor,
     policy::StsUserId,
+    revocations::watch,
     sessions::ListedSession,
     throttle::AddressLimiter,
 };
@@ -300,9 +301,12 @@ impl AuthService for AuthApi {
 
     async fn watch_revocations(
         &self,
-        _request: Request<WatchRevocationsRequest>,
+        request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented("WatchRevocations is not built yet"))
+        let since = watch::since_millis(request.into_inner().since)?;
+        let feed = self.accounts.revocations();
+        let stream = watch::open(Arc::clone(feed.hub()), feed.timing(), since).await?;
+        Ok(Response::new(stream))
     }
 
     async fn list_sessions(

@@ -6,6 +6,7 @@ use auth_service::{
     config::Settings,
     keys,
     metrics::Metrics,
+    revocations::Hub,
     startup::{self, Application, AwsClients},
 };
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -69,6 +70,10 @@ pub struct TestAuth {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The instance's counters.
     pub metrics: Arc<Metrics>,
+    /// The instance's revocation hub (its log and open watches).
+    pub revocations: Arc<Hub>,
+    /// Where it found DynamoDB and STS, for replicas.
+    pub endpoints: Endpoints,
     service: RunningService,
 }
 
@@ -81,6 +86,10 @@ impl TestAuth {
         settings.users_table = format!("{prefix}-users");
         settings.sessions_table = format!("{prefix}-sessions");
         settings.lockout.attempts_table = format!("{prefix}-attempts");
+        settings.revocations.table = format!("{prefix}-revocations");
+        // Quick enough for tests to see another replica's revocations, light on dynalite.
+        settings.revocations.poll_ms = 250;
+        settings.revocations.heartbeat_ms = 500;
         settings.argon2_memory_kib = TEST_ARGON2_MEMORY_KIB;
         settings.argon2_iterations = 1;
         settings.health_probe_secs = 1;
@@ -124,6 +133,7 @@ impl TestAuth {
     ) -> Self {
         common::telemetry::init_for_tests();
         let dynamodb = dynamodb_client(&endpoints.dynamodb);
+        let endpoints_kept = endpoints.clone();
         let aws = AwsClients {
             dynamodb: dynamodb.clone(),
             sts: sts_client(&endpoints.sts),
@@ -136,6 +146,7 @@ impl TestAuth {
             .expect("build auth-service");
         let addr = app.local_addr();
         let metrics = app.metrics();
+        let revocations = app.revocations();
         let service = RunningService::spawn("auth-service", |stop| app.run_until_stopped(stop));
         let signing_key = match (&settings.signing_keys, &settings.signing_keys_file) {
             (Some(keys), _) => keys.clone(),
@@ -148,8 +159,17 @@ impl TestAuth {
             signing_key,
             dynamodb,
             metrics,
+            revocations,
+            endpoints: endpoints_kept,
             service,
         }
+    }
+
+    /// Another replica of this service: same tables and keys, its own port, hub and poller.
+    pub async fn spawn_replica(&self) -> Self {
+        let mut settings = self.settings.clone();
+        settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
+        Self::spawn_with(settings, self.endpoints.clone()).await
     }
 
     /// A client on a fresh connection.
