@@ -44,8 +44,9 @@ impl TestData {
         let mut settings = Settings::defaults();
         settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
         settings.auth_url = vec![format!("http://{auth}")];
-        // No revocation feed in the auth-service yet: trust tokens until they expire.
-        settings.revocation_max_staleness = 0;
+        // The revocation feed on, as in production (the auth-service's test settings poll
+        // every 250 ms and beat every 500 ms).
+        settings.revocation_max_staleness = 30;
         settings.items_table = items_table.to_owned();
         settings.dev_ephemeral_page_token_key = true;
         settings.health_probe_secs = 1;
