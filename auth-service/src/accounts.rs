@@ -20,6 +20,7 @@ use crate::{
     mfa::{Mfa, SecondFactor},
     password::PasswordHasher,
     refresh_token::RefreshToken,
+    revocations::Revocations,
     sessions::SessionStore,
     tokens::{AccessToken, TokenIssuer},
     users::UserStore,
@@ -27,6 +28,7 @@ use crate::{
 };
 
 mod password_change;
+mod session_list;
 pub use password_change::PasswordChange;
 
 /// A login as the client asked for it.
@@ -131,6 +133,11 @@ impl Accounts {
         self.families.store()
     }
 
+    /// The revocation feed (WatchRevocations).
+    pub fn revocations(&self) -> &Revocations {
+        self.families.revocations()
+    }
+
     /// Registers a user and returns the new user id.
     pub async fn register(
         &self,
@@ -208,7 +215,9 @@ impl Accounts {
         if verified.needs_rehash {
             self.rehash(&username, &user.password_hash, password).await;
         }
-        let tokens = self.start_session(&user.user_id, &username).await?;
+        let tokens = self
+            .start_session(&user.user_id, &username, &client)
+            .await?;
         if let Err(error) = self
             .ensure_password_unchanged(&username, &user, &tokens.session_id)
             .await
@@ -246,10 +255,11 @@ impl Accounts {
         &self,
         user_id: &str,
         username: &str,
+        client: &ClientInfo,
     ) -> Result<SessionTokens, AuthError> {
         let user_uuid = Uuid::parse_str(user_id)
             .with_context(|| format!("stored user id {user_id:?} is not a UUID"))?;
-        let issued = self.families.start(user_uuid, username).await?;
+        let issued = self.families.start(user_uuid, username, client).await?;
         self.session_tokens(issued)
     }
 
@@ -292,9 +302,10 @@ impl Accounts {
     /// Ends every active session of the caller; returns how many were ended.
     pub async fn logout_all(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         client: &ClientInfo,
     ) -> Result<u32, AuthError> {
+        let principal = &caller.principal;
         let user_id = principal.user_id.as_str();
         let ended = self.families.end_all(user_id).await?;
         let count = u32::try_from(ended).unwrap_or(u32::MAX);
@@ -306,30 +317,38 @@ impl Accounts {
         Ok(count)
     }
 
-    /// Verifies a bearer access token issued by us.
-    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        Ok(self.tokens.verify(token)?)
-    }
-
-    /// Fails unless the principal's session is still active: a logged-out user's access
-    /// token, though unexpired, must not buy fresh AWS credentials.
-    pub async fn ensure_session_active(&self, principal: &Principal) -> Result<(), AuthError> {
-        self.active_username(principal).await.map(drop)
-    }
-
-    /// The username of the principal's session, which must still be active: how bearer calls
-    /// that act on the user's own record (password, second factor) find it.
-    pub async fn active_username(&self, principal: &Principal) -> Result<String, AuthError> {
+    /// The caller of a bearer call: `token` must be an access token of ours whose session is
+    /// still live (neither ended nor expired). Every bearer RPC passes this one check, so an
+    /// access token outliving its session buys nothing here; it fails like a bad token.
+    pub async fn signed_in(&self, token: &str) -> Result<SignedIn, AuthError> {
+        let principal = self.tokens.verify(token)?;
         let session = self
             .sessions()
             .get(&principal.user_id, &principal.session_id)
             .await?;
         match session {
-            Some(session) if session.is_active(OffsetDateTime::now_utc()) => {
-                // Sessions started before usernames were recorded cannot act on the record.
-                session.username.ok_or(AuthError::SessionEnded)
-            }
+            Some(session) if session.is_active(OffsetDateTime::now_utc()) => Ok(SignedIn {
+                principal,
+                username: session.username,
+            }),
             _ => Err(AuthError::SessionEnded),
         }
+    }
+}
+
+/// The caller of a bearer call, its session checked live by [`Accounts::signed_in`].
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    /// The access token's claims.
+    pub principal: Principal,
+    username: Option<String>,
+}
+
+impl SignedIn {
+    /// The folded username the caller's session was started for: how calls that act on the
+    /// user's own record (password, second factor) find it. Sessions started before usernames
+    /// were recorded have none and cannot make those calls.
+    pub fn username(&self) -> Result<&str, AuthError> {
+        self.username.as_deref().ok_or(AuthError::SessionEnded)
     }
 }

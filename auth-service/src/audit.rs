@@ -23,6 +23,9 @@ pub enum Event {
     Logout,
     /// Every session of a user was ended.
     LogoutAll,
+    /// One session was ended by its id (RevokeSession): `Succeeded` by the call that ended it,
+    /// `Failed` for a session the caller does not have.
+    SessionRevoked,
     /// A TOTP secret was issued (not yet active).
     MfaEnrolled,
     /// TOTP was turned on.
@@ -49,6 +52,7 @@ impl Event {
             Self::RefreshReuse => "refresh_reuse",
             Self::Logout => "logout",
             Self::LogoutAll => "logout_all",
+            Self::SessionRevoked => "session_revoked",
             Self::MfaEnrolled => "mfa_enrolled",
             Self::MfaConfirmed => "mfa_confirmed",
             Self::MfaDisabled => "mfa_disabled",

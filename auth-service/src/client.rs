@@ -58,10 +58,20 @@ impl ClientInfo {
         let user_agent = request
             .metadata()
             .get("user-agent")
-            .and_then(|value| value.to_str().ok())
-            .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
+            .map(|value| clean_user_agent(value.as_bytes()))
+            .filter(|agent| !agent.is_empty());
         Self { addr, user_agent }
     }
+}
+
+/// A user agent as kept: bytes that are not UTF-8 replaced, control characters dropped, cut to
+/// [`MAX_USER_AGENT`] characters (on a character boundary).
+fn clean_user_agent(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT)
+        .collect()
 }
 
 #[cfg(test)]
@@ -107,6 +117,23 @@ mod tests {
         let garbled = request("10.1.2.3:4000", Some("not an address"));
         let info = ClientInfo::of(&garbled, &trusting(&["10.1.2.3"]));
         assert_eq!(info.addr, Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn user_agents_are_cut_on_a_char_boundary_without_control_characters() {
+        assert_eq!(clean_user_agent(b"curl/8.5\tx\x7f"), "curl/8.5x");
+        let long = "é".repeat(300);
+        let kept = clean_user_agent(long.as_bytes());
+        assert_eq!(kept.chars().count(), MAX_USER_AGENT);
+        assert_eq!(clean_user_agent(b"a\xffb"), "a\u{fffd}b");
+        let mut request = request("10.1.2.3:4000", None);
+        request
+            .metadata_mut()
+            .insert("user-agent", "\t".parse().unwrap());
+        assert_eq!(
+            ClientInfo::of(&request, &TrustedProxies::default()).user_agent,
+            None
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API (the default).
     Serve,
-    /// Create the users, sessions and login-attempts tables if they do not exist (for local stacks), then exit.
+    /// Create the users, sessions, login-attempts and revocations tables if they do not exist (for local stacks), then exit.
     CreateTables,
     /// Print a new Ed25519 signing key as a PASERK `k4.secret` (its kid goes to stderr).
     GenerateSigningKey,
@@ -212,6 +212,10 @@ pub struct Settings {
     /// How strong new passwords must be.
     #[command(flatten)]
     pub passwords: crate::validation::PasswordSettings,
+
+    /// The revocation feed (WatchRevocations).
+    #[command(flatten)]
+    pub revocations: crate::revocations::RevocationSettings,
 }
 
 /// Credential lifetimes STS accepts: 15 minutes to 12 hours.

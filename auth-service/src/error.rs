@@ -36,6 +36,9 @@ pub enum AuthError {
     /// A valid access token whose session was revoked or has expired.
     #[error("the access token's session has ended")]
     SessionEnded,
+    /// RevokeSession of a session the caller does not have (unknown, or another user's).
+    #[error("session not found")]
+    SessionNotFound,
     /// GetCredentials on a server without a role and table configured.
     #[error("credential vending is not configured")]
     CredentialsDisabled,
@@ -142,6 +145,10 @@ impl From<AuthError> for Status {
                 tracing::info!("access token of an ended session refused");
                 status::unauthenticated()
             }
+            AuthError::SessionNotFound => {
+                tracing::info!("session not found");
+                Status::not_found("session not found")
+            }
             AuthError::CredentialsDisabled => {
                 tracing::info!("GetCredentials called but vending is not configured");
                 Status::unimplemented("credential vending is not configured on this server")
@@ -223,6 +230,7 @@ mod tests {
                 Code::Unauthenticated,
             ),
             (AuthError::SessionEnded, Code::Unauthenticated),
+            (AuthError::SessionNotFound, Code::NotFound),
             (AuthError::CredentialsDisabled, Code::Unimplemented),
             (AuthError::Overloaded, Code::ResourceExhausted),
             (

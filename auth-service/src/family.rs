@@ -20,7 +20,8 @@ use crate::{
     client::ClientInfo,
     error::AuthError,
     refresh_token::{RefreshToken, RotationNonce},
-    sessions::{RevokeReason, Session, SessionStore},
+    revocations::Revocations,
+    sessions::{ListedSession, NewSession, RevokeReason, Session, SessionStore},
 };
 
 mod standing;
@@ -31,6 +32,9 @@ const REVOKE_CONCURRENCY: usize = 8;
 /// Reads of a session one refresh makes at most. A lost race needs two: the rotation fails
 /// only because another one landed, and the second read finds the token as the previous one.
 const REFRESH_ATTEMPTS: usize = 3;
+/// Live sessions listed beyond the cap: logins racing the cap's enforcement (or a cap not
+/// applied because DynamoDB failed) may leave a few more for a moment.
+const LIST_MARGIN: usize = 10;
 /// The least time a revoked session's item is kept, so it can still be reported (and, later,
 /// fanned out as a revocation) while its access tokens live.
 const REVOKED_RETENTION: Duration = Duration::from_secs(86_400);
@@ -61,12 +65,18 @@ pub struct Issued {
 pub struct Families {
     store: SessionStore,
     policy: SessionPolicy,
+    revocations: Revocations,
 }
 
 impl Families {
-    /// Families kept in `store`, behaving as `policy` says.
-    pub fn new(store: SessionStore, policy: SessionPolicy) -> Self {
-        Self { store, policy }
+    /// Families kept in `store`, behaving as `policy` says; every session they end is
+    /// announced on `revocations`.
+    pub fn new(store: SessionStore, policy: SessionPolicy, revocations: Revocations) -> Self {
+        Self {
+            store,
+            policy,
+            revocations,
+        }
     }
 
     /// The session store.
@@ -74,22 +84,32 @@ impl Families {
         &self.store
     }
 
-    /// Starts a session for `user_id` (`username`), then ends the user's oldest sessions
-    /// beyond the cap.
-    pub async fn start(&self, user_id: Uuid, username: &str) -> Result<Issued, AuthError> {
+    /// The revocation feed.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Starts a session for `user_id` (`username`), logged in by `client`, then ends the
+    /// user's oldest sessions beyond the cap.
+    pub async fn start(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        client: &ClientInfo,
+    ) -> Result<Issued, AuthError> {
         let token = RefreshToken::generate(user_id, Uuid::new_v4());
         let now = OffsetDateTime::now_utc();
         let expires_at = self.expiry(now)?;
         let (user_id, session_id) = (user_id.to_string(), token.session_id.to_string());
+        let session = NewSession {
+            user_id: &user_id,
+            username,
+            session_id: &session_id,
+            token_hash: &token.secret_hash(),
+            client,
+        };
         self.store
-            .create(
-                &user_id,
-                username,
-                &session_id,
-                &token.secret_hash(),
-                now,
-                expires_at.unix_timestamp(),
-            )
+            .create(session, now, expires_at.unix_timestamp())
             .await?;
         tracing::info!(%user_id, %session_id, "session started");
         // The session exists; if the cap cannot be applied now, the next login applies it.
@@ -152,6 +172,14 @@ impl Families {
             .await
     }
 
+    /// The user's live sessions, newest first: at most the cap and a small margin.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<ListedSession>, AuthError> {
+        let limit = self.policy.max_per_user.saturating_add(LIST_MARGIN);
+        self.store
+            .list_live(user_id, OffsetDateTime::now_utc(), limit)
+            .await
+    }
+
     /// Ends one session of `user_id` for `reason`; false if it had already ended.
     pub async fn end(
         &self,
@@ -178,6 +206,9 @@ impl Families {
         Ok(revoked.into_iter().filter(|&r| r).count())
     }
 
+    /// Every way a session ends comes here. The revocation is announced first: if marking the
+    /// session fails after that, the caller retries, and verifiers at worst refuse a session
+    /// that lives on for that moment — never accept one that ended.
     async fn revoke(
         &self,
         user_id: &str,
@@ -185,6 +216,7 @@ impl Families {
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<bool, AuthError> {
+        self.revocations.announce(session_id).await?;
         let retention = REVOKED_RETENTION.max(self.policy.access_lifetime);
         let delete_after = (now + retention).unix_timestamp();
         self.store

@@ -17,6 +17,7 @@ pub mod mfa;
 pub mod password;
 pub mod policy;
 pub mod refresh_token;
+pub mod revocations;
 pub mod service;
 pub mod sessions;
 pub mod startup;

@@ -7,25 +7,29 @@ use common::{
         auth::v1::{
             ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
             DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
-            GetCredentialsRequest, GetCredentialsResponse, ListSigningKeysRequest,
-            ListSigningKeysResponse, LoginRequest, LoginResponse, LogoutAllRequest,
-            LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
-            RegisterRequest, RegisterResponse, SigningKey, auth_service_server::AuthService,
+            GetCredentialsRequest, GetCredentialsResponse, ListSessionsRequest,
+            ListSessionsResponse, ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest,
+            LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse,
+            RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
+            RevokeSessionRequest, RevokeSessionResponse, Session, SigningKey,
+            WatchRevocationsRequest, WatchRevocationsResponse, auth_service_server::AuthService,
         },
         timestamp,
     },
-    tokens::{Principal, bearer_token},
+    tokens::bearer_token,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    accounts::{Accounts, LoginAttempt, PasswordChange},
+    accounts::{Accounts, LoginAttempt, PasswordChange, SignedIn},
     client::{ClientInfo, TrustedProxies},
     credentials::CredentialVendor,
     error::AuthError,
     mfa::SecondFactor,
     policy::StsUserId,
+    revocations::watch,
+    sessions::ListedSession,
     throttle::AddressLimiter,
 };
 
@@ -68,24 +72,44 @@ impl AuthApi {
         ClientInfo::of(request, &self.trusted_proxies)
     }
 
-    /// The caller, from the bearer access token; recorded on the request span.
-    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, AuthError> {
+    /// The caller, from the bearer access token, whose session must still be live: the one
+    /// check of every bearer call. Recorded on the request span.
+    async fn signed_in<T>(&self, request: &Request<T>) -> Result<SignedIn, AuthError> {
         let token = bearer_token(request.metadata())?;
-        let principal = self.accounts.authenticate(token)?;
-        record_user(&principal.user_id);
-        Ok(principal)
+        let caller = self.accounts.signed_in(token).await?;
+        record_user(&caller.principal.user_id);
+        Ok(caller)
     }
 
     /// The caller of a bearer call on the user's own account, and its end user (for the
     /// audit log; these calls are not throttled by address).
-    fn caller<T>(&self, request: &Request<T>) -> Result<(Principal, ClientInfo), AuthError> {
-        let principal = self.principal(request)?;
-        Ok((principal, ClientInfo::of(request, &self.trusted_proxies)))
+    async fn caller<T>(&self, request: &Request<T>) -> Result<(SignedIn, ClientInfo), AuthError> {
+        let caller = self.signed_in(request).await?;
+        Ok((caller, ClientInfo::of(request, &self.trusted_proxies)))
     }
 }
 
 fn record_user(user_id: &str) {
     tracing::Span::current().record("user_id", user_id);
+}
+
+/// A live session as ListSessions reports it; `current` names the caller's own.
+fn listed(session: ListedSession, current: &str) -> Session {
+    let at_millis = |millis| common::clock::from_unix_millis(millis).map(timestamp);
+    Session {
+        created_at: at_millis(session.created_at_ms),
+        // Rotation 0 is the login itself: never refreshed.
+        last_refreshed_at: (session.generation > 0)
+            .then(|| at_millis(session.rotated_at_ms))
+            .flatten(),
+        expires_at: time::OffsetDateTime::from_unix_timestamp(session.expires_at)
+            .ok()
+            .map(timestamp),
+        current: session.session_id == current,
+        session_id: session.session_id,
+        client_addr: session.client_addr,
+        user_agent: session.user_agent,
+    }
 }
 
 #[tonic::async_trait]
@@ -167,9 +191,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LogoutAllRequest>,
     ) -> Result<Response<LogoutAllResponse>, Status> {
-        let principal = self.principal(&request)?;
-        let client = self.client(&request);
-        let sessions_revoked = self.accounts.logout_all(&principal, &client).await?;
+        let (caller, client) = self.caller(&request).await?;
+        let sessions_revoked = self.accounts.logout_all(&caller, &client).await?;
         Ok(Response::new(LogoutAllResponse { sessions_revoked }))
     }
 
@@ -196,10 +219,9 @@ impl AuthService for AuthApi {
         request: Request<GetCredentialsRequest>,
     ) -> Result<Response<GetCredentialsResponse>, Status> {
         let vendor = self.vendor.as_ref().ok_or(AuthError::CredentialsDisabled)?;
-        let principal = self.principal(&request)?;
+        let principal = self.signed_in(&request).await?.principal;
         // Our own tokens always carry STS-safe ids; anything else is refused, not passed on.
         let user = StsUserId::new(&principal.user_id).ok_or(AuthError::SessionEnded)?;
-        self.accounts.ensure_session_active(&principal).await?;
         let credentials = vendor.credentials_for(&user).await?;
         let table = &vendor.config().table;
         Ok(Response::new(GetCredentialsResponse {
@@ -218,7 +240,7 @@ impl AuthService for AuthApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let client = self.admit(&request)?;
-        let principal = self.principal(&request)?;
+        let caller = self.signed_in(&request).await?;
         let ChangePasswordRequest {
             old_password,
             new_password,
@@ -228,7 +250,7 @@ impl AuthService for AuthApi {
             new_password: SecretString::from(new_password),
             client,
         };
-        let sessions_revoked = self.accounts.change_password(&principal, change).await?;
+        let sessions_revoked = self.accounts.change_password(&caller, change).await?;
         Ok(Response::new(ChangePasswordResponse { sessions_revoked }))
     }
 
@@ -236,8 +258,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<EnrollTotpRequest>,
     ) -> Result<Response<EnrollTotpResponse>, Status> {
-        let (principal, client) = self.caller(&request)?;
-        let enrolment = self.accounts.enroll_totp(&principal, &client).await?;
+        let (caller, client) = self.caller(&request).await?;
+        let enrolment = self.accounts.enroll_totp(&caller, &client).await?;
         Ok(Response::new(EnrollTotpResponse {
             secret: enrolment.secret.expose_secret().to_owned(),
             otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
@@ -248,12 +270,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ConfirmTotpRequest>,
     ) -> Result<Response<ConfirmTotpResponse>, Status> {
-        let (principal, client) = self.caller(&request)?;
+        let (caller, client) = self.caller(&request).await?;
         let code = SecretString::from(request.into_inner().code);
-        let codes = self
-            .accounts
-            .confirm_totp(&principal, code, &client)
-            .await?;
+        let codes = self.accounts.confirm_totp(&caller, code, &client).await?;
         Ok(Response::new(ConfirmTotpResponse {
             recovery_codes: codes
                 .iter()
@@ -266,14 +285,55 @@ impl AuthService for AuthApi {
         &self,
         request: Request<DisableTotpRequest>,
     ) -> Result<Response<DisableTotpResponse>, Status> {
-        let (principal, client) = self.caller(&request)?;
+        let (caller, client) = self.caller(&request).await?;
         let DisableTotpRequest {
             code,
             recovery_code,
         } = request.into_inner();
         self.accounts
-            .disable_totp(&principal, SecondFactor::new(code, recovery_code), &client)
+            .disable_totp(&caller, SecondFactor::new(code, recovery_code), &client)
             .await?;
         Ok(Response::new(DisableTotpResponse {}))
+    }
+
+    type WatchRevocationsStream =
+        futures::stream::BoxStream<'static, Result<WatchRevocationsResponse, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let since = watch::since_millis(request.into_inner().since)?;
+        let feed = self.accounts.revocations();
+        let stream = watch::open(Arc::clone(feed.hub()), feed.timing(), since).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let caller = self.signed_in(&request).await?;
+        let current = caller.principal.session_id.as_str();
+        let sessions = self
+            .accounts
+            .list_sessions(&caller)
+            .await?
+            .into_iter()
+            .map(|session| listed(session, current))
+            .collect();
+        Ok(Response::new(ListSessionsResponse { sessions }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let (caller, client) = self.caller(&request).await?;
+        let session_id = request.into_inner().session_id;
+        self.accounts
+            .revoke_session(&caller, &session_id, &client)
+            .await?;
+        Ok(Response::new(RevokeSessionResponse {}))
     }
 }

@@ -14,8 +14,10 @@
 //! | `rotated_at`     | N    | Unix milliseconds of the last rotation (`created_at` before)  |
 //! | `expires_at`     | N    | Unix seconds; the current refresh token is dead after it      |
 //! | `revoked_at`     | N    | Unix milliseconds; present once the session is ended          |
-//! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected`, `session_limit` or `password_changed` |
+//! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected`, `session_limit`, `password_changed` or `revoke_session` |
 //! | `username`       | S    | the folded username the session was started for              |
+//! | `client_addr`    | S    | the end user's address at Login (`client.rs`'s rule)          |
+//! | `user_agent`     | S    | Login's `user-agent`, at most 256 chars; absent if none sent  |
 //! | `ttl`            | N    | Unix seconds, for DynamoDB TTL: see below                     |
 //!
 //! `ttl` is a day after `expires_at` while the session lives, so a late reuse still finds it;
@@ -23,27 +25,50 @@
 //! revoked sessions do not pile up in the user's partition.
 //! Event times are in milliseconds (sessions started within one second still order by age,
 //! and the retry grace is measured precisely); deadlines are in seconds, as TTL requires.
+//! `client_addr` and `user_agent` are what the caller claimed (and the trusted-proxy rule
+//! allowed), shown back to the user by ListSessions; sessions started before they were recorded
+//! lack them and list them as empty.
 //! No secret is stored: the current secret is HMAC(previous secret, nonce ‖ generation), which
 //! only the holder of the previous token can compute.
 
-use std::collections::HashMap;
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+};
 
 use aws_sdk_dynamodb::{
     Client,
+    operation::query::builders::QueryFluentBuilder,
     types::{AttributeValue, BillingMode, KeyType},
 };
 use common::dynamo::{key_element, string_attribute};
 use time::OffsetDateTime;
 
 use crate::{
+    client::ClientInfo,
     error::{AuthError, conditional},
     refresh_token::SecretHash,
 };
 
 mod record;
 use common::clock::unix_millis;
-pub use record::{LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
-use record::{blob, integer, malformed, number, parse_session};
+use record::{LISTED_ATTRIBUTES, blob, integer, malformed, number, parse_listed, parse_session};
+pub use record::{ListedSession, LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
+
+/// A session about to start.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSession<'a> {
+    /// The user.
+    pub user_id: &'a str,
+    /// The folded username it is started for.
+    pub username: &'a str,
+    /// The new session's id.
+    pub session_id: &'a str,
+    /// SHA-256 of its first refresh token's secret.
+    pub token_hash: &'a SecretHash,
+    /// Who logged in: the address and user agent recorded.
+    pub client: &'a ClientInfo,
+}
 
 /// Seconds kept after expiry before DynamoDB TTL may delete an item, so a late reuse of an
 /// expired token still finds (and reports) its session for a while.
@@ -72,23 +97,30 @@ impl SessionStore {
         ])
     }
 
-    /// Starts a session of `username` whose current refresh token hashes to `token_hash`.
+    /// Starts `session`, its refresh token expiring at `expires_at` (Unix seconds).
     pub async fn create(
         &self,
-        user_id: &str,
-        username: &str,
-        session_id: &str,
-        token_hash: &SecretHash,
+        session: NewSession<'_>,
         now: OffsetDateTime,
         expires_at: i64,
     ) -> Result<(), AuthError> {
         let now_ms = unix_millis(now).to_string();
+        let mut item = self.key(session.user_id, session.session_id);
+        if let Some(addr) = session.client.addr {
+            item.insert(
+                "client_addr".to_owned(),
+                AttributeValue::S(addr.to_string()),
+            );
+        }
+        if let Some(agent) = &session.client.user_agent {
+            item.insert("user_agent".to_owned(), AttributeValue::S(agent.clone()));
+        }
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(self.key(user_id, session_id)))
-            .item("username", AttributeValue::S(username.to_owned()))
-            .item("token_hash", blob(token_hash))
+            .set_item(Some(item))
+            .item("username", AttributeValue::S(session.username.to_owned()))
+            .item("token_hash", blob(session.token_hash))
             .item("generation", AttributeValue::N("0".to_owned()))
             .item("created_at", AttributeValue::N(now_ms.clone()))
             .item("rotated_at", AttributeValue::N(now_ms))
@@ -191,15 +223,8 @@ impl SessionStore {
         now: OffsetDateTime,
     ) -> Result<Vec<LiveSession>, AuthError> {
         let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("user_id = :user")
-            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
-            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
-            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .live_query(user_id, now)
             .projection_expression("session_id, created_at")
-            .consistent_read(true)
             .into_paginator()
             .items()
             .send();
@@ -215,6 +240,51 @@ impl SessionStore {
             });
         }
         Ok(live)
+    }
+
+    /// The user's newest `limit` sessions that are neither revoked nor expired at `now`,
+    /// newest first. Every page of the user's partition is read (the filter drops ended
+    /// sessions server-side), keeping only the newest `limit` in memory.
+    pub async fn list_live(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<ListedSession>, AuthError> {
+        let mut pages = self
+            .live_query(user_id, now)
+            .projection_expression(LISTED_ATTRIBUTES)
+            .into_paginator()
+            .items()
+            .send();
+        // A min-heap of the newest `limit`: the oldest kept is the first to go.
+        let mut newest = BinaryHeap::with_capacity(limit.saturating_add(1));
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|error| AuthError::aws("list sessions", error))?;
+            newest.push(Reverse(parse_listed(&item)?));
+            if newest.len() > limit {
+                newest.pop();
+            }
+        }
+        // Ascending order of `Reverse` is newest first.
+        Ok(newest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(session)| session)
+            .collect())
+    }
+
+    /// The query of the user's sessions that are neither revoked nor expired at `now` (the
+    /// filter runs server-side), strongly consistent.
+    fn live_query(&self, user_id: &str, now: OffsetDateTime) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("user_id = :user")
+            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
+            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
+            .expression_attribute_values(":now", number(now.unix_timestamp()))
+            .consistent_read(true)
     }
 
     /// Creates the sessions table if it does not exist (local stacks; production uses IaC,

@@ -24,6 +24,7 @@ use crate::{
     metrics::Metrics,
     mfa::Mfa,
     password::{Cost, PasswordHasher},
+    revocations::{Hub, RevocationTable, Revocations},
     service::AuthApi,
     sessions::SessionStore,
     throttle::AddressLimiter,
@@ -55,10 +56,15 @@ impl AwsClients {
 /// UTF-8, and tokens are capped at 2 KiB.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// How long a health probe waits for the first load of the revocations before it reports
+/// NOT_SERVING (the next probe tries again).
+const REVOCATIONS_LOAD_WAIT: Duration = Duration::from_secs(2);
+
 /// A bound, ready-to-run auth-service.
 pub struct Application {
     server: BoundServer,
     metrics: Arc<Metrics>,
+    revocations: Arc<Hub>,
 }
 
 impl Application {
@@ -102,11 +108,15 @@ impl Application {
             let interval = Duration::from_secs(settings.signing_keys_reload_secs);
             tasks.push(key_reload::spawn(path.clone(), tokens.clone(), interval)?);
         }
-        let families = Families::new(sessions, session_policy(settings)?);
+        let revocations = revocations(settings, &aws, Arc::clone(&clock))?;
+        tasks.push(revocations.spawn_poller());
+        let hub = Arc::clone(revocations.hub());
+        let families = Families::new(sessions, session_policy(settings)?, revocations);
         let lockout = lockout(settings, &aws, Arc::clone(&clock))?;
         let mut tables = vec![
             settings.users_table.clone(),
             settings.sessions_table.clone(),
+            settings.revocations.table.clone(),
         ];
         tables.extend(lockout.table_name().map(str::to_owned));
         let mfa = Mfa::new(users.clone(), settings.mfa.sealer()?, Arc::clone(&clock));
@@ -135,11 +145,20 @@ impl Application {
 
         let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
         let dynamodb = aws.dynamodb.clone();
+        let loading = Arc::clone(&hub);
         tasks.push(health.spawn_probe(
             Duration::from_secs(settings.health_probe_secs),
             move || {
                 let (dynamodb, tables) = (dynamodb.clone(), tables.clone());
-                async move { common::dynamo::probe_tables(&dynamodb, &tables).await }
+                let loading = Arc::clone(&loading);
+                async move {
+                    common::dynamo::probe_tables(&dynamodb, &tables).await?;
+                    // Watchers must not be sent to a replica that cannot replay yet. The
+                    // first load runs alongside the first probe: wait for it a little.
+                    tokio::time::timeout(REVOCATIONS_LOAD_WAIT, loading.wait_loaded())
+                        .await
+                        .map_err(|_| "revocations not loaded yet".to_owned())
+                }
             },
         ));
 
@@ -164,7 +183,11 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES);
-        Ok(Self { server, metrics })
+        Ok(Self {
+            server,
+            metrics,
+            revocations: hub,
+        })
     }
 
     /// The address actually bound.
@@ -177,12 +200,23 @@ impl Application {
         Arc::clone(&self.metrics)
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight calls and logs what password
-    /// hashing did (peak concurrency, queue, rejected and skipped jobs).
+    /// The replica's revocation hub (its log and open watches).
+    pub fn revocations(&self) -> Arc<Hub> {
+        Arc::clone(&self.revocations)
+    }
+
+    /// Serves until `shutdown` resolves, then ends every WatchRevocations stream (they would
+    /// never finish by themselves), drains in-flight calls and logs what password hashing did
+    /// (peak concurrency, queue, rejected and skipped jobs).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        let hub = self.revocations;
+        let shutdown = async move {
+            shutdown.await;
+            hub.close();
+        };
         let stopped = self.server.run_until_stopped(shutdown).await;
         self.metrics.log_hashing_stats();
         Ok(stopped?)
@@ -197,6 +231,22 @@ fn session_policy(settings: &Settings) -> anyhow::Result<SessionPolicy> {
         max_per_user: usize::try_from(settings.max_sessions_per_user)?,
         access_lifetime: Duration::from_secs(settings.access_token_ttl_secs),
     })
+}
+
+/// The revocation feed the settings describe.
+fn revocations(
+    settings: &Settings,
+    aws: &AwsClients,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Revocations> {
+    let aws_timeout = Duration::from_millis(settings.aws.aws_operation_timeout_ms);
+    let table = RevocationTable::new(aws.dynamodb.clone(), settings.revocations.table.clone());
+    Ok(Revocations::new(
+        table,
+        clock,
+        settings.revocations.timing(aws_timeout)?,
+        Duration::from_secs(settings.access_token_ttl_secs),
+    ))
 }
 
 /// The brute-force lockout the settings ask for (off with `--lockout-threshold 0`).
@@ -216,7 +266,7 @@ fn lockout(
     Ok(Lockout::new(table, rules, clock))
 }
 
-/// Creates the users, sessions and login-attempts tables if missing.
+/// Creates the users, sessions, login-attempts and revocations tables if missing.
 pub async fn create_tables(settings: &Settings, aws: &AwsClients) -> anyhow::Result<()> {
     UserStore::new(aws.dynamodb.clone(), settings.users_table.clone())
         .create_table()
@@ -233,5 +283,9 @@ pub async fn create_tables(settings: &Settings, aws: &AwsClients) -> anyhow::Res
     .create_table()
     .await
     .map_err(anyhow::Error::msg)?;
+    RevocationTable::new(aws.dynamodb.clone(), settings.revocations.table.clone())
+        .create_table()
+        .await
+        .map_err(anyhow::Error::msg)?;
     Ok(())
 }

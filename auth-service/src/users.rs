@@ -15,12 +15,7 @@ mod totp;
 
 pub use totp::{Proof, StoredTotp};
 
-use aws_sdk_dynamodb::{
-    Client,
-    types::{AttributeValue, BillingMode, KeyType},
-};
-
-use common::dynamo::{key_element, string_attribute};
+use aws_sdk_dynamodb::{Client, types::AttributeValue};
 
 use crate::error::{AuthError, conditional};
 
@@ -198,13 +193,6 @@ impl UserStore {
 
     /// Creates the users table if it does not exist (local stacks; production uses IaC).
     pub async fn create_table(&self) -> Result<(), String> {
-        let request = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(string_attribute("username")?)
-            .key_schema(key_element("username", KeyType::Hash)?);
-        common::dynamo::ensure_table(&self.client, request).await
+        common::dynamo::ensure_string_keyed_table(&self.client, &self.table, "username", None).await
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::{
     Client,
     operation::create_table::builders::CreateTableFluentBuilder,
-    types::{AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus},
+    types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TableStatus,
+    },
 };
 
 /// Creates the table `request` describes unless it exists, then waits until it is ACTIVE.
@@ -54,6 +57,28 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), String> {
     Err(format!(
         "table {name} did not become ACTIVE within a minute"
     ))
+}
+
+/// [`ensure_table`] for the shape of all our tables: on-demand billing, a string partition
+/// key and, if given, a string sort key.
+pub async fn ensure_string_keyed_table(
+    client: &Client,
+    table: &str,
+    partition_key: &str,
+    sort_key: Option<&str>,
+) -> Result<(), String> {
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attribute(partition_key)?)
+        .key_schema(key_element(partition_key, KeyType::Hash)?);
+    if let Some(sort_key) = sort_key {
+        request = request
+            .attribute_definitions(string_attribute(sort_key)?)
+            .key_schema(key_element(sort_key, KeyType::Range)?);
+    }
+    ensure_table(client, request).await
 }
 
 /// Succeeds when every table answers DescribeTable: the health probe of a service.

@@ -3,7 +3,11 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Mutex, Notify},
+    task::JoinHandle,
+};
 use tonic::{
     service::{Routes, RoutesBuilder},
     transport::{Server, server::TcpIncoming},
@@ -77,13 +81,31 @@ impl Health {
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>> + Send,
     {
+        self.spawn_probe_nudged(interval, Arc::default(), probe)
+    }
+
+    /// [`Health::spawn_probe`] that also probes at once whenever `nudge` is notified, so a
+    /// dependency that comes back is reported without waiting for the next interval.
+    pub fn spawn_probe_nudged<F, Fut>(
+        &self,
+        interval: Duration,
+        nudge: Arc<Notify>,
+        probe: F,
+    ) -> BackgroundTask
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
         let health = self.clone();
         let handle = tokio::spawn(async move {
             let mut last_ok = None;
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = nudge.notified() => ticker.reset(),
+                }
                 let result = probe().await;
                 let ok = result.is_ok();
                 match (&result, last_ok) {
@@ -291,5 +313,41 @@ pub fn exit_code(service: &str, result: anyhow::Result<()>) -> std::process::Exi
             tracing::error!(error = format!("{error:#}"), "{service} failed");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_nudge_probes_at_once_instead_of_waiting_for_the_interval() {
+        let (health, _service) = Health::new(&["test.v1.Service"]).await;
+        let probes = Arc::new(AtomicUsize::new(0));
+        let nudge = Arc::new(Notify::new());
+        let _task = health.spawn_probe_nudged(Duration::from_secs(3600), Arc::clone(&nudge), {
+            let probes = Arc::clone(&probes);
+            move || {
+                probes.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            }
+        });
+        let counted = |n| {
+            let probes = Arc::clone(&probes);
+            async move {
+                for _ in 0..200 {
+                    if probes.load(Ordering::SeqCst) >= n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                false
+            }
+        };
+        assert!(counted(1).await, "the first probe runs at once");
+        nudge.notify_one();
+        assert!(counted(2).await, "a nudge probes again within the hour");
     }
 }

@@ -2,7 +2,9 @@
 //! - `pasetors_verify`: `public::verify` with the same claim rules (the baseline),
 //! - `fresh_verify`: our verifier on a token it has not seen (kid lookup, footer parse,
 //!   signature, claims, Principal),
-//! - `cached_check`: the interceptor's path for a token verified before.
+//! - `cached_check`: the interceptor's path for a token verified before,
+//! - `cached_admit`: the same plus the revocation checks (feed freshness, then the token's
+//!   session looked up in a set holding 10,000 revocations).
 //!
 //! Run: `cargo bench -p data-service --bench token_check`
 
@@ -13,6 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use data_service::{
     interceptor::AuthInterceptor,
     keys::{KeyStore, KeyStoreConfig},
+    revocations::{Revocations, RevocationsConfig},
 };
 use pasetors::{
     Public,
@@ -61,9 +64,28 @@ fn benches(c: &mut Criterion) {
     );
     store.install(keys.clone());
     let verifier = TokenVerifier::new("dynagate-auth", "dynagate");
-    let interceptor = AuthInterceptor::new(verifier.clone(), store, Arc::default());
+    let interceptor = AuthInterceptor::new(
+        verifier.clone(),
+        store.clone(),
+        Revocations::off(),
+        Arc::default(),
+    );
+    let revocations = Revocations::new(
+        RevocationsConfig {
+            max_staleness: Duration::from_secs(86_400),
+            index_capacity: 100_000,
+        },
+        Arc::new(common::clock::SystemClock),
+    );
+    let not_after = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+    for i in 0..10_000 {
+        revocations.revoke(&format!("revoked-{i}"), not_after);
+    }
+    revocations.freshness().heard();
+    let watched = AuthInterceptor::new(verifier.clone(), store, revocations, Arc::default());
     let cached = token(&pair, 0);
     interceptor.authenticate(&cached).unwrap();
+    watched.admit(&cached).unwrap();
     let fresh: Vec<String> = (1..=2000).map(|i| token(&pair, i)).collect();
 
     let mut rules = ClaimsValidationRules::new();
@@ -86,6 +108,9 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("cached_check", |b| {
         b.iter(|| black_box(interceptor.authenticate(black_box(&cached)).unwrap()))
+    });
+    group.bench_function("cached_admit", |b| {
+        b.iter(|| black_box(watched.admit(black_box(&cached)).unwrap()))
     });
     group.finish();
 }

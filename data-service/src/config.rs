@@ -44,13 +44,23 @@ pub struct Settings {
     )]
     pub listen_addr: SocketAddr,
 
-    /// URL of the auth-service (signing keys and users' temporary credentials).
+    /// URLs of the auth-service replicas, comma-separated: signing keys and users' temporary
+    /// credentials are asked of any (balanced), and the revocation feed is watched on each.
     #[arg(
         long,
         env = "DYNAGATE_AUTH_URL",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:50051"
     )]
-    pub auth_url: String,
+    pub auth_url: Vec<String>,
+
+    /// Seconds the data-service may go without word (a revocation or a heartbeat) from any
+    /// auth-service's revocation feed before it stops trusting tokens: data calls then answer
+    /// UNAVAILABLE and health turns NOT_SERVING until a stream is back. 0 turns the feed off:
+    /// tokens are then valid until they expire, even after Logout.
+    #[arg(long, env = "DYNAGATE_REVOCATION_MAX_STALENESS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub revocation_max_staleness: u64,
 
     /// DynamoDB table of items (partition key `owner`, sort key `key`).
     #[arg(long, env = "DYNAGATE_ITEMS_TABLE", default_value = "dynagate-items")]
@@ -140,6 +150,11 @@ impl Settings {
         Defaults::parse_from(["data-service"]).settings
     }
 
+    /// The longest the revocation feed may go unheard; zero when it is off.
+    pub fn revocation_max_staleness(&self) -> Duration {
+        Duration::from_secs(self.revocation_max_staleness)
+    }
+
     /// The cap on a request's duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -156,5 +171,20 @@ mod tests {
         let kind = refused.err().map(|error| error.kind());
         assert_eq!(kind, Some(clap::error::ErrorKind::UnknownArgument));
         assert!(Cli::try_parse_from(["data-service", "--page-token-key-file", "key"]).is_ok());
+    }
+
+    #[test]
+    fn auth_urls_are_a_comma_separated_list_and_one_still_works() {
+        let parse = |urls: &str| {
+            Cli::try_parse_from(["data-service", "--auth-url", urls])
+                .map(|cli| cli.settings.auth_url)
+                .ok()
+        };
+        assert_eq!(parse("http://a:1"), Some(vec!["http://a:1".to_owned()]));
+        assert_eq!(
+            parse("http://a:1,http://b:2"),
+            Some(vec!["http://a:1".to_owned(), "http://b:2".to_owned()])
+        );
+        assert_eq!(Settings::defaults().revocation_max_staleness, 30);
     }
 }

@@ -58,6 +58,10 @@ pub enum DataError {
     /// A dependency is unreachable, throttling or too slow for the deadline: retry later.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
+    /// No auth-service has confirmed the revocation feed recently enough, so a token may be
+    /// of an ended session: refused until the feed is back.
+    #[error("the revocation feed is stale")]
+    RevocationsStale,
     /// A bug or misconfiguration; its cause is logged, never returned.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -165,6 +169,11 @@ impl From<DataError> for Status {
                 tracing::warn!(%cause, "dependency unavailable");
                 status::unavailable()
             }
+            DataError::RevocationsStale => {
+                // The watcher logs the outage once; a line per refused call would flood.
+                tracing::debug!("revocation feed stale: refusing to trust tokens");
+                status::unavailable()
+            }
             DataError::Internal(cause) => {
                 tracing::error!(cause = format!("{cause:#}"), "internal error");
                 status::internal()
@@ -204,6 +213,7 @@ mod tests {
                 Code::PermissionDenied,
             ),
             (DataError::Unavailable("x".into()), Code::Unavailable),
+            (DataError::RevocationsStale, Code::Unavailable),
             (
                 DataError::Internal(anyhow::anyhow!("secret cause")),
                 Code::Internal,
@@ -222,7 +232,11 @@ mod tests {
 
     #[test]
     fn retryable_errors_say_when_and_conflicts_say_the_version() {
-        for error in [DataError::Unavailable("x".into()), DataError::Contention] {
+        for error in [
+            DataError::Unavailable("x".into()),
+            DataError::RevocationsStale,
+            DataError::Contention,
+        ] {
             let status = Status::from(error);
             assert!(
                 status.get_error_details().retry_info().is_some(),

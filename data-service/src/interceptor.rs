@@ -17,28 +17,46 @@ use secrecy::SecretString;
 use tonic::{Request, Status, server::NamedService, service::Interceptor};
 use tower::Service;
 
-use crate::{error::DataError, keys::KeyStore, metrics::Metrics};
+use crate::{error::DataError, keys::KeyStore, metrics::Metrics, revocations::Revocations};
 
 /// The caller's bearer token, kept to call GetCredentials on the caller's behalf.
 #[derive(Clone, Debug)]
 pub struct BearerToken(pub SecretString);
 
-/// Verifies access tokens (cached until expiry) and attaches the caller to the request.
+/// Verifies access tokens (cached until expiry), refuses those of ended sessions, and attaches
+/// the caller to the request.
 #[derive(Clone, Debug)]
 pub struct AuthInterceptor {
     verifier: TokenVerifier,
     keys: KeyStore,
+    revocations: Revocations,
     metrics: std::sync::Arc<Metrics>,
 }
 
 impl AuthInterceptor {
-    /// An interceptor accepting tokens of `verifier`'s issuer and audience, signed by `keys`.
-    pub fn new(verifier: TokenVerifier, keys: KeyStore, metrics: std::sync::Arc<Metrics>) -> Self {
+    /// An interceptor accepting tokens of `verifier`'s issuer and audience, signed by `keys`,
+    /// of sessions not in `revocations`.
+    pub fn new(
+        verifier: TokenVerifier,
+        keys: KeyStore,
+        revocations: Revocations,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
         Self {
             verifier,
             keys,
+            revocations,
             metrics,
         }
+    }
+
+    /// The caller of a request's token, if it verifies, the revocation feed is current and
+    /// its session has not ended. After the cached verification this costs one lookup in the
+    /// in-memory revoked set; nothing leaves the process.
+    pub fn admit(&self, token: &str) -> Result<Principal, DataError> {
+        let principal = self.authenticate(token)?;
+        self.revocations.admit(&principal)?;
+        Ok(principal)
     }
 
     /// The principal of a token: from the cache of verdicts, or by a full check whose
@@ -55,7 +73,8 @@ impl AuthInterceptor {
         let keys = self.keys.current();
         match self.verifier.verify(&keys.keys, token) {
             Ok(principal) => {
-                verdicts.remember(token, principal.clone(), keys.generation);
+                let token = verdicts.remember(token, principal.clone(), keys.generation);
+                self.revocations.track(&principal, token);
                 Ok(principal)
             }
             Err(TokenError::Rejected) => {
@@ -70,7 +89,7 @@ impl AuthInterceptor {
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let token = tokens::bearer_token(request.metadata()).map_err(DataError::from)?;
-        let principal = self.authenticate(token).map_err(DataError::from)?;
+        let principal = self.admit(token)?;
         tracing::Span::current().record("user_id", principal.user_id.as_str());
         let token = BearerToken(SecretString::from(token));
         request.extensions_mut().insert(token);

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod number;
 pub mod page_token;
 pub mod requests;
+pub mod revocations;
 pub mod service;
 pub mod startup;
 pub mod store;

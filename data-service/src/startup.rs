@@ -5,6 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use common::{
+    clock::SystemClock,
     proto::{
         auth::v1::auth_service_client::AuthServiceClient,
         data::v1::data_service_server::{DataServiceServer, SERVICE_NAME},
@@ -27,6 +28,10 @@ use crate::{
     keys::{KeyStore, KeyStoreConfig},
     metrics::Metrics,
     page_token::PageTokens,
+    revocations::{
+        Revocations, RevocationsConfig,
+        watcher::{Cleanup, Watcher, WatcherConfig},
+    },
     service::DataApi,
     store::ItemStore,
 };
@@ -52,12 +57,19 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let pages = Arc::new(page_tokens(settings)?);
         let auth_timeout = Duration::from_millis(settings.auth_timeout_ms);
-        let channel = Endpoint::from_shared(settings.auth_url.clone())
-            .with_context(|| format!("--auth-url {:?}", settings.auth_url))?
-            .connect_timeout(auth_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let endpoints = auth_endpoints(&settings.auth_url, auth_timeout)?;
+        let channel = match endpoints.as_slice() {
+            [(_, one)] => one.connect_lazy(),
+            several => Channel::balance_list(several.iter().map(|(_, e)| e.clone())),
+        };
         let auth = AuthServiceClient::new(channel.clone());
+        let revocations = Revocations::new(
+            RevocationsConfig {
+                max_staleness: settings.revocation_max_staleness(),
+                index_capacity: settings.token_cache_capacity,
+            },
+            Arc::new(SystemClock),
+        );
 
         let keys = KeyStore::new(
             auth.clone(),
@@ -80,24 +92,54 @@ impl Application {
             Arc::clone(&metrics),
         );
         let store = ItemStore::new(settings.items_table.clone(), Arc::clone(&metrics));
+        let cleanup = Arc::new(Cleanup {
+            keys: keys.clone(),
+            clients: clients.clone(),
+        });
         let api = DataApi::new(store, clients, pages, settings.request_timeout());
         let interceptor = AuthInterceptor::new(
             TokenVerifier::new(&settings.token_issuer, &settings.token_audience),
             keys.clone(),
+            revocations.clone(),
             Arc::clone(&metrics),
         );
 
         let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
-        let probe = health.spawn_probe(
+        let probe = health.spawn_probe_nudged(
             Duration::from_secs(settings.health_probe_secs),
+            revocations.freshness().turned_fresh(),
             probe(
                 dynamodb,
                 settings.items_table.clone(),
                 channel,
                 keys.clone(),
+                revocations.clone(),
             ),
         );
-        let refresher = keys.spawn_refresher(Duration::from_secs(settings.key_refresh_secs));
+        let mut tasks = vec![
+            probe,
+            keys.spawn_refresher(Duration::from_secs(settings.key_refresh_secs))
+                .into(),
+        ];
+        if revocations.freshness().is_on() {
+            for (url, endpoint) in &endpoints {
+                // A stream has no deadline; a silent one is given up by the watcher instead.
+                let feed = AuthServiceClient::new(endpoint.connect_lazy());
+                let watcher = Watcher::new(
+                    url.clone(),
+                    feed,
+                    revocations.clone(),
+                    cleanup.clone(),
+                    WatcherConfig::default(),
+                );
+                tasks.push(watcher.spawn());
+            }
+        } else {
+            tracing::warn!(
+                "--revocation-max-staleness 0: the revocation feed is off, and access tokens of \
+                 ended sessions stay valid until they expire"
+            );
+        }
 
         let mut routes = RoutesBuilder::default();
         routes
@@ -113,7 +155,7 @@ impl Application {
             settings.listen_addr,
             routes.routes(),
             health,
-            vec![probe, refresher.into()],
+            tasks,
         )
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
@@ -166,12 +208,29 @@ fn page_tokens(settings: &Settings) -> anyhow::Result<PageTokens> {
     }
 }
 
-/// The health probe: the items table answers, the auth-service is SERVING, and we hold keys.
+/// The auth-service addresses, each with its URL (for logs), parsed and configured.
+fn auth_endpoints(urls: &[String], timeout: Duration) -> anyhow::Result<Vec<(String, Endpoint)>> {
+    let urls: Vec<&String> = urls.iter().filter(|url| !url.trim().is_empty()).collect();
+    anyhow::ensure!(!urls.is_empty(), "--auth-url names no auth-service");
+    urls.into_iter()
+        .map(|url| {
+            let endpoint = Endpoint::from_shared(url.trim().to_owned())
+                .with_context(|| format!("--auth-url {url:?}"))?
+                .connect_timeout(timeout)
+                .tcp_nodelay(true);
+            Ok((url.trim().to_owned(), endpoint))
+        })
+        .collect()
+}
+
+/// The health probe: the revocation feed is current, the items table answers, an
+/// auth-service is SERVING, and we hold keys.
 fn probe(
     dynamodb: aws_sdk_dynamodb::Config,
     table: String,
     auth: Channel,
     keys: KeyStore,
+    revocations: Revocations,
 ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + 'static
 {
     let client = aws_sdk_dynamodb::Client::from_conf(dynamodb);
@@ -179,7 +238,13 @@ fn probe(
     move || {
         let (client, tables, keys) = (client.clone(), tables.clone(), keys.clone());
         let mut health = HealthClient::new(auth.clone());
+        let fresh = revocations.freshness().is_fresh();
         Box::pin(async move {
+            if !fresh {
+                return Err(
+                    "no recent word from the revocation feed of any auth-service".to_owned(),
+                );
+            }
             common::dynamo::probe_tables(&client, &tables).await?;
             let mut request = tonic::Request::new(HealthCheckRequest {
                 service: "dynagate.auth.v1.AuthService".to_owned(),

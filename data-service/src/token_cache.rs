@@ -3,7 +3,10 @@
 //! that failed (briefly, so a flood of one forged token costs one verification, not one each).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -29,10 +32,10 @@ struct Verified {
 /// Forgets a verified token when it expires.
 struct UntilExpiry;
 
-impl Expiry<String, Verified> for UntilExpiry {
+impl Expiry<Arc<str>, Verified> for UntilExpiry {
     fn expire_after_create(
         &self,
-        _token: &String,
+        _token: &Arc<str>,
         entry: &Verified,
         _now: Instant,
     ) -> Option<Duration> {
@@ -43,7 +46,7 @@ impl Expiry<String, Verified> for UntilExpiry {
 
 /// The verdicts, bounded in size and time.
 pub struct TokenCache {
-    verified: Cache<String, Verified>,
+    verified: Cache<Arc<str>, Verified>,
     /// SHA-256 of recently refused tokens: 32 bytes each, whatever the token's size.
     refused: Cache<[u8; 32], ()>,
     /// Tokens verified under an older key-set generation than this are no longer trusted.
@@ -98,13 +101,21 @@ impl TokenCache {
         trusted
     }
 
-    /// Remembers a token that passed verification with the key set of `generation`.
-    pub fn remember(&self, token: &str, principal: Principal, generation: u64) {
+    /// Remembers a token that passed verification with the key set of `generation`; the
+    /// returned key is shared with whoever may need to forget the token later.
+    pub fn remember(&self, token: &str, principal: Principal, generation: u64) -> Arc<str> {
         let entry = Verified {
             principal,
             generation,
         };
-        self.verified.insert(token.to_owned(), entry);
+        let key: Arc<str> = Arc::from(token);
+        self.verified.insert(Arc::clone(&key), entry);
+        key
+    }
+
+    /// Forgets a verified token (its session ended).
+    pub fn forget(&self, token: &str) {
+        self.verified.invalidate(token);
     }
 
     /// True for a token refused within the last [`REFUSAL_TTL`].
@@ -150,6 +161,8 @@ mod tests {
         assert_eq!(cache.verified("token"), Some(alice));
         assert!(cache.is_verified("token"));
         assert!(!cache.is_verified("other"));
+        cache.forget("token");
+        assert!(!cache.is_verified("token"));
     }
 
     #[test]

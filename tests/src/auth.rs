@@ -1,17 +1,20 @@
 //! Helpers for the auth-service: spawn it against an emulator, register users, forge tokens.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_service::{
     config::Settings,
     keys,
     metrics::Metrics,
+    revocations::Hub,
     startup::{self, Application, AwsClients},
 };
+use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     clock::{Clock, SystemClock},
     proto::auth::v1::{
-        LoginRequest, LoginResponse, RegisterRequest, auth_service_client::AuthServiceClient,
+        LoginRequest, LoginResponse, RefreshRequest, RefreshResponse, RegisterRequest,
+        auth_service_client::AuthServiceClient,
     },
     tokens::{self, TokenVerifier, VerifyingKeys},
 };
@@ -67,6 +70,10 @@ pub struct TestAuth {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The instance's counters.
     pub metrics: Arc<Metrics>,
+    /// The instance's revocation hub (its log and open watches).
+    pub revocations: Arc<Hub>,
+    /// Where it found DynamoDB and STS, for replicas.
+    pub endpoints: Endpoints,
     service: RunningService,
 }
 
@@ -79,6 +86,10 @@ impl TestAuth {
         settings.users_table = format!("{prefix}-users");
         settings.sessions_table = format!("{prefix}-sessions");
         settings.lockout.attempts_table = format!("{prefix}-attempts");
+        settings.revocations.table = format!("{prefix}-revocations");
+        // Quick enough for tests to see another replica's revocations, light on dynalite.
+        settings.revocations.poll_ms = 250;
+        settings.revocations.heartbeat_ms = 500;
         settings.argon2_memory_kib = TEST_ARGON2_MEMORY_KIB;
         settings.argon2_iterations = 1;
         settings.health_probe_secs = 1;
@@ -122,6 +133,7 @@ impl TestAuth {
     ) -> Self {
         common::telemetry::init_for_tests();
         let dynamodb = dynamodb_client(&endpoints.dynamodb);
+        let endpoints_kept = endpoints.clone();
         let aws = AwsClients {
             dynamodb: dynamodb.clone(),
             sts: sts_client(&endpoints.sts),
@@ -134,6 +146,7 @@ impl TestAuth {
             .expect("build auth-service");
         let addr = app.local_addr();
         let metrics = app.metrics();
+        let revocations = app.revocations();
         let service = RunningService::spawn("auth-service", |stop| app.run_until_stopped(stop));
         let signing_key = match (&settings.signing_keys, &settings.signing_keys_file) {
             (Some(keys), _) => keys.clone(),
@@ -146,8 +159,17 @@ impl TestAuth {
             signing_key,
             dynamodb,
             metrics,
+            revocations,
+            endpoints: endpoints_kept,
             service,
         }
+    }
+
+    /// Another replica of this service: same tables and keys, its own port, hub and poller.
+    pub async fn spawn_replica(&self) -> Self {
+        let mut settings = self.settings.clone();
+        settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
+        Self::spawn_with(settings, self.endpoints.clone()).await
     }
 
     /// A client on a fresh connection.
@@ -186,6 +208,33 @@ impl TestAuth {
     /// A verifier with the service's issuer and audience.
     pub fn verifier(&self) -> TokenVerifier {
         TokenVerifier::new(&self.settings.token_issuer, &self.settings.token_audience)
+    }
+
+    /// The session of one of the service's access tokens (its `sid` claim).
+    pub async fn session_of(&self, access_token: &str) -> String {
+        let keys = self.published_keys().await;
+        self.verifier()
+            .verify(&keys, access_token)
+            .expect("a genuine access token")
+            .session_id
+    }
+
+    /// A session's item as stored (strongly consistent), to check what a call wrote.
+    pub async fn session_item(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.settings.sessions_table)
+            .key("user_id", AttributeValue::S(user_id.to_owned()))
+            .key("session_id", AttributeValue::S(session_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem on the sessions table")
+            .item
     }
 
     /// Signs arbitrary claims with the service's own key and footer: a token that is
@@ -313,6 +362,19 @@ pub fn hopeless_login(username: &str, round: u64, deadline: Duration) -> Request
     });
     request.set_timeout(deadline);
     request
+}
+
+/// Refresh with `token`.
+pub async fn refresh(
+    client: &mut AuthServiceClient<Channel>,
+    token: &str,
+) -> Result<RefreshResponse, Status> {
+    client
+        .refresh(RefreshRequest {
+            refresh_token: token.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// A request carrying `authorization: Bearer <token>`.

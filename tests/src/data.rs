@@ -43,7 +43,10 @@ impl TestData {
     pub fn settings(items_table: &str, auth: SocketAddr) -> Settings {
         let mut settings = Settings::defaults();
         settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
-        settings.auth_url = format!("http://{auth}");
+        settings.auth_url = vec![format!("http://{auth}")];
+        // The revocation feed on, as in production (the auth-service's test settings poll
+        // every 250 ms and beat every 500 ms).
+        settings.revocation_max_staleness = 30;
         settings.items_table = items_table.to_owned();
         settings.dev_ephemeral_page_token_key = true;
         settings.health_probe_secs = 1;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod data;
 pub mod delay;
 pub mod emulators;
+pub mod feed_proxy;
 pub mod moto;
 pub mod proxy;
 
@@ -19,6 +20,19 @@ use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+
+/// The fields named by a status's BadRequest details, in order; panics if it has none.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .unwrap_or_else(|| panic!("a BadRequest in {status:?}"))
+        .field_violations
+        .iter()
+        .map(|violation| violation.field.clone())
+        .collect()
+}
 
 /// The access key id of the credentials the harness and the services themselves use; the
 /// ones STS vends to users differ.

@@ -110,7 +110,7 @@ async fn register_login_and_logouts_are_audited_without_secrets() {
             client_addr: "127.0.0.1",
         },
     );
-    let first_session = session_of(&auth, &first.access_token).await;
+    let first_session = auth.session_of(&first.access_token).await;
     expect_line(
         &lines[1..2],
         &Expected {
@@ -152,7 +152,7 @@ async fn register_login_and_logouts_are_audited_without_secrets() {
             outcome: "succeeded",
             user_id: Some(uid),
             username: None,
-            session_id: Some(&session_of(&auth, &second.access_token).await),
+            session_id: Some(&auth.session_of(&second.access_token).await),
             client_addr: "127.0.0.1",
         },
     );
@@ -202,7 +202,7 @@ async fn a_reused_refresh_token_is_audited() {
             outcome: "failed",
             user_id: Some(&user.user_id),
             username: Some(&user.username),
-            session_id: Some(&session_of(&auth, &login.access_token).await),
+            session_id: Some(&auth.session_of(&login.access_token).await),
             client_addr: "127.0.0.1",
         },
     );
@@ -252,11 +252,4 @@ async fn a_throttled_call_is_audited_with_the_forwarded_address() {
         },
     );
     log.assert_free_of(&[password]);
-}
-
-/// The session of one of `auth`'s access tokens (its `sid` claim).
-async fn session_of(auth: &TestAuth, access_token: &str) -> String {
-    let keys = auth.published_keys().await;
-    let principal = auth.verifier().verify(&keys, access_token).unwrap();
-    principal.session_id
 }

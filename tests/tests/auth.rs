@@ -9,7 +9,6 @@ use common::{
 };
 use tests::auth::{Endpoints, TestAuth, TestUser, kid_of, with_bearer};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 #[tokio::test]
 async fn a_registered_user_logs_in_and_gets_tokens_the_published_keys_verify() {
@@ -102,14 +101,7 @@ async fn invalid_registrations_name_every_bad_field() {
         .unwrap_err();
 
     assert_eq!(status.code(), Code::InvalidArgument);
-    let details = status.get_error_details();
-    let fields: Vec<_> = details
-        .bad_request()
-        .expect("BadRequest details")
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
+    let fields = tests::violated_fields(&status);
     assert_eq!(fields, ["username", "password"]);
 }
 

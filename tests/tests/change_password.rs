@@ -160,14 +160,7 @@ async fn weak_new_passwords_are_invalid_arguments_and_change_nothing() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .expect("a BadRequest")
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
+        let fields = tests::violated_fields(&status);
         assert_eq!(fields, ["new_password"]);
         assert!(!status.message().contains(weak), "{status:?}");
     }
@@ -422,16 +415,8 @@ async fn stored_password_version(auth: &TestAuth, username: &str) -> Option<u64>
 
 async fn revoked(auth: &TestAuth, user_id: &str, session_id: &str) -> bool {
     let item = auth
-        .dynamodb
-        .get_item()
-        .table_name(&auth.settings.sessions_table)
-        .key("user_id", AttributeValue::S(user_id.to_owned()))
-        .key("session_id", AttributeValue::S(session_id.to_owned()))
-        .consistent_read(true)
-        .send()
+        .session_item(user_id, session_id)
         .await
-        .unwrap()
-        .item
         .expect("the session item");
     item.contains_key("revoked_at")
 }

@@ -10,7 +10,7 @@ use tests::data::TestStack;
 use tonic::{Code, Status, transport::Channel};
 use tower::ServiceExt;
 
-const AUTH_RPCS: [&str; 7] = [
+const AUTH_RPCS: [&str; 14] = [
     "/dynagate.auth.v1.AuthService/Register",
     "/dynagate.auth.v1.AuthService/Login",
     "/dynagate.auth.v1.AuthService/Refresh",
@@ -18,6 +18,14 @@ const AUTH_RPCS: [&str; 7] = [
     "/dynagate.auth.v1.AuthService/LogoutAll",
     "/dynagate.auth.v1.AuthService/ListSigningKeys",
     "/dynagate.auth.v1.AuthService/GetCredentials",
+    "/dynagate.auth.v1.AuthService/ChangePassword",
+    "/dynagate.auth.v1.AuthService/EnrollTotp",
+    "/dynagate.auth.v1.AuthService/ConfirmTotp",
+    "/dynagate.auth.v1.AuthService/DisableTotp",
+    "/dynagate.auth.v1.AuthService/ListSessions",
+    "/dynagate.auth.v1.AuthService/RevokeSession",
+    // Server-streaming: a request that does not decode ends it before any message.
+    "/dynagate.auth.v1.AuthService/WatchRevocations",
 ];
 
 const DATA_RPCS: [&str; 5] = [
@@ -106,8 +114,9 @@ fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, Code)> {
     ]
 }
 
-/// Bodies that break only messages whose field 1 is a string: every request here but the
-/// empty ones (LogoutAll, ListSigningKeys, GetCredentials), which skip unknown fields.
+/// Bodies that break only messages whose field 1 is a string or a message: every request
+/// here but the empty ones (LogoutAll, ListSigningKeys, GetCredentials, EnrollTotp,
+/// ListSessions), which skip unknown fields.
 fn bad_string_fields() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("invalid UTF-8 in field 1", framed(b"\x0a\x02\xff\xfe")),
@@ -128,14 +137,17 @@ fn assert_client_caused(status: &Status, what: &str, path: &str) {
 #[tokio::test]
 async fn hostile_bodies_get_client_statuses_on_every_rpc() {
     let stack = TestStack::spawn().await;
-    let user = stack.user().await;
+    // One user for each service: some bodies decode as a LogoutAll, which ends the auth
+    // user's sessions (and the revocation feed then refuses its token on the data-service).
+    let auth_user = stack.user().await;
+    let data_user = stack.user().await;
     let auth = stack.auth.channel().await;
     let data = stack.data.channel().await;
     let rpcs = AUTH_RPCS
         .iter()
-        .map(|path| (&auth, *path))
-        .chain(DATA_RPCS.iter().map(|path| (&data, *path)));
-    for (channel, path) in rpcs {
+        .map(|path| (&auth, *path, &auth_user))
+        .chain(DATA_RPCS.iter().map(|path| (&data, *path, &data_user)));
+    for (channel, path, user) in rpcs {
         for (what, body, code) in hostile_bodies() {
             let status = call_raw(channel, path, Some(&user.token), body).await;
             assert_eq!(status.code(), code, "{what} to {path}: {status:?}");
@@ -147,16 +159,21 @@ async fn hostile_bodies_get_client_statuses_on_every_rpc() {
         for (what, body) in bad_string_fields() {
             let status = call_raw(channel, path, Some(&user.token), body).await;
             assert_client_caused(&status, what, path);
-            let has_string_field = !path.ends_with("/LogoutAll")
-                && !path.ends_with("/ListSigningKeys")
-                && !path.ends_with("/GetCredentials");
+            let empty_messages = [
+                "/LogoutAll",
+                "/ListSigningKeys",
+                "/GetCredentials",
+                "/EnrollTotp",
+                "/ListSessions",
+            ];
+            let has_string_field = !empty_messages.iter().any(|name| path.ends_with(name));
             if has_string_field {
                 assert_eq!(status.code(), Code::InvalidArgument, "{what} to {path}");
             }
         }
     }
     // Both services still serve an honest client (a new one: some bodies above decoded as a
-    // LogoutAll, which ended the first user's session as it should).
+    // LogoutAll, which ended the auth user's session as it should).
     let mut honest = stack.user().await;
     assert_eq!(honest.put_text("after-the-storm", "fine").await, 1);
 }

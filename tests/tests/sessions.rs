@@ -7,10 +7,9 @@ use auth_service::config::Settings;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::proto::auth::v1::{
-    LogoutAllRequest, LogoutRequest, RefreshRequest, RefreshResponse,
-    auth_service_client::AuthServiceClient,
+    LogoutAllRequest, LogoutRequest, auth_service_client::AuthServiceClient,
 };
-use tests::auth::{Endpoints, TestAuth, TestUser, with_bearer};
+use tests::auth::{Endpoints, TestAuth, TestUser, refresh, with_bearer};
 use tonic::{Code, Status, transport::Channel};
 
 type Client = AuthServiceClient<Channel>;
@@ -20,15 +19,6 @@ async fn auth_with(change: impl FnOnce(&mut Settings)) -> TestAuth {
     let mut settings = TestAuth::settings();
     change(&mut settings);
     TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await
-}
-
-async fn refresh(client: &mut Client, token: &str) -> Result<RefreshResponse, Status> {
-    client
-        .refresh(RefreshRequest {
-            refresh_token: token.to_owned(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 async fn logout(client: &mut Client, token: &str) -> Result<(), Status> {

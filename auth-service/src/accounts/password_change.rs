@@ -7,7 +7,7 @@ use common::{status::Violation, tokens::Principal};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
 
-use super::Accounts;
+use super::{Accounts, SignedIn};
 use crate::{
     audit::{Event, Outcome, Record},
     client::ClientInfo,
@@ -35,7 +35,7 @@ impl Accounts {
     /// lands; the others fail with FAILED_PRECONDITION.
     pub async fn change_password(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         change: PasswordChange,
     ) -> Result<u32, AuthError> {
         let PasswordChange {
@@ -43,7 +43,7 @@ impl Accounts {
             new_password,
             client,
         } = change;
-        let username = self.active_username(principal).await?;
+        let (principal, username) = (&caller.principal, caller.username()?.to_owned());
         check(
             &username,
             &old_password,

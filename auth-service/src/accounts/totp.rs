@@ -1,12 +1,12 @@
 //! The TOTP flows of a signed-in user: enrol, confirm, disable. The second-factor rules live in
-//! `mfa`; here the caller's session is checked, DisableTotp's guesses are counted by the login
+//! `mfa`; here the caller's session gives the username, DisableTotp's guesses are counted by the login
 //! lockout (a stolen access token must not buy unlimited code guesses), and each outcome is
 //! audited.
 
 use common::tokens::Principal;
 use secrecy::SecretString;
 
-use super::Accounts;
+use super::{Accounts, SignedIn};
 use crate::{
     audit::{Event, Outcome, Record},
     client::ClientInfo,
@@ -18,16 +18,16 @@ impl Accounts {
     /// A new pending TOTP secret for the caller (EnrollTotp).
     pub async fn enroll_totp(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         client: &ClientInfo,
     ) -> Result<Enrolment, AuthError> {
-        let username = self.active_username(principal).await?;
-        let enrolment = self.mfa.enroll(&principal.user_id, &username).await?;
+        let (principal, username) = (&caller.principal, caller.username()?);
+        let enrolment = self.mfa.enroll(&principal.user_id, username).await?;
         audit(
             Event::MfaEnrolled,
             Outcome::Succeeded,
             principal,
-            &username,
+            username,
             client,
         );
         Ok(enrolment)
@@ -37,18 +37,18 @@ impl Accounts {
     /// (ConfirmTotp).
     pub async fn confirm_totp(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         code: SecretString,
         client: &ClientInfo,
     ) -> Result<Vec<SecretString>, AuthError> {
-        let username = self.active_username(principal).await?;
-        let confirmed = self.mfa.confirm(&principal.user_id, &username, &code).await;
+        let (principal, username) = (&caller.principal, caller.username()?);
+        let confirmed = self.mfa.confirm(&principal.user_id, username, &code).await;
         let outcome = match &confirmed {
             Ok(_) => Outcome::Succeeded,
             Err(AuthError::InvalidArgument(_)) => Outcome::Failed,
             Err(_) => return confirmed,
         };
-        audit(Event::MfaConfirmed, outcome, principal, &username, client);
+        audit(Event::MfaConfirmed, outcome, principal, username, client);
         confirmed
     }
 
@@ -56,16 +56,16 @@ impl Accounts {
     /// counts toward the username's lockout like a login, and only success clears it.
     pub async fn disable_totp(
         &self,
-        principal: &Principal,
+        caller: &SignedIn,
         factor: SecondFactor,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let username = self.active_username(principal).await?;
+        let (principal, username) = (&caller.principal, caller.username()?);
         let user = self
             .mfa
-            .ready_to_disable(&principal.user_id, &username, &factor)
+            .ready_to_disable(&principal.user_id, username, &factor)
             .await?;
-        let attempt = match self.lockout.begin(&username, client).await {
+        let attempt = match self.lockout.begin(username, client).await {
             Ok(attempt) => attempt,
             Err(error) => {
                 if matches!(error, AuthError::Locked { .. }) {
@@ -73,7 +73,7 @@ impl Accounts {
                         Event::MfaDisabled,
                         Outcome::Refused,
                         principal,
-                        &username,
+                        username,
                         client,
                     );
                 }
@@ -88,7 +88,7 @@ impl Accounts {
                         Event::RecoveryCodeUsed,
                         Outcome::Succeeded,
                         principal,
-                        &username,
+                        username,
                         client,
                     );
                 }
@@ -96,7 +96,7 @@ impl Accounts {
                     Event::MfaDisabled,
                     Outcome::Succeeded,
                     principal,
-                    &username,
+                    username,
                     client,
                 );
                 Ok(())
@@ -107,7 +107,7 @@ impl Accounts {
                         Event::MfaDisabled,
                         Outcome::Failed,
                         principal,
-                        &username,
+                        username,
                         client,
                     );
                 }

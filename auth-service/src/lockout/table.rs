@@ -16,11 +16,7 @@
 
 use std::{collections::HashMap, fmt::Write};
 
-use aws_sdk_dynamodb::{
-    Client,
-    types::{AttributeValue, BillingMode, KeyType},
-};
-use common::dynamo::{key_element, string_attribute};
+use aws_sdk_dynamodb::{Client, types::AttributeValue};
 use sha2::{Digest, Sha256};
 
 use super::rules::State;
@@ -129,14 +125,7 @@ impl AttemptsTable {
     /// Creates the table if it does not exist (local stacks; production uses IaC, with TTL
     /// enabled on `ttl`).
     pub async fn create_table(&self) -> Result<(), String> {
-        let request = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(string_attribute(KEY)?)
-            .key_schema(key_element(KEY, KeyType::Hash)?);
-        common::dynamo::ensure_table(&self.client, request).await
+        common::dynamo::ensure_string_keyed_table(&self.client, &self.table, KEY, None).await
     }
 }
 

@@ -28,6 +28,8 @@ pub enum RevokeReason {
     SessionLimit,
     /// The user changed the password from another session.
     PasswordChanged,
+    /// The user ended this session by its id (RevokeSession), from it or from another one.
+    RevokeSession,
 }
 
 impl RevokeReason {
@@ -38,6 +40,7 @@ impl RevokeReason {
             Self::ReuseDetected => "reuse_detected",
             Self::SessionLimit => "session_limit",
             Self::PasswordChanged => "password_changed",
+            Self::RevokeSession => "revoke_session",
         }
     }
 }
@@ -116,6 +119,53 @@ pub struct LiveSession {
     pub created_at_ms: i64,
     /// The session id, breaking ties.
     pub session_id: String,
+}
+
+/// A live session as ListSessions shows it. Orders by age, like [`LiveSession`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedSession {
+    /// Unix milliseconds of the login; first, so that sessions order by age.
+    pub created_at_ms: i64,
+    /// The session id, breaking ties.
+    pub session_id: String,
+    /// Rotations so far: 0 if the refresh token was never used.
+    pub generation: u64,
+    /// Unix milliseconds of the last rotation.
+    pub rotated_at_ms: i64,
+    /// Unix seconds after which the current refresh token is dead.
+    pub expires_at: i64,
+    /// The end user's address at login; empty for sessions started before it was recorded.
+    pub client_addr: String,
+    /// The login's user agent; empty if it sent none or started before it was recorded.
+    pub user_agent: String,
+}
+
+/// The attributes [`parse_listed`] reads, for a query's projection.
+pub(super) const LISTED_ATTRIBUTES: &str =
+    "session_id, created_at, generation, rotated_at, expires_at, client_addr, user_agent";
+
+/// Reads a session for ListSessions.
+pub(super) fn parse_listed(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<ListedSession, AuthError> {
+    let text = |name: &str| match item.get(name) {
+        None => Ok(String::new()),
+        Some(AttributeValue::S(value)) => Ok(value.clone()),
+        Some(_) => Err(malformed(name)),
+    };
+    let session_id = text("session_id")?;
+    if session_id.is_empty() {
+        return Err(malformed("session_id"));
+    }
+    Ok(ListedSession {
+        created_at_ms: integer(item, "created_at")?.unwrap_or(0),
+        session_id,
+        generation: integer(item, "generation")?.ok_or_else(|| malformed("generation"))?,
+        rotated_at_ms: integer(item, "rotated_at")?.unwrap_or(0),
+        expires_at: integer(item, "expires_at")?.ok_or_else(|| malformed("expires_at"))?,
+        client_addr: text("client_addr")?,
+        user_agent: text("user_agent")?,
+    })
 }
 
 pub(super) fn blob(bytes: &[u8]) -> AttributeValue {

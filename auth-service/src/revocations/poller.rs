@@ -1,0 +1,89 @@
+//! The poller: one per replica, it reads the revocations table about once a second so the
+//! hub learns of other replicas' revocations, and prunes what expired.
+
+use std::{sync::Arc, time::Duration};
+
+use common::server::BackgroundTask;
+
+use super::{
+    hub::Hub,
+    settings::Timing,
+    table::{BUCKET_MS, RevocationTable, bucket_of},
+};
+use crate::error::AuthError;
+
+/// Reads `table` into `hub` every `timing.poll`. The first read loads every bucket that can
+/// hold a revocation still relevant (made within `relevance`) and then marks the hub loaded;
+/// each later one reads from `timing.lookback` before the previous successful read began. A
+/// failed read is retried at the next tick from the same point, so nothing is skipped.
+pub fn spawn(
+    table: RevocationTable,
+    hub: Arc<Hub>,
+    timing: Timing,
+    relevance: Duration,
+) -> BackgroundTask {
+    let handle = tokio::spawn(async move {
+        let relevance_ms = millis(relevance);
+        let lookback_ms = millis(timing.lookback);
+        let mut ticker = tokio::time::interval(timing.poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_from: Option<i64> = None;
+        let mut failing = false;
+        loop {
+            ticker.tick().await;
+            let started = hub.now_ms();
+            // Never further back than a revocation can matter, however long reads failed.
+            let horizon = started - relevance_ms;
+            let from = next_from.map_or(horizon, |from| from.max(horizon));
+            match read_since(&table, &hub, from, started + lookback_ms).await {
+                Ok(added) => {
+                    hub.mark_read();
+                    if !hub.is_loaded() {
+                        hub.mark_loaded();
+                        tracing::info!(revocations = hub.len(), "revocations loaded");
+                    } else if added > 0 {
+                        tracing::debug!(added, "revocations learned from the table");
+                    }
+                    if failing {
+                        tracing::info!("revocations table readable again");
+                        failing = false;
+                    }
+                    next_from = Some(started - lookback_ms);
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "revocations table unreadable: heartbeats stop");
+                        failing = true;
+                    }
+                }
+            }
+            hub.prune();
+        }
+    });
+    BackgroundTask::from(handle)
+}
+
+/// Adds to `hub` every relevant revocation made from `from_ms` on, reading each minute bucket
+/// up to `until_ms` (ahead of now, for writers whose clocks run ahead); returns how many were
+/// new.
+async fn read_since(
+    table: &RevocationTable,
+    hub: &Hub,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<usize, AuthError> {
+    let now_secs = hub.now_ms().div_euclid(1000);
+    let mut added = 0;
+    for bucket in bucket_of(from_ms)..=bucket_of(until_ms) {
+        // Whole earlier buckets are read from their start; only the first is cut at from_ms.
+        let bucket_from = from_ms.max(bucket * BUCKET_MS);
+        for revocation in table.read_bucket(bucket, bucket_from, now_secs).await? {
+            added += usize::from(hub.add(revocation));
+        }
+    }
+    Ok(added)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,272 @@
+//! Ended sessions, as the auth-services' revocation feed reports them: the set of revoked
+//! session ids that every request is checked against (one in-memory lookup), each kept only
+//! until no access token of its session can still be valid, so memory is bounded by the
+//! revocations of one access-token lifetime. [`watcher`] fills it; [`freshness`] says whether
+//! it can be trusted; [`sessions`] maps a session to its user and tokens for clean-up.
+//!
+//! No cap on the set: evicting a revocation early would make a revoked token valid again, and
+//! refusing everyone when full would let logouts take the service down. Its size follows the
+//! auth-services' (throttled) logins; each entry costs about 150 bytes.
+
+pub mod freshness;
+pub mod sessions;
+pub mod watcher;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{
+    clock::Clock,
+    tokens::{Principal, TokenError},
+};
+use moka::{Expiry, sync::Cache};
+use time::OffsetDateTime;
+
+use crate::error::DataError;
+pub use freshness::Freshness;
+pub use sessions::{Ended, SessionIndex};
+
+/// The longest a revocation is kept, whatever its `not_after` says: an access token lives at
+/// most a day (the auth-service's upper bound on its lifetime).
+pub const MAX_KEEP: Duration = Duration::from_secs(86_400);
+
+/// Settings of [`Revocations`].
+#[derive(Clone, Copy, Debug)]
+pub struct RevocationsConfig {
+    /// Longest the feed may go unheard before tokens stop being trusted; zero turns it off.
+    pub max_staleness: Duration,
+    /// Sessions (and users) the session → user index remembers at most.
+    pub index_capacity: u64,
+}
+
+/// Forgets a revocation at its `not_after` (read from the service clock when inserted).
+struct UntilNotAfter {
+    clock: Arc<dyn Clock>,
+}
+
+impl Expiry<String, OffsetDateTime> for UntilNotAfter {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        not_after: &OffsetDateTime,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(keep_for(*not_after, self.clock.now()))
+    }
+    fn expire_after_update(
+        &self,
+        _: &String,
+        not_after: &OffsetDateTime,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(keep_for(*not_after, self.clock.now()))
+    }
+}
+
+fn keep_for(not_after: OffsetDateTime, now: OffsetDateTime) -> Duration {
+    Duration::try_from(not_after - now)
+        .unwrap_or_default()
+        .min(MAX_KEEP)
+}
+
+/// The revoked sessions, the index that cleans up after them, and the feed's freshness.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Revocations {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Session id → `not_after`.
+    revoked: Cache<String, OffsetDateTime>,
+    sessions: SessionIndex,
+    freshness: Freshness,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("revoked", &self.revoked.entry_count())
+            .field("sessions", &self.sessions)
+            .field("freshness", &self.freshness)
+            .finish()
+    }
+}
+
+impl Revocations {
+    /// An empty set reading time from `clock`.
+    pub fn new(config: RevocationsConfig, clock: Arc<dyn Clock>) -> Self {
+        let revoked = Cache::builder()
+            .expire_after(UntilNotAfter {
+                clock: Arc::clone(&clock),
+            })
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                revoked,
+                sessions: SessionIndex::new(config.index_capacity),
+                freshness: Freshness::new(config.max_staleness, Arc::clone(&clock)),
+                clock,
+            }),
+        }
+    }
+
+    /// No feed: tokens are trusted until they expire (benchmarks, auth-services without it).
+    pub fn off() -> Self {
+        let config = RevocationsConfig {
+            max_staleness: Duration::ZERO,
+            index_capacity: 1,
+        };
+        Self::new(config, Arc::new(common::clock::SystemClock))
+    }
+
+    /// Whether a verified caller may go on: UNAVAILABLE while the feed is stale (a token may
+    /// be of a session ended meanwhile), UNAUTHENTICATED for a revoked session.
+    pub fn admit(&self, principal: &Principal) -> Result<(), DataError> {
+        if !self.inner.freshness.is_fresh() {
+            return Err(DataError::RevocationsStale);
+        }
+        if self.is_revoked(&principal.session_id) {
+            return Err(DataError::Unauthenticated(TokenError::Rejected));
+        }
+        Ok(())
+    }
+
+    /// True while a session's revocation is kept.
+    pub fn is_revoked(&self, session_id: &str) -> bool {
+        // The cache forgets on its own schedule; the clock decides (tests move it).
+        self.inner
+            .revoked
+            .get(session_id)
+            .is_some_and(|not_after| not_after > self.inner.clock.now())
+    }
+
+    /// Records a token this replica just verified, so a revocation can find its user.
+    pub fn track(&self, principal: &Principal, token: Arc<str>) {
+        if self.inner.freshness.is_on() && !self.is_revoked(&principal.session_id) {
+            self.inner.sessions.track(principal, token);
+        }
+    }
+
+    /// Records that a session ended; its tokens are invalid until `not_after` at the latest.
+    /// Returns what the session held here, for the caller to release.
+    pub fn revoke(&self, session_id: &str, not_after: OffsetDateTime) -> Ended {
+        if not_after > self.inner.clock.now() {
+            self.inner.revoked.insert(session_id.to_owned(), not_after);
+        }
+        self.inner.sessions.end(session_id)
+    }
+
+    /// The feed's freshness.
+    pub fn freshness(&self) -> &Freshness {
+        &self.inner.freshness
+    }
+
+    /// Revocations held, after expired ones are dropped.
+    pub fn len(&self) -> u64 {
+        self.inner.revoked.run_pending_tasks();
+        self.inner.revoked.entry_count()
+    }
+
+    /// True when no revocation is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::clock::ManualClock;
+
+    fn revocations(clock: Arc<ManualClock>) -> Revocations {
+        let config = RevocationsConfig {
+            max_staleness: Duration::from_secs(30),
+            index_capacity: 100,
+        };
+        Revocations::new(config, clock)
+    }
+
+    fn principal(session: &str) -> Principal {
+        Principal {
+            user_id: "alice".into(),
+            session_id: session.into(),
+            token_id: "t".into(),
+            expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(15),
+        }
+    }
+
+    #[test]
+    fn a_revoked_session_is_refused_like_any_bad_token_and_others_pass() {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let set = revocations(clock.clone());
+        set.freshness().heard();
+        set.revoke("s1", clock.now() + Duration::from_secs(900));
+        let refused = set.admit(&principal("s1"));
+        assert!(matches!(
+            refused,
+            Err(DataError::Unauthenticated(TokenError::Rejected))
+        ));
+        assert!(set.admit(&principal("s2")).is_ok());
+    }
+
+    #[test]
+    fn a_stale_feed_refuses_everyone_until_heard_again() {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let set = revocations(clock.clone());
+        assert!(matches!(
+            set.admit(&principal("s1")),
+            Err(DataError::RevocationsStale)
+        ));
+        set.freshness().heard();
+        assert!(set.admit(&principal("s1")).is_ok());
+        clock.advance(Duration::from_secs(31));
+        assert!(matches!(
+            set.admit(&principal("s1")),
+            Err(DataError::RevocationsStale)
+        ));
+    }
+
+    #[test]
+    fn a_revocation_ends_with_its_last_token() {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let set = revocations(clock.clone());
+        set.revoke("s1", clock.now() + Duration::from_secs(60));
+        set.revoke("gone", clock.now() - Duration::from_secs(1));
+        assert!(set.is_revoked("s1"));
+        assert!(!set.is_revoked("gone"), "its tokens have expired already");
+        clock.advance(Duration::from_secs(61));
+        assert!(!set.is_revoked("s1"));
+    }
+
+    #[test]
+    fn ten_thousand_revocations_expire_out_of_the_set() {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let set = revocations(clock);
+        let not_after = OffsetDateTime::now_utc() + Duration::from_millis(300);
+        for i in 0..10_000 {
+            set.revoke(&format!("session-{i}"), not_after);
+        }
+        assert_eq!(set.len(), 10_000);
+        // The cache's timer wheel works in steps of about a second: poll, briefly.
+        for _ in 0..50 {
+            if set.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(set.is_empty(), "{} left", set.len());
+    }
+
+    #[test]
+    fn the_feed_off_trusts_tokens_and_tracks_nothing() {
+        let set = Revocations::off();
+        assert!(set.admit(&principal("s1")).is_ok());
+        set.track(&principal("s1"), Arc::from("token"));
+        assert_eq!(set.inner.sessions.len(), (0, 0));
+    }
+}
