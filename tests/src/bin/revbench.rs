@@ -237,7 +237,10 @@ where
     Ok(out)
 }
 
-async fn logout(client: &mut AuthServiceClient<Channel>, refresh_token: &str) -> anyhow::Result<()> {
+async fn logout(
+    client: &mut AuthServiceClient<Channel>,
+    refresh_token: &str,
+) -> anyhow::Result<()> {
     client
         .logout(LogoutRequest {
             refresh_token: refresh_token.to_owned(),
