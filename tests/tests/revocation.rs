@@ -305,9 +305,11 @@ async fn a_data_replica_started_after_a_revocation_refuses_the_token_from_its_fi
 
     // Until its replay completes it trusts no token (UNAVAILABLE); after that, its very first
     // verdict on the revoked token is a refusal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let first_verdict = loop {
         match get(&late, &fleet.a.access_token).await {
             Err(status) if status.code() == Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "never replayed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             verdict => break verdict,
