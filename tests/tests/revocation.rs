@@ -50,10 +50,7 @@ impl Fleet {
     async fn spawn() -> Self {
         let endpoints = Endpoints::shared().await;
         let items_table = format!("{}-items", unique_prefix());
-        let mut settings = TestAuth::settings_with_vending();
-        settings.items_table_arn = Some(format!(
-            "arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"
-        ));
+        let settings = TestAuth::settings_for_items(&items_table);
         let first = TestAuth::spawn_with(settings, endpoints.clone()).await;
         let second = first.spawn_replica().await;
         let mut template = TestData::settings(&items_table, first.addr);
