@@ -180,7 +180,9 @@ impl Families {
             .await
     }
 
-    /// Ends one session of `user_id` for `reason`; false if it had already ended.
+    /// Ends one session of `user_id` for `reason`; false if it had already ended. The caller
+    /// must know the session is `user_id`'s: its revocation is announced by session id alone,
+    /// before the session item is looked at.
     pub async fn end(
         &self,
         user_id: &str,

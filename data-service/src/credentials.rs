@@ -152,6 +152,13 @@ impl UserClients {
         self.cache.invalidate(&user_id.to_owned()).await;
     }
 
+    /// Drops the client of a user with no live session left here: what the revocation feed's
+    /// clean-up calls, counted so it can be observed.
+    pub async fn release(&self, user_id: &str) {
+        self.forget(user_id).await;
+        self.metrics.clients_released.increment();
+    }
+
     fn loader(
         &self,
         principal: &Principal,

@@ -9,6 +9,9 @@ pub struct Metrics {
     pub dynamodb_calls: Counter,
     /// GetCredentials calls made to the auth-service (credential cache misses).
     pub credential_loads: Counter,
+    /// Cached user clients dropped because the user's last session known here ended (the
+    /// revocation feed's clean-up).
+    pub clients_released: Counter,
     /// Full token verifications (signature checks); cache hits do not count.
     pub token_verifications: Counter,
     /// ListSigningKeys calls made to the auth-service.

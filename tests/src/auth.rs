@@ -114,6 +114,16 @@ impl TestAuth {
         settings
     }
 
+    /// [`TestAuth::settings_with_vending`] for the items table `items_table`, the one a
+    /// data-service of the same stack uses.
+    pub fn settings_for_items(items_table: &str) -> Settings {
+        let mut settings = Self::settings_with_vending();
+        settings.items_table_arn = Some(format!(
+            "arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"
+        ));
+        settings
+    }
+
     /// Spawns the service on the shared dynalite with default test settings (no STS).
     pub async fn spawn() -> Self {
         Self::spawn_with(Self::settings(), Endpoints::dynalite_only().await).await

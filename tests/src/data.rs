@@ -138,10 +138,7 @@ impl TestStack {
         tune: impl FnOnce(&mut Settings),
     ) -> Self {
         let items_table = format!("{}-items", unique_prefix());
-        let mut auth_settings = TestAuth::settings_with_vending();
-        auth_settings.items_table_arn = Some(format!(
-            "arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"
-        ));
+        let auth_settings = TestAuth::settings_for_items(&items_table);
         let auth = TestAuth::spawn_with(auth_settings, endpoints.clone()).await;
         let mut settings = TestData::settings(&items_table, auth.addr);
         tune(&mut settings);

@@ -24,10 +24,7 @@ const AUTH_DELAY: Duration = Duration::from_millis(400);
 async fn slow_auth_stack() -> (TestStack, DelayProxy) {
     let endpoints = Endpoints::shared().await;
     let items_table = format!("{}-items", unique_prefix());
-    let mut auth_settings = TestAuth::settings_with_vending();
-    auth_settings.items_table_arn = Some(format!(
-        "arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"
-    ));
+    let auth_settings = TestAuth::settings_for_items(&items_table);
     let auth = TestAuth::spawn_with(auth_settings, endpoints.clone()).await;
     let proxy = DelayProxy::start(auth.addr, AUTH_DELAY).await;
     let mut settings = TestData::settings(&items_table, proxy.addr());

@@ -46,6 +46,13 @@ impl Accounts {
             }
             record.log();
         };
+        // Looked up under the caller's own id before anything is announced: the revocation
+        // feed names sessions only, so announcing another user's session id would end that
+        // session on every data-service while this call answers NOT_FOUND.
+        if self.sessions().get(user_id, &session_id).await?.is_none() {
+            audit(Outcome::Failed);
+            return Err(AuthError::SessionNotFound);
+        }
         let ended = self
             .families
             .end(user_id, &session_id, RevokeReason::RevokeSession)
@@ -55,11 +62,7 @@ impl Accounts {
             audit(Outcome::Succeeded);
             return Ok(());
         }
-        // Not ended by this call: ended before (a retry, a race), or not the caller's at all.
-        if self.sessions().get(user_id, &session_id).await?.is_none() {
-            audit(Outcome::Failed);
-            return Err(AuthError::SessionNotFound);
-        }
+        // Ended before (a retry, a race).
         tracing::debug!(%user_id, %session_id, "session already ended");
         Ok(())
     }

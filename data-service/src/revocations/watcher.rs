@@ -63,7 +63,7 @@ impl Release for Cleanup {
                 self.keys.tokens().forget(token);
             }
             if let Some(user) = ended.user_without_sessions {
-                self.clients.forget(&user).await;
+                self.clients.release(&user).await;
             }
         })
     }
