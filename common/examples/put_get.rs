@@ -2,8 +2,11 @@
 //!
 //! ```sh
 //! scripts/stack up
-//! cargo run -p common --example put_get -- --register --username alice-example
+//! DYNAGATE_PASSWORD='correct horse battery' \
+//!   cargo run -p common --example put_get -- --register --username alice-rust
 //! ```
+//!
+//! The flow itself is `common::client::put_get`, which `tests/tests/rust_client.rs` runs.
 
 use clap::Parser;
 use common::client::{PutGet, put_get};
@@ -14,10 +17,18 @@ use tonic::transport::Channel;
 #[command(about = "Log in, put an item and get it back")]
 struct Args {
     /// The auth-service.
-    #[arg(long, env = "DYNAGATE_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "DYNAGATE_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     auth_url: String,
     /// The data-service.
-    #[arg(long, env = "DYNAGATE_DATA_URL", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "DYNAGATE_DATA_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
     data_url: String,
     /// The user to log in as.
     #[arg(long, env = "DYNAGATE_USERNAME")]

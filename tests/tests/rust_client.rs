@@ -18,10 +18,7 @@ use common::{
 };
 use futures::future::join_all;
 use secrecy::{ExposeSecret, SecretString};
-use tests::{
-    auth::TestUser,
-    data::TestStack,
-};
+use tests::{auth::TestUser, data::TestStack};
 use time::OffsetDateTime;
 use tonic::{Code, Status, transport::Channel};
 use tower::ServiceBuilder;
@@ -205,7 +202,11 @@ async fn a_revoked_session_fails_unauthenticated_without_refreshing_again() {
     client.clock.advance(Duration::from_secs(900));
     for round in 0..5 {
         let status = client.put("after").await.expect_err("the session ended");
-        assert_eq!(status.code(), Code::Unauthenticated, "round {round}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "round {round}: {status:?}"
+        );
     }
     assert_eq!(client.session.refreshes(), 1);
     let status = client.session.access_token().await.expect_err("ended");
@@ -216,7 +217,10 @@ async fn a_revoked_session_fails_unauthenticated_without_refreshing_again() {
 async fn the_put_get_example_runs_against_the_stack() {
     let stack = TestStack::spawn().await;
     let run = PutGet {
-        username: format!("example-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        username: format!(
+            "example-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
         password: SecretString::from(format!("pw-{}", uuid::Uuid::new_v4())),
         register: true,
         key: "examples/hello".into(),
@@ -229,6 +233,37 @@ async fn the_put_get_example_runs_against_the_stack() {
 
     assert_eq!(item.key, "examples/hello");
     assert_eq!(item.version, 1);
-    let text = item.attributes.get("text").and_then(|value| value.kind.clone());
+    let text = item
+        .attributes
+        .get("text")
+        .and_then(|value| value.kind.clone());
     assert_eq!(text, Some(Kind::StringValue("hello from Rust".into())));
+}
+
+#[tokio::test]
+async fn an_unavailable_auth_service_leaves_the_valid_token_in_use() {
+    let stack = TestStack::spawn().await;
+    let client = Client::new(&stack).await;
+    client.put("before").await.expect("PutItem");
+    let TestStack { auth, data, .. } = stack;
+    auth.stop().await;
+
+    // Due for refresh, 50 s left: the background Refresh fails, the calls go on.
+    client.clock.advance(Duration::from_secs(850));
+    for round in 0..5 {
+        client
+            .put(&format!("due/{round}"))
+            .await
+            .expect("the current token still works");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One attempt, then a pause before the next (2 s on the session's clock).
+    assert_eq!(client.session.refreshes(), 1);
+
+    // Expired: the call waits for a Refresh, which fails UNAVAILABLE, not UNAUTHENTICATED.
+    client.clock.advance(Duration::from_secs(50));
+    let status = client.put("expired").await.expect_err("no token to send");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(client.session.refreshes(), 2);
+    data.stop().await;
 }

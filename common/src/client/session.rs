@@ -140,7 +140,11 @@ impl Session {
         match self.refresh_after(seen.generation).await {
             Ok(()) => {
                 let fresh = inner.snapshot();
-                if fresh.ended { Err(ended()) } else { Ok(fresh.access) }
+                if fresh.ended {
+                    Err(ended())
+                } else {
+                    Ok(fresh.access)
+                }
             }
             Err(status) => Err(status),
         }
@@ -260,8 +264,8 @@ impl Tokens {
         // The lifetime left is measured on the wall clock; the deadlines are kept on `now`'s
         // clock, which is the wall clock too unless a test moves a manual one.
         let lifetime = (expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-        let margin = (lifetime / 10_i32)
-            .min(time::Duration::try_from(REFRESH_MARGIN).unwrap_or_default());
+        let margin =
+            (lifetime / 10_i32).min(time::Duration::try_from(REFRESH_MARGIN).unwrap_or_default());
         Ok(Self {
             access: access.into(),
             expires_at,
