@@ -1,6 +1,6 @@
 //! Pieces both Dynagate services share: the generated gRPC code, access-token verification,
 //! AWS setup, rich error statuses, the server bootstrap (health, reflection, tracing,
-//! graceful shutdown), and the `health-check` subcommand.
+//! W3C trace context, graceful shutdown), and the `health-check` subcommand.
 
 pub mod aws;
 pub mod cache;
@@ -18,3 +18,4 @@ pub mod server;
 pub mod status;
 pub mod telemetry;
 pub mod tokens;
+pub mod trace;

@@ -1,5 +1,6 @@
 //! The gRPC server bootstrap both services share: standard health and reflection services,
-//! a tracing span per request, dependency-driven health, and graceful shutdown.
+//! a tracing span per request carrying its W3C trace id, dependency-driven health, and
+//! graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -19,6 +20,7 @@ use tracing::Level;
 use crate::{
     framing::{FramingLayer, MAX_REQUEST_MESSAGE_BYTES},
     proto::FILE_DESCRIPTOR_SET,
+    trace::{TraceContext, TraceContextLayer},
 };
 
 /// The `grpc.health.v1` statuses of one server: the overall status (`""`) and one per
@@ -185,9 +187,15 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let trace = TraceLayer::new_for_grpc()
         .make_span_with(|request: &http::Request<_>| {
+            // TraceContextLayer runs first and always inserts a context.
+            let trace_id = request
+                .extensions()
+                .get::<TraceContext>()
+                .map(TraceContext::trace_id);
             tracing::info_span!(
                 "grpc",
                 method = %request.uri().path(),
+                trace_id,
                 user_id = tracing::field::Empty,
             )
         })
@@ -199,6 +207,7 @@ pub async fn serve(
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
+        .layer(TraceContextLayer)
         .layer(trace)
         .layer(FramingLayer::new(max_request_bytes))
         .add_routes(routes)

@@ -1,4 +1,6 @@
-//! Structured logging: JSON lines with the request span, filtered by `RUST_LOG`.
+//! Structured logging: JSON lines with the request span, filtered by `RUST_LOG`. Each line has
+//! its innermost span (`span`) and every enclosing one (`spans`, outermost first), so a line
+//! logged inside an AWS SDK call still names the `grpc` request span and its `trace_id`.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -9,7 +11,7 @@ pub fn init(default_filter: &str) {
     let json = fmt::layer()
         .json()
         .with_current_span(true)
-        .with_span_list(false)
+        .with_span_list(true)
         .with_target(true);
     // A second init (e.g. from tests) keeps the first subscriber; that is fine.
     let _ = tracing_subscriber::registry()

@@ -5,7 +5,9 @@
 //!
 //! A load belongs to no single caller: it runs on its own task under the service's own
 //! auth timeout, so one caller's short deadline cannot fail the others waiting for it, and a
-//! waiter whose token is fine is not failed by another waiter's ended session.
+//! waiter whose token is fine is not failed by another waiter's ended session. A load runs
+//! in the trace of the request that started it (`common::trace::bind`): its GetCredentials
+//! call and log lines carry that request's trace id, also when other requests share it.
 
 use std::{
     sync::Arc,
@@ -165,7 +167,7 @@ impl UserClients {
         token: &BearerToken,
     ) -> impl Future<Output = Result<Arc<UserClient>, LoadError>> + Send + 'static {
         let (this, principal, token) = (self.clone(), principal.clone(), token.clone());
-        async move { this.load(&principal, &token).await }
+        common::trace::bind(async move { this.load(&principal, &token).await })
     }
 
     async fn load(
@@ -179,6 +181,7 @@ impl UserClients {
         };
         let mut request = tonic::Request::new(GetCredentialsRequest {});
         request.set_timeout(self.config.auth_timeout);
+        common::trace::inject(&mut request);
         let bearer = format!("Bearer {}", token.0.expose_secret())
             .parse()
             .map_err(|_| refused())?;

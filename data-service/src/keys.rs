@@ -112,6 +112,8 @@ impl KeyStore {
         self.inner.metrics.key_refreshes.increment();
         let mut request = tonic::Request::new(ListSigningKeysRequest {});
         request.set_timeout(self.inner.timeout);
+        // Continues the trace of the request whose unknown kid caused this refresh, if any.
+        common::trace::inject(&mut request);
         let listed = self
             .inner
             .auth

@@ -37,7 +37,7 @@ impl AuditLog {
                 let json = tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false)
+                    .with_span_list(true)
                     .with_target(true)
                     .with_writer(log.clone());
                 tracing_subscriber::registry()
@@ -58,11 +58,26 @@ impl AuditLog {
         String::from_utf8_lossy(&buffer).into_owned()
     }
 
-    /// The fields of every audit line (target `audit`) for which `wanted` holds, in order.
-    pub fn events(&self, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+    /// Every captured JSON line, parsed.
+    pub fn lines(&self) -> Vec<Value> {
         self.text()
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .collect()
+    }
+
+    /// The lines logged inside a request of trace `trace_id` (its `grpc` span), in order.
+    pub fn of_trace(&self, trace_id: &str) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|line| request_span(line).is_some_and(|span| span["trace_id"] == trace_id))
+            .collect()
+    }
+
+    /// The fields of every audit line (target `audit`) for which `wanted` holds, in order.
+    pub fn events(&self, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.lines()
+            .into_iter()
             .filter(|line| line["target"] == auth_service::audit::TARGET)
             .map(|line| line["fields"].clone())
             .filter(|fields| wanted(fields))
@@ -91,6 +106,14 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// The `grpc` request span a line was logged in, however deeply nested.
+pub fn request_span(line: &Value) -> Option<&Value> {
+    line["spans"]
+        .as_array()?
+        .iter()
+        .find(|span| span["name"] == "grpc")
 }
 
 impl Write for AuditLog {
