@@ -1,6 +1,6 @@
 //! Pieces both Dynagate services share: the generated gRPC code, access-token verification,
 //! AWS setup, rich error statuses, the server bootstrap (health, reflection, tracing,
-//! graceful shutdown), and the `health-check` subcommand.
+//! graceful shutdown, TLS), and the `health-check` subcommand.
 
 pub mod aws;
 pub mod cache;
@@ -17,4 +17,5 @@ pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
