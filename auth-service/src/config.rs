@@ -193,6 +193,15 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub health_probe_secs: u64,
 
+    /// TLS of the gRPC server (--tls-cert, --tls-key).
+    #[command(flatten)]
+    pub tls: common::tls::ServerTlsSettings,
+
+    /// PEM CA certificate(s): when set, every call but health checks needs a client
+    /// certificate this CA signed (mTLS). Needs --tls-cert and --tls-key.
+    #[arg(long, env = "DYNAGATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,

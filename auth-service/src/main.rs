@@ -29,6 +29,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::HealthCheck => {
             common::health_check::check(
                 settings.listen_addr,
+                &settings.tls,
                 common::health_check::HEALTH_CHECK_TIMEOUT,
             )
             .await

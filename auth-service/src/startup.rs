@@ -7,6 +7,7 @@ use aws_config::SdkConfig;
 use common::{
     proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME},
     server::{self, BoundServer, Health},
+    tls::ServerTls,
 };
 use tonic::service::RoutesBuilder;
 
@@ -82,6 +83,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let ring = KeyRing::from_settings(settings)?;
         let vending = settings.vending()?;
+        let tls = ServerTls::load(&settings.tls, settings.tls_client_ca.as_deref())?;
         let cost = Cost {
             memory_kib: settings.argon2_memory_kib,
             iterations: settings.argon2_iterations,
@@ -182,7 +184,8 @@ impl Application {
         )
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
-        .max_request_bytes(MAX_REQUEST_BYTES);
+        .max_request_bytes(MAX_REQUEST_BYTES)
+        .tls(tls);
         Ok(Self {
             server,
             metrics,

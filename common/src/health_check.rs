@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use crate::tls::{ServerTlsSettings, health_check_endpoint};
 use anyhow::{Context, bail};
 use tonic::transport::Endpoint;
 use tonic_health::pb::{
@@ -18,10 +19,17 @@ pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Succeeds only if the server listening on `listen_addr` reports the whole server (`""`)
 /// SERVING within `timeout`. A wildcard listen address (`0.0.0.0`, `[::]`) is checked on
-/// loopback, as a container's health check runs beside the server.
-pub async fn check(listen_addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+/// loopback, as a container's health check runs beside the server. With TLS on (`tls`, the
+/// server's own settings) the check speaks TLS and accepts only the server's own certificate
+/// (see [`crate::tls`]).
+pub async fn check(
+    listen_addr: SocketAddr,
+    tls: &ServerTlsSettings,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let addr = loopback_if_unspecified(listen_addr);
-    let status = tokio::time::timeout(timeout, ask(addr))
+    let endpoint = health_check_endpoint(addr, tls)?;
+    let status = tokio::time::timeout(timeout, ask(addr, endpoint))
         .await
         .with_context(|| format!("no health answer from {addr} within {timeout:?}"))??;
     if status != ServingStatus::Serving {
@@ -31,8 +39,8 @@ pub async fn check(listen_addr: SocketAddr, timeout: Duration) -> anyhow::Result
     Ok(())
 }
 
-async fn ask(addr: SocketAddr) -> anyhow::Result<ServingStatus> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+async fn ask(addr: SocketAddr, endpoint: Endpoint) -> anyhow::Result<ServingStatus> {
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -79,20 +87,30 @@ mod tests {
     #[tokio::test]
     async fn a_serving_server_passes_the_check() {
         let addr = health_server(tonic_health::ServingStatus::Serving).await;
-        check(addr, HEALTH_CHECK_TIMEOUT).await.unwrap();
+        check(addr, &ServerTlsSettings::default(), HEALTH_CHECK_TIMEOUT)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn the_wildcard_listen_address_is_checked_on_loopback() {
         let addr = health_server(tonic_health::ServingStatus::Serving).await;
         let wildcard = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
-        check(wildcard, HEALTH_CHECK_TIMEOUT).await.unwrap();
+        check(
+            wildcard,
+            &ServerTlsSettings::default(),
+            HEALTH_CHECK_TIMEOUT,
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
     async fn a_not_serving_server_fails_the_check_naming_its_status() {
         let addr = health_server(tonic_health::ServingStatus::NotServing).await;
-        let error = check(addr, HEALTH_CHECK_TIMEOUT).await.unwrap_err();
+        let error = check(addr, &ServerTlsSettings::default(), HEALTH_CHECK_TIMEOUT)
+            .await
+            .unwrap_err();
         assert_eq!(error.to_string(), format!("{addr} reports NOT_SERVING"));
     }
 
@@ -101,7 +119,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let error = check(addr, HEALTH_CHECK_TIMEOUT).await.unwrap_err();
+        let error = check(addr, &ServerTlsSettings::default(), HEALTH_CHECK_TIMEOUT)
+            .await
+            .unwrap_err();
         assert!(
             format!("{error:#}").contains(&format!("connecting to {addr}")),
             "{error:#}"

@@ -1,6 +1,6 @@
 //! Pieces both Dynagate services share: the generated gRPC code, access-token verification,
 //! AWS setup, rich error statuses, the server bootstrap (health, reflection, tracing,
-//! W3C trace context, graceful shutdown), and the `health-check` subcommand.
+//! W3C trace context, graceful shutdown, TLS), and the `health-check` subcommand.
 
 pub mod aws;
 pub mod cache;
@@ -17,5 +17,6 @@ pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod trace;

@@ -20,6 +20,7 @@ use tracing::Level;
 use crate::{
     framing::{FramingLayer, MAX_REQUEST_MESSAGE_BYTES},
     proto::FILE_DESCRIPTOR_SET,
+    tls::ServerTls,
     trace::{TraceContext, TraceContextLayer},
 };
 
@@ -176,13 +177,14 @@ pub fn add_reflection(
     Ok(())
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves, then reports NOT_SERVING, stops
-/// accepting connections and lets in-flight calls finish.
+/// Serves `routes` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
+/// reports NOT_SERVING, stops accepting connections and lets in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: Health,
     max_request_bytes: usize,
+    tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let trace = TraceLayer::new_for_grpc()
@@ -206,10 +208,15 @@ pub async fn serve(
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    builder
         .layer(TraceContextLayer)
         .layer(trace)
         .layer(FramingLayer::new(max_request_bytes))
+        .layer(ServerTls::client_cert_layer(tls.as_ref()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
@@ -257,6 +264,7 @@ pub struct BoundServer {
     routes: Routes,
     health: Health,
     tasks: Vec<BackgroundTask>,
+    tls: Option<ServerTls>,
 }
 
 impl BoundServer {
@@ -278,7 +286,14 @@ impl BoundServer {
             routes,
             health,
             tasks,
+            tls: None,
         })
+    }
+
+    /// Serves TLS only (see [`crate::tls`]) when `tls` is given; plaintext h2c otherwise.
+    pub fn tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The address actually bound.
@@ -298,13 +313,15 @@ impl BoundServer {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        tracing::info!(addr = %self.local_addr, "{} listening", self.name);
+        let tls = self.tls.is_some();
+        tracing::info!(addr = %self.local_addr, tls, "{} listening", self.name);
         let _tasks = self.tasks;
         serve(
             self.listener,
             self.routes,
             self.health,
             self.max_request_bytes,
+            self.tls,
             shutdown,
         )
         .await?;

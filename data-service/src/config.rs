@@ -133,6 +133,24 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub health_probe_secs: u64,
 
+    /// TLS of the gRPC server (--tls-cert, --tls-key).
+    #[command(flatten)]
+    pub tls: common::tls::ServerTlsSettings,
+
+    /// PEM CA certificate(s) to trust for the auth-service (and only those). With it every
+    /// --auth-url must be https://, and an https:// one needs it.
+    #[arg(long, env = "DYNAGATE_AUTH_CA")]
+    pub auth_ca: Option<PathBuf>,
+
+    /// PEM client certificate presented to the auth-service (for its --tls-client-ca), with
+    /// --auth-client-key. Needs --auth-ca.
+    #[arg(long, env = "DYNAGATE_AUTH_CLIENT_CERT")]
+    pub auth_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --auth-client-cert.
+    #[arg(long, env = "DYNAGATE_AUTH_CLIENT_KEY")]
+    pub auth_client_key: Option<PathBuf>,
+
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,

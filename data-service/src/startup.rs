@@ -11,6 +11,7 @@ use common::{
         data::v1::data_service_server::{DataServiceServer, SERVICE_NAME},
     },
     server::{self, BoundServer, Health},
+    tls::{ClientTls, ServerTls},
     tokens::TokenVerifier,
 };
 use tonic::{
@@ -57,7 +58,14 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let pages = Arc::new(page_tokens(settings)?);
         let auth_timeout = Duration::from_millis(settings.auth_timeout_ms);
-        let endpoints = auth_endpoints(&settings.auth_url, auth_timeout)?;
+        let auth_tls = ClientTls::load(
+            settings.auth_ca.as_deref(),
+            settings.auth_client_cert.as_deref(),
+            settings.auth_client_key.as_deref(),
+            ["--auth-ca", "--auth-client-cert", "--auth-client-key"],
+        )?;
+        let tls = ServerTls::load(&settings.tls, None)?;
+        let endpoints = auth_endpoints(&settings.auth_url, auth_timeout, &auth_tls)?;
         let channel = match endpoints.as_slice() {
             [(_, one)] => one.connect_lazy(),
             several => Channel::balance_list(several.iter().map(|(_, e)| e.clone())),
@@ -159,7 +167,8 @@ impl Application {
         )
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
-        .max_request_bytes(MAX_REQUEST_BYTES);
+        .max_request_bytes(MAX_REQUEST_BYTES)
+        .tls(tls);
         Ok(Self { server, metrics })
     }
 
@@ -208,8 +217,14 @@ fn page_tokens(settings: &Settings) -> anyhow::Result<PageTokens> {
     }
 }
 
-/// The auth-service addresses, each with its URL (for logs), parsed and configured.
-fn auth_endpoints(urls: &[String], timeout: Duration) -> anyhow::Result<Vec<(String, Endpoint)>> {
+/// The auth-service addresses, each with its URL (for logs), parsed and configured, with
+/// `tls` applied: every channel to the auth-service (the balanced one and each revocation
+/// watcher's) is built from these.
+fn auth_endpoints(
+    urls: &[String],
+    timeout: Duration,
+    tls: &ClientTls,
+) -> anyhow::Result<Vec<(String, Endpoint)>> {
     let urls: Vec<&String> = urls.iter().filter(|url| !url.trim().is_empty()).collect();
     anyhow::ensure!(!urls.is_empty(), "--auth-url names no auth-service");
     urls.into_iter()
@@ -218,6 +233,9 @@ fn auth_endpoints(urls: &[String], timeout: Duration) -> anyhow::Result<Vec<(Str
                 .with_context(|| format!("--auth-url {url:?}"))?
                 .connect_timeout(timeout)
                 .tcp_nodelay(true);
+            let endpoint = tls
+                .apply(endpoint)
+                .with_context(|| format!("--auth-url {url:?}"))?;
             Ok((url.trim().to_owned(), endpoint))
         })
         .collect()
