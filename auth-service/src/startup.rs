@@ -1,5 +1,6 @@
 //! Building and running the service: settings and AWS clients in, a bound server out.
 
+use prometheus_client::registry::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -90,6 +91,8 @@ impl Application {
             parallelism: settings.argon2_parallelism,
         };
         let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::with_prefix(common::metrics::PREFIX);
+        metrics.register(&mut registry);
         let hasher = PasswordHasher::new(
             cost,
             settings.hash_workers,
@@ -185,7 +188,10 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES)
-        .tls(tls);
+        .tls(tls)
+        .metrics(settings.metrics_addr, registry)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", settings.metrics_addr))?;
         Ok(Self {
             server,
             metrics,
@@ -196,6 +202,11 @@ impl Application {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The metrics endpoint's address actually bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     /// The instance's counters.

@@ -1,6 +1,8 @@
-//! Counters of the work the data-service does.
+//! Counters of the work the data-service does, exported as Prometheus metrics (see
+//! [`Metrics::register`]) and read in-process by tests.
 
 use common::metrics::Counter;
+use prometheus_client::registry::Registry;
 
 /// Counters shared by every part of one service instance.
 #[derive(Debug, Default)]
@@ -16,4 +18,40 @@ pub struct Metrics {
     pub token_verifications: Counter,
     /// ListSigningKeys calls made to the auth-service.
     pub key_refreshes: Counter,
+}
+
+impl Metrics {
+    /// Exports every counter into `registry` (names under the `dynagate_` prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                &self.dynamodb_calls,
+                "dynamodb_calls",
+                "DynamoDB requests sent with user credentials",
+            ),
+            (
+                &self.credential_loads,
+                "credential_loads",
+                "GetCredentials calls to the auth-service (credential cache misses)",
+            ),
+            (
+                &self.clients_released,
+                "clients_released",
+                "Cached user clients dropped because the user's last session ended",
+            ),
+            (
+                &self.token_verifications,
+                "token_verifications",
+                "Full token verifications (signature checks); cache hits not counted",
+            ),
+            (
+                &self.key_refreshes,
+                "key_refreshes",
+                "ListSigningKeys calls to the auth-service",
+            ),
+        ];
+        for (counter, name, help) in counters {
+            counter.register(registry, name, help);
+        }
+    }
 }
