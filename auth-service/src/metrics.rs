@@ -27,6 +27,12 @@ pub struct Metrics {
     pub hash_jobs_skipped: Counter,
     /// STS AssumeRole calls made (GetCredentials cache misses).
     pub assume_role_calls: Counter,
+    /// Usernames locked after too many failed attempts.
+    pub lockouts: Counter,
+    /// Attempts refused unchecked because their username was locked.
+    pub lockout_refusals: Counter,
+    /// Login and Register calls refused by the per-address throttle.
+    pub rate_limited: Counter,
 }
 
 impl Metrics {
@@ -62,6 +68,21 @@ impl Metrics {
                 &self.assume_role_calls,
                 "sts_assume_role_calls",
                 "STS AssumeRole calls made (GetCredentials cache misses)",
+            ),
+            (
+                &self.lockouts,
+                "lockouts",
+                "Usernames locked after too many failed attempts",
+            ),
+            (
+                &self.lockout_refusals,
+                "lockout_refusals",
+                "Attempts refused unchecked because their username was locked",
+            ),
+            (
+                &self.rate_limited,
+                "rate_limited",
+                "Login and Register calls refused by the per-address throttle",
             ),
         ];
         for (counter, name, help) in counters {

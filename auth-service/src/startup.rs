@@ -117,7 +117,7 @@ impl Application {
         tasks.push(revocations.spawn_poller());
         let hub = Arc::clone(revocations.hub());
         let families = Families::new(sessions, session_policy(settings)?, revocations);
-        let lockout = lockout(settings, &aws, Arc::clone(&clock))?;
+        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics)?;
         let mut tables = vec![
             settings.users_table.clone(),
             settings.sessions_table.clone(),
@@ -174,7 +174,8 @@ impl Application {
                 accounts,
                 vendor,
                 TrustedProxies::new(settings.trusted_proxies.clone()),
-                AddressLimiter::new(&settings.throttle, clock),
+                AddressLimiter::new(&settings.throttle, clock)
+                    .counting(metrics.rate_limited.clone()),
             )));
         server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 
@@ -268,6 +269,7 @@ fn lockout(
     settings: &Settings,
     aws: &AwsClients,
     clock: Arc<dyn Clock>,
+    metrics: &Metrics,
 ) -> anyhow::Result<Lockout> {
     let Some(rules) = settings.lockout.rules()? else {
         tracing::warn!("--lockout-threshold 0: failed logins lock nothing");
@@ -277,7 +279,7 @@ fn lockout(
         aws.dynamodb.clone(),
         settings.lockout.attempts_table.clone(),
     );
-    Ok(Lockout::new(table, rules, clock))
+    Ok(Lockout::new(table, rules, clock, metrics))
 }
 
 /// Creates the users, sessions, login-attempts and revocations tables if missing.

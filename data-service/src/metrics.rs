@@ -18,6 +18,10 @@ pub struct Metrics {
     pub token_verifications: Counter,
     /// ListSigningKeys calls made to the auth-service.
     pub key_refreshes: Counter,
+    /// Tokens found already verified in the cache of verdicts (no signature check).
+    pub token_cache_hits: Counter,
+    /// Session revocations applied from the auth-services' feed.
+    pub revocations_applied: Counter,
 }
 
 impl Metrics {
@@ -48,6 +52,16 @@ impl Metrics {
                 &self.key_refreshes,
                 "key_refreshes",
                 "ListSigningKeys calls to the auth-service",
+            ),
+            (
+                &self.token_cache_hits,
+                "token_cache_hits",
+                "Tokens found already verified in the cache (no signature check)",
+            ),
+            (
+                &self.revocations_applied,
+                "revocations_applied",
+                "Session revocations applied from the auth-services' feed",
             ),
         ];
         for (counter, name, help) in counters {

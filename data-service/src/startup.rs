@@ -80,7 +80,8 @@ impl Application {
                 index_capacity: settings.token_cache_capacity,
             },
             Arc::new(SystemClock),
-        );
+        )
+        .counting(metrics.revocations_applied.clone());
 
         let keys = KeyStore::new(
             auth.clone(),

@@ -2,9 +2,19 @@
 //! of a missing key): the numbers moved as they should, they are the very counters the
 //! services keep in process, and the output is well-formed Prometheus text.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use tests::data::TestStack;
+use common::{clock::ManualClock, proto::auth::v1::LogoutRequest};
+use tests::{
+    auth::{Endpoints, TestAuth, TestUser, try_login},
+    data::TestStack,
+};
+use time::OffsetDateTime;
 use tonic::Code;
 
 const AUTH: &str = "dynagate.auth.v1.AuthService";
@@ -109,7 +119,14 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 #[tokio::test]
 async fn both_endpoints_count_a_real_flow() {
     let stack = TestStack::spawn().await;
-    let mut user = stack.user().await;
+    let mut auth_client = stack.auth.client().await;
+    let registered = TestUser::register(&mut auth_client).await;
+    let login = registered.login(&mut auth_client).await;
+    let mut user = tests::data::SignedIn {
+        user: registered,
+        token: login.access_token.clone(),
+        client: stack.data.client().await,
+    };
     user.put_text("greeting", "hello").await;
     user.get("greeting").await.expect("GetItem");
     let missing = user.get("never-written").await.expect_err("a missing key");
@@ -146,8 +163,71 @@ async fn both_endpoints_count_a_real_flow() {
         dynamodb_calls,
         stack.data.metrics.dynamodb_calls.get() as f64
     );
+    // One signature check, then the cache: the other two calls with the same token hit it.
+    assert_eq!(value(&data, "dynagate_token_cache_hits_total"), 2.0);
+    assert_eq!(value(&data, "dynagate_revocations_applied_total"), 0.0);
     // The test waited for SERVING with the standard health service: counted like any call.
     assert!(value(&data, &requests("grpc.health.v1.Health", "Check", "OK")) >= 1.0);
+
+    // A logout reaches the data-service over the revocation feed (polled every 250 ms).
+    auth_client
+        .logout(LogoutRequest {
+            refresh_token: login.refresh_token,
+        })
+        .await
+        .expect("Logout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let data = scrape(stack.data.metrics_addr).await;
+        if value(&data, "dynagate_revocations_applied_total") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revocation was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let auth = scrape(stack.auth.metrics_addr).await;
+    assert_eq!(value(&auth, &requests(AUTH, "Logout", "OK")), 1.0);
+}
+
+#[tokio::test]
+async fn lockouts_and_throttled_calls_are_counted() {
+    let mut settings = TestAuth::settings();
+    settings.lockout.threshold = 1;
+    // Three calls from this address, never refilled: the clock stands still.
+    settings.throttle.throttle_per_second = 1;
+    settings.throttle.throttle_burst = 3;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let endpoints = Endpoints::dynalite_only().await;
+    let auth = TestAuth::spawn_with_clock(settings, endpoints, clock).await;
+    let mut client = auth.client().await;
+    let user = TestUser::register(&mut client).await;
+    let wrong = try_login(&mut client, &user.username, "not-the-password").await;
+    assert_eq!(wrong.unwrap_err().code(), Code::Unauthenticated);
+    let locked = try_login(&mut client, &user.username, &user.password).await;
+    assert_eq!(locked.unwrap_err().code(), Code::ResourceExhausted);
+    let throttled = try_login(&mut client, &user.username, &user.password).await;
+    assert_eq!(throttled.unwrap_err().code(), Code::ResourceExhausted);
+
+    let samples = scrape(auth.metrics_addr).await;
+    assert_eq!(
+        value(&samples, &requests(AUTH, "Login", "UNAUTHENTICATED")),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, &requests(AUTH, "Login", "RESOURCE_EXHAUSTED")),
+        2.0
+    );
+    assert_eq!(value(&samples, "dynagate_lockouts_total"), 1.0);
+    assert_eq!(value(&samples, "dynagate_lockout_refusals_total"), 1.0);
+    assert_eq!(value(&samples, "dynagate_rate_limited_total"), 1.0);
+    // The throttled and the locked call cost no argon2 work.
+    assert_eq!(
+        value(&samples, "dynagate_password_verifications_total"),
+        1.0
+    );
 }
 
 #[tokio::test]
