@@ -103,17 +103,6 @@ impl RequestMetrics {
         );
     }
 
-    /// Calls of `service`/`method` answered with `code` (e.g. `NOT_FOUND`) so far.
-    pub fn requests(&self, service: &str, method: &str, code: &'static str) -> u64 {
-        self.requests
-            .get(&CodeLabels {
-                service: service.to_owned(),
-                method: method.to_owned(),
-                code,
-            })
-            .map_or(0, |counter| counter.get())
-    }
-
     fn record(&self, labels: MethodLabels, code: &'static str, started: Instant) {
         self.latency
             .get_or_create(&labels)

@@ -329,11 +329,6 @@ impl BoundServer {
         self.metrics.as_ref().map(|metrics| metrics.local_addr)
     }
 
-    /// The per-call gRPC counters and latencies.
-    pub fn request_metrics(&self) -> RequestMetrics {
-        self.request_metrics.clone()
-    }
-
     /// Serves TLS only (see [`crate::tls`]) when `tls` is given; plaintext h2c otherwise.
     pub fn tls(mut self, tls: Option<ServerTls>) -> Self {
         self.tls = tls;
