@@ -25,8 +25,11 @@ COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
 # Listen on every interface inside the container; publish ports explicitly.
 ENV DYNAGATE_AUTH_LISTEN_ADDR=0.0.0.0:50051 \
-    DYNAGATE_DATA_LISTEN_ADDR=0.0.0.0:50052
-EXPOSE 50051 50052
+    DYNAGATE_DATA_LISTEN_ADDR=0.0.0.0:50052 \
+    DYNAGATE_AUTH_METRICS_ADDR=0.0.0.0:9464 \
+    DYNAGATE_DATA_METRICS_ADDR=0.0.0.0:9465
+# gRPC, then Prometheus metrics (plain HTTP GET /metrics).
+EXPOSE 50051 50052 9464 9465
 # grpc.health.v1 Check against the server's own listen address. For the data-service run
 # `data-service health-check` instead (docker-compose.yml does).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -47,6 +47,14 @@ pub struct Settings {
     )]
     pub listen_addr: SocketAddr,
 
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`, plain HTTP).
+    #[arg(
+        long,
+        env = "DYNAGATE_AUTH_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_addr: SocketAddr,
+
     /// DynamoDB table of users (partition key `username`).
     #[arg(long, env = "DYNAGATE_USERS_TABLE", default_value = "dynagate-users")]
     pub users_table: String,

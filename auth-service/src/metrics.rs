@@ -1,8 +1,10 @@
-//! Counters of the expensive things the auth-service does.
+//! Counters of the expensive things the auth-service does, exported as Prometheus metrics
+//! (see [`Metrics::register`]) and read in-process by tests.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use common::metrics::Counter;
+use prometheus_client::{metrics::gauge::Gauge as PromGauge, registry::Registry};
 
 /// Counters shared by every part of one service instance.
 #[derive(Debug, Default)]
@@ -25,9 +27,79 @@ pub struct Metrics {
     pub hash_jobs_skipped: Counter,
     /// STS AssumeRole calls made (GetCredentials cache misses).
     pub assume_role_calls: Counter,
+    /// Usernames locked after too many failed attempts.
+    pub lockouts: Counter,
+    /// Attempts refused unchecked because their username was locked.
+    pub lockout_refusals: Counter,
+    /// Login and Register calls refused by the per-address throttle.
+    pub rate_limited: Counter,
 }
 
 impl Metrics {
+    /// Exports every counter into `registry` (names under the `dynagate_` prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                &self.password_hashes,
+                "password_hashes",
+                "argon2id hashes computed",
+            ),
+            (
+                &self.password_verifications,
+                "password_verifications",
+                "argon2id verifications computed (logins, including unknown users)",
+            ),
+            (
+                &self.password_verifications_padded,
+                "password_verifications_padded",
+                "Verifications of an older, cheaper hash padded to the current cost",
+            ),
+            (
+                &self.hash_jobs_rejected,
+                "password_jobs_rejected",
+                "Hashing jobs refused because the queue was full",
+            ),
+            (
+                &self.hash_jobs_skipped,
+                "password_jobs_skipped",
+                "Queued hashing jobs dropped because their caller had gone",
+            ),
+            (
+                &self.assume_role_calls,
+                "sts_assume_role_calls",
+                "STS AssumeRole calls made (GetCredentials cache misses)",
+            ),
+            (
+                &self.lockouts,
+                "lockouts",
+                "Usernames locked after too many failed attempts",
+            ),
+            (
+                &self.lockout_refusals,
+                "lockout_refusals",
+                "Attempts refused unchecked because their username was locked",
+            ),
+            (
+                &self.rate_limited,
+                "rate_limited",
+                "Login and Register calls refused by the per-address throttle",
+            ),
+        ];
+        for (counter, name, help) in counters {
+            counter.register(registry, name, help);
+        }
+        self.hash_jobs_running.register(
+            registry,
+            "password_jobs_running",
+            "Hashing jobs computing now (and the most ever at once, _peak)",
+        );
+        self.hash_jobs_queued.register(
+            registry,
+            "password_jobs_queued",
+            "Hashing jobs waiting for a worker (and the most ever waiting, _peak)",
+        );
+    }
+
     /// Logs the password hashing figures in one line (at shutdown; the bench reads it).
     pub fn log_hashing_stats(&self) {
         tracing::info!(
@@ -47,38 +119,45 @@ impl Metrics {
 #[derive(Debug, Default)]
 pub struct Gauge {
     /// Signed: a consumer may count its decrement before the producer counts the increment.
-    now: AtomicI64,
-    peak: AtomicU64,
+    now: PromGauge<i64, AtomicI64>,
+    peak: PromGauge<i64, AtomicI64>,
 }
 
 impl Gauge {
+    /// Exports the level as `dynagate_<name>` and the peak as `dynagate_<name>_peak`.
+    pub fn register(&self, registry: &mut Registry, name: &str, help: &str) {
+        registry.register(name, help, self.now.clone());
+        registry.register(format!("{name}_peak"), help, self.peak.clone());
+    }
+
     /// Adds one. The peak is taken from the atomic increment itself, so it is exact.
     pub fn increment(&self) {
-        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak
-            .fetch_max(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
+        let now = self.now.inner().fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.inner().fetch_max(now, Ordering::Relaxed);
     }
 
     /// Adds one where the source itself knows the level (a channel's length): the peak takes
     /// that, since counts kept on both sides of a channel may briefly lag each other.
     pub fn increment_to(&self, level: u64) {
-        self.now.fetch_add(1, Ordering::Relaxed);
-        self.peak.fetch_max(level, Ordering::Relaxed);
+        self.now.inner().fetch_add(1, Ordering::Relaxed);
+        self.peak
+            .inner()
+            .fetch_max(i64::try_from(level).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     /// Removes one.
     pub fn decrement(&self) {
-        self.now.fetch_sub(1, Ordering::Relaxed);
+        self.now.inner().fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The level now.
     pub fn get(&self) -> u64 {
-        u64::try_from(self.now.load(Ordering::Relaxed)).unwrap_or(0)
+        u64::try_from(self.now.get()).unwrap_or(0)
     }
 
     /// The highest level so far.
     pub fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
+        u64::try_from(self.peak.get()).unwrap_or(0)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Building and running the service: settings and AWS clients in, a bound server out.
 
+use prometheus_client::registry::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -90,6 +91,8 @@ impl Application {
             parallelism: settings.argon2_parallelism,
         };
         let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::with_prefix(common::metrics::PREFIX);
+        metrics.register(&mut registry);
         let hasher = PasswordHasher::new(
             cost,
             settings.hash_workers,
@@ -114,7 +117,7 @@ impl Application {
         tasks.push(revocations.spawn_poller());
         let hub = Arc::clone(revocations.hub());
         let families = Families::new(sessions, session_policy(settings)?, revocations);
-        let lockout = lockout(settings, &aws, Arc::clone(&clock))?;
+        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics)?;
         let mut tables = vec![
             settings.users_table.clone(),
             settings.sessions_table.clone(),
@@ -171,7 +174,8 @@ impl Application {
                 accounts,
                 vendor,
                 TrustedProxies::new(settings.trusted_proxies.clone()),
-                AddressLimiter::new(&settings.throttle, clock),
+                AddressLimiter::new(&settings.throttle, clock)
+                    .counting(metrics.rate_limited.clone()),
             )));
         server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 
@@ -185,7 +189,10 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES)
-        .tls(tls);
+        .tls(tls)
+        .metrics(settings.metrics_addr, registry)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", settings.metrics_addr))?;
         Ok(Self {
             server,
             metrics,
@@ -196,6 +203,11 @@ impl Application {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The metrics endpoint's address actually bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     /// The instance's counters.
@@ -257,6 +269,7 @@ fn lockout(
     settings: &Settings,
     aws: &AwsClients,
     clock: Arc<dyn Clock>,
+    metrics: &Metrics,
 ) -> anyhow::Result<Lockout> {
     let Some(rules) = settings.lockout.rules()? else {
         tracing::warn!("--lockout-threshold 0: failed logins lock nothing");
@@ -266,7 +279,7 @@ fn lockout(
         aws.dynamodb.clone(),
         settings.lockout.attempts_table.clone(),
     );
-    Ok(Lockout::new(table, rules, clock))
+    Ok(Lockout::new(table, rules, clock, metrics))
 }
 
 /// Creates the users, sessions, login-attempts and revocations tables if missing.

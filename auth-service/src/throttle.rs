@@ -16,7 +16,7 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
-use common::clock::Clock;
+use common::{clock::Clock, metrics::Counter};
 use governor::{
     Quota, RateLimiter,
     middleware::NoOpMiddleware,
@@ -66,6 +66,8 @@ pub struct ThrottleSettings {
 #[derive(Clone, Default)]
 pub struct AddressLimiter {
     inner: Option<Arc<Limiter>>,
+    /// Calls refused because their address's bucket was empty.
+    refused: Counter,
 }
 
 struct Limiter {
@@ -88,7 +90,10 @@ impl fmt::Debug for AddressLimiter {
 impl AddressLimiter {
     /// A limiter that never refuses.
     pub fn disabled() -> Self {
-        Self { inner: None }
+        Self {
+            inner: None,
+            refused: Counter::default(),
+        }
     }
 
     /// A limiter as `settings` say (disabled when the rate or the burst is 0), reading time
@@ -115,7 +120,14 @@ impl AddressLimiter {
                 clock,
                 ipv6_prefix: settings.throttle_ipv6_prefix,
             })),
+            refused: Counter::default(),
         }
+    }
+
+    /// Counts refused calls in `refused` (the service's metric).
+    pub fn counting(mut self, refused: Counter) -> Self {
+        self.refused = refused;
+        self
     }
 
     /// Takes one token for `client`'s address; `AuthError::RateLimited` (and an audit line)
@@ -128,6 +140,7 @@ impl AddressLimiter {
         let key = bucket_key(addr, limiter.ipv6_prefix);
         limiter.buckets.check_key(&key).map_err(|not_until| {
             Record::new(Event::RateLimited, Outcome::Refused, client).log();
+            self.refused.increment();
             AuthError::RateLimited {
                 retry_after: not_until.wait_time_from(governor::clock::Clock::now(&limiter.clock)),
             }

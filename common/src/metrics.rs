@@ -1,20 +1,399 @@
-//! In-process counters of expensive work (hashes, STS calls, DynamoDB calls, signature
-//! checks). Tests and benchmarks read them to prove what happened without timing anything.
+//! Prometheus metrics: the counters of expensive work (hashes, STS calls, DynamoDB calls,
+//! signature checks), the per-request gRPC counter and latency histogram, and the HTTP endpoint
+//! that serves them as Prometheus text. The same counters are read in-process by tests and
+//! benchmarks to prove what happened without timing anything: one source of truth.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter as PromCounter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+use tokio::{net::TcpListener, task::JoinSet};
+use tower::{Layer, Service};
+
+/// The prefix of every Dynagate metric name.
+pub const PREFIX: &str = "dynagate";
+
+/// A monotonically increasing count, exported once registered.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(PromCounter);
 
 impl Counter {
     /// Adds one.
     pub fn increment(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
     }
 
     /// The count so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
+    }
+
+    /// Exports the counter as `dynagate_<name>_total`.
+    pub fn register(&self, registry: &mut Registry, name: &str, help: &str) {
+        registry.register(name, help, self.0.clone());
+    }
+}
+
+/// Labels of one gRPC method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    service: String,
+    method: String,
+}
+
+/// Labels of one gRPC method and the status it answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    service: String,
+    method: String,
+    code: &'static str,
+}
+
+/// Latency buckets from 0.5 ms to about 16 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// gRPC requests by method and status code, and their latency.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics {
+    requests: Family<CodeLabels, PromCounter>,
+    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// Exports `dynagate_grpc_requests_total{service,method,code}` and
+    /// `dynagate_grpc_request_duration_seconds{service,method}`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "grpc_requests",
+            "gRPC calls answered, by service, method and status code",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_request_duration",
+            "Time from a call's headers to its status, by service and method",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+    }
+
+    fn record(&self, labels: MethodLabels, code: &'static str, started: Instant) {
+        self.latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        self.requests
+            .get_or_create(&CodeLabels {
+                service: labels.service,
+                method: labels.method,
+                code,
+            })
+            .inc();
+    }
+}
+
+/// The canonical name of a gRPC status code, as in the gRPC spec (`OK`, `NOT_FOUND`).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The status in a `grpc-status` header or trailer, if there is one.
+fn status_in(headers: &http::HeaderMap) -> Option<&'static str> {
+    headers
+        .get("grpc-status")
+        .map(|value| code_name(tonic::Code::from_bytes(value.as_bytes())))
+}
+
+/// Counts every call and times it, in [`RequestMetrics`].
+#[derive(Clone, Debug)]
+pub struct RequestMetricsLayer(RequestMetrics);
+
+impl RequestMetricsLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: RequestMetrics) -> Self {
+        Self(metrics)
+    }
+}
+
+impl<S> Layer<S> for RequestMetricsLayer {
+    type Service = Metered<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Metered {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// The service [`RequestMetricsLayer`] builds.
+#[derive(Clone, Debug)]
+pub struct Metered<S> {
+    inner: S,
+    metrics: RequestMetrics,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, ReqBody> Service<http::Request<ReqBody>> for Metered<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        // `/package.Service/Method`; anything else is counted under its whole path.
+        let path = request.uri().path().trim_start_matches('/');
+        let labels = match path.split_once('/') {
+            Some((service, method)) => MethodLabels {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            },
+            None => MethodLabels {
+                service: path.to_owned(),
+                method: String::new(),
+            },
+        };
+        let metrics = self.metrics.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            let mut recorder = Some(Recorder {
+                metrics,
+                labels,
+                started,
+            });
+            // Trailers-only responses (every error tonic answers) carry the status in the
+            // headers; others in the trailers at the end of the body.
+            if let Some(code) = status_in(response.headers())
+                && let Some(recorder) = recorder.take()
+            {
+                recorder.record(code);
+            }
+            Ok(response.map(|body| {
+                tonic::body::Body::new(MeteredBody {
+                    inner: tonic::body::Body::new(body),
+                    recorder,
+                })
+            }))
+        })
+    }
+}
+
+/// What is recorded once a call's status is known.
+#[derive(Debug)]
+struct Recorder {
+    metrics: RequestMetrics,
+    labels: MethodLabels,
+    started: Instant,
+}
+
+impl Recorder {
+    fn record(self, code: &'static str) {
+        self.metrics.record(self.labels, code, self.started);
+    }
+}
+
+/// A response body that records the call when its trailers pass (or, if it is dropped before
+/// any status, as CANCELLED: the client went away).
+#[derive(Debug)]
+struct MeteredBody {
+    inner: tonic::body::Body,
+    recorder: Option<Recorder>,
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(status_in)
+                    && let Some(recorder) = self.recorder.take()
+                {
+                    recorder.record(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(recorder) = self.recorder.take() {
+                    recorder.record(code_name(tonic::Code::Internal));
+                }
+            }
+            Poll::Ready(None) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.record(code_name(tonic::Code::Cancelled));
+        }
+    }
+}
+
+/// The registry's metrics in Prometheus (OpenMetrics) text.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
+/// The content type of [`encode`]'s text.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /metrics` from `registry` on `listener` (HTTP/1.1) until the task is aborted;
+/// open scrapes end with it.
+pub async fn serve_metrics(listener: TcpListener, registry: Arc<Registry>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "metrics listener cannot accept");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let registry = Arc::clone(&registry);
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&request, &registry);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%error, "metrics connection ended");
+            }
+        });
+    }
+}
+
+fn respond<B>(request: &http::Request<B>, registry: &Registry) -> http::Response<String> {
+    let reply = |status: http::StatusCode, content_type: &str, body: String| {
+        let mut response = http::Response::new(body);
+        *response.status_mut() = status;
+        if let Ok(value) = http::HeaderValue::from_str(content_type) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        response
+    };
+    if request.uri().path() != "/metrics" {
+        return reply(
+            http::StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: metrics are at /metrics\n".to_owned(),
+        );
+    }
+    if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+        return reply(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET /metrics\n".to_owned(),
+        );
+    }
+    match encode(registry) {
+        Ok(text) => reply(http::StatusCode::OK, CONTENT_TYPE, text),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode the metrics");
+            reply(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "cannot encode the metrics\n".to_owned(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_reads_what_it_exports() {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let counter = Counter::default();
+        counter.register(&mut registry, "things", "Things done");
+        counter.increment();
+        counter.increment();
+        assert_eq!(counter.get(), 2);
+        let text = encode(&registry).unwrap();
+        assert!(text.contains("# TYPE dynagate_things counter\n"), "{text}");
+        assert!(text.contains("\ndynagate_things_total 2\n"), "{text}");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use prometheus_client::registry::Registry;
 use tokio::{
     net::TcpListener,
     sync::{Mutex, Notify},
@@ -19,6 +20,7 @@ use tracing::Level;
 
 use crate::{
     framing::{FramingLayer, MAX_REQUEST_MESSAGE_BYTES},
+    metrics::{RequestMetrics, RequestMetricsLayer},
     proto::FILE_DESCRIPTOR_SET,
     tls::ServerTls,
     trace::{TraceContext, TraceContextLayer},
@@ -178,13 +180,15 @@ pub fn add_reflection(
 }
 
 /// Serves `routes` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
-/// reports NOT_SERVING, stops accepting connections and lets in-flight calls finish.
+/// reports NOT_SERVING, stops accepting connections and lets in-flight calls finish. Every call
+/// is counted and timed in `metrics`.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: Health,
     max_request_bytes: usize,
     tls: Option<ServerTls>,
+    metrics: RequestMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let trace = TraceLayer::new_for_grpc()
@@ -215,6 +219,7 @@ pub async fn serve(
     builder
         .layer(TraceContextLayer)
         .layer(trace)
+        .layer(RequestMetricsLayer::new(metrics))
         .layer(FramingLayer::new(max_request_bytes))
         .layer(ServerTls::client_cert_layer(tls.as_ref()))
         .add_routes(routes)
@@ -265,6 +270,15 @@ pub struct BoundServer {
     health: Health,
     tasks: Vec<BackgroundTask>,
     tls: Option<ServerTls>,
+    request_metrics: RequestMetrics,
+    metrics: Option<MetricsEndpoint>,
+}
+
+/// The bound metrics listener and what it serves.
+struct MetricsEndpoint {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    registry: Arc<Registry>,
 }
 
 impl BoundServer {
@@ -287,7 +301,32 @@ impl BoundServer {
             health,
             tasks,
             tls: None,
+            request_metrics: RequestMetrics::default(),
+            metrics: None,
         })
+    }
+
+    /// Serves `registry`, with the per-call gRPC metrics added, as Prometheus text at
+    /// `http://<addr>/metrics` (port 0 picks a free port) while the server runs.
+    pub async fn metrics(
+        mut self,
+        addr: SocketAddr,
+        mut registry: Registry,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        self.request_metrics.register(&mut registry);
+        self.metrics = Some(MetricsEndpoint {
+            listener,
+            local_addr,
+            registry: Arc::new(registry),
+        });
+        Ok(self)
+    }
+
+    /// The metrics address actually bound, if [`BoundServer::metrics`] was called.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|metrics| metrics.local_addr)
     }
 
     /// Serves TLS only (see [`crate::tls`]) when `tls` is given; plaintext h2c otherwise.
@@ -315,13 +354,21 @@ impl BoundServer {
     ) -> Result<(), tonic::transport::Error> {
         let tls = self.tls.is_some();
         tracing::info!(addr = %self.local_addr, tls, "{} listening", self.name);
-        let _tasks = self.tasks;
+        let mut tasks = self.tasks;
+        if let Some(metrics) = self.metrics {
+            tracing::info!(addr = %metrics.local_addr, "{} metrics at /metrics", self.name);
+            tasks.push(BackgroundTask::from(tokio::spawn(
+                crate::metrics::serve_metrics(metrics.listener, metrics.registry),
+            )));
+        }
+        let _tasks = tasks;
         serve(
             self.listener,
             self.routes,
             self.health,
             self.max_request_bytes,
             self.tls,
+            self.request_metrics,
             shutdown,
         )
         .await?;

@@ -44,6 +44,14 @@ pub struct Settings {
     )]
     pub listen_addr: SocketAddr,
 
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`, plain HTTP).
+    #[arg(
+        long,
+        env = "DYNAGATE_DATA_METRICS_ADDR",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub metrics_addr: SocketAddr,
+
     /// URLs of the auth-service replicas, comma-separated: signing keys and users' temporary
     /// credentials are asked of any (balanced), and the revocation feed is watched on each.
     #[arg(

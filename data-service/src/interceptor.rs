@@ -64,6 +64,7 @@ impl AuthInterceptor {
     pub fn authenticate(&self, token: &str) -> Result<Principal, TokenError> {
         let verdicts = self.keys.tokens();
         if let Some(principal) = verdicts.verified(token) {
+            self.metrics.token_cache_hits.increment();
             return Ok(principal);
         }
         if verdicts.is_refused(token) {

@@ -1,6 +1,7 @@
 //! Building and running the service: settings and a DynamoDB base configuration in, a bound
 //! server out.
 
+use prometheus_client::registry::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -56,6 +57,8 @@ impl Application {
         dynamodb: aws_sdk_dynamodb::Config,
     ) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::with_prefix(common::metrics::PREFIX);
+        metrics.register(&mut registry);
         let pages = Arc::new(page_tokens(settings)?);
         let auth_timeout = Duration::from_millis(settings.auth_timeout_ms);
         let auth_tls = ClientTls::load(
@@ -77,7 +80,8 @@ impl Application {
                 index_capacity: settings.token_cache_capacity,
             },
             Arc::new(SystemClock),
-        );
+        )
+        .counting(metrics.revocations_applied.clone());
 
         let keys = KeyStore::new(
             auth.clone(),
@@ -168,13 +172,21 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES)
-        .tls(tls);
+        .tls(tls)
+        .metrics(settings.metrics_addr, registry)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", settings.metrics_addr))?;
         Ok(Self { server, metrics })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The metrics endpoint's address actually bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     /// The instance's counters.

@@ -62,6 +62,8 @@ pub const TEST_ARGON2_MEMORY_KIB: u32 = 256;
 pub struct TestAuth {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its Prometheus metrics are served (`http://{metrics_addr}/metrics`).
+    pub metrics_addr: SocketAddr,
     /// The settings it runs with (its tables, issuer, audience).
     pub settings: Settings,
     /// The signing keys it started with, so tests can forge tokens with chosen claims.
@@ -83,6 +85,7 @@ impl TestAuth {
         let prefix = unique_prefix();
         let mut settings = Settings::defaults();
         settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
+        settings.metrics_addr = "127.0.0.1:0".parse().expect("valid address");
         settings.users_table = format!("{prefix}-users");
         settings.sessions_table = format!("{prefix}-sessions");
         settings.lockout.attempts_table = format!("{prefix}-attempts");
@@ -155,6 +158,7 @@ impl TestAuth {
             .await
             .expect("build auth-service");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr().expect("a metrics endpoint");
         let metrics = app.metrics();
         let revocations = app.revocations();
         let service = RunningService::spawn("auth-service", |stop| app.run_until_stopped(stop));
@@ -165,6 +169,7 @@ impl TestAuth {
         };
         Self {
             addr,
+            metrics_addr,
             settings,
             signing_key,
             dynamodb,

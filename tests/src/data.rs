@@ -31,6 +31,8 @@ use crate::{
 pub struct TestData {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its Prometheus metrics are served (`http://{metrics_addr}/metrics`).
+    pub metrics_addr: SocketAddr,
     /// Its settings.
     pub settings: Settings,
     /// Its counters.
@@ -43,6 +45,7 @@ impl TestData {
     pub fn settings(items_table: &str, auth: SocketAddr) -> Settings {
         let mut settings = Settings::defaults();
         settings.listen_addr = "127.0.0.1:0".parse().expect("valid address");
+        settings.metrics_addr = "127.0.0.1:0".parse().expect("valid address");
         settings.auth_url = vec![format!("http://{auth}")];
         // The revocation feed on, as in production (the auth-service's test settings poll
         // every 250 ms and beat every 500 ms).
@@ -68,6 +71,7 @@ impl TestData {
             .await
             .expect("build data-service");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr().expect("a metrics endpoint");
         let metrics = app.metrics();
         let service = RunningService::spawn("data-service", |stop| app.run_until_stopped(stop));
         if wait {
@@ -76,6 +80,7 @@ impl TestData {
         }
         Self {
             addr,
+            metrics_addr,
             settings,
             metrics,
             service,

@@ -11,13 +11,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use common::clock::{Clock, unix_millis};
+use common::{
+    clock::{Clock, unix_millis},
+    metrics::Counter,
+};
 use uuid::Uuid;
 
 use crate::{
     audit::{Event, Outcome, Record},
     client::ClientInfo,
     error::AuthError,
+    metrics::Metrics,
 };
 
 mod rules;
@@ -44,6 +48,10 @@ struct Inner {
     table: AttemptsTable,
     rules: Rules,
     clock: Arc<dyn Clock>,
+    /// Attempts refused unchecked because their username was locked.
+    refused: Counter,
+    /// Locks started by a failed attempt.
+    locks: Counter,
 }
 
 impl Lockout {
@@ -52,13 +60,21 @@ impl Lockout {
         Self::default()
     }
 
-    /// A lockout keeping its counts in `table` under `rules`, reading time from `clock`.
-    pub fn new(table: AttemptsTable, rules: Rules, clock: Arc<dyn Clock>) -> Self {
+    /// A lockout keeping its counts in `table` under `rules`, reading time from `clock`,
+    /// counting its refusals and locks in `metrics`.
+    pub fn new(
+        table: AttemptsTable,
+        rules: Rules,
+        clock: Arc<dyn Clock>,
+        metrics: &Metrics,
+    ) -> Self {
         Self {
             inner: Some(Arc::new(Inner {
                 table,
                 rules,
                 clock,
+                refused: metrics.lockout_refusals.clone(),
+                locks: metrics.lockouts.clone(),
             })),
         }
     }
@@ -80,7 +96,10 @@ impl Lockout {
             let stored = inner.table.get(&key).await?;
             let now = unix_millis(inner.clock.now());
             let state = match inner.rules.decide(stored.as_ref().map(|s| &s.state), now) {
-                Decision::Refuse(retry_after) => return Err(AuthError::Locked { retry_after }),
+                Decision::Refuse(retry_after) => {
+                    inner.refused.increment();
+                    return Err(AuthError::Locked { retry_after });
+                }
                 Decision::Count(state) => state,
             };
             let rev = Uuid::new_v4().to_string();
@@ -102,6 +121,7 @@ impl Lockout {
             }
         }
         tracing::info!("attempts for one username kept racing: refused as locked");
+        inner.refused.increment();
         Err(AuthError::Locked {
             retry_after: inner.rules.first_lock,
         })
@@ -145,6 +165,7 @@ impl Drop for Attempt {
             && let Some(lock) = counted.locks
         {
             tracing::info!(?lock, "username locked after failed attempts");
+            counted.lockout.locks.increment();
             Record::new(Event::Locked, Outcome::Refused, &counted.client)
                 .username(&counted.username)
                 .log();

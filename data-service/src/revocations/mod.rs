@@ -19,6 +19,7 @@ use std::{
 
 use common::{
     clock::Clock,
+    metrics::Counter,
     tokens::{Principal, TokenError},
 };
 use moka::{Expiry, sync::Cache};
@@ -77,6 +78,8 @@ fn keep_for(not_after: OffsetDateTime, now: OffsetDateTime) -> Duration {
 #[derive(Clone, Debug)]
 pub struct Revocations {
     inner: Arc<Inner>,
+    /// Revocations applied (from the feed).
+    applied: Counter,
 }
 
 struct Inner {
@@ -112,7 +115,14 @@ impl Revocations {
                 freshness: Freshness::new(config.max_staleness, Arc::clone(&clock)),
                 clock,
             }),
+            applied: Counter::default(),
         }
+    }
+
+    /// Counts applied revocations in `applied` (the service's metric).
+    pub fn counting(mut self, applied: Counter) -> Self {
+        self.applied = applied;
+        self
     }
 
     /// No feed: tokens are trusted until they expire (benchmarks, auth-services without it).
@@ -155,6 +165,7 @@ impl Revocations {
     /// Records that a session ended; its tokens are invalid until `not_after` at the latest.
     /// Returns what the session held here, for the caller to release.
     pub fn revoke(&self, session_id: &str, not_after: OffsetDateTime) -> Ended {
+        self.applied.increment();
         if not_after > self.inner.clock.now() {
             self.inner.revoked.insert(session_id.to_owned(), not_after);
         }

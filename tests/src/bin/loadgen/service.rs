@@ -41,6 +41,7 @@ impl Service {
                 .env("DYNAGATE_USERS_TABLE", format!("{prefix}-users"))
                 .env("DYNAGATE_SESSIONS_TABLE", format!("{prefix}-sessions"))
                 .env("DYNAGATE_AUTH_LISTEN_ADDR", "127.0.0.1:0")
+                .env("DYNAGATE_AUTH_METRICS_ADDR", "127.0.0.1:0")
                 .env("DYNAGATE_DEV_EPHEMERAL_SIGNING_KEY", "true")
                 .env("DYNAGATE_HASH_WORKERS", workers.to_string())
                 .env("DYNAGATE_ATTEMPTS_TABLE", format!("{prefix}-attempts"))

@@ -1,0 +1,240 @@
+//! Both services' Prometheus endpoints after a real flow (register, login, put, get, a GetItem
+//! of a missing key): the numbers moved as they should, they are the very counters the
+//! services keep in process, and the output is well-formed Prometheus text.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{clock::ManualClock, proto::auth::v1::LogoutRequest};
+use tests::{
+    auth::{Endpoints, TestAuth, TestUser, try_login},
+    data::TestStack,
+};
+use time::OffsetDateTime;
+use tonic::Code;
+
+const AUTH: &str = "dynagate.auth.v1.AuthService";
+const DATA: &str = "dynagate.data.v1.DataService";
+
+/// GET `path` on `addr`: the status and the body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().expect("GET");
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().expect("a text body");
+        (status, body)
+    })
+    .await
+    .expect("the GET task")
+}
+
+/// Scrapes `addr` and parses the text: every sample by its series (`name{labels}`), after
+/// checking every line is a comment the format knows or a sample of a family with a `# TYPE`.
+async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, text) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        text.lines().last(),
+        Some("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let mut families = Vec::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            match words.next() {
+                Some("TYPE") => {
+                    let name = words.next().expect("a family name");
+                    let kind = words.next().expect("a type");
+                    assert!(
+                        ["counter", "gauge", "histogram", "info", "unknown"].contains(&kind),
+                        "{line}"
+                    );
+                    families.push(name.to_owned());
+                }
+                Some("HELP" | "UNIT") => {}
+                Some("EOF") => {}
+                _ => panic!("unknown comment: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample: series value");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line}"));
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "a metric name: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "labels: {line}"
+            );
+        }
+        assert!(
+            families
+                .iter()
+                .any(|family| name.starts_with(family.as_str())),
+            "a sample after its # TYPE: {line}"
+        );
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "one sample per series: {line}"
+        );
+    }
+    samples
+}
+
+fn requests(service: &str, method: &str, code: &str) -> String {
+    format!(
+        "dynagate_grpc_requests_total{{service=\"{service}\",method=\"{method}\",code=\"{code}\"}}"
+    )
+}
+
+fn latency_count(service: &str, method: &str) -> String {
+    format!(
+        "dynagate_grpc_request_duration_seconds_count{{service=\"{service}\",method=\"{method}\"}}"
+    )
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no {series} in {samples:#?}"))
+}
+
+#[tokio::test]
+async fn both_endpoints_count_a_real_flow() {
+    let stack = TestStack::spawn().await;
+    let mut auth_client = stack.auth.client().await;
+    let registered = TestUser::register(&mut auth_client).await;
+    let login = registered.login(&mut auth_client).await;
+    let mut user = tests::data::SignedIn {
+        user: registered,
+        token: login.access_token.clone(),
+        client: stack.data.client().await,
+    };
+    user.put_text("greeting", "hello").await;
+    user.get("greeting").await.expect("GetItem");
+    let missing = user.get("never-written").await.expect_err("a missing key");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let auth = scrape(stack.auth.metrics_addr).await;
+    assert_eq!(value(&auth, &requests(AUTH, "Register", "OK")), 1.0);
+    assert_eq!(value(&auth, &requests(AUTH, "Login", "OK")), 1.0);
+    assert_eq!(value(&auth, &requests(AUTH, "GetCredentials", "OK")), 1.0);
+    assert_eq!(value(&auth, &latency_count(AUTH, "Login")), 1.0);
+    assert_eq!(value(&auth, "dynagate_sts_assume_role_calls_total"), 1.0);
+    assert_eq!(value(&auth, "dynagate_password_hashes_total"), 1.0);
+    assert_eq!(value(&auth, "dynagate_password_verifications_total"), 1.0);
+    assert_eq!(value(&auth, "dynagate_password_jobs_rejected_total"), 0.0);
+    assert_eq!(value(&auth, "dynagate_password_jobs_queued"), 0.0);
+    assert!(value(&auth, "dynagate_password_jobs_running_peak") >= 1.0);
+    // One source of truth: what the endpoint says is what the service counts in process.
+    let metrics = &stack.auth.metrics;
+    assert_eq!(
+        value(&auth, "dynagate_password_verifications_total"),
+        metrics.password_verifications.get() as f64
+    );
+
+    let data = scrape(stack.data.metrics_addr).await;
+    assert_eq!(value(&data, &requests(DATA, "PutItem", "OK")), 1.0);
+    assert_eq!(value(&data, &requests(DATA, "GetItem", "OK")), 1.0);
+    assert_eq!(value(&data, &requests(DATA, "GetItem", "NOT_FOUND")), 1.0);
+    assert_eq!(value(&data, &latency_count(DATA, "GetItem")), 2.0);
+    assert_eq!(value(&data, "dynagate_token_verifications_total"), 1.0);
+    assert_eq!(value(&data, "dynagate_credential_loads_total"), 1.0);
+    let dynamodb_calls = value(&data, "dynagate_dynamodb_calls_total");
+    assert!(dynamodb_calls >= 3.0, "put, get, get: {dynamodb_calls}");
+    assert_eq!(
+        dynamodb_calls,
+        stack.data.metrics.dynamodb_calls.get() as f64
+    );
+    // One signature check, then the cache: the other two calls with the same token hit it.
+    assert_eq!(value(&data, "dynagate_token_cache_hits_total"), 2.0);
+    assert_eq!(value(&data, "dynagate_revocations_applied_total"), 0.0);
+    // The test waited for SERVING with the standard health service: counted like any call.
+    assert!(value(&data, &requests("grpc.health.v1.Health", "Check", "OK")) >= 1.0);
+
+    // A logout reaches the data-service over the revocation feed (polled every 250 ms).
+    auth_client
+        .logout(LogoutRequest {
+            refresh_token: login.refresh_token,
+        })
+        .await
+        .expect("Logout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let data = scrape(stack.data.metrics_addr).await;
+        if value(&data, "dynagate_revocations_applied_total") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revocation was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let auth = scrape(stack.auth.metrics_addr).await;
+    assert_eq!(value(&auth, &requests(AUTH, "Logout", "OK")), 1.0);
+}
+
+#[tokio::test]
+async fn lockouts_and_throttled_calls_are_counted() {
+    let mut settings = TestAuth::settings();
+    settings.lockout.threshold = 1;
+    // Three calls from this address, never refilled: the clock stands still.
+    settings.throttle.throttle_per_second = 1;
+    settings.throttle.throttle_burst = 3;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let endpoints = Endpoints::dynalite_only().await;
+    let auth = TestAuth::spawn_with_clock(settings, endpoints, clock).await;
+    let mut client = auth.client().await;
+    let user = TestUser::register(&mut client).await;
+    let wrong = try_login(&mut client, &user.username, "not-the-password").await;
+    assert_eq!(wrong.unwrap_err().code(), Code::Unauthenticated);
+    let locked = try_login(&mut client, &user.username, &user.password).await;
+    assert_eq!(locked.unwrap_err().code(), Code::ResourceExhausted);
+    let throttled = try_login(&mut client, &user.username, &user.password).await;
+    assert_eq!(throttled.unwrap_err().code(), Code::ResourceExhausted);
+
+    let samples = scrape(auth.metrics_addr).await;
+    assert_eq!(
+        value(&samples, &requests(AUTH, "Login", "UNAUTHENTICATED")),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, &requests(AUTH, "Login", "RESOURCE_EXHAUSTED")),
+        2.0
+    );
+    assert_eq!(value(&samples, "dynagate_lockouts_total"), 1.0);
+    assert_eq!(value(&samples, "dynagate_lockout_refusals_total"), 1.0);
+    assert_eq!(value(&samples, "dynagate_rate_limited_total"), 1.0);
+    // The throttled and the locked call cost no argon2 work.
+    assert_eq!(
+        value(&samples, "dynagate_password_verifications_total"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn only_get_metrics_is_served() {
+    let stack = TestStack::spawn().await;
+    let (status, _) = http_get(stack.data.metrics_addr, "/").await;
+    assert_eq!(status, 404);
+    let (status, _) = http_get(stack.auth.metrics_addr, "/metrics/x").await;
+    assert_eq!(status, 404);
+}
