@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{clock::ManualClock, proto::auth::v1::LogoutRequest};
+use common::{
+    clock::ManualClock,
+    proto::{auth::v1::LogoutRequest, data::v1::DeleteItemRequest},
+};
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, try_login},
     data::TestStack,
@@ -110,6 +113,14 @@ fn latency_count(service: &str, method: &str) -> String {
     )
 }
 
+fn dynamodb(operation: &str, outcome: &str) -> String {
+    format!("dynagate_dynamodb_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}}")
+}
+
+fn dynamodb_latency_count(operation: &str) -> String {
+    format!("dynagate_dynamodb_call_duration_seconds_count{{operation=\"{operation}\"}}")
+}
+
 fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     *samples
         .get(series)
@@ -157,17 +168,47 @@ async fn both_endpoints_count_a_real_flow() {
     assert_eq!(value(&data, &latency_count(DATA, "GetItem")), 2.0);
     assert_eq!(value(&data, "dynagate_token_verifications_total"), 1.0);
     assert_eq!(value(&data, "dynagate_credential_loads_total"), 1.0);
-    let dynamodb_calls = value(&data, "dynagate_dynamodb_calls_total");
+    assert_eq!(value(&data, &dynamodb("PutItem", "ok")), 1.0);
+    // Both gets ran (a missing item is a successful GetItem); a put may read a stamp first.
+    assert!(value(&data, &dynamodb("GetItem", "ok")) >= 2.0);
+    // One source of truth: the in-process total sums the exported family.
+    let dynamodb_calls: f64 = data
+        .iter()
+        .filter(|(series, _)| series.starts_with("dynagate_dynamodb_calls_total{"))
+        .map(|(_, value)| value)
+        .sum();
     assert!(dynamodb_calls >= 3.0, "put, get, get: {dynamodb_calls}");
     assert_eq!(
         dynamodb_calls,
         stack.data.metrics.dynamodb_calls.get() as f64
+    );
+    assert_eq!(
+        value(&data, &dynamodb_latency_count("GetItem")),
+        value(&data, &dynamodb("GetItem", "ok"))
     );
     // One signature check, then the cache: the other two calls with the same token hit it.
     assert_eq!(value(&data, "dynagate_token_cache_hits_total"), 2.0);
     assert_eq!(value(&data, "dynagate_revocations_applied_total"), 0.0);
     // The test waited for SERVING with the standard health service: counted like any call.
     assert!(value(&data, &requests("grpc.health.v1.Health", "Check", "OK")) >= 1.0);
+
+    // A delete at a version the item is not at: DynamoDB refuses its condition.
+    let request = user.request(DeleteItemRequest {
+        key: "greeting".to_owned(),
+        expected_version: Some(5),
+    });
+    let refused = user
+        .client
+        .delete_item(request)
+        .await
+        .expect_err("a stale version");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let data = scrape(stack.data.metrics_addr).await;
+    assert_eq!(
+        value(&data, &dynamodb("DeleteItem", "condition_failed")),
+        1.0
+    );
+    assert_eq!(value(&data, &dynamodb_latency_count("DeleteItem")), 1.0);
 
     // A logout reaches the data-service over the revocation feed (polled every 250 ms).
     auth_client
