@@ -6,7 +6,7 @@ use std::{future::Future, time::Instant};
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use common::{
     aws::{self, AwsFailure, Modeled},
-    metrics::{Counter, latency_histogram},
+    metrics::{Counter, LabeledCounter, latency_histogram},
 };
 use prometheus_client::{
     metrics::{counter::Counter as PromCounter, family::Family, histogram::Histogram},
@@ -14,17 +14,24 @@ use prometheus_client::{
 };
 
 /// Counters shared by every part of one service instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// DynamoDB requests sent with user credentials, by operation and outcome, timed.
     pub dynamodb_calls: DynamoDbCalls,
-    /// GetCredentials calls made to the auth-service (credential cache misses).
+    /// Lookups of a user's client: `hit` served from the cache, `miss` a GetCredentials load
+    /// started (callers joining a load already running count as neither).
+    pub credential_cache: LabeledCounter,
+    /// GetCredentials calls made to the auth-service: the `miss` of `credential_cache`.
     pub credential_loads: Counter,
     /// Cached user clients dropped because the user's last session known here ended (the
     /// revocation feed's clean-up).
     pub clients_released: Counter,
-    /// Full token verifications (signature checks); cache hits do not count.
-    pub token_verifications: Counter,
+    /// Full token verifications (signature checks) by outcome: `valid`, `rejected`,
+    /// `malformed`, `unknown_key`; cache hits do not count.
+    pub token_verifications: LabeledCounter,
+    /// Verified tokens refused for their session: `revoked`, or `stale` (the revocation feed
+    /// is not current, so no session can be vouched for).
+    pub token_refusals: LabeledCounter,
     /// ListSigningKeys calls made to the auth-service.
     pub key_refreshes: Counter,
     /// Tokens found already verified in the cache of verdicts (no signature check).
@@ -33,25 +40,50 @@ pub struct Metrics {
     pub revocations_applied: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let credential_cache = LabeledCounter::new("result", &["hit", "miss"]);
+        Self {
+            dynamodb_calls: DynamoDbCalls::default(),
+            credential_loads: credential_cache.counter("miss"),
+            credential_cache,
+            clients_released: Counter::default(),
+            token_verifications: LabeledCounter::new(
+                "outcome",
+                &["valid", "rejected", "malformed", "unknown_key"],
+            ),
+            token_refusals: LabeledCounter::new("reason", &["revoked", "stale"]),
+            key_refreshes: Counter::default(),
+            token_cache_hits: Counter::default(),
+            revocations_applied: Counter::default(),
+        }
+    }
+}
+
 impl Metrics {
     /// Exports every counter into `registry` (names under the `dynagate_` prefix).
     pub fn register(&self, registry: &mut Registry) {
         self.dynamodb_calls.register(registry);
+        self.credential_cache.register(
+            registry,
+            "credential_cache",
+            "User client lookups: hit served from the cache, miss a GetCredentials load",
+        );
+        self.token_verifications.register(
+            registry,
+            "token_verifications",
+            "Full token verifications (signature checks) by outcome; cache hits not counted",
+        );
+        self.token_refusals.register(
+            registry,
+            "token_refusals",
+            "Verified tokens refused: session revoked, or the revocation feed stale",
+        );
         let counters = [
-            (
-                &self.credential_loads,
-                "credential_loads",
-                "GetCredentials calls to the auth-service (credential cache misses)",
-            ),
             (
                 &self.clients_released,
                 "clients_released",
                 "Cached user clients dropped because the user's last session ended",
-            ),
-            (
-                &self.token_verifications,
-                "token_verifications",
-                "Full token verifications (signature checks); cache hits not counted",
             ),
             (
                 &self.key_refreshes,

@@ -121,6 +121,26 @@ fn dynamodb_latency_count(operation: &str) -> String {
     format!("dynagate_dynamodb_call_duration_seconds_count{{operation=\"{operation}\"}}")
 }
 
+fn labeled(name: &str, label: &str, value: &str) -> String {
+    format!("dynagate_{name}_total{{{label}=\"{value}\"}}")
+}
+
+fn assume_role(outcome: &str) -> String {
+    labeled("sts_assume_role_calls", "outcome", outcome)
+}
+
+fn token_verifications(outcome: &str) -> String {
+    labeled("token_verifications", "outcome", outcome)
+}
+
+fn token_refusals(reason: &str) -> String {
+    labeled("token_refusals", "reason", reason)
+}
+
+fn credential_cache(result: &str) -> String {
+    labeled("credential_cache", "result", result)
+}
+
 fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     *samples
         .get(series)
@@ -148,7 +168,9 @@ async fn both_endpoints_count_a_real_flow() {
     assert_eq!(value(&auth, &requests(AUTH, "Login", "OK")), 1.0);
     assert_eq!(value(&auth, &requests(AUTH, "GetCredentials", "OK")), 1.0);
     assert_eq!(value(&auth, &latency_count(AUTH, "Login")), 1.0);
-    assert_eq!(value(&auth, "dynagate_sts_assume_role_calls_total"), 1.0);
+    assert_eq!(value(&auth, &assume_role("ok")), 1.0);
+    assert_eq!(value(&auth, &assume_role("error")), 0.0);
+    assert_eq!(stack.auth.metrics.assume_role_calls.get(), 1);
     assert_eq!(value(&auth, "dynagate_password_hashes_total"), 1.0);
     assert_eq!(value(&auth, "dynagate_password_verifications_total"), 1.0);
     assert_eq!(value(&auth, "dynagate_password_jobs_rejected_total"), 0.0);
@@ -166,8 +188,12 @@ async fn both_endpoints_count_a_real_flow() {
     assert_eq!(value(&data, &requests(DATA, "GetItem", "OK")), 1.0);
     assert_eq!(value(&data, &requests(DATA, "GetItem", "NOT_FOUND")), 1.0);
     assert_eq!(value(&data, &latency_count(DATA, "GetItem")), 2.0);
-    assert_eq!(value(&data, "dynagate_token_verifications_total"), 1.0);
-    assert_eq!(value(&data, "dynagate_credential_loads_total"), 1.0);
+    assert_eq!(value(&data, &token_verifications("valid")), 1.0);
+    assert_eq!(value(&data, &token_verifications("rejected")), 0.0);
+    // The put loaded the user's credentials; the two gets found them cached.
+    assert_eq!(value(&data, &credential_cache("miss")), 1.0);
+    assert_eq!(value(&data, &credential_cache("hit")), 2.0);
+    assert_eq!(stack.data.metrics.credential_loads.get(), 1);
     assert_eq!(value(&data, &dynamodb("PutItem", "ok")), 1.0);
     // Both gets ran (a missing item is a successful GetItem); a put may read a stamp first.
     assert!(value(&data, &dynamodb("GetItem", "ok")) >= 2.0);
@@ -209,6 +235,7 @@ async fn both_endpoints_count_a_real_flow() {
         1.0
     );
     assert_eq!(value(&data, &dynamodb_latency_count("DeleteItem")), 1.0);
+    assert_eq!(value(&data, &credential_cache("hit")), 3.0);
 
     // A logout reaches the data-service over the revocation feed (polled every 250 ms).
     auth_client
@@ -231,6 +258,12 @@ async fn both_endpoints_count_a_real_flow() {
     }
     let auth = scrape(stack.auth.metrics_addr).await;
     assert_eq!(value(&auth, &requests(AUTH, "Logout", "OK")), 1.0);
+    // The ended session's token still verifies (from the cache) but is refused as revoked.
+    let revoked = user.get("greeting").await.expect_err("a revoked session");
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+    let data = scrape(stack.data.metrics_addr).await;
+    assert_eq!(value(&data, &token_refusals("revoked")), 1.0);
+    assert_eq!(value(&data, &token_refusals("stale")), 0.0);
 }
 
 #[tokio::test]
