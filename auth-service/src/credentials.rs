@@ -131,8 +131,18 @@ impl CredentialVendor {
         Ok(self.cache.get_or_load(user, load).await?)
     }
 
+    /// One AssumeRole call, counted by outcome.
     async fn assume_role(&self, user: &StsUserId) -> Result<Arc<TemporaryCredentials>, VendError> {
-        self.metrics.assume_role_calls.increment();
+        let result = self.call_assume_role(user).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.assume_role_calls.increment(outcome);
+        result
+    }
+
+    async fn call_assume_role(
+        &self,
+        user: &StsUserId,
+    ) -> Result<Arc<TemporaryCredentials>, VendError> {
         let tag = Tag::builder()
             .key("user_id")
             .value(user.as_str())

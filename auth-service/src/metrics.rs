@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use common::metrics::Counter;
+use common::metrics::{Counter, LabeledCounter};
 use prometheus_client::{metrics::gauge::Gauge as PromGauge, registry::Registry};
 
 /// Counters shared by every part of one service instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// argon2id hashes computed (registrations, rehashes).
     pub password_hashes: Counter,
@@ -25,14 +25,32 @@ pub struct Metrics {
     /// Queued hashing jobs dropped unstarted because their caller had gone (deadline passed,
     /// stream reset): a cancelled login costs no argon2 work once it is no longer wanted.
     pub hash_jobs_skipped: Counter,
-    /// STS AssumeRole calls made (GetCredentials cache misses).
-    pub assume_role_calls: Counter,
+    /// STS AssumeRole calls made (GetCredentials cache misses), by outcome: `ok`, `error`.
+    pub assume_role_calls: LabeledCounter,
     /// Usernames locked after too many failed attempts.
     pub lockouts: Counter,
     /// Attempts refused unchecked because their username was locked.
     pub lockout_refusals: Counter,
     /// Login and Register calls refused by the per-address throttle.
     pub rate_limited: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            password_hashes: Counter::default(),
+            password_verifications: Counter::default(),
+            password_verifications_padded: Counter::default(),
+            hash_jobs_running: Gauge::default(),
+            hash_jobs_queued: Gauge::default(),
+            hash_jobs_rejected: Counter::default(),
+            hash_jobs_skipped: Counter::default(),
+            assume_role_calls: LabeledCounter::new("outcome", &["ok", "error"]),
+            lockouts: Counter::default(),
+            lockout_refusals: Counter::default(),
+            rate_limited: Counter::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -65,11 +83,6 @@ impl Metrics {
                 "Queued hashing jobs dropped because their caller had gone",
             ),
             (
-                &self.assume_role_calls,
-                "sts_assume_role_calls",
-                "STS AssumeRole calls made (GetCredentials cache misses)",
-            ),
-            (
                 &self.lockouts,
                 "lockouts",
                 "Usernames locked after too many failed attempts",
@@ -88,6 +101,11 @@ impl Metrics {
         for (counter, name, help) in counters {
             counter.register(registry, name, help);
         }
+        self.assume_role_calls.register(
+            registry,
+            "sts_assume_role_calls",
+            "STS AssumeRole calls made (GetCredentials cache misses), by outcome",
+        );
         self.hash_jobs_running.register(
             registry,
             "password_jobs_running",

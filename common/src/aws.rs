@@ -113,6 +113,32 @@ impl AwsFailure {
     pub fn is_transient(self) -> bool {
         matches!(self, Self::Unavailable | Self::Throttled)
     }
+
+    /// Every failure, in the order of [`AwsFailure::label`]'s values.
+    pub const ALL: [Self; 8] = [
+        Self::Unavailable,
+        Self::Throttled,
+        Self::ConditionFailed,
+        Self::InvalidRequest,
+        Self::AccessDenied,
+        Self::CredentialsExpired,
+        Self::UnreadableAnswer,
+        Self::Other,
+    ];
+
+    /// The failure as a metric label value (`condition_failed`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Throttled => "throttled",
+            Self::ConditionFailed => "condition_failed",
+            Self::InvalidRequest => "invalid_request",
+            Self::AccessDenied => "access_denied",
+            Self::CredentialsExpired => "credentials_expired",
+            Self::UnreadableAnswer => "unreadable_answer",
+            Self::Other => "other",
+        }
+    }
 }
 
 /// An operation error type of the SDK, classified by the variants its service model gives it.

@@ -128,6 +128,7 @@ impl UserClients {
     ) -> Result<Arc<UserClient>, DataError> {
         let user = &principal.user_id;
         if let Some(client) = self.cache.get(user).await {
+            self.metrics.credential_cache.increment("hit");
             return Ok(client);
         }
         let shared = self

@@ -55,7 +55,14 @@ impl AuthInterceptor {
     /// in-memory revoked set; nothing leaves the process.
     pub fn admit(&self, token: &str) -> Result<Principal, DataError> {
         let principal = self.authenticate(token)?;
-        self.revocations.admit(&principal)?;
+        if let Err(refusal) = self.revocations.admit(&principal) {
+            let reason = match refusal {
+                DataError::RevocationsStale => "stale",
+                _ => "revoked",
+            };
+            self.metrics.token_refusals.increment(reason);
+            return Err(refusal);
+        }
         Ok(principal)
     }
 
@@ -70,9 +77,16 @@ impl AuthInterceptor {
         if verdicts.is_refused(token) {
             return Err(TokenError::Rejected);
         }
-        self.metrics.token_verifications.increment();
         let keys = self.keys.current();
-        match self.verifier.verify(&keys.keys, token) {
+        let verdict = self.verifier.verify(&keys.keys, token);
+        let outcome = match &verdict {
+            Ok(_) => "valid",
+            Err(TokenError::Rejected | TokenError::Missing) => "rejected",
+            Err(TokenError::Malformed) => "malformed",
+            Err(TokenError::UnknownKey { .. }) => "unknown_key",
+        };
+        self.metrics.token_verifications.increment(outcome);
+        match verdict {
             Ok(principal) => {
                 let token = verdicts.remember(token, principal.clone(), keys.generation);
                 self.revocations.track(&principal, token);

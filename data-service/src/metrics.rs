@@ -1,21 +1,37 @@
 //! Counters of the work the data-service does, exported as Prometheus metrics (see
 //! [`Metrics::register`]) and read in-process by tests.
 
-use common::metrics::Counter;
-use prometheus_client::registry::Registry;
+use std::{future::Future, time::Instant};
+
+use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
+use common::{
+    aws::{self, AwsFailure, Modeled},
+    metrics::{Counter, LabeledCounter, latency_histogram},
+};
+use prometheus_client::{
+    metrics::{counter::Counter as PromCounter, family::Family, histogram::Histogram},
+    registry::{Registry, Unit},
+};
 
 /// Counters shared by every part of one service instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    /// DynamoDB requests sent with user credentials.
-    pub dynamodb_calls: Counter,
-    /// GetCredentials calls made to the auth-service (credential cache misses).
+    /// DynamoDB requests sent with user credentials, by operation and outcome, timed.
+    pub dynamodb_calls: DynamoDbCalls,
+    /// Lookups of a user's client: `hit` served from the cache, `miss` a GetCredentials load
+    /// started (callers joining a load already running count as neither).
+    pub credential_cache: LabeledCounter,
+    /// GetCredentials calls made to the auth-service: the `miss` of `credential_cache`.
     pub credential_loads: Counter,
     /// Cached user clients dropped because the user's last session known here ended (the
     /// revocation feed's clean-up).
     pub clients_released: Counter,
-    /// Full token verifications (signature checks); cache hits do not count.
-    pub token_verifications: Counter,
+    /// Full token verifications (signature checks) by outcome: `valid`, `rejected`,
+    /// `malformed`, `unknown_key`; cache hits do not count.
+    pub token_verifications: LabeledCounter,
+    /// Verified tokens refused for their session: `revoked`, or `stale` (the revocation feed
+    /// is not current, so no session can be vouched for).
+    pub token_refusals: LabeledCounter,
     /// ListSigningKeys calls made to the auth-service.
     pub key_refreshes: Counter,
     /// Tokens found already verified in the cache of verdicts (no signature check).
@@ -24,29 +40,50 @@ pub struct Metrics {
     pub revocations_applied: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let credential_cache = LabeledCounter::new("result", &["hit", "miss"]);
+        Self {
+            dynamodb_calls: DynamoDbCalls::default(),
+            credential_loads: credential_cache.counter("miss"),
+            credential_cache,
+            clients_released: Counter::default(),
+            token_verifications: LabeledCounter::new(
+                "outcome",
+                &["valid", "rejected", "malformed", "unknown_key"],
+            ),
+            token_refusals: LabeledCounter::new("reason", &["revoked", "stale"]),
+            key_refreshes: Counter::default(),
+            token_cache_hits: Counter::default(),
+            revocations_applied: Counter::default(),
+        }
+    }
+}
+
 impl Metrics {
     /// Exports every counter into `registry` (names under the `dynagate_` prefix).
     pub fn register(&self, registry: &mut Registry) {
+        self.dynamodb_calls.register(registry);
+        self.credential_cache.register(
+            registry,
+            "credential_cache",
+            "User client lookups: hit served from the cache, miss a GetCredentials load",
+        );
+        self.token_verifications.register(
+            registry,
+            "token_verifications",
+            "Full token verifications (signature checks) by outcome; cache hits not counted",
+        );
+        self.token_refusals.register(
+            registry,
+            "token_refusals",
+            "Verified tokens refused: session revoked, or the revocation feed stale",
+        );
         let counters = [
-            (
-                &self.dynamodb_calls,
-                "dynamodb_calls",
-                "DynamoDB requests sent with user credentials",
-            ),
-            (
-                &self.credential_loads,
-                "credential_loads",
-                "GetCredentials calls to the auth-service (credential cache misses)",
-            ),
             (
                 &self.clients_released,
                 "clients_released",
                 "Cached user clients dropped because the user's last session ended",
-            ),
-            (
-                &self.token_verifications,
-                "token_verifications",
-                "Full token verifications (signature checks); cache hits not counted",
             ),
             (
                 &self.key_refreshes,
@@ -67,5 +104,85 @@ impl Metrics {
         for (counter, name, help) in counters {
             counter.register(registry, name, help);
         }
+    }
+}
+
+/// The DynamoDB operations the data-service sends, as labelled.
+pub const OPERATIONS: [&str; 5] = ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"];
+
+/// One label pair, `("operation", "GetItem")`.
+type Label = (&'static str, &'static str);
+
+/// DynamoDB requests by operation and outcome (`ok`, or the [`AwsFailure`] label of the
+/// error: `condition_failed`, `throttled`, `unavailable`, ...), and their latency by operation.
+#[derive(Debug)]
+pub struct DynamoDbCalls {
+    calls: Family<[Label; 2], PromCounter>,
+    latency: Family<[Label; 1], Histogram, fn() -> Histogram>,
+}
+
+impl Default for DynamoDbCalls {
+    fn default() -> Self {
+        Self {
+            calls: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl DynamoDbCalls {
+    /// Sends one request (`call`, the SDK's `send()` future) of `operation`, one of
+    /// [`OPERATIONS`], and counts and times its outcome. A request dropped unfinished (its
+    /// caller went away) is not counted.
+    pub async fn send<T, E: Modeled>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> Result<T, SdkError<E, HttpResponse>> {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => aws::classify(error).label(),
+        };
+        self.latency
+            .get_or_create(&[("operation", operation)])
+            .observe(started.elapsed().as_secs_f64());
+        self.calls
+            .get_or_create(&[("operation", operation), ("outcome", outcome)])
+            .inc();
+        result
+    }
+
+    /// The requests of `operation` that ended in `outcome`.
+    pub fn count(&self, operation: &'static str, outcome: &'static str) -> u64 {
+        self.calls
+            .get(&[("operation", operation), ("outcome", outcome)])
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// Every request sent, whatever its operation and outcome.
+    pub fn get(&self) -> u64 {
+        let outcomes = || std::iter::once("ok").chain(AwsFailure::ALL.map(AwsFailure::label));
+        OPERATIONS
+            .into_iter()
+            .flat_map(|operation| outcomes().map(|outcome| self.count(operation, outcome)))
+            .sum()
+    }
+
+    /// Exports `dynagate_dynamodb_calls_total{operation,outcome}` and
+    /// `dynagate_dynamodb_call_duration_seconds{operation}`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dynamodb_calls",
+            "DynamoDB requests sent with user credentials, by operation and outcome",
+            self.calls.clone(),
+        );
+        registry.register_with_unit(
+            "dynamodb_call_duration",
+            "Time a DynamoDB request took, retries included, by operation",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
     }
 }

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{clock::ManualClock, proto::auth::v1::LogoutRequest};
+use common::{
+    clock::ManualClock,
+    proto::{auth::v1::LogoutRequest, data::v1::DeleteItemRequest},
+};
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, try_login},
     data::TestStack,
@@ -110,6 +113,34 @@ fn latency_count(service: &str, method: &str) -> String {
     )
 }
 
+fn dynamodb(operation: &str, outcome: &str) -> String {
+    format!("dynagate_dynamodb_calls_total{{operation=\"{operation}\",outcome=\"{outcome}\"}}")
+}
+
+fn dynamodb_latency_count(operation: &str) -> String {
+    format!("dynagate_dynamodb_call_duration_seconds_count{{operation=\"{operation}\"}}")
+}
+
+fn labeled(name: &str, label: &str, value: &str) -> String {
+    format!("dynagate_{name}_total{{{label}=\"{value}\"}}")
+}
+
+fn assume_role(outcome: &str) -> String {
+    labeled("sts_assume_role_calls", "outcome", outcome)
+}
+
+fn token_verifications(outcome: &str) -> String {
+    labeled("token_verifications", "outcome", outcome)
+}
+
+fn token_refusals(reason: &str) -> String {
+    labeled("token_refusals", "reason", reason)
+}
+
+fn credential_cache(result: &str) -> String {
+    labeled("credential_cache", "result", result)
+}
+
 fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     *samples
         .get(series)
@@ -137,7 +168,9 @@ async fn both_endpoints_count_a_real_flow() {
     assert_eq!(value(&auth, &requests(AUTH, "Login", "OK")), 1.0);
     assert_eq!(value(&auth, &requests(AUTH, "GetCredentials", "OK")), 1.0);
     assert_eq!(value(&auth, &latency_count(AUTH, "Login")), 1.0);
-    assert_eq!(value(&auth, "dynagate_sts_assume_role_calls_total"), 1.0);
+    assert_eq!(value(&auth, &assume_role("ok")), 1.0);
+    assert_eq!(value(&auth, &assume_role("error")), 0.0);
+    assert_eq!(stack.auth.metrics.assume_role_calls.get(), 1);
     assert_eq!(value(&auth, "dynagate_password_hashes_total"), 1.0);
     assert_eq!(value(&auth, "dynagate_password_verifications_total"), 1.0);
     assert_eq!(value(&auth, "dynagate_password_jobs_rejected_total"), 0.0);
@@ -155,19 +188,54 @@ async fn both_endpoints_count_a_real_flow() {
     assert_eq!(value(&data, &requests(DATA, "GetItem", "OK")), 1.0);
     assert_eq!(value(&data, &requests(DATA, "GetItem", "NOT_FOUND")), 1.0);
     assert_eq!(value(&data, &latency_count(DATA, "GetItem")), 2.0);
-    assert_eq!(value(&data, "dynagate_token_verifications_total"), 1.0);
-    assert_eq!(value(&data, "dynagate_credential_loads_total"), 1.0);
-    let dynamodb_calls = value(&data, "dynagate_dynamodb_calls_total");
+    assert_eq!(value(&data, &token_verifications("valid")), 1.0);
+    assert_eq!(value(&data, &token_verifications("rejected")), 0.0);
+    // The put loaded the user's credentials; the two gets found them cached.
+    assert_eq!(value(&data, &credential_cache("miss")), 1.0);
+    assert_eq!(value(&data, &credential_cache("hit")), 2.0);
+    assert_eq!(stack.data.metrics.credential_loads.get(), 1);
+    assert_eq!(value(&data, &dynamodb("PutItem", "ok")), 1.0);
+    // Both gets ran (a missing item is a successful GetItem); a put may read a stamp first.
+    assert!(value(&data, &dynamodb("GetItem", "ok")) >= 2.0);
+    // One source of truth: the in-process total sums the exported family.
+    let dynamodb_calls: f64 = data
+        .iter()
+        .filter(|(series, _)| series.starts_with("dynagate_dynamodb_calls_total{"))
+        .map(|(_, value)| value)
+        .sum();
     assert!(dynamodb_calls >= 3.0, "put, get, get: {dynamodb_calls}");
     assert_eq!(
         dynamodb_calls,
         stack.data.metrics.dynamodb_calls.get() as f64
+    );
+    assert_eq!(
+        value(&data, &dynamodb_latency_count("GetItem")),
+        value(&data, &dynamodb("GetItem", "ok"))
     );
     // One signature check, then the cache: the other two calls with the same token hit it.
     assert_eq!(value(&data, "dynagate_token_cache_hits_total"), 2.0);
     assert_eq!(value(&data, "dynagate_revocations_applied_total"), 0.0);
     // The test waited for SERVING with the standard health service: counted like any call.
     assert!(value(&data, &requests("grpc.health.v1.Health", "Check", "OK")) >= 1.0);
+
+    // A delete at a version the item is not at: DynamoDB refuses its condition.
+    let request = user.request(DeleteItemRequest {
+        key: "greeting".to_owned(),
+        expected_version: Some(5),
+    });
+    let refused = user
+        .client
+        .delete_item(request)
+        .await
+        .expect_err("a stale version");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let data = scrape(stack.data.metrics_addr).await;
+    assert_eq!(
+        value(&data, &dynamodb("DeleteItem", "condition_failed")),
+        1.0
+    );
+    assert_eq!(value(&data, &dynamodb_latency_count("DeleteItem")), 1.0);
+    assert_eq!(value(&data, &credential_cache("hit")), 3.0);
 
     // A logout reaches the data-service over the revocation feed (polled every 250 ms).
     auth_client
@@ -190,6 +258,12 @@ async fn both_endpoints_count_a_real_flow() {
     }
     let auth = scrape(stack.auth.metrics_addr).await;
     assert_eq!(value(&auth, &requests(AUTH, "Logout", "OK")), 1.0);
+    // The ended session's token still verifies (from the cache) but is refused as revoked.
+    let revoked = user.get("greeting").await.expect_err("a revoked session");
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+    let data = scrape(stack.data.metrics_addr).await;
+    assert_eq!(value(&data, &token_refusals("revoked")), 1.0);
+    assert_eq!(value(&data, &token_refusals("stale")), 0.0);
 }
 
 #[tokio::test]

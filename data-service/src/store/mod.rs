@@ -177,9 +177,10 @@ impl ItemStore {
                 .projection_expression(projection.text)
                 .set_expression_attribute_names(Some(projection.names));
         }
-        self.metrics.dynamodb_calls.increment();
-        let output = request
-            .send()
+        let output = self
+            .metrics
+            .dynamodb_calls
+            .send("GetItem", request.send())
             .await
             .map_err(|e| DataError::aws("GetItem", e))?;
         output.item.as_ref().map(decode::item).transpose()
@@ -205,17 +206,21 @@ impl ItemStore {
         };
         let expression = expressions::update(update.set, &update.remove, now_millis(), expected)
             .within_limit(field)?;
-        self.metrics.dynamodb_calls.increment();
-        let result = db
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(owner, key)))
-            .update_expression(expression.text)
-            .set_condition_expression(expression.condition)
-            .set_expression_attribute_names(Some(expression.names))
-            .set_expression_attribute_values(Some(expression.values))
-            .return_values(ReturnValue::AllNew)
-            .send()
+        let result = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "UpdateItem",
+                db.update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_of(owner, key)))
+                    .update_expression(expression.text)
+                    .set_condition_expression(expression.condition)
+                    .set_expression_attribute_names(Some(expression.names))
+                    .set_expression_attribute_values(Some(expression.values))
+                    .return_values(ReturnValue::AllNew)
+                    .send(),
+            )
             .await;
         match result {
             Ok(output) => decode::written(&output.attributes.unwrap_or_default(), "updated"),
@@ -253,18 +258,22 @@ impl ItemStore {
             return Err(self.conflict(db, owner, key, false).await);
         }
         let condition = expressions::delete_condition(expected);
-        self.metrics.dynamodb_calls.increment();
-        let result = db
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(owner, key)))
-            .set_condition_expression(condition.condition)
-            .set_expression_attribute_names(Some(condition.names))
-            .set_expression_attribute_values(
-                (!condition.values.is_empty()).then_some(condition.values),
+        let result = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "DeleteItem",
+                db.delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_of(owner, key)))
+                    .set_condition_expression(condition.condition)
+                    .set_expression_attribute_names(Some(condition.names))
+                    .set_expression_attribute_values(
+                        (!condition.values.is_empty()).then_some(condition.values),
+                    )
+                    .return_values(ReturnValue::AllOld)
+                    .send(),
             )
-            .return_values(ReturnValue::AllOld)
-            .send()
             .await;
         match result {
             Ok(output) => decode::written(&output.attributes.unwrap_or_default(), "deleted"),
@@ -279,18 +288,22 @@ impl ItemStore {
     pub async fn query(&self, db: &Client, owner: &str, query: &Query) -> Result<Page, DataError> {
         // A fixed handful of placeholders whatever the request: never near the 4 KB limit.
         let condition = expressions::key_condition(owner, &query.range);
-        self.metrics.dynamodb_calls.increment();
-        let output = db
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression(condition.text)
-            .set_expression_attribute_names(Some(condition.names))
-            .set_expression_attribute_values(Some(condition.values))
-            .limit(query.limit)
-            .scan_index_forward(!query.descending)
-            .consistent_read(query.consistent)
-            .set_exclusive_start_key(query.after.as_ref().map(|key| key_of(owner, key)))
-            .send()
+        let output = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "Query",
+                db.query()
+                    .table_name(&self.table)
+                    .key_condition_expression(condition.text)
+                    .set_expression_attribute_names(Some(condition.names))
+                    .set_expression_attribute_values(Some(condition.values))
+                    .limit(query.limit)
+                    .scan_index_forward(!query.descending)
+                    .consistent_read(query.consistent)
+                    .set_exclusive_start_key(query.after.as_ref().map(|key| key_of(owner, key)))
+                    .send(),
+            )
             .await
             .map_err(|e| DataError::aws("Query", e))?;
         let items = output
@@ -320,17 +333,21 @@ impl ItemStore {
     /// and the key, which every item has, so an item without either still reads as present),
     /// for writes that must know them without reading and converting the item.
     async fn stamp(&self, db: &Client, owner: &str, key: &str) -> Result<Option<Stamp>, DataError> {
-        self.metrics.dynamodb_calls.increment();
-        let output = db
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(owner, key)))
-            .consistent_read(true)
-            .projection_expression("#k, #v, #c")
-            .expression_attribute_names("#k", "key")
-            .expression_attribute_names("#v", "version")
-            .expression_attribute_names("#c", "created_at")
-            .send()
+        let output = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "GetItem",
+                db.get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_of(owner, key)))
+                    .consistent_read(true)
+                    .projection_expression("#k, #v, #c")
+                    .expression_attribute_names("#k", "key")
+                    .expression_attribute_names("#v", "version")
+                    .expression_attribute_names("#c", "created_at")
+                    .send(),
+            )
             .await
             .map_err(|e| DataError::aws("GetItem", e))?;
         Ok(output.item.as_ref().map(Stamp::of))

@@ -80,17 +80,21 @@ impl ItemStore {
         item.insert("updated_at".to_owned(), n(now));
         let stored = decode::item(&item)?;
         let condition = expressions::replace_condition(found);
-        self.metrics.dynamodb_calls.increment();
-        let result = db
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .set_condition_expression(condition.condition)
-            .set_expression_attribute_names(Some(condition.names))
-            .set_expression_attribute_values(
-                (!condition.values.is_empty()).then_some(condition.values),
+        let result = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "PutItem",
+                db.put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .set_condition_expression(condition.condition)
+                    .set_expression_attribute_names(Some(condition.names))
+                    .set_expression_attribute_values(
+                        (!condition.values.is_empty()).then_some(condition.values),
+                    )
+                    .send(),
             )
-            .send()
             .await;
         match result {
             Ok(_) => Ok(Some(stored)),
