@@ -1,6 +1,7 @@
-//! Real clients other than our own: grpcurl through server reflection, and Python and Node
-//! clients that load the protos themselves (grpcio-tools stubs generated at test time;
-//! @grpc/proto-loader at run time) and run the whole story on both services under test.
+//! Real clients other than our own: grpcurl through server reflection, and Python and
+//! TypeScript clients that load the protos themselves (grpcio-tools stubs generated at test
+//! time; @grpc/proto-loader at run time, with types from proto-loader-gen-types checked by tsc)
+//! and run the whole story on both services under test.
 
 use std::process::Command;
 
@@ -294,7 +295,9 @@ async fn a_python_client_runs_the_whole_story_on_both_services() {
 }
 
 #[tokio::test]
-async fn a_node_client_runs_the_whole_story_under_node_test() {
+async fn a_typescript_client_type_checks_against_the_protos_and_runs_the_whole_story() {
+    // Types first, without services: a story that no longer matches the contract fails here.
+    let build = compile_the_typescript_client().await;
     let stack = tests::data::TestStack::spawn().await;
     // grpc-js and proto-loader live in .local/npm (scripts/install-tools), not beside the test.
     let node_modules = tool("../npm/node_modules/@grpc/grpc-js")
@@ -304,7 +307,7 @@ async fn a_node_client_runs_the_whole_story_under_node_test() {
     let mut command = Command::new("node");
     command
         .args(["--test", "--test-reporter=tap"])
-        .arg(workspace_root().join("tests/node/story.test.js"))
+        .arg(build.join("tests/node/story.test.js"))
         .env("NODE_PATH", node_modules)
         .env("DYNAGATE_AUTH_ADDR", stack.auth.addr.to_string())
         .env("DYNAGATE_DATA_ADDR", stack.data.addr.to_string());
@@ -330,6 +333,42 @@ async fn a_node_client_runs_the_whole_story_under_node_test() {
         assert!(passed, "step {step:?} did not pass:\n{tap}");
     }
     assert!(tap.contains("# fail 0"), "{tap}");
+}
+
+/// Generates the message and service types from the protos with proto-loader-gen-types into
+/// `target/node/types` and compiles `tests/node` with tsc (strict) into `target/node/build`,
+/// the commands the README gives; returns the build directory. Any type error fails the test.
+async fn compile_the_typescript_client() -> std::path::PathBuf {
+    let root = workspace_root();
+    let out = root.join("target/node");
+    match std::fs::remove_dir_all(&out) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => panic!("cannot clear {}: {error}", out.display()),
+    }
+    let mut generate = Command::new(tool("../npm/node_modules/.bin/proto-loader-gen-types"));
+    generate.current_dir(&root).args([
+        "dynagate/auth/v1/auth.proto",
+        "dynagate/data/v1/data.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+        "--grpcLib=@grpc/grpc-js",
+        "--outDir=target/node/types",
+        "--keepCase",
+        "--longs=String",
+        "--enums=String",
+        "--defaults",
+        "--oneofs",
+        "--includeComments",
+        "-I",
+        "proto",
+        "tests/node/proto",
+    ]);
+    run(generate).await;
+    let mut compile = Command::new(tool("../npm/node_modules/.bin/tsc"));
+    compile.current_dir(&root).args(["-p", "tests/node"]);
+    run(compile).await;
+    out.join("build")
 }
 
 /// Runs `command` off the async runtime and returns its output, failing the test (with both
