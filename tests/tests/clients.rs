@@ -225,7 +225,7 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     let (auth, data) = (stack.auth.addr.to_string(), stack.data.addr.to_string());
     let credentials = serde_json::json!({"username": format!("readme-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "password": "correct horse battery"}).to_string();
 
-    let (put, got, listed) = tokio::task::spawn_blocking(move || {
+    let (put, got, listed, updated, stale) = tokio::task::spawn_blocking(move || {
         grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Register"]);
         let login = grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Login"]);
         let token = serde_json::from_str::<Value>(&login).unwrap()["accessToken"].as_str().unwrap().to_owned();
@@ -239,7 +239,19 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
         );
         let got = call(r#"{"key":"notes/1"}"#, "GetItem");
         let listed = call(r#"{"keyPrefix":"notes/","limit":10}"#, "QueryItems");
-        (put, got, listed)
+        // The Clients section's grpcurl example: an update at version 1, then a stale one.
+        let updated = call(
+            r#"{"key":"notes/1","set":{"title":{"stringValue":"hello again"}},"expectedVersion":"1"}"#,
+            "UpdateItem",
+        );
+        let stale = Command::new(tool("grpcurl"))
+            .args(["-plaintext", "-format-error", "-H", &bearer, "-d"])
+            .arg(r#"{"key":"notes/1","set":{"title":{"stringValue":"lost"}},"expectedVersion":"1"}"#)
+            .args([&data, "dynagate.data.v1.DataService/UpdateItem"])
+            .output()
+            .expect("run grpcurl");
+        assert!(!stale.status.success(), "a stale update succeeded");
+        (put, got, listed, updated, stale.stderr)
     })
     .await
     .unwrap();
@@ -252,6 +264,26 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     assert_eq!(got["item"]["attributes"]["stars"]["numberValue"], "5");
     assert_eq!(listed["items"][0]["key"], "notes/1");
     assert!(listed.get("nextPageToken").is_none(), "one page: {listed}");
+    let updated: Value = serde_json::from_str(&updated).unwrap();
+    assert_eq!(updated["item"]["version"], "2");
+    assert_eq!(
+        updated["item"]["attributes"]["title"]["stringValue"],
+        "hello again"
+    );
+    let stale: Value = serde_json::from_slice(&stale).expect("grpcurl prints the status as JSON");
+    assert_eq!(
+        stale,
+        json!({
+            "code": 9,
+            "message": "version mismatch: the item is at version 2",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "domain": "dynagate.dev",
+                "metadata": {"current_version": "2"},
+                "reason": "VERSION_MISMATCH",
+            }],
+        })
+    );
 }
 
 #[tokio::test]
