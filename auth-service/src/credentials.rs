@@ -120,14 +120,14 @@ impl CredentialVendor {
     /// Credentials for `user`: from the cache while they have more than the margin left,
     /// otherwise from one AssumeRole call shared by every concurrent request for the user. The
     /// call runs on its own task under the SDK's timeouts, so a caller that gives up neither
-    /// cancels it nor starts another.
+    /// cancels it nor starts another; it logs in the trace of the request that started it.
     pub async fn credentials_for(
         &self,
         user: &StsUserId,
     ) -> Result<Arc<TemporaryCredentials>, AuthError> {
         let this = self.clone();
         let owned = user.clone();
-        let load = async move { this.assume_role(&owned).await };
+        let load = common::trace::bind(async move { this.assume_role(&owned).await });
         Ok(self.cache.get_or_load(user, load).await?)
     }
 

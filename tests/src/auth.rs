@@ -406,3 +406,15 @@ pub fn with_bearer<T>(message: T, token: &str) -> Request<T> {
 pub fn kid_of(token: &str) -> String {
     tokens::parse_untrusted(token).expect("well-formed token").1
 }
+
+/// The service names a `grpcurl … list` printed, after checking that they include the
+/// auth-service and health (as served with reflection).
+pub fn listed_auth_services(listing: &str) -> Vec<&str> {
+    let services: Vec<_> = listing.lines().collect();
+    assert!(
+        services.contains(&"dynagate.auth.v1.AuthService"),
+        "{services:?}"
+    );
+    assert!(services.contains(&"grpc.health.v1.Health"), "{services:?}");
+    services
+}

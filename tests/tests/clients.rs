@@ -1,12 +1,13 @@
-//! Real clients other than our own: grpcurl through server reflection, and Python and Node
-//! clients that load the protos themselves (grpcio-tools stubs generated at test time;
-//! @grpc/proto-loader at run time) and run the whole story on both services under test.
+//! Real clients other than our own: grpcurl through server reflection, and Python and
+//! TypeScript clients that load the protos themselves (grpcio-tools stubs generated at test
+//! time; @grpc/proto-loader at run time, with types from proto-loader-gen-types checked by tsc)
+//! and run the whole story on both services under test.
 
 use std::process::Command;
 
 use serde_json::{Value, json};
 use tests::{
-    auth::{TestAuth, TestUser},
+    auth::{TestAuth, TestUser, listed_auth_services},
     emulators::{tool, workspace_root},
 };
 
@@ -48,12 +49,7 @@ async fn grpcurl_lists_and_describes_the_services_through_reflection() {
     .await
     .unwrap();
 
-    let services: Vec<_> = services.lines().collect();
-    assert!(
-        services.contains(&"dynagate.auth.v1.AuthService"),
-        "{services:?}"
-    );
-    assert!(services.contains(&"grpc.health.v1.Health"), "{services:?}");
+    let services = listed_auth_services(&services);
     assert!(
         !services.contains(&"dynagate.data.v1.DataService"),
         "only served services are listed: {services:?}"
@@ -224,7 +220,7 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     let (auth, data) = (stack.auth.addr.to_string(), stack.data.addr.to_string());
     let credentials = serde_json::json!({"username": format!("readme-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "password": "correct horse battery"}).to_string();
 
-    let (put, got, listed) = tokio::task::spawn_blocking(move || {
+    let (put, got, listed, updated, stale) = tokio::task::spawn_blocking(move || {
         grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Register"]);
         let login = grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Login"]);
         let token = serde_json::from_str::<Value>(&login).unwrap()["accessToken"].as_str().unwrap().to_owned();
@@ -238,7 +234,19 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
         );
         let got = call(r#"{"key":"notes/1"}"#, "GetItem");
         let listed = call(r#"{"keyPrefix":"notes/","limit":10}"#, "QueryItems");
-        (put, got, listed)
+        // The Clients section's grpcurl example: an update at version 1, then a stale one.
+        let updated = call(
+            r#"{"key":"notes/1","set":{"title":{"stringValue":"hello again"}},"expectedVersion":"1"}"#,
+            "UpdateItem",
+        );
+        let stale = Command::new(tool("grpcurl"))
+            .args(["-plaintext", "-format-error", "-H", &bearer, "-d"])
+            .arg(r#"{"key":"notes/1","set":{"title":{"stringValue":"lost"}},"expectedVersion":"1"}"#)
+            .args([&data, "dynagate.data.v1.DataService/UpdateItem"])
+            .output()
+            .expect("run grpcurl");
+        assert!(!stale.status.success(), "a stale update succeeded");
+        (put, got, listed, updated, stale.stderr)
     })
     .await
     .unwrap();
@@ -251,6 +259,26 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     assert_eq!(got["item"]["attributes"]["stars"]["numberValue"], "5");
     assert_eq!(listed["items"][0]["key"], "notes/1");
     assert!(listed.get("nextPageToken").is_none(), "one page: {listed}");
+    let updated: Value = serde_json::from_str(&updated).unwrap();
+    assert_eq!(updated["item"]["version"], "2");
+    assert_eq!(
+        updated["item"]["attributes"]["title"]["stringValue"],
+        "hello again"
+    );
+    let stale: Value = serde_json::from_slice(&stale).expect("grpcurl prints the status as JSON");
+    assert_eq!(
+        stale,
+        json!({
+            "code": 9,
+            "message": "version mismatch: the item is at version 2",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "domain": "dynagate.dev",
+                "metadata": {"current_version": "2"},
+                "reason": "VERSION_MISMATCH",
+            }],
+        })
+    );
 }
 
 #[tokio::test]
@@ -294,7 +322,9 @@ async fn a_python_client_runs_the_whole_story_on_both_services() {
 }
 
 #[tokio::test]
-async fn a_node_client_runs_the_whole_story_under_node_test() {
+async fn a_typescript_client_type_checks_against_the_protos_and_runs_the_whole_story() {
+    // Types first, without services: a story that no longer matches the contract fails here.
+    let build = compile_the_typescript_client().await;
     let stack = tests::data::TestStack::spawn().await;
     // grpc-js and proto-loader live in .local/npm (scripts/install-tools), not beside the test.
     let node_modules = tool("../npm/node_modules/@grpc/grpc-js")
@@ -304,7 +334,7 @@ async fn a_node_client_runs_the_whole_story_under_node_test() {
     let mut command = Command::new("node");
     command
         .args(["--test", "--test-reporter=tap"])
-        .arg(workspace_root().join("tests/node/story.test.js"))
+        .arg(build.join("tests/node/story.test.js"))
         .env("NODE_PATH", node_modules)
         .env("DYNAGATE_AUTH_ADDR", stack.auth.addr.to_string())
         .env("DYNAGATE_DATA_ADDR", stack.data.addr.to_string());
@@ -330,6 +360,42 @@ async fn a_node_client_runs_the_whole_story_under_node_test() {
         assert!(passed, "step {step:?} did not pass:\n{tap}");
     }
     assert!(tap.contains("# fail 0"), "{tap}");
+}
+
+/// Generates the message and service types from the protos with proto-loader-gen-types into
+/// `target/node/types` and compiles `tests/node` with tsc (strict) into `target/node/build`,
+/// the commands the README gives; returns the build directory. Any type error fails the test.
+async fn compile_the_typescript_client() -> std::path::PathBuf {
+    let root = workspace_root();
+    let out = root.join("target/node");
+    match std::fs::remove_dir_all(&out) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => panic!("cannot clear {}: {error}", out.display()),
+    }
+    let mut generate = Command::new(tool("../npm/node_modules/.bin/proto-loader-gen-types"));
+    generate.current_dir(&root).args([
+        "dynagate/auth/v1/auth.proto",
+        "dynagate/data/v1/data.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+        "--grpcLib=@grpc/grpc-js",
+        "--outDir=target/node/types",
+        "--keepCase",
+        "--longs=String",
+        "--enums=String",
+        "--defaults",
+        "--oneofs",
+        "--includeComments",
+        "-I",
+        "proto",
+        "tests/node/proto",
+    ]);
+    run(generate).await;
+    let mut compile = Command::new(tool("../npm/node_modules/.bin/tsc"));
+    compile.current_dir(&root).args(["-p", "tests/node"]);
+    run(compile).await;
+    out.join("build")
 }
 
 /// Runs `command` off the async runtime and returns its output, failing the test (with both

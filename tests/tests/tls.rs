@@ -1,8 +1,9 @@
 //! TLS on both gRPC servers and on the data-service's channel to the auth-service, with a
 //! throw-away CA made by rcgen: a client trusting the CA gets through; plaintext, a client
 //! trusting another CA, and (with `--tls-client-ca`) a client without a certificate from the
-//! CA are refused; the `health-check` subcommand speaks TLS to its own server; and a TLS
-//! data-service reaches two mTLS auth-service replicas end to end.
+//! CA are refused; the `health-check` subcommand speaks TLS to its own server; grpcurl with
+//! `-cacert` lists the services through reflection; and a TLS data-service reaches two mTLS
+//! auth-service replicas end to end.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -240,6 +241,43 @@ async fn the_health_check_speaks_tls_to_its_own_server_and_nothing_else() {
             .await
             .is_err()
     );
+}
+
+/// grpcurl (from `.local/bin`) against `addr` over TLS trusting `ca`: its exit status and
+/// output (stdout, then stderr).
+async fn grpcurl_over_tls(pki: &Pki, addr: SocketAddr, ca: &str) -> (bool, String) {
+    let mut command = std::process::Command::new(tests::emulators::tool("grpcurl"));
+    command
+        .args(["-max-time", "5", "-cacert"])
+        .arg(pki.path(ca))
+        .args([&addr.to_string(), "list"]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("run grpcurl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn grpcurl_with_the_ca_lists_the_services_of_a_tls_port_through_reflection() {
+    let pki = Pki::new();
+    let auth = tls_auth(&pki, false).await;
+
+    let (listed, services) = grpcurl_over_tls(&pki, auth.addr, "ca.pem").await;
+    let (refused, error) = grpcurl_over_tls(&pki, auth.addr, "other-ca.pem").await;
+
+    assert!(listed, "grpcurl -cacert ca.pem failed: {services}");
+    tests::auth::listed_auth_services(&services);
+    assert!(
+        !refused,
+        "grpcurl trusted a server its CA did not sign: {error}"
+    );
+    assert!(error.contains("certificate"), "{error}");
 }
 
 #[tokio::test]

@@ -82,6 +82,12 @@ async fn a_given_trace_id_is_followed_from_the_data_service_into_the_auth_servic
         "auth-service lines of the credential load: {lines:#?}"
     );
     assert!(
+        lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "assumed role for user"),
+        "the AssumeRole the auth-service ran on its own task for this request: {lines:#?}"
+    );
+    assert!(
         methods
             .iter()
             .all(|method| [DATA_PUT, AUTH_GET_CREDENTIALS].contains(method)),
