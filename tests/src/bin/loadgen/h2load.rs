@@ -9,10 +9,10 @@ use std::{
     time::Duration,
 };
 
+use ::tests::auth::with_bearer;
 use anyhow::{Context, ensure};
 use common::proto::data::v1::{GetItemRequest, data_service_client::DataServiceClient};
 use prost::Message;
-use tests::auth::with_bearer;
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
@@ -208,6 +208,23 @@ fn run(
     let cpu = data.cpu_time()? - before;
     let text = String::from_utf8_lossy(&output.stdout);
     ensure!(output.status.success(), "h2load failed: {text}");
+    let (per_second, data_bytes) = parse_output(&text)?;
+    let expected = answer_bytes as u64;
+    let wrong = requests.saturating_sub(data_bytes / expected.max(1))
+        + u64::from(data_bytes % expected.max(1) != 0);
+    let log = std::fs::read_to_string(&log_file).context("h2load's log file")?;
+    let latencies = parse_log(&log);
+    let calls = u32::try_from(latencies.count().max(1)).unwrap_or(u32::MAX);
+    Ok(Run {
+        latencies,
+        per_second,
+        wrong,
+        cpu_per_call: cpu / calls,
+    })
+}
+
+/// Requests per second and response body bytes from h2load's summary.
+fn parse_output(text: &str) -> anyhow::Result<(f64, u64)> {
     let per_second = text
         .lines()
         .find_map(|line| line.strip_prefix("finished in "))
@@ -222,11 +239,12 @@ fn run(
         .and_then(|last| last.split(')').next())
         .and_then(|bytes| bytes.parse::<u64>().ok())
         .context("h2load's data bytes")?;
-    let expected = answer_bytes as u64;
-    let wrong = requests.saturating_sub(data_bytes / expected.max(1))
-        + u64::from(data_bytes % expected.max(1) != 0);
-    // --log-file: start time, HTTP status, microseconds to the end of the response.
-    let log = std::fs::read_to_string(&log_file).context("h2load's log file")?;
+    Ok((per_second, data_bytes))
+}
+
+/// The latencies of `--log-file` (start time, HTTP status, microseconds to the end of the
+/// response); anything but a 200 counts as failed.
+fn parse_log(log: &str) -> Latencies {
     let mut samples = Vec::new();
     let mut failed = 0;
     for line in log.lines() {
@@ -239,11 +257,44 @@ fn run(
             _ => failed += 1,
         }
     }
-    let calls = u32::try_from(samples.len().max(1)).unwrap_or(u32::MAX);
-    Ok(Run {
-        latencies: Latencies::new(samples, failed),
-        per_second,
-        wrong,
-        cpu_per_call: cpu / calls,
-    })
+    Latencies::new(samples, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_a_zero_flag_a_big_endian_length_and_the_message() {
+        let request = GetItemRequest {
+            key: "bench".to_owned(),
+            ..Default::default()
+        };
+        let framed = frame(&request);
+        assert_eq!(framed[0], 0);
+        let length = u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize;
+        assert_eq!(length, framed.len() - 5);
+        assert_eq!(GetItemRequest::decode(&framed[5..]).unwrap(), request);
+    }
+
+    #[test]
+    fn the_summary_gives_the_rate_and_the_exact_body_bytes() {
+        let text = "finished in 2.50s, 8000.00 req/s, 1.08MB/s\n\
+                    requests: 20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed\n\
+                    traffic: 2.70MB (2832415) total, 1.20MB (1262415) headers (space savings \
+                    90.00%), 1.50MB (1570000) data\n";
+        let (per_second, data_bytes) = parse_output(text).unwrap();
+        assert!((per_second - 8000.0).abs() < 1e-9);
+        assert_eq!(data_bytes, 1_570_000);
+    }
+
+    #[test]
+    fn the_log_gives_latencies_and_counts_other_statuses_as_failed() {
+        let log = "1700000000000000\t200\t300\n1700000000000100\t200\t100\n\
+                   1700000000000200\t503\t50\n1700000000000300\t200\t200\n";
+        let latencies = parse_log(log);
+        assert_eq!((latencies.count(), latencies.failed), (3, 1));
+        assert_eq!(latencies.percentile(0.5), Duration::from_micros(200));
+        assert_eq!(latencies.percentile(1.0), Duration::from_micros(300));
+    }
 }
