@@ -7,7 +7,7 @@
 //! check on hostile input, and revocation propagation (revbench). One markdown table.
 //!
 //! Run: `scripts/bench` (builds, installs what it needs, runs this); `scripts/bench --quick`
-//! for a look in about a minute. `loadgen drive` is the child process each data-path load runs
+//! for a look in a few minutes. `loadgen drive` is the child process each data-path load runs
 //! in; `loadgen frame` writes a gRPC request frame for h2load.
 
 mod argon2_cpu;
