@@ -1,273 +1,381 @@
-//! Login load against the real auth-service release binary, measured from outside: its
-//! memory idle and after a login flood, logins per second at the default argon2 cost, the
-//! latency of a cheap RPC (ListSigningKeys) quiet and during the flood, how many argon2 jobs
-//! run at once during a cancellation flood, its CPU per login against one argon2 verify
-//! measured here, and what the password strength check costs on hostile input.
+//! The load report, measured from outside against the release binaries: the local stack
+//! (dynalite, moto, the auth-service and the data-service, each a process of its own), the
+//! data path against a direct `aws-sdk-dynamodb` client on the same dynalite and against the
+//! bare gRPC hop, CPU per call of each process from `/proc/<pid>/stat`, h2load with a prepared
+//! gRPC frame, STS calls for concurrent first requests, refresh and login CPU, a login flood
+//! next to the data path, memory idle and after, a cancellation flood, the password strength
+//! check on hostile input, and revocation propagation (revbench). One markdown table.
 //!
-//! Run (release, after `cargo build --release --workspace`):
-//! `target/release/loadgen --out bench.md` (60 s flood; `--flood-secs 5` for a quick look).
-//! Needs dynalite from `scripts/install-tools`. Prints a markdown table.
+//! Run: `scripts/bench` (builds, installs what it needs, runs this); `scripts/bench --quick`
+//! for a look in a few minutes. `loadgen drive` is the child process each data-path load runs
+//! in; `loadgen frame` writes a gRPC request frame for h2load.
 
 mod argon2_cpu;
+mod datapath;
+mod drive;
 mod floods;
+mod h2load;
 mod latency;
+mod logins;
+mod refresh;
+mod report;
+mod revocation;
 mod service;
+mod stack;
 mod strength;
+mod sts;
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
-use tests::{
-    auth::TestUser,
-    emulators::{Emulator, Kind, workspace_root},
-};
-use tonic::transport::Channel;
+use clap::{Parser, Subcommand};
+use common::proto::auth::v1::auth_service_client::AuthServiceClient;
+use tests::{auth::TestUser, emulators::workspace_root};
 
 use crate::{
     argon2_cpu::{ITERATIONS, MEMORY_KIB},
-    floods::{Outcomes, Sampler},
-    service::Service,
+    drive::{DriveArgs, Driver},
+    h2load::FrameArgs,
+    logins::{Flood, Probes},
+    report::{Row, note, row, times},
+    stack::{BenchUser, Stack, channel},
 };
 
-/// Login bench for the auth-service.
+/// The load report for Dynagate's release binaries.
 #[derive(Parser, Debug)]
-struct Args {
-    /// The auth-service binary (built with `cargo build --release --workspace`).
-    #[arg(long)]
-    binary: Option<PathBuf>,
-    /// Password hashing threads the service runs with.
-    #[arg(long, default_value_t = 2)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one data-path load and print its figures as JSON (what the report runs for each).
+    Drive(DriveArgs),
+    /// Write a gRPC request frame (GetItem, or Health/Check) for `h2load --data`.
+    Frame(FrameArgs),
+}
+
+/// The whole report (the default command).
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Directory of the release binaries (auth-service, data-service, revbench).
+    #[arg(long, env = "LOADGEN_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Short runs (1–5 s each, fewer revocations) for trying it out; overrides the lengths.
+    #[arg(long, env = "LOADGEN_QUICK")]
+    quick: bool,
+    /// Password hashing threads the auth-service runs with.
+    #[arg(long, env = "LOADGEN_WORKERS", default_value_t = 2)]
     workers: usize,
-    /// Length of the quiet ListSigningKeys probe, in seconds (another runs during the flood).
-    #[arg(long, default_value_t = 10)]
+    /// Measured seconds of each data-path load (after a 0.5 s warm-up), per round.
+    #[arg(long, env = "LOADGEN_LOAD_SECS", default_value_t = 2.0)]
+    load_secs: f64,
+    /// Rounds of each data-path comparison (direct SDK and data-service alternating).
+    #[arg(long, env = "LOADGEN_ROUNDS", default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of the quiet probes (ListSigningKeys and GetItem; others run during the flood).
+    #[arg(long, env = "LOADGEN_PROBE_SECS", default_value_t = 10)]
     probe_secs: u64,
-    /// Length of the login flood, in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds of the login flood.
+    #[arg(long, env = "LOADGEN_FLOOD_SECS", default_value_t = 60)]
     flood_secs: u64,
-    /// Concurrent login loops in the flood (one user each).
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent login loops in the flood (one user each); also the refresh loops.
+    #[arg(long, env = "LOADGEN_FLOOD_LOOPS", default_value_t = 8)]
     flood_loops: usize,
-    /// Length of the cancellation flood, in seconds.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of the refresh loops.
+    #[arg(long, env = "LOADGEN_REFRESH_SECS", default_value_t = 10)]
+    refresh_secs: u64,
+    /// Seconds of the cancellation flood.
+    #[arg(long, env = "LOADGEN_CANCEL_SECS", default_value_t = 10)]
     cancel_secs: u64,
     /// Concurrent loops in the cancellation flood.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "LOADGEN_CANCEL_TASKS", default_value_t = 64)]
     cancel_tasks: usize,
     /// Deadline of each cancelled login, in milliseconds.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "LOADGEN_CANCEL_DEADLINE_MS", default_value_t = 1)]
     cancel_deadline_ms: u64,
+    /// New users sending first requests at once (STS row).
+    #[arg(long, env = "LOADGEN_STS_USERS", default_value_t = 5)]
+    sts_users: usize,
+    /// Concurrent first requests per user (STS row).
+    #[arg(long, env = "LOADGEN_STS_CONCURRENT", default_value_t = 20)]
+    sts_concurrent: usize,
+    /// Requests of each h2load run (skipped when h2load is not on PATH).
+    #[arg(long, env = "LOADGEN_H2LOAD_REQUESTS", default_value_t = 20_000)]
+    h2load_requests: u64,
+    /// Sessions revbench ends per layout.
+    #[arg(long, env = "LOADGEN_REVOCATIONS", default_value_t = 200)]
+    revocations: usize,
+    /// Do not run revbench (the table then names its command).
+    #[arg(long, env = "LOADGEN_NO_REVBENCH")]
+    no_revbench: bool,
     /// Also write the table to this file.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[arg(long, env = "LOADGEN_OUT", default_value = "bench.md")]
+    out: PathBuf,
+}
+
+impl BenchArgs {
+    fn apply_quick(&mut self) {
+        if self.quick {
+            self.load_secs = 1.0;
+            self.rounds = 1;
+            self.probe_secs = 2;
+            self.flood_secs = 5;
+            self.refresh_secs = 2;
+            self.cancel_secs = 2;
+            self.h2load_requests = 2_000;
+            self.revocations = 20;
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let binary = args
-        .binary
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Drive(args)) => drive::run(args).await,
+        Some(Command::Frame(args)) => h2load::write_frame(&args),
+        None => {
+            let mut args = cli.bench;
+            args.apply_quick();
+            bench(&args).await
+        }
+    }
+}
+
+async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let bin_dir = args
+        .bin_dir
         .clone()
-        .unwrap_or_else(|| workspace_root().join("target/release/auth-service"));
-    let dynalite = Emulator::start(Kind::Dynalite, false).await;
-    let service = Service::start(&binary, &dynalite.endpoint(), args.workers)?;
-    let serving = tests::wait_serving(service.addr, "dynagate.auth.v1.AuthService").await;
-    anyhow::ensure!(serving, "the auth-service did not report SERVING");
-    let channel = Channel::from_shared(format!("http://{}", service.addr))?
-        .connect()
-        .await?;
+        .unwrap_or_else(|| workspace_root().join("target/release"));
+    eprintln!("loadgen: starting dynalite, moto, the auth-service and the data-service");
+    let stack = Stack::start(&bin_dir, args.workers).await?;
+    let (auth_channel, data_channel) = (channel(&stack.auth).await?, channel(&stack.data).await?);
     let mut rows = Vec::new();
 
-    // Each hashing thread allocates its argon2 block and times one verification as it
-    // starts, after the server already answers: let that settle before calling it idle.
+    // Each hashing thread allocates its argon2 block and times one verification as it starts,
+    // after the server already answers: let that settle before calling it idle.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (idle, _) = service.memory_mib()?;
-    rows.push(("auth-service RSS idle".to_owned(), format!("{idle:.1} MiB")));
+    let (auth_idle, _) = stack.auth.memory_mib()?;
+    let (data_idle, _) = stack.data.memory_mib()?;
+    rows.push(idle_row("auth-service", auth_idle));
+    rows.push(idle_row("data-service", data_idle));
+
+    let bench_user = BenchUser::create(auth_channel.clone(), data_channel.clone()).await?;
+    eprintln!("loadgen: data path, {} s per load", args.load_secs);
+    let driver = Driver {
+        exe: std::env::current_exe()?,
+        secs: args.load_secs,
+        warmup_ms: if args.quick { 200 } else { 500 },
+        rounds: args.rounds,
+        flags: driver_flags(&stack, &bench_user),
+        env: bench_user.driver_env(),
+    };
+    let (data_rows, baselines) = datapath::measure(&driver).await?;
+    rows.extend(data_rows);
+    if let Some(h2load) = h2load::find() {
+        eprintln!("loadgen: h2load");
+        rows.extend(
+            h2load::measure(
+                &h2load,
+                &stack.data,
+                data_channel.clone(),
+                &bench_user.token,
+                args.h2load_requests,
+                baselines.direct_get_cpu,
+            )
+            .await?,
+        );
+    } else {
+        rows.push(note(
+            "h2load",
+            "not on PATH (scripts/bench installs it): skipped",
+        ));
+    }
+    let (data_after, data_peak) = stack.data.memory_mib()?;
+    rows.push(note(
+        "data-service RSS after the data-path loads (peak)",
+        format!("{data_after:.1} MiB ({data_peak:.1} MiB), idle {data_idle:.1} MiB"),
+    ));
+
+    eprintln!("loadgen: STS first requests, refresh, logins");
+    rows.push(
+        sts::first_requests(
+            auth_channel.clone(),
+            data_channel.clone(),
+            &stack.moto.endpoint(),
+            args.sts_users,
+            args.sts_concurrent,
+        )
+        .await?,
+    );
+    rows.extend(auth_rows(args, &stack, &bench_user, auth_idle).await?);
+
+    let stats = stack.auth.stop()?;
+    if let Some(stats) = stats {
+        rows.push(note(
+            "auth-service's own hashing stats at shutdown",
+            format!(
+                "peak running {}, peak queued {}, verifications {}, skipped (caller gone) {}, \
+                 rejected {}",
+                stats["peak_running"],
+                stats["peak_queued"],
+                stats["verifications"],
+                stats["skipped_cancelled"],
+                stats["rejected"]
+            ),
+        ));
+    }
+    stack.data.stop()?;
+    eprintln!("loadgen: revocation propagation (revbench)");
+    let sizes = revocation::Sizes {
+        revocations: args.revocations,
+        rounds: if args.quick { 2 } else { 10 },
+        calls: if args.quick { 100 } else { 500 },
+        preload: if args.quick { 1_000 } else { 10_000 },
+    };
+    let revbench = if args.no_revbench {
+        PathBuf::new()
+    } else {
+        bin_dir.join("revbench")
+    };
+    rows.push(revocation::propagation(&revbench, &sizes).await?);
+    print_table(args, &rows)
+}
+
+fn idle_row(name: &str, idle: f64) -> Row {
+    row(
+        format!("{name} RSS idle"),
+        "—",
+        format!("{idle:.1} MiB"),
+        "—",
+        "≤ 20 MB (19.1 MiB)",
+    )
+}
+
+fn driver_flags(stack: &Stack, user: &BenchUser) -> Vec<String> {
+    [
+        ("--addr", stack.data.addr.to_string()),
+        ("--endpoint", stack.dynalite.endpoint()),
+        ("--table", stack.items_table.clone()),
+        ("--owner", user.user.user_id.clone()),
+        ("--watch", format!("data={}", stack.data.pid())),
+        ("--watch", format!("auth={}", stack.auth.pid())),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
+/// The auth-service's rows: argon2 here, the strength check, refresh CPU, the login flood with
+/// both probes, memory after it, the cancellation flood.
+async fn auth_rows(
+    args: &BenchArgs,
+    stack: &Stack,
+    bench_user: &BenchUser,
+    idle: f64,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     let (allocating, reused) = tokio::task::spawn_blocking(|| argon2_cpu::verify_cpu(20)).await??;
-    rows.push((
-        "one argon2 verify, here (thread CPU, median of 20)".to_owned(),
+    rows.push(note(
+        "one argon2id verify, here (thread CPU, median of 20)",
         format!(
-            "{:.1} ms with `verify_password` (allocates each time); {:.1} ms into reused memory \
-             (as the service's workers)",
-            allocating.as_secs_f64() * 1e3,
-            reused.as_secs_f64() * 1e3
+            "{} with `verify_password` (allocates each time); {} into reused memory (as the \
+             service's workers)",
+            report::millis(allocating),
+            report::millis(reused)
         ),
     ));
-
-    rows.push(strength::measure().await?);
-    let probe_channel = Channel::from_shared(format!("http://{}", service.addr))?
-        .connect()
-        .await?;
-    let quiet = latency::probe(probe_channel.clone(), Duration::from_secs(args.probe_secs)).await;
-    rows.push((
-        "ListSigningKeys latency, quiet (one call every 2 ms, own connection)".to_owned(),
-        quiet.describe(),
+    let (unbounded, bounded) = strength::measure().await?;
+    rows.push(report::row(
+        "password strength check, hostile 256-character password (wall, median of 5)",
+        format!("zxcvbn as the crate runs it (first 100 characters): {unbounded}"),
+        format!("**{bounded}** for the service's check (first 16, off the runtime)"),
+        "—",
+        "—",
     ));
 
-    let mut client =
-        common::proto::auth::v1::auth_service_client::AuthServiceClient::new(channel.clone());
+    let channel = channel(&stack.auth).await?;
+    let mut client = AuthServiceClient::new(channel.clone());
     let mut users = Vec::new();
     for _ in 0..args.flood_loops {
         users.push(TestUser::register(&mut client).await);
     }
-    let threads = service.hashing_threads()?;
+    rows.push(
+        refresh::cpu_per_refresh(
+            &stack.auth,
+            &channel,
+            &users,
+            Duration::from_secs(args.refresh_secs),
+        )
+        .await?,
+    );
+
+    let probes = Probes {
+        auth: stack::channel(&stack.auth).await?,
+        data: stack::channel(&stack.data).await?,
+        token: bench_user.token.clone(),
+    };
+    let quiet = probes.run(Duration::from_secs(args.probe_secs)).await;
+    let threads = stack.auth.hashing_threads()?;
     let flood = Flood {
+        service: &stack.auth,
         channel: &channel,
-        probe_channel,
         users: &users,
         threads: &threads,
+        duration: Duration::from_secs(args.flood_secs),
+        verify: reused,
     };
-    rows.extend(login_flood(&service, flood, &args, &quiet).await?);
-    let (after, peak) = service.memory_mib()?;
-    rows.push((
-        format!("RSS after the {} s login flood (peak)", args.flood_secs),
-        format!("{after:.1} MiB ({peak:.1} MiB)"),
+    rows.extend(logins::login_flood(flood, &probes, &quiet).await?);
+    let (after, peak) = stack.auth.memory_mib()?;
+    let bound = idle + args.workers as f64 * f64::from(MEMORY_KIB) / 1024.0;
+    rows.push(row(
+        format!(
+            "**auth-service RSS after the {} s login flood** (peak)",
+            args.flood_secs
+        ),
+        format!(
+            "idle + {} workers × m_cost = {idle:.1} + {} × {:.1} = {bound:.1} MiB",
+            args.workers,
+            args.workers,
+            f64::from(MEMORY_KIB) / 1024.0
+        ),
+        format!("**{after:.1} MiB** ({peak:.1} MiB)"),
+        times(after / bound),
+        "≤ 1.00× (idle + workers × m_cost)",
     ));
 
     let first = users.first().context("--flood-loops must be at least 1")?;
-    rows.extend(cancellation_flood(&channel, first, &args, &threads).await?);
-    let (after, peak) = service.memory_mib()?;
-    rows.push((
-        "RSS after the cancellation flood (peak)".to_owned(),
-        format!("{after:.1} MiB ({peak:.1} MiB)"),
-    ));
-
-    let stats = service.stop()?;
-    rows.push((
-        "service's own stats at shutdown".to_owned(),
-        format!(
-            "peak running {}, peak queued {}, verifications {}, skipped (caller gone) {}, \
-             rejected {}",
-            stats["peak_running"],
-            stats["peak_queued"],
-            stats["verifications"],
-            stats["skipped_cancelled"],
-            stats["rejected"]
-        ),
-    ));
-    print_table(&args, &rows)
-}
-
-/// What the login flood needs.
-struct Flood<'a> {
-    channel: &'a Channel,
-    /// A connection of its own for the ListSigningKeys probe.
-    probe_channel: Channel,
-    users: &'a [TestUser],
-    threads: &'a [PathBuf],
-}
-
-/// The login flood: throughput, outcomes, CPU per login against one verify, and the latency
-/// of ListSigningKeys meanwhile against `quiet`.
-async fn login_flood(
-    service: &Service,
-    flood: Flood<'_>,
-    args: &Args,
-    quiet: &latency::Latencies,
-) -> anyhow::Result<Vec<(String, String)>> {
-    let cpu_before = service.cpu_time()?;
-    let sampler = Sampler::start(flood.threads.to_vec());
-    let duration = Duration::from_secs(args.flood_secs);
-    let (outcomes, during) = tokio::join!(
-        floods::login_flood(flood.channel, flood.users, duration),
-        latency::probe(flood.probe_channel, duration)
-    );
-    let (most_running, _) = sampler.finish();
-    let cpu = service.cpu_time()? - cpu_before;
-    let per_login = cpu.as_secs_f64() / outcomes.ok.max(1) as f64;
-    let per_second = outcomes.ok as f64 / duration.as_secs_f64();
-    let (p50, p99) = (0.5, 0.99);
-    Ok(vec![
-        (
-            format!(
-                "login flood: {} loops × {} s",
-                args.flood_loops, args.flood_secs
-            ),
-            format!(
-                "{} logins, {} refused, {} failed; hashing threads running at most {}; \
-                 **CPU per login {:.1} ms** (service utime + stime / logins)",
-                outcomes.ok,
-                outcomes.refused,
-                outcomes.connection + outcomes.other + outcomes.timed_out,
-                most_running,
-                per_login * 1e3
-            ),
-        ),
-        (
-            "**logins per second** at the default argon2 cost".to_owned(),
-            format!("**{per_second:.0}/s** ({} hash workers)", args.workers),
-        ),
-        (
-            "ListSigningKeys latency during the login flood".to_owned(),
-            during.describe(),
-        ),
-        (
-            "**ListSigningKeys during the flood vs quiet**".to_owned(),
-            format!(
-                "**p99 {}**, p50 {}",
-                latency::ratio(during.percentile(p99), quiet.percentile(p99)),
-                latency::ratio(during.percentile(p50), quiet.percentile(p50))
-            ),
-        ),
-    ])
-}
-
-/// The cancellation flood: how many hashing threads ever ran at once.
-async fn cancellation_flood(
-    channel: &Channel,
-    user: &TestUser,
-    args: &Args,
-    threads: &[PathBuf],
-) -> anyhow::Result<Vec<(String, String)>> {
-    let sampler = Sampler::start(threads.to_vec());
-    let outcomes: Outcomes = floods::cancellation_flood(
-        channel,
-        user,
+    let cancel = (
         args.cancel_tasks,
         Duration::from_millis(args.cancel_deadline_ms),
         Duration::from_secs(args.cancel_secs),
-    )
-    .await;
-    let (most_running, samples) = sampler.finish();
-    Ok(vec![
-        (
-            format!(
-                "cancellation flood: {} tasks × {} s, {} ms deadlines",
-                args.cancel_tasks, args.cancel_secs, args.cancel_deadline_ms
-            ),
-            format!(
-                "{} calls: {} timed out, {} refused (queue full), {} connection-level \
-                 (GOAWAY, transport), {} answered",
-                outcomes.total(),
-                outcomes.timed_out,
-                outcomes.refused,
-                outcomes.connection,
-                outcomes.ok + outcomes.other
-            ),
-        ),
-        (
-            "**argon2 jobs running at most** (hash-worker threads in state R)".to_owned(),
-            format!(
-                "**{most_running}** of {} workers ({samples} samples, ~1 ms apart)",
-                threads.len()
-            ),
-        ),
-    ])
+    );
+    rows.extend(logins::cancellation_flood(&channel, first, &threads, cancel).await);
+    let (after, peak) = stack.auth.memory_mib()?;
+    rows.push(note(
+        "auth-service RSS after the cancellation flood (peak)",
+        format!("{after:.1} MiB ({peak:.1} MiB)"),
+    ));
+    Ok(rows)
 }
 
-fn print_table(args: &Args, rows: &[(String, String)]) -> anyhow::Result<()> {
+fn print_table(args: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut table = format!(
-        "auth-service, argon2id m={MEMORY_KIB} t={ITERATIONS} p=1, --hash-workers {}, \
-         {cores} cores\n\n| measure | value |\n|---|---|\n",
-        args.workers
+    let header = format!(
+        "Release binaries, {cores} cores; argon2id m={MEMORY_KIB} t={ITERATIONS} p=1, \
+         --hash-workers {}; data-path loads {} × {} s each{}",
+        args.workers,
+        args.rounds,
+        args.load_secs,
+        if args.quick { " (--quick)" } else { "" }
     );
-    for (measure, value) in rows {
-        table.push_str(&format!("| {measure} | {value} |\n"));
-    }
+    let table = report::render(&header, rows);
     print!("{table}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;
-    }
+    std::fs::write(&args.out, &table).with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The auth-service release binary as a child process, observed from outside through /proc:
-//! its memory, its CPU time, its hashing threads, and the stats line it logs at shutdown.
+//! A service release binary (auth-service or data-service) as a child process, observed from
+//! outside through /proc: its memory, its CPU time, its hashing threads, and the stats line the
+//! auth-service logs at shutdown.
 
 use std::{
     io::{BufRead, BufReader},
@@ -15,7 +16,7 @@ use anyhow::{Context, bail, ensure};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
-/// A running auth-service.
+/// A running service.
 pub struct Service {
     child: Child,
     /// Where it listens.
@@ -25,32 +26,24 @@ pub struct Service {
 }
 
 impl Service {
-    /// Creates fresh tables on `dynamodb`, then starts `binary` on a free port with the
-    /// default argon2 cost and `workers` hashing threads, and waits until it listens.
-    pub fn start(binary: &Path, dynamodb: &str, workers: usize) -> anyhow::Result<Self> {
-        let prefix = tests::unique_prefix();
+    /// Runs `binary create-tables`, then starts `binary` with `env` (which must make it listen
+    /// on a free port) and waits until it logs `<name> listening`.
+    pub fn start(binary: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let name = binary
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .context("a binary name")?;
         let command = || {
             let mut command = Command::new(binary);
             command
                 .env_remove("AWS_PROFILE")
-                .env("AWS_ENDPOINT_URL", dynamodb)
+                .env_remove("AWS_ENDPOINT_URL")
                 .env("AWS_REGION", "us-east-1")
                 .env("AWS_ACCESS_KEY_ID", "testing")
                 .env("AWS_SECRET_ACCESS_KEY", "testing")
                 .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("DYNAGATE_USERS_TABLE", format!("{prefix}-users"))
-                .env("DYNAGATE_SESSIONS_TABLE", format!("{prefix}-sessions"))
-                .env("DYNAGATE_AUTH_LISTEN_ADDR", "127.0.0.1:0")
-                .env("DYNAGATE_AUTH_METRICS_ADDR", "127.0.0.1:0")
-                .env("DYNAGATE_DEV_EPHEMERAL_SIGNING_KEY", "true")
-                .env("DYNAGATE_HASH_WORKERS", workers.to_string())
-                .env("DYNAGATE_ATTEMPTS_TABLE", format!("{prefix}-attempts"))
-                // The floods come from one address and repeat one user's wrong passwords:
-                // measure hashing, not the throttle or the lockout (which would refuse them
-                // unchecked).
-                .env("DYNAGATE_THROTTLE_PER_SECOND", "0")
-                .env("DYNAGATE_LOCKOUT_THRESHOLD", "0")
-                .env("RUST_LOG", "info");
+                .env("RUST_LOG", "info")
+                .envs(env.iter().map(|(key, value)| (key, value)));
             command
         };
         let created = command()
@@ -58,7 +51,7 @@ impl Service {
             .stdout(Stdio::null())
             .status()
             .with_context(|| format!("running {}", binary.display()))?;
-        ensure!(created.success(), "create-tables failed: {created}");
+        ensure!(created.success(), "{name} create-tables failed: {created}");
 
         let mut child = command()
             .stdout(Stdio::piped())
@@ -69,11 +62,12 @@ impl Service {
         let (listening, addr) = mpsc::channel();
         let reader = thread::spawn({
             let stats = Arc::clone(&stats);
-            move || read_logs(stdout, &listening, &stats)
+            let wanted = format!("{name} listening");
+            move || read_logs(stdout, &wanted, &listening, &stats)
         });
         let addr = addr
             .recv_timeout(Duration::from_secs(30))
-            .context("the auth-service did not log its address within 30 s")?;
+            .with_context(|| format!("{name} did not log its address within 30 s"))?;
         Ok(Self {
             child,
             addr,
@@ -82,8 +76,14 @@ impl Service {
         })
     }
 
-    fn pid(&self) -> i32 {
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).unwrap_or(i32::MAX)
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Resident memory now (VmRSS) and at most so far (VmHWM), in MiB.
@@ -102,11 +102,7 @@ impl Service {
 
     /// CPU time used so far by every thread, user + system.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let fields = stat_fields(&format!("/proc/{}/stat", self.pid()))?;
-        // After the name: state is field 3, utime 14 and stime 15 (in clock ticks).
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        let per_second = rustix::param::clock_ticks_per_second();
-        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+        cpu_time(self.pid())
     }
 
     /// The `/proc` stat files of the hashing threads (named `hash-worker-N`).
@@ -123,19 +119,17 @@ impl Service {
     }
 
     /// Stops it with SIGTERM, like an orchestrator would, and returns the fields of its
-    /// "password hashing stats" line.
-    pub fn stop(mut self) -> anyhow::Result<Value> {
+    /// "password hashing stats" line (the auth-service's; `None` for the data-service).
+    pub fn stop(mut self) -> anyhow::Result<Option<Value>> {
         let pid = Pid::from_raw(self.pid()).context("child pid")?;
         kill_process(pid, Signal::TERM)?;
         let status = self.child.wait()?;
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
-        ensure!(status.success(), "auth-service exited with {status}");
+        ensure!(status.success(), "service exited with {status}");
         let stats = self.stats.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        stats
-            .clone()
-            .context("no password hashing stats line at shutdown")
+        Ok(stats.clone())
     }
 }
 
@@ -144,6 +138,16 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time process `pid` has used so far, every thread, user + system (`/proc/PID/stat`,
+/// clock-tick resolution).
+pub fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
+    let fields = stat_fields(&format!("/proc/{pid}/stat"))?;
+    // After the name: state is field 3, utime 14 and stime 15 (in clock ticks).
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
 /// The fields of a `/proc/.../stat` line after the parenthesised name (state first).
@@ -155,16 +159,16 @@ pub fn stat_fields(path: &str) -> anyhow::Result<Vec<String>> {
     Ok(rest.split(' ').map(str::to_owned).collect())
 }
 
-/// Follows the service's JSON log lines: reports its address, keeps its shutdown stats.
-/// Every line is read (the pipe must not fill); only the two wanted ones are parsed.
+/// Follows the service's JSON log lines: reports its address, keeps the auth-service's
+/// shutdown stats. Every line is read (the pipe must not fill); only the wanted ones are parsed.
 fn read_logs(
     stdout: impl std::io::Read,
+    listening_message: &str,
     listening: &mpsc::Sender<SocketAddr>,
     stats: &Mutex<Option<Value>>,
 ) {
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        let wanted =
-            line.contains("auth-service listening") || line.contains("password hashing stats");
+        let wanted = line.contains(listening_message) || line.contains("password hashing stats");
         let Some(fields) = wanted
             .then(|| serde_json::from_str::<Value>(&line).ok())
             .flatten()
@@ -172,11 +176,13 @@ fn read_logs(
         else {
             continue;
         };
-        if fields["message"] == "auth-service listening" {
+        if fields["message"] == listening_message {
             if let Some(addr) = fields["addr"].as_str().and_then(|a| a.parse().ok()) {
                 let _ = listening.send(addr);
             }
-        } else if let Ok(mut stats) = stats.lock() {
+        } else if fields["message"] == "password hashing stats"
+            && let Ok(mut stats) = stats.lock()
+        {
             *stats = Some(fields);
         }
     }

@@ -1,0 +1,172 @@
+//! The local stack in release mode, every part a process of its own: dynalite (DynamoDB) and
+//! moto (STS) from `.local/bin`, then the auth-service and the data-service binaries on free
+//! ports; and the bench user whose item, query items and vended credentials the loads use.
+
+use std::path::Path;
+
+use anyhow::{Context, ensure};
+use common::proto::{
+    auth::v1::{
+        GetCredentialsRequest, GetCredentialsResponse, auth_service_client::AuthServiceClient,
+    },
+    data::v1::{PutItemRequest, data_service_client::DataServiceClient},
+};
+use tests::{
+    auth::{TestUser, with_bearer},
+    data::string,
+    emulators::{Emulator, Kind},
+};
+use tonic::transport::Channel;
+
+use crate::{
+    drive::{DATA_SERVICE, GET_KEY, QUERY_LIMIT, QUERY_PREFIX},
+    service::Service,
+};
+
+/// The emulators and both services.
+pub struct Stack {
+    /// DynamoDB.
+    pub dynalite: Emulator,
+    /// STS.
+    pub moto: Emulator,
+    /// The auth-service process.
+    pub auth: Service,
+    /// The data-service process.
+    pub data: Service,
+    /// The items table.
+    pub items_table: String,
+}
+
+impl Stack {
+    /// Starts everything, the services from `bin_dir` with `workers` hashing threads, with
+    /// throttling and the lockout off (every flood comes from one address and repeats
+    /// passwords: measure hashing, not the throttle), and waits until both are SERVING.
+    pub async fn start(bin_dir: &Path, workers: usize) -> anyhow::Result<Self> {
+        let dynalite = Emulator::start(Kind::Dynalite, false).await;
+        let moto = Emulator::start(Kind::Moto, false).await;
+        let prefix = tests::unique_prefix();
+        let items_table = format!("{prefix}-items");
+        let aws = [
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynalite.endpoint()),
+            ("AWS_ENDPOINT_URL_STS", moto.endpoint()),
+        ];
+        let auth_env = [
+            ("DYNAGATE_USERS_TABLE", format!("{prefix}-users")),
+            ("DYNAGATE_SESSIONS_TABLE", format!("{prefix}-sessions")),
+            ("DYNAGATE_ATTEMPTS_TABLE", format!("{prefix}-attempts")),
+            (
+                "DYNAGATE_REVOCATIONS_TABLE",
+                format!("{prefix}-revocations"),
+            ),
+            ("DYNAGATE_AUTH_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("DYNAGATE_AUTH_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+            ("DYNAGATE_DEV_EPHEMERAL_SIGNING_KEY", "true".to_owned()),
+            ("DYNAGATE_HASH_WORKERS", workers.to_string()),
+            ("DYNAGATE_THROTTLE_PER_SECOND", "0".to_owned()),
+            ("DYNAGATE_LOCKOUT_THRESHOLD", "0".to_owned()),
+            // Longer than any run: a token expiring mid-run would fail the loads.
+            ("DYNAGATE_ACCESS_TOKEN_TTL_SECS", "7200".to_owned()),
+            (
+                "DYNAGATE_CREDENTIALS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/dynagate-data-access".to_owned(),
+            ),
+            (
+                "DYNAGATE_ITEMS_TABLE_ARN",
+                format!("arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"),
+            ),
+        ];
+        let auth = Service::start(&bin_dir.join("auth-service"), &owned(&aws, &auth_env))?;
+        let serving = tests::wait_serving(auth.addr, "dynagate.auth.v1.AuthService").await;
+        ensure!(serving, "the auth-service did not report SERVING");
+
+        let data_env = [
+            ("DYNAGATE_ITEMS_TABLE", items_table.clone()),
+            ("DYNAGATE_DATA_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("DYNAGATE_DATA_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+            ("DYNAGATE_AUTH_URL", auth.url()),
+            ("DYNAGATE_DEV_EPHEMERAL_PAGE_TOKEN_KEY", "true".to_owned()),
+        ];
+        let data = Service::start(&bin_dir.join("data-service"), &owned(&aws, &data_env))?;
+        let serving = tests::wait_serving(data.addr, DATA_SERVICE).await;
+        ensure!(serving, "the data-service did not report SERVING");
+        Ok(Self {
+            dynalite,
+            moto,
+            auth,
+            data,
+            items_table,
+        })
+    }
+}
+
+fn owned(first: &[(&str, String)], second: &[(&str, String)]) -> Vec<(String, String)> {
+    first
+        .iter()
+        .chain(second)
+        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+        .collect()
+}
+
+/// A new connection to `service`.
+pub async fn channel(service: &Service) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(service.url())?.connect().await?)
+}
+
+/// The user every data-path load acts as.
+pub struct BenchUser {
+    /// Who.
+    pub user: TestUser,
+    /// A valid access token.
+    pub token: String,
+    /// Its temporary credentials from GetCredentials, for the direct-SDK baseline.
+    pub vended: GetCredentialsResponse,
+}
+
+impl BenchUser {
+    /// Registers and logs in a user, writes the item GetItem reads and the items QueryItems
+    /// reads, and fetches the user's own credentials.
+    pub async fn create(auth: Channel, data: Channel) -> anyhow::Result<Self> {
+        let mut auth = AuthServiceClient::new(auth);
+        let user = TestUser::register(&mut auth).await;
+        let token = user.login(&mut auth).await.access_token;
+        let mut data = DataServiceClient::new(data);
+        let keys = std::iter::once(GET_KEY.to_owned())
+            .chain((0..QUERY_LIMIT * 2).map(|n| format!("{QUERY_PREFIX}{n:03}")));
+        for key in keys {
+            let request = PutItemRequest {
+                key,
+                attributes: [("text".to_owned(), string("a small item"))].into(),
+                ..Default::default()
+            };
+            data.put_item(with_bearer(request, &token))
+                .await
+                .context("PutItem of the bench items")?;
+        }
+        let vended = auth
+            .get_credentials(with_bearer(GetCredentialsRequest {}, &token))
+            .await
+            .context("GetCredentials")?
+            .into_inner();
+        Ok(Self {
+            user,
+            token,
+            vended,
+        })
+    }
+
+    /// What `loadgen drive` needs to act as this user: its token and credentials.
+    pub fn driver_env(&self) -> Vec<(String, String)> {
+        [
+            ("LOADGEN_TOKEN", &self.token),
+            ("LOADGEN_AWS_ACCESS_KEY_ID", &self.vended.access_key_id),
+            (
+                "LOADGEN_AWS_SECRET_ACCESS_KEY",
+                &self.vended.secret_access_key,
+            ),
+            ("LOADGEN_AWS_SESSION_TOKEN", &self.vended.session_token),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.clone()))
+        .collect()
+    }
+}
