@@ -179,7 +179,7 @@ impl Service<http::Request<Body>> for AuthChannel {
                         return Ok(response);
                     }
                     Ok(Err(error)) => {
-                        member.mark(false, &error);
+                        member.mark(false, &chain(&error));
                         last = Some(error.into());
                     }
                     Err(_) => {
@@ -194,5 +194,52 @@ impl Service<http::Request<Body>> for AuthChannel {
             }
             Err(last.unwrap_or_else(|| "no auth-service address configured".into()))
         })
+    }
+}
+
+/// `error` and its causes, `: `-separated ("transport error: tcp connect error: …").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(n: usize) -> AuthChannel {
+        let endpoints: Vec<_> = (0..n)
+            .map(|i| {
+                let url = format!("http://127.0.0.1:{}", 9 + i);
+                (url.clone(), Endpoint::from_shared(url).expect("a URL"))
+            })
+            .collect();
+        AuthChannel::new(&endpoints, Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn calls_start_one_address_further_each_time() {
+        let auth = channel(3);
+
+        let starts: Vec<usize> = (0..4).map(|_| auth.order()[0]).collect();
+
+        assert_eq!(starts, [0, 1, 2, 0]);
+        assert_eq!(auth.order(), [1, 2, 0], "every address, once");
+    }
+
+    #[tokio::test]
+    async fn an_address_out_of_rotation_is_tried_last() {
+        let auth = channel(3);
+        auth.inner.members[1].mark(false, &"test");
+
+        assert_eq!(auth.order(), [0, 2, 1]);
+        assert_eq!(auth.order(), [2, 0, 1]);
+        assert_eq!(auth.up(), [true, false, true]);
     }
 }

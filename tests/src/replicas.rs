@@ -383,13 +383,3 @@ async fn assume_role_calls(metrics: SocketAddr) -> anyhow::Result<f64> {
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum())
 }
-
-/// The whole story in order; the sentences it proved.
-pub async fn story(fleet: &Fleet, control: &impl Control) -> anyhow::Result<Vec<String>> {
-    Ok(vec![
-        reuse_on_the_other_replica_ends_the_session(fleet).await?,
-        lockout_counts_across_replicas(fleet).await?,
-        added_key_is_honoured_by_both_data_replicas(fleet, control).await?,
-        auth_replica_death_is_survived(fleet, control, 4).await?,
-    ])
-}
