@@ -23,9 +23,9 @@ use common::{
 use secrecy::ExposeSecret;
 use tonic::Code;
 
-use crate::auth_channel::AuthChannel;
-
-use crate::{error::DataError, interceptor::BearerToken, metrics::Metrics};
+use crate::{
+    auth_channel::AuthChannel, error::DataError, interceptor::BearerToken, metrics::Metrics,
+};
 
 /// A DynamoDB client acting as one user.
 #[derive(Debug)]

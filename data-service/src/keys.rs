@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::auth_channel::AuthChannel;
 use arc_swap::ArcSwap;
 use common::{
     proto::auth::v1::{ListSigningKeysRequest, auth_service_client::AuthServiceClient},
@@ -17,6 +16,7 @@ use common::{
 use tokio::sync::Mutex;
 
 use crate::{
+    auth_channel::AuthChannel,
     metrics::Metrics,
     token_cache::{REFUSED_CAPACITY, TokenCache},
 };
