@@ -51,7 +51,11 @@ fn benches(c: &mut Criterion) {
     let pair = AsymmetricKeyPair::<V4>::generate().unwrap();
     let mut keys = VerifyingKeys::default();
     keys.insert(pair.public.clone());
-    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    let endpoint = tonic::transport::Endpoint::from_static("http://127.0.0.1:9");
+    let channel = data_service::auth_channel::AuthChannel::new(
+        &[("http://127.0.0.1:9".to_owned(), endpoint)],
+        Duration::from_secs(1),
+    );
     let config = KeyStoreConfig {
         token_cache_capacity: 100_000,
         timeout: Duration::from_secs(1),

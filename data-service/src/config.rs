@@ -53,7 +53,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
 
     /// URLs of the auth-service replicas, comma-separated: signing keys and users' temporary
-    /// credentials are asked of any (balanced), and the revocation feed is watched on each.
+    /// credentials are asked of any (round-robin; an address whose connection fails is skipped
+    /// until its health check answers SERVING), and the revocation feed is watched on each.
     #[arg(
         long,
         env = "DYNAGATE_AUTH_URL",
@@ -120,6 +121,12 @@ pub struct Settings {
     /// Timeout of calls to the auth-service, in milliseconds.
     #[arg(long, env = "DYNAGATE_AUTH_TIMEOUT_MS", default_value_t = 2000)]
     pub auth_timeout_ms: u64,
+
+    /// Milliseconds between health checks of each --auth-url address: an address whose
+    /// connection failed returns to rotation at the first check that finds it SERVING.
+    #[arg(long, env = "DYNAGATE_AUTH_PROBE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub auth_probe_ms: u64,
 
     /// File holding the PASERK `k4.local` key that encrypts and authenticates page tokens;
     /// every replica needs the same one (`data-service generate-page-token-key` makes one).

@@ -21,9 +21,11 @@ use common::{
     tokens::{Principal, TokenError},
 };
 use secrecy::ExposeSecret;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-use crate::{error::DataError, interceptor::BearerToken, metrics::Metrics};
+use crate::{
+    auth_channel::AuthChannel, error::DataError, interceptor::BearerToken, metrics::Metrics,
+};
 
 /// A DynamoDB client acting as one user.
 #[derive(Debug)]
@@ -84,7 +86,7 @@ pub struct UserClientsConfig {
 /// The per-user client cache.
 #[derive(Clone)]
 pub struct UserClients {
-    auth: AuthServiceClient<Channel>,
+    auth: AuthServiceClient<AuthChannel>,
     base: aws_sdk_dynamodb::Config,
     config: Arc<UserClientsConfig>,
     cache: LoadingCache<String, Arc<UserClient>, LoadError>,
@@ -104,7 +106,7 @@ impl UserClients {
     /// Clients derived from `base` (endpoint, region, timeouts, HTTP client), with
     /// credentials from `auth`.
     pub fn new(
-        auth: AuthServiceClient<Channel>,
+        auth: AuthServiceClient<AuthChannel>,
         base: aws_sdk_dynamodb::Config,
         config: UserClientsConfig,
         metrics: Arc<Metrics>,

@@ -14,9 +14,9 @@ use common::{
     tokens::VerifyingKeys,
 };
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
 
 use crate::{
+    auth_channel::AuthChannel,
     metrics::Metrics,
     token_cache::{REFUSED_CAPACITY, TokenCache},
 };
@@ -41,7 +41,7 @@ struct Inner {
     /// Serialises installs, so generations are stored in order.
     installing: std::sync::Mutex<()>,
     tokens: TokenCache,
-    auth: AuthServiceClient<Channel>,
+    auth: AuthServiceClient<AuthChannel>,
     timeout: Duration,
     /// When the last refresh for an unknown kid ran; the lock also makes concurrent
     /// requests with the same new kid wait for one refresh instead of each starting one.
@@ -74,7 +74,7 @@ impl KeyStore {
     /// An empty store that fetches keys from `auth`; call [`KeyStore::refresh`] or spawn the
     /// refresher before expecting any token to verify.
     pub fn new(
-        auth: AuthServiceClient<Channel>,
+        auth: AuthServiceClient<AuthChannel>,
         config: KeyStoreConfig,
         metrics: Arc<Metrics>,
     ) -> Self {

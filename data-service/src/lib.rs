@@ -3,6 +3,7 @@
 //! Input is validated before anything reaches DynamoDB. `main.rs` is a thin wrapper; tests
 //! drive everything through [`startup::Application`].
 
+pub mod auth_channel;
 pub mod config;
 pub mod convert;
 pub mod credentials;

@@ -15,15 +15,13 @@ use common::{
     tls::{ClientTls, ServerTls},
     tokens::TokenVerifier,
 };
-use tonic::{
-    service::RoutesBuilder,
-    transport::{Channel, Endpoint},
-};
+use tonic::{service::RoutesBuilder, transport::Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
 use crate::{
+    auth_channel::AuthChannel,
     config::Settings,
     credentials::{UserClients, UserClientsConfig},
     interceptor::{AuthInterceptor, KeyRefreshService},
@@ -69,10 +67,7 @@ impl Application {
         )?;
         let tls = ServerTls::load(&settings.tls, None)?;
         let endpoints = auth_endpoints(&settings.auth_url, auth_timeout, &auth_tls)?;
-        let channel = match endpoints.as_slice() {
-            [(_, one)] => one.connect_lazy(),
-            several => Channel::balance_list(several.iter().map(|(_, e)| e.clone())),
-        };
+        let channel = AuthChannel::new(&endpoints, auth_timeout);
         let auth = AuthServiceClient::new(channel.clone());
         let revocations = Revocations::new(
             RevocationsConfig {
@@ -123,13 +118,14 @@ impl Application {
             probe(
                 dynamodb,
                 settings.items_table.clone(),
-                channel,
+                channel.clone(),
                 keys.clone(),
                 revocations.clone(),
             ),
         );
         let mut tasks = vec![
             probe,
+            channel.spawn_prober(Duration::from_millis(settings.auth_probe_ms)),
             keys.spawn_refresher(Duration::from_secs(settings.key_refresh_secs))
                 .into(),
         ];
@@ -230,8 +226,8 @@ fn page_tokens(settings: &Settings) -> anyhow::Result<PageTokens> {
 }
 
 /// The auth-service addresses, each with its URL (for logs), parsed and configured, with
-/// `tls` applied: every channel to the auth-service (the balanced one and each revocation
-/// watcher's) is built from these.
+/// `tls` applied: every channel to the auth-service (the [`AuthChannel`] and each
+/// revocation watcher's) is built from these.
 fn auth_endpoints(
     urls: &[String],
     timeout: Duration,
@@ -258,7 +254,7 @@ fn auth_endpoints(
 fn probe(
     dynamodb: aws_sdk_dynamodb::Config,
     table: String,
-    auth: Channel,
+    auth: AuthChannel,
     keys: KeyStore,
     revocations: Revocations,
 ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + 'static

@@ -7,8 +7,10 @@ pub mod data;
 pub mod delay;
 pub mod emulators;
 pub mod feed_proxy;
+pub mod gate;
 pub mod moto;
 pub mod proxy;
+pub mod replicas;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
