@@ -121,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         ],
     )?;
     wait_serving(data_addr, DATA_SERVICE).await?;
+    let rss_idle = rss_mib(data.id())?;
 
     let mut auth_client = AuthServiceClient::new(connect(auth_addr).await?);
     let user = TestUser::register(&mut auth_client).await;
@@ -163,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         );
         rounds.push([service_cpu, sdk_cpu, latency[0], latency[1], latency[2]]);
     }
+    let rss_after = rss_mib(data.id())?;
     let median = |i: usize| {
         let mut values: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
         values.sort_by(f64::total_cmp);
@@ -205,6 +207,10 @@ async fn main() -> anyhow::Result<()> {
                 via_service - via_sdk,
                 (via_service - via_sdk) / hop
             ),
+        ),
+        (
+            "data-service RSS: started and SERVING / after the run".into(),
+            format!("{rss_idle:.1} MiB / {rss_after:.1} MiB"),
         ),
     ];
     let mut table = format!(
@@ -372,6 +378,18 @@ fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
     let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     let per_second = rustix::param::clock_ticks_per_second();
     Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// Resident memory of process `pid` now (VmRSS), in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("VmRSS in /proc/PID/status")?
+        .parse::<f64>()?;
+    Ok(kib / 1024.0)
 }
 
 /// Runs `call(i)` for each of `concurrency` loops; returns how many calls they made.
