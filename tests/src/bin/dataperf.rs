@@ -168,7 +168,12 @@ async fn main() -> anyhow::Result<()> {
     let median = |i: usize| {
         let mut values: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
         values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
+        let middle = values.len() / 2;
+        if values.len().is_multiple_of(2) {
+            (values[middle - 1] + values[middle]) / 2.0
+        } else {
+            values[middle]
+        }
     };
     let (service_cpu, sdk_cpu) = (median(0), median(1));
     let (via_service, via_sdk, hop) = (median(2), median(3), median(4));
