@@ -8,7 +8,9 @@ pub mod delay;
 pub mod emulators;
 pub mod feed_proxy;
 pub mod moto;
+pub mod mutate;
 pub mod proxy;
+pub mod raw;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
