@@ -143,6 +143,7 @@ fn digest(token: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn principal() -> Principal {
         Principal {
@@ -199,5 +200,22 @@ mod tests {
         cache.remember_refusal("forged");
         assert!(cache.is_refused("forged"));
         assert!(!cache.is_refused("forged2"));
+    }
+
+    proptest! {
+        #[test]
+        fn verdicts_are_kept_for_exactly_the_token_given(token in any::<String>(), other in any::<String>()) {
+            prop_assume!(token != other);
+            let cache = TokenCache::new(10, 10);
+            prop_assert!(cache.verified(&token).is_none());
+            prop_assert!(!cache.is_refused(&token));
+            let alice = principal();
+            cache.remember(&token, alice.clone(), 1);
+            cache.remember_refusal(&other);
+            prop_assert_eq!(cache.verified(&token), Some(alice));
+            prop_assert!(cache.verified(&other).is_none());
+            prop_assert!(cache.is_refused(&other));
+            prop_assert!(!cache.is_refused(&token));
+        }
     }
 }
