@@ -86,6 +86,13 @@ impl TokenCache {
         self.still_trusted(token, &entry).then_some(entry.principal)
     }
 
+    /// Verified and refused tokens held (approximate, as moka counts).
+    pub fn len(&self) -> (u64, u64) {
+        self.verified.run_pending_tasks();
+        self.refused.run_pending_tasks();
+        (self.verified.entry_count(), self.refused.entry_count())
+    }
+
     /// Like [`TokenCache::verified`], without cloning the principal.
     pub fn is_verified(&self, token: &str) -> bool {
         self.verified

@@ -9,6 +9,7 @@ pub mod emulators;
 pub mod feed_proxy;
 pub mod moto;
 pub mod mutate;
+pub mod process;
 pub mod proxy;
 pub mod raw;
 
