@@ -185,26 +185,6 @@ impl Gauge {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_gauge_remembers_its_peak() {
-        let gauge = Gauge::default();
-        gauge.increment();
-        gauge.increment();
-        gauge.decrement();
-        assert_eq!((gauge.get(), gauge.peak()), (1, 2));
-        gauge.increment_to(5);
-        gauge.decrement();
-        gauge.decrement();
-        assert_eq!((gauge.get(), gauge.peak()), (0, 5));
-        gauge.decrement();
-        assert_eq!(gauge.get(), 0, "a lagging count never reads below zero");
-    }
-}
-
 /// The in-memory caches and their bounds, for the metrics endpoint. The revocation log is
 /// bounded by time (an entry leaves when the last token it refuses would have expired).
 pub fn cache_sizes(
@@ -228,4 +208,24 @@ pub fn cache_sizes(
         sizes = sizes.with("credentials", capacity, move || vendor.cached());
     }
     sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gauge_remembers_its_peak() {
+        let gauge = Gauge::default();
+        gauge.increment();
+        gauge.increment();
+        gauge.decrement();
+        assert_eq!((gauge.get(), gauge.peak()), (1, 2));
+        gauge.increment_to(5);
+        gauge.decrement();
+        gauge.decrement();
+        assert_eq!((gauge.get(), gauge.peak()), (0, 5));
+        gauge.decrement();
+        assert_eq!(gauge.get(), 0, "a lagging count never reads below zero");
+    }
 }

@@ -120,7 +120,7 @@ impl UserClients {
     }
 
     /// Users whose client is cached (approximate, as moka counts).
-    pub fn len(&self) -> u64 {
+    pub fn cached(&self) -> u64 {
         self.cache.entry_count()
     }
 

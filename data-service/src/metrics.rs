@@ -138,7 +138,7 @@ pub fn cache_sizes(
         .with(
             "user_clients",
             Some(settings.credentials_cache_capacity),
-            move || clients.len(),
+            move || clients.cached(),
         )
         .with("tracked_sessions", token_capacity, move || {
             index.index_len().0

@@ -177,7 +177,7 @@ async fn round(
     record.check("GetItem (deleted)", gone, Code::NotFound);
     // Every other user stays signed in, so the caches of verified tokens and user clients
     // fill up to their bounds (an ended session's entries are dropped early).
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         let logout = LogoutRequest {
             refresh_token: refreshed.refresh_token,
         };
@@ -338,7 +338,7 @@ async fn mixed_traffic_keeps_memory_and_caches_bounded() {
         data.rss_kib().expect("data RSS"),
     );
     let base = baseline.expect("a sample after the warm-up");
-    let tally = record.0.lock().unwrap_or_else(|e| e.into_inner());
+    let tally = std::mem::take(&mut *record.0.lock().unwrap_or_else(|e| e.into_inner()));
     let calls: usize = tally.seen.values().sum();
     println!(
         "soak: {secs} s, {rounds} rounds, {calls} calls ({:.0}/s)",
@@ -358,6 +358,19 @@ async fn mixed_traffic_keeps_memory_and_caches_bounded() {
         tally.unexpected.join("\n")
     );
     assert!(rounds >= WORKERS, "traffic ran ({rounds} rounds)");
+    let reported: Vec<&str> = largest.keys().map(String::as_str).collect();
+    let caches = [
+        "auth-service {cache=\"credentials\"}",
+        "auth-service {cache=\"revocation_log\"}",
+        "auth-service {cache=\"throttled_addresses\"}",
+        "data-service {cache=\"refused_tokens\"}",
+        "data-service {cache=\"revoked_sessions\"}",
+        "data-service {cache=\"tracked_sessions\"}",
+        "data-service {cache=\"tracked_users\"}",
+        "data-service {cache=\"user_clients\"}",
+        "data-service {cache=\"verified_tokens\"}",
+    ];
+    assert_eq!(reported, caches, "every cache is on the metrics endpoints");
     for (service, base, end) in [("auth", base.0, end.0), ("data", base.1, end.1)] {
         let growth = end as f64 / base as f64 - 1.0;
         assert!(
