@@ -115,48 +115,30 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
 
 /// Appends field `field` with a random wire type and a well-formed payload for it.
 fn unknown_field(out: &mut Vec<u8>, field: u64, rng: &mut StdRng) {
-    match rng.random_range(0..4) {
-        0 => {
-            varint(out, tag(field, 0));
-            varint(out, rng.next_u64());
-        }
-        1 => {
-            varint(out, tag(field, 1));
-            out.extend_from_slice(&rng.next_u64().to_le_bytes());
-        }
-        2 => {
-            varint(out, tag(field, 2));
-            let payload = random_bytes(rng, 0, 40);
-            varint(out, payload.len() as u64);
-            out.extend_from_slice(&payload);
-        }
-        _ => {
-            varint(out, tag(field, 5));
-            out.extend_from_slice(&rng.next_u32().to_le_bytes());
-        }
-    }
+    let wire_type = [0, 1, 2, 5][rng.random_range(0..4)];
+    field_of_type(out, field, wire_type, rng);
 }
 
 /// Appends a known field number with a payload of some wire type: right for some fields,
 /// wrong for most (a string sent as a varint, a message as a fixed32, a group start).
 fn wrong_wire_type(out: &mut Vec<u8>, rng: &mut StdRng) {
-    let field = rng.random_range(1..=10);
-    match rng.random_range(0..4) {
-        0 => {
-            varint(out, tag(field, 0));
-            varint(out, rng.next_u64());
-        }
-        1 => {
-            varint(out, tag(field, 1));
-            out.extend_from_slice(&rng.next_u64().to_le_bytes());
-        }
+    let wire_type = [0, 1, 3, 5][rng.random_range(0..4)];
+    field_of_type(out, rng.random_range(1..=10), wire_type, rng);
+}
+
+/// Appends field `field` of `wire_type` with a random payload of that type; a group start
+/// (3) is left unclosed (proto2's deprecated groups).
+fn field_of_type(out: &mut Vec<u8>, field: u64, wire_type: u64, rng: &mut StdRng) {
+    varint(out, tag(field, wire_type));
+    match wire_type {
+        0 => varint(out, rng.next_u64()),
+        1 => out.extend_from_slice(&rng.next_u64().to_le_bytes()),
         2 => {
-            // A group start, never closed (proto2's deprecated groups).
-            varint(out, tag(field, 3));
+            let payload = random_bytes(rng, 0, 40);
+            varint(out, payload.len() as u64);
+            out.extend_from_slice(&payload);
         }
-        _ => {
-            varint(out, tag(field, 5));
-            out.extend_from_slice(&rng.next_u32().to_le_bytes());
-        }
+        5 => out.extend_from_slice(&rng.next_u32().to_le_bytes()),
+        _ => {}
     }
 }

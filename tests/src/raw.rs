@@ -60,16 +60,18 @@ pub fn first_message(body: &[u8]) -> Option<&[u8]> {
 /// status the server answered with (from the headers of a trailers-only answer, or the
 /// trailers).
 pub async fn call_raw(channel: &Channel, path: &str, token: Option<&str>, body: Vec<u8>) -> Status {
-    call_raw_within(channel, path, token, body, None).await
+    call_raw_within(channel, path, token, body, &[], None).await
 }
 
-/// [`call_raw`] for a streaming RPC too: a call whose stream is still open after `open_for`
-/// (it was accepted and now waits for events) is ended there and answers OK.
+/// [`call_raw`] with `headers` added (or replacing the defaults), for a streaming RPC too: a
+/// call whose stream is still open after `open_for` (it was accepted and now waits for
+/// events) is ended there and answers OK.
 pub async fn call_raw_within(
     channel: &Channel,
     path: &str,
     token: Option<&str>,
     body: Vec<u8>,
+    headers: &[(&'static str, http::HeaderValue)],
     open_for: Option<Duration>,
 ) -> Status {
     let mut request = http::Request::builder()
@@ -80,14 +82,20 @@ pub async fn call_raw_within(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
+    if let Some(defaults) = request.headers_mut() {
+        for (name, value) in headers {
+            defaults.insert(*name, value.clone());
+        }
+    }
     let request = request
         .body(tonic::body::Body::new(Full::new(Bytes::from(body))))
         .expect("a valid request");
-    let response = channel
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|e| panic!("HTTP/2 call to {path}: {e}"));
+    let response = match channel.clone().oneshot(request).await {
+        Ok(response) => response,
+        // The channel enforces a `grpc-timeout` header itself, as a generated client would.
+        Err(error) if client_deadline(&error) => return Status::cancelled("client deadline"),
+        Err(error) => panic!("HTTP/2 call to {path}: {error}"),
+    };
     if let Some(status) = Status::from_header_map(response.headers()) {
         return status;
     }
@@ -103,6 +111,17 @@ pub async fn call_raw_within(
     let trailers = collected.trailers().cloned().unwrap_or_default();
     Status::from_header_map(&trailers)
         .unwrap_or_else(|| panic!("a grpc-status trailer from {path}"))
+}
+
+fn client_deadline(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// A Value nested `depth` lists deep (prost's recursion limit is 100).

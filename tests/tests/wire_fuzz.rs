@@ -318,6 +318,45 @@ fn spoiled(token: &str, rng: &mut StdRng) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// One header no honest client sends (1 call in 10): garbage deadlines, encodings, content
+/// types, trace contexts, schemes, and huge or non-ASCII values where services read them.
+fn hostile_header(rng: &mut StdRng) -> Vec<(&'static str, http::HeaderValue)> {
+    if !rng.random_bool(0.1) {
+        return Vec::new();
+    }
+    let names = [
+        "grpc-timeout",
+        "grpc-encoding",
+        "grpc-accept-encoding",
+        "content-type",
+        "traceparent",
+        "authorization",
+        "user-agent",
+        "x-forwarded-for",
+    ];
+    let name = *names.choose(rng).unwrap_or(&names[0]);
+    let candidates: Vec<Vec<u8>> = vec![
+        b"99999999H".to_vec(),
+        b"-1S".to_vec(),
+        b"0n".to_vec(),
+        b"gzip".to_vec(),
+        b"application/grpc+json".to_vec(),
+        b"00-00000000000000000000000000000000-0000000000000000-01".to_vec(),
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz-extra".to_vec(),
+        b"Bearer".to_vec(),
+        b"bEaReR    ".to_vec(),
+        "x".repeat(rng.random_range(1..12_000)).into_bytes(),
+        (0..rng.random_range(1..64))
+            .map(|_| rng.random_range(0x20_u8..=0xff))
+            .filter(|b| *b != 0x7f)
+            .collect(),
+    ];
+    let value = candidates.choose(rng).cloned().unwrap_or_default();
+    http::HeaderValue::from_bytes(&value)
+        .map(|value| vec![(name, value)])
+        .unwrap_or_default()
+}
+
 /// Keeps the keys the accepted writes left in the data user's partition.
 fn track(expected: &mut BTreeSet<String>, path: &str, body: &[u8]) {
     let Some(message) = first_message(body) else {
@@ -377,12 +416,25 @@ async fn mutated_messages_never_get_internal_or_unknown() {
         } else {
             token
         };
+        let headers = hostile_header(&mut rng);
+        if verbose {
+            let shown: Vec<_> = headers.iter().map(|(n, v)| (n, v.len())).collect();
+            println!("{case} sending {path} {mutation:?} headers {shown:?}");
+        }
         let open_for = Some(Duration::from_millis(100));
-        let status = call_raw_within(channel, path, Some(&token), body.clone(), open_for).await;
+        let status = call_raw_within(
+            channel,
+            path,
+            Some(&token),
+            body.clone(),
+            &headers,
+            open_for,
+        )
+        .await;
         *codes.entry(format!("{:?}", status.code())).or_default() += 1;
         if verbose {
             println!(
-                "{case} {path} {mutation:?}: {:?} {}",
+                "{case} {path} {mutation:?} {headers:?}: {:?} {}",
                 status.code(),
                 status.message()
             );
@@ -390,7 +442,8 @@ async fn mutated_messages_never_get_internal_or_unknown() {
         if matches!(status.code(), Code::Internal | Code::Unknown) {
             let head: Vec<u8> = body.iter().copied().take(64).collect();
             failures.push(format!(
-                "case {case}: {path} {mutation:?} -> {status:?}; body {} bytes, starts {head:02x?}",
+                "case {case}: {path} {mutation:?} {headers:?} -> {status:?}; body {} bytes, \
+                 starts {head:02x?}",
                 body.len()
             ));
         }
