@@ -112,6 +112,11 @@ impl CredentialVendor {
         }
     }
 
+    /// Users whose credentials are cached (approximate, as moka counts).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     /// The vending configuration.
     pub fn config(&self) -> &VendingConfig {
         &self.config

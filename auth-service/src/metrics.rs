@@ -3,7 +3,13 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use common::metrics::{Counter, LabeledCounter};
+use std::sync::Arc;
+
+use common::metrics::{CacheSizes, Counter, LabeledCounter};
+
+use crate::{
+    config::Settings, credentials::CredentialVendor, revocations::Hub, throttle::AddressLimiter,
+};
 use prometheus_client::{metrics::gauge::Gauge as PromGauge, registry::Registry};
 
 /// Counters shared by every part of one service instance.
@@ -177,6 +183,31 @@ impl Gauge {
     pub fn peak(&self) -> u64 {
         u64::try_from(self.peak.get()).unwrap_or(0)
     }
+}
+
+/// The in-memory caches and their bounds, for the metrics endpoint. The revocation log is
+/// bounded by time (an entry leaves when the last token it refuses would have expired).
+pub fn cache_sizes(
+    settings: &Settings,
+    vendor: Option<&CredentialVendor>,
+    limiter: &AddressLimiter,
+    hub: &Arc<Hub>,
+) -> CacheSizes {
+    let (limiter, hub) = (limiter.clone(), Arc::clone(hub));
+    let mut sizes = CacheSizes::default()
+        .with(
+            "throttled_addresses",
+            Some(settings.throttle.throttle_max_addresses),
+            move || limiter.tracked(),
+        )
+        .with("revocation_log", None, move || {
+            u64::try_from(hub.len()).unwrap_or(u64::MAX)
+        });
+    if let Some(vendor) = vendor.cloned() {
+        let capacity = Some(vendor.config().cache_capacity);
+        sizes = sizes.with("credentials", capacity, move || vendor.cached());
+    }
+    sizes
 }
 
 #[cfg(test)]

@@ -171,5 +171,31 @@ mod tests {
             let _ = RefreshToken::decode(&text);
             let _ = RefreshToken::decode(&format!("dgr1_{text}"));
         }
+
+        /// Bodies of exactly the right length get past the length check into base64 and the
+        /// ids: any of them decodes to a token that encodes back to itself, or is refused.
+        #[test]
+        fn right_length_bodies_decode_canonically_or_not_at_all(
+            body in prop_oneof!["[A-Za-z0-9_-]{86}", "[A-Za-z0-9_=+/-]{86}"],
+        ) {
+            let text = format!("{REFRESH_PREFIX}{body}");
+            if let Some(token) = RefreshToken::decode(&text) {
+                let encoded = token.encode();
+                prop_assert_eq!(encoded.expose_secret(), text.as_str());
+            }
+        }
+
+        #[test]
+        fn any_raw_token_round_trips(raw in prop::collection::vec(any::<u8>(), RAW_LEN)) {
+            let text = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(&raw));
+            let token = RefreshToken::decode(&text);
+            prop_assert!(token.is_some(), "{text} refused");
+            let token = token.unwrap_or_else(|| unreachable!());
+            prop_assert_eq!(token.user_id.as_bytes(), &raw[..16]);
+            prop_assert_eq!(token.session_id.as_bytes(), &raw[16..32]);
+            prop_assert_eq!(round_trip(&token).secret_hash(), token.secret_hash());
+            let encoded = token.encode();
+            prop_assert_eq!(encoded.expose_secret(), text.as_str());
+        }
     }
 }

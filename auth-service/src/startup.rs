@@ -23,7 +23,7 @@ use crate::{
     key_reload,
     keys::KeyRing,
     lockout::{AttemptsTable, Lockout},
-    metrics::Metrics,
+    metrics::{Metrics, cache_sizes},
     mfa::Mfa,
     password::{Cost, PasswordHasher},
     revocations::{Hub, RevocationTable, Revocations},
@@ -167,6 +167,9 @@ impl Application {
             },
         ));
 
+        let limiter =
+            AddressLimiter::new(&settings.throttle, clock).counting(metrics.rate_limited.clone());
+        cache_sizes(settings, vendor.as_ref(), &limiter, &hub).register(&mut registry);
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
@@ -174,8 +177,7 @@ impl Application {
                 accounts,
                 vendor,
                 TrustedProxies::new(settings.trusted_proxies.clone()),
-                AddressLimiter::new(&settings.throttle, clock)
-                    .counting(metrics.rate_limited.clone()),
+                limiter,
             )));
         server::add_reflection(&mut routes, &[SERVICE_NAME])?;
 

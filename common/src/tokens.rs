@@ -227,3 +227,134 @@ pub fn bearer_token(metadata: &tonic::metadata::MetadataMap) -> Result<&str, Tok
     }
     Ok(token.trim())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use pasetors::{
+        keys::{AsymmetricKeyPair, Generate},
+        version4::PublicToken,
+    };
+    use proptest::prelude::*;
+
+    const ISSUER: &str = "dynagate-auth";
+    const AUDIENCE: &str = "dynagate";
+
+    struct Signer {
+        pair: AsymmetricKeyPair<V4>,
+        keys: VerifyingKeys,
+        footer: String,
+    }
+
+    fn signer() -> Signer {
+        let pair = AsymmetricKeyPair::<V4>::generate().unwrap();
+        let footer = format!(r#"{{"kid":"{}"}}"#, key_id(&pair.public));
+        let mut keys = VerifyingKeys::default();
+        keys.insert(pair.public.clone());
+        Signer { pair, keys, footer }
+    }
+
+    fn sign(signer: &Signer, user: &str, session: &str, jti: &str) -> String {
+        let mut claims = Claims::new().unwrap();
+        claims.issuer(ISSUER).unwrap();
+        claims.audience(AUDIENCE).unwrap();
+        claims.subject(user).unwrap();
+        claims.token_identifier(jti).unwrap();
+        claims.add_additional(SESSION_CLAIM, session).unwrap();
+        let claims = claims.to_string().unwrap();
+        let footer = Some(signer.footer.as_bytes());
+        PublicToken::sign(&signer.pair.secret, claims.as_bytes(), footer, None).unwrap()
+    }
+
+    /// `v4.public.` tokens built from arbitrary parts: the parser's hard cases.
+    fn shaped_token() -> impl Strategy<Value = String> {
+        let part = prop::collection::vec(any::<u8>(), 0..200);
+        let footer = prop_oneof![
+            part.clone(),
+            ".{0,40}".prop_map(|kid| format!(r#"{{"kid":"k4.pid.{kid}"}}"#).into_bytes()),
+            ".{0,60}".prop_map(String::into_bytes),
+        ];
+        (part, footer, "v4\\.public\\.|v4\\.local\\.|v3\\.public\\.|").prop_map(
+            |(body, footer, header)| {
+                format!(
+                    "{header}{}.{}",
+                    URL_SAFE_NO_PAD.encode(body),
+                    URL_SAFE_NO_PAD.encode(footer)
+                )
+            },
+        )
+    }
+
+    #[test]
+    fn a_signed_token_verifies_to_its_claims() {
+        let signer = signer();
+        let token = sign(&signer, "user-1", "session-1", "jti-1");
+        let principal = TokenVerifier::new(ISSUER, AUDIENCE)
+            .verify(&signer.keys, &token)
+            .unwrap();
+        assert_eq!(
+            (principal.user_id.as_str(), principal.session_id.as_str()),
+            ("user-1", "session-1")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn garbage_tokens_are_refused_without_a_panic(token in any::<String>()) {
+            let signer = signer();
+            let verdict = TokenVerifier::new(ISSUER, AUDIENCE).verify(&signer.keys, &token);
+            prop_assert_eq!(verdict, Err(TokenError::Malformed));
+        }
+
+        #[test]
+        fn shaped_tokens_are_refused_without_a_panic(token in shaped_token()) {
+            let signer = signer();
+            let verdict = TokenVerifier::new(ISSUER, AUDIENCE).verify(&signer.keys, &token);
+            prop_assert!(verdict.is_err(), "{token} verified");
+            // Whatever parses names a kid of the right form.
+            if let Ok((_, kid)) = parse_untrusted(&token) {
+                prop_assert!(kid.starts_with("k4.pid."));
+            }
+        }
+
+        #[test]
+        fn claims_round_trip_and_any_changed_byte_is_refused(
+            user in ".{1,40}",
+            session in ".{1,40}",
+            position in any::<prop::sample::Index>(),
+            flip in 1_u8..=255,
+        ) {
+            let signer = signer();
+            let verifier = TokenVerifier::new(ISSUER, AUDIENCE);
+            let token = sign(&signer, &user, &session, "jti");
+            let principal = verifier.verify(&signer.keys, &token).unwrap();
+            prop_assert_eq!(principal.user_id, user);
+            prop_assert_eq!(principal.session_id, session);
+
+            let mut tampered = token.into_bytes();
+            let at = position.index(tampered.len());
+            tampered[at] ^= flip;
+            let tampered = String::from_utf8_lossy(&tampered).into_owned();
+            prop_assert!(verifier.verify(&signer.keys, &tampered).is_err());
+        }
+
+        #[test]
+        fn bearer_metadata_is_parsed_or_missing(value in "[ -~]{0,80}") {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Ok(value) = value.parse() {
+                metadata.insert("authorization", value);
+            }
+            match bearer_token(&metadata) {
+                Ok(token) => {
+                    prop_assert!(!token.is_empty());
+                    prop_assert_eq!(token, token.trim());
+                    prop_assert!(value.to_ascii_lowercase().starts_with("bearer "));
+                }
+                Err(error) => prop_assert_eq!(error, TokenError::Missing),
+            }
+        }
+    }
+}

@@ -121,6 +121,11 @@ impl UserClients {
         }
     }
 
+    /// Users whose client is cached (approximate, as moka counts).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     /// The caller's client, loading credentials with the caller's token when needed. Waiting
     /// is bounded by the caller's own deadline (the handler's); the load by the auth timeout.
     pub async fn client_for(

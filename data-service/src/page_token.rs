@@ -105,6 +105,7 @@ impl PageTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn shape<'a>(owner: &'a str, prefix: &'a str) -> QueryShape<'a> {
         QueryShape {
@@ -187,5 +188,46 @@ mod tests {
         let again = PageTokens::from_paserk(&paserk).unwrap();
         let token = tokens.seal(&shape("u", ""), "k").unwrap();
         assert_eq!(again.open(&shape("u", ""), &token).unwrap(), "k");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn any_sealed_key_opens_to_itself(
+            owner in ".{0,40}",
+            prefix in ".{0,20}",
+            start in ".{0,20}",
+            end in ".{0,20}",
+            descending in any::<bool>(),
+            // Item keys are never empty (DynamoDB refuses empty key attributes).
+            last_key in ".{1,200}",
+        ) {
+            let tokens = PageTokens::generate().unwrap();
+            let shape = QueryShape { owner: &owner, prefix: &prefix, start: &start, end: &end, descending };
+            let token = tokens.seal(&shape, &last_key).unwrap();
+            prop_assert!(token.len() <= MAX_TOKEN_LEN);
+            prop_assert_eq!(tokens.open(&shape, &token).unwrap(), last_key);
+        }
+
+        #[test]
+        fn garbage_never_opens_and_is_an_invalid_argument(
+            token in prop_oneof![any::<String>(), "v4\\.local\\.[A-Za-z0-9_-]{0,300}"],
+        ) {
+            let tokens = PageTokens::generate().unwrap();
+            let error = tokens.open(&shape("alice", ""), &token).unwrap_err();
+            prop_assert!(matches!(error, DataError::InvalidArgument(_)), "{:?}", error);
+        }
+
+        #[test]
+        fn any_changed_byte_breaks_a_token(position in any::<prop::sample::Index>(), flip in 1_u8..=255) {
+            let tokens = PageTokens::generate().unwrap();
+            let token = tokens.seal(&shape("alice", "notes/"), "notes/0042").unwrap();
+            let mut tampered = token.into_bytes();
+            let at = position.index(tampered.len());
+            tampered[at] ^= flip;
+            let tampered = String::from_utf8_lossy(&tampered).into_owned();
+            prop_assert!(tokens.open(&shape("alice", "notes/"), &tampered).is_err());
+        }
     }
 }

@@ -298,6 +298,7 @@ pub fn query(
 mod tests {
     use super::*;
     use common::proto::data::v1::{Value, value::Kind};
+    use proptest::{collection, prelude::*};
 
     fn fields(error: DataError) -> Vec<String> {
         match error {
@@ -455,5 +456,80 @@ mod tests {
             }
         );
         assert_eq!(from.limit, 1000);
+    }
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value { kind: None }),
+            ".{0,8}".prop_map(|s| string(&s)),
+            ".{0,12}".prop_map(|n| Value {
+                kind: Some(Kind::NumberValue(n)),
+            }),
+            any::<bool>().prop_map(|b| Value {
+                kind: Some(Kind::BoolValue(b)),
+            }),
+        ]
+    }
+
+    fn any_name() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,4}", Just("version".to_owned()), "k{1024,1026}"]
+    }
+
+    fn any_key() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,8}", "k{1020,1030}"]
+    }
+
+    /// Every violation names a field of the request and says what is wrong.
+    fn client_caused(result: Result<(), DataError>, fields: &[&str]) -> Result<(), TestCaseError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(DataError::InvalidArgument(violations)) => {
+                prop_assert!(!violations.is_empty());
+                for violation in violations {
+                    let named = fields.iter().any(|f| violation.field.starts_with(f));
+                    prop_assert!(named, "{} is not a field", violation.field);
+                    prop_assert!(!violation.description.is_empty());
+                }
+                Ok(())
+            }
+            Err(other) => Err(TestCaseError::fail(format!(
+                "not a client error: {other:?}"
+            ))),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_put_or_update_is_converted_or_refused_field_by_field(
+            key in any_key(),
+            attributes in collection::hash_map(any_name(), any_value(), 0..4),
+            remove in collection::vec(any_name(), 0..4),
+            if_absent in any::<bool>(),
+            expected_version in proptest::option::of(0_u64..3),
+        ) {
+            let put_request = PutItemRequest { key: key.clone(), attributes: attributes.clone(), if_absent, expected_version };
+            client_caused(put(&put_request).map(drop), &["key", "attributes", "if_absent", "expected_version"])?;
+            let update_request = UpdateItemRequest { key, set: attributes, remove, expected_version };
+            client_caused(update(&update_request).map(drop), &["key", "set", "remove", "expected_version"])?;
+        }
+
+        #[test]
+        fn any_query_is_planned_or_refused_field_by_field(
+            key_prefix in any_key(),
+            start_key in any_key(),
+            end_key in any_key(),
+            limit in prop_oneof![0_u32..5, 995_u32..1005, Just(u32::MAX)],
+            page_token in prop_oneof![Just(String::new()), ".{0,40}"],
+            names in collection::vec(any_name(), 0..4),
+        ) {
+            let pages = PageTokens::generate().unwrap();
+            let request = QueryItemsRequest { key_prefix, start_key, end_key, limit, page_token, ..Default::default() };
+            let fields = ["key_prefix", "start_key", "end_key", "limit", "page_token"];
+            match query(&request, "alice", &pages) {
+                Ok(planned) => prop_assert!((1..=MAX_LIMIT as i32).contains(&planned.limit)),
+                Err(error) => client_caused(Err(error), &fields)?,
+            }
+            client_caused(attributes_to_get(&names).map(drop), &["attributes_to_get"])?;
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::{
     credentials::{UserClients, UserClientsConfig},
     interceptor::{AuthInterceptor, KeyRefreshService},
     keys::{KeyStore, KeyStoreConfig},
-    metrics::Metrics,
+    metrics::{Metrics, cache_sizes},
     page_token::PageTokens,
     revocations::{
         Revocations, RevocationsConfig,
@@ -103,6 +103,7 @@ impl Application {
             keys: keys.clone(),
             clients: clients.clone(),
         });
+        cache_sizes(settings, &keys, &clients, &revocations).register(&mut registry);
         let api = DataApi::new(store, clients, pages, settings.request_timeout());
         let interceptor = AuthInterceptor::new(
             TokenVerifier::new(&settings.token_issuer, &settings.token_audience),

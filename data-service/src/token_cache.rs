@@ -86,6 +86,13 @@ impl TokenCache {
         self.still_trusted(token, &entry).then_some(entry.principal)
     }
 
+    /// Verified and refused tokens held (approximate, as moka counts).
+    pub fn len(&self) -> (u64, u64) {
+        self.verified.run_pending_tasks();
+        self.refused.run_pending_tasks();
+        (self.verified.entry_count(), self.refused.entry_count())
+    }
+
     /// Like [`TokenCache::verified`], without cloning the principal.
     pub fn is_verified(&self, token: &str) -> bool {
         self.verified
@@ -143,6 +150,7 @@ fn digest(token: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn principal() -> Principal {
         Principal {
@@ -199,5 +207,22 @@ mod tests {
         cache.remember_refusal("forged");
         assert!(cache.is_refused("forged"));
         assert!(!cache.is_refused("forged2"));
+    }
+
+    proptest! {
+        #[test]
+        fn verdicts_are_kept_for_exactly_the_token_given(token in any::<String>(), other in any::<String>()) {
+            prop_assume!(token != other);
+            let cache = TokenCache::new(10, 10);
+            prop_assert!(cache.verified(&token).is_none());
+            prop_assert!(!cache.is_refused(&token));
+            let alice = principal();
+            cache.remember(&token, alice.clone(), 1);
+            cache.remember_refusal(&other);
+            prop_assert_eq!(cache.verified(&token), Some(alice));
+            prop_assert!(cache.verified(&other).is_none());
+            prop_assert!(cache.is_refused(&other));
+            prop_assert!(!cache.is_refused(&token));
+        }
     }
 }

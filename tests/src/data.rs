@@ -142,8 +142,19 @@ impl TestStack {
         data_dynamodb: &str,
         tune: impl FnOnce(&mut Settings),
     ) -> Self {
+        Self::spawn_both_tuned(endpoints, data_dynamodb, |_| {}, tune).await
+    }
+
+    /// [`TestStack::spawn_tuned`] with the auth-service's settings tuned as well.
+    pub async fn spawn_both_tuned(
+        endpoints: Endpoints,
+        data_dynamodb: &str,
+        tune_auth: impl FnOnce(&mut auth_service::config::Settings),
+        tune: impl FnOnce(&mut Settings),
+    ) -> Self {
         let items_table = format!("{}-items", unique_prefix());
-        let auth_settings = TestAuth::settings_for_items(&items_table);
+        let mut auth_settings = TestAuth::settings_for_items(&items_table);
+        tune_auth(&mut auth_settings);
         let auth = TestAuth::spawn_with(auth_settings, endpoints.clone()).await;
         let mut settings = TestData::settings(&items_table, auth.addr);
         tune(&mut settings);

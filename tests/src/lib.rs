@@ -9,7 +9,10 @@ pub mod emulators;
 pub mod feed_proxy;
 pub mod gate;
 pub mod moto;
+pub mod mutate;
+pub mod process;
 pub mod proxy;
+pub mod raw;
 pub mod replicas;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};

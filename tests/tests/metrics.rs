@@ -16,29 +16,13 @@ use common::{
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, try_login},
     data::TestStack,
+    process::http_get,
 };
 use time::OffsetDateTime;
 use tonic::Code;
 
 const AUTH: &str = "dynagate.auth.v1.AuthService";
 const DATA: &str = "dynagate.data.v1.DataService";
-
-/// GET `path` on `addr`: the status and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let url = format!("http://{addr}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().expect("GET");
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().expect("a text body");
-        (status, body)
-    })
-    .await
-    .expect("the GET task")
-}
 
 /// Scrapes `addr` and parses the text: every sample by its series (`name{labels}`), after
 /// checking every line is a comment the format knows or a sample of a family with a `# TYPE`.

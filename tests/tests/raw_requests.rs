@@ -2,80 +2,13 @@
 //! (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, or whatever the handler says about a message that
 //! happened to decode), never INTERNAL or UNKNOWN, and keeps serving afterwards.
 
-use bytes::Bytes;
-use common::proto::data::v1::{ListValue, PutItemRequest, Value, value::Kind};
-use http_body_util::{BodyExt, Full};
+use common::proto::data::v1::PutItemRequest;
 use prost::Message;
-use tests::data::TestStack;
-use tonic::{Code, Status, transport::Channel};
-use tower::ServiceExt;
-
-const AUTH_RPCS: [&str; 14] = [
-    "/dynagate.auth.v1.AuthService/Register",
-    "/dynagate.auth.v1.AuthService/Login",
-    "/dynagate.auth.v1.AuthService/Refresh",
-    "/dynagate.auth.v1.AuthService/Logout",
-    "/dynagate.auth.v1.AuthService/LogoutAll",
-    "/dynagate.auth.v1.AuthService/ListSigningKeys",
-    "/dynagate.auth.v1.AuthService/GetCredentials",
-    "/dynagate.auth.v1.AuthService/ChangePassword",
-    "/dynagate.auth.v1.AuthService/EnrollTotp",
-    "/dynagate.auth.v1.AuthService/ConfirmTotp",
-    "/dynagate.auth.v1.AuthService/DisableTotp",
-    "/dynagate.auth.v1.AuthService/ListSessions",
-    "/dynagate.auth.v1.AuthService/RevokeSession",
-    // Server-streaming: a request that does not decode ends it before any message.
-    "/dynagate.auth.v1.AuthService/WatchRevocations",
-];
-
-const DATA_RPCS: [&str; 5] = [
-    "/dynagate.data.v1.DataService/GetItem",
-    "/dynagate.data.v1.DataService/PutItem",
-    "/dynagate.data.v1.DataService/UpdateItem",
-    "/dynagate.data.v1.DataService/DeleteItem",
-    "/dynagate.data.v1.DataService/QueryItems",
-];
-
-/// One message in gRPC's length-prefixed framing (uncompressed).
-fn framed(message: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-    out.extend_from_slice(message);
-    out
-}
-
-/// Sends `body` as the whole request body of a unary call to `path`, and returns the gRPC
-/// status the server answered with (from the headers of a trailers-only answer, or the
-/// trailers).
-async fn call_raw(channel: &Channel, path: &str, token: Option<&str>, body: Vec<u8>) -> Status {
-    let mut request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://dynagate{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let request = request
-        .body(tonic::body::Body::new(Full::new(Bytes::from(body))))
-        .unwrap();
-    let response = channel.clone().oneshot(request).await.expect("HTTP/2 call");
-    if let Some(status) = Status::from_header_map(response.headers()) {
-        return status;
-    }
-    let collected = response.into_body().collect().await.expect("response body");
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    Status::from_header_map(&trailers).expect("a grpc-status trailer")
-}
-
-/// A Value nested `depth` lists deep: far past prost's recursion limit of 100.
-fn deeply_nested(depth: usize) -> Value {
-    (0..depth).fold(Value { kind: None }, |inner, _| Value {
-        kind: Some(Kind::ListValue(ListValue {
-            values: vec![inner],
-        })),
-    })
-}
+use tests::{
+    data::TestStack,
+    raw::{AUTH_RPCS, DATA_RPCS, call_raw, deeply_nested, framed},
+};
+use tonic::{Code, Status};
 
 /// Bodies no honest client sends, each with the status it must get.
 fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, Code)> {

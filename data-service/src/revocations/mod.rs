@@ -183,6 +183,11 @@ impl Revocations {
         self.inner.revoked.entry_count()
     }
 
+    /// Sessions and users the index of verified tokens holds.
+    pub fn index_len(&self) -> (u64, u64) {
+        self.inner.sessions.len()
+    }
+
     /// True when no revocation is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

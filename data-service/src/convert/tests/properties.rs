@@ -191,4 +191,15 @@ proptest! {
         prop_assert!(after > before);
         prop_assert_eq!(after, before + added);
     }
+
+    #[test]
+    fn number_parsing_never_panics_and_explains_every_refusal(
+        text in prop_oneof![any::<String>(), "[-+0-9.eE]{0,60}", "-?[0-9]{0,45}(\\.[0-9]{0,45})?([eE][-+]?[0-9]{0,8})?"],
+    ) {
+        match Decimal::parse(&text) {
+            // Whatever is accepted has a canonical spelling that parses back to it.
+            Ok(decimal) => prop_assert_eq!(Decimal::parse(&decimal.to_string()), Ok(decimal)),
+            Err(error) => prop_assert!(!error.describe().is_empty()),
+        }
+    }
 }
