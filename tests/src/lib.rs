@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod auth_process;
 pub mod data;
 pub mod delay;
 pub mod emulators;
