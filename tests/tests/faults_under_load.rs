@@ -33,8 +33,9 @@ use common::proto::{
 use tests::{
     auth::{Endpoints, TestAuth, with_bearer},
     auth_process::{AuthProcess, serve_if_child},
-    data::{TestData, string},
+    data::{TestData, TestStack, string},
     emulators::{Emulator, Kind},
+    proxy::RecordingProxy,
     unique_prefix,
 };
 use tokio::task::JoinHandle;
@@ -296,7 +297,7 @@ struct Owner {
 #[derive(Default)]
 struct Record {
     phase: &'static str,
-    outcomes: BTreeMap<(&'static str, &'static str, String), u64>,
+    outcomes: BTreeMap<(&'static str, &'static str, String), (u64, Duration)>,
     violations: Vec<String>,
 }
 
@@ -348,12 +349,11 @@ impl Recorder {
                 ));
             }
         }
-        if elapsed > DEADLINE + Duration::from_millis(100) {
-            record.violations.push(format!(
-                "{phase}: {op} took {elapsed:?}, past its {DEADLINE:?} deadline"
-            ));
-        }
-        *record.outcomes.entry((phase, op, outcome)).or_default() += 1;
+        // A call past its deadline ends CANCELLED or DEADLINE_EXCEEDED on the client's side,
+        // which the codes above refuse: no timing is asserted here.
+        let (count, longest) = record.outcomes.entry((phase, op, outcome)).or_default();
+        *count += 1;
+        *longest = (*longest).max(elapsed);
         result
     }
 
@@ -363,7 +363,7 @@ impl Recorder {
             .outcomes
             .iter()
             .filter(|((p, o, out), _)| *p == phase && *o == op && out.starts_with(outcome))
-            .map(|(_, count)| count)
+            .map(|(_, (count, _))| count)
             .sum()
     }
 }
@@ -404,16 +404,20 @@ struct Load {
 
 /// What the load left behind.
 struct Report {
-    outcomes: BTreeMap<(&'static str, &'static str, String), u64>,
+    outcomes: BTreeMap<(&'static str, &'static str, String), (u64, Duration)>,
     violations: Vec<String>,
     owners: Vec<Owner>,
 }
 
 impl Report {
     fn table(&self) -> String {
-        let mut table = "| phase | call | outcome | count |\n|---|---|---|---|\n".to_owned();
-        for ((phase, op, outcome), count) in &self.outcomes {
-            table.push_str(&format!("| {phase} | {op} | {outcome} | {count} |\n"));
+        let mut table =
+            "| phase | call | outcome | count | longest |\n|---|---|---|---|---|\n".to_owned();
+        for ((phase, op, outcome), (count, longest)) in &self.outcomes {
+            let millis = longest.as_millis();
+            table.push_str(&format!(
+                "| {phase} | {op} | {outcome} | {count} | {millis} ms |\n"
+            ));
         }
         table
     }
@@ -677,7 +681,7 @@ async fn read_loop(mut context: Context, owner: Owner) {
             .iter()
             .map(|state| (state.key.clone(), state.confirmed))
             .collect();
-        let found: Result<Vec<(String, u64)>, Status> = if round % 2 == 0 {
+        let found: Result<Vec<(String, u64)>, Status> = if round.is_multiple_of(2) {
             let (key, _) = &floors[round / 2 % KEYS];
             let get = GetItemRequest {
                 key: key.clone(),
@@ -827,5 +831,55 @@ async fn newcomer_loop(mut context: Context, owners: Arc<Mutex<Vec<Owner>>>) {
             )
             .await;
         context.pause(&credentials).await;
+    }
+}
+
+/// The SDK retries a request whose answer was lost, though it may have landed: a write sent
+/// twice must neither apply twice nor be refused because of itself.
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_applied_once_or_reported_unavailable() {
+    let proxy = RecordingProxy::start(Emulator::shared_dynalite().await.addr()).await;
+    let stack = TestStack::spawn_custom(Endpoints::shared().await, &proxy.endpoint()).await;
+    let table = stack.data.settings.items_table.clone();
+    let mut user = stack.user().await;
+    assert_eq!(user.put_text("k", "first").await, 1);
+
+    proxy.drop_next_response("PutItem", &table);
+    let put = PutItemRequest {
+        key: "k".into(),
+        attributes: [("text".to_owned(), string("second"))].into(),
+        ..Default::default()
+    };
+    let blind = user.client.put_item(user.request(put)).await;
+    let stored = user.get("k").await.expect("GetItem");
+    assert_eq!(proxy.faults_fired(), 1);
+    assert_eq!(
+        stored.version, 2,
+        "an unconditional put applied twice: {blind:?}"
+    );
+    assert_lost_write_reported(blind.map(|r| r.into_inner().item.unwrap_or_default()), 2);
+
+    proxy.drop_next_response("UpdateItem", &table);
+    let update = UpdateItemRequest {
+        key: "k".into(),
+        set: [("text".to_owned(), string("third"))].into(),
+        expected_version: Some(2),
+        ..Default::default()
+    };
+    let versioned = user.client.update_item(user.request(update)).await;
+    assert_eq!(proxy.faults_fired(), 2);
+    assert_eq!(user.get("k").await.expect("GetItem").version, 3);
+    assert_lost_write_reported(
+        versioned.map(|r| r.into_inner().item.unwrap_or_default()),
+        3,
+    );
+}
+
+/// A write that landed once but whose answer was lost: OK at `version`, or UNAVAILABLE (it
+/// may have landed), never a refusal because of itself.
+fn assert_lost_write_reported(result: Result<Item, Status>, version: u64) {
+    match result {
+        Ok(item) => assert_eq!(item.version, version),
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
     }
 }
