@@ -1,0 +1,103 @@
+//! Every call of the load, run with its deadline and recorded by phase, operation and
+//! outcome; calls that hang or end with a code the rules do not allow are violations.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tonic::{Code, Response, Status};
+use tonic_types::StatusExt;
+
+use super::{DEADLINE, HANG};
+
+/// Outcomes by phase, operation and outcome: how many, and the longest call.
+pub type Outcomes = BTreeMap<(&'static str, &'static str, String), (u64, Duration)>;
+
+/// What the load saw, by phase, operation and outcome, and every broken rule.
+#[derive(Default)]
+pub struct Record {
+    pub phase: &'static str,
+    pub outcomes: Outcomes,
+    pub violations: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Recorder(pub Arc<Mutex<Record>>);
+
+impl Recorder {
+    pub fn violation(&self, text: String) {
+        self.0.lock().expect("record").violations.push(text);
+    }
+
+    /// Runs one call with the deadline and records its outcome. A call that outlives its
+    /// deadline, or ends with a code other than OK, UNAVAILABLE or one of `allowed`, breaks
+    /// the rules.
+    pub async fn call<T>(
+        &self,
+        op: &'static str,
+        allowed: &[Code],
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(DEADLINE + HANG, call).await {
+            Ok(result) => result.map(Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("no answer: hung")),
+        };
+        let elapsed = started.elapsed();
+        let mut record = self.0.lock().expect("record");
+        let phase = record.phase;
+        let outcome = match &result {
+            Ok(_) => "OK".to_owned(),
+            Err(status) if status.code() == Code::Unavailable => {
+                if status.get_error_details().retry_info().is_some() {
+                    "Unavailable".to_owned()
+                } else {
+                    "Unavailable".to_owned() + " (no RetryInfo)"
+                }
+            }
+            Err(status) => format!("{:?}", status.code()),
+        };
+        if let Err(status) = &result {
+            let answered = status.code() == Code::Unavailable && outcome == "Unavailable";
+            let reset = status.code() == Code::Unknown && status.message() == "transport error";
+            let client_made = cut_off(phase, op) && (status.code() == Code::Unavailable || reset);
+            if !(answered || client_made || allowed.contains(&status.code())) {
+                record.violations.push(format!(
+                    "{phase}: {op} ended {:?} after {elapsed:?}: {}",
+                    status.code(),
+                    status.message()
+                ));
+            }
+        }
+        // A call past its deadline ends CANCELLED or DEADLINE_EXCEEDED on the client's side,
+        // which the codes above refuse: no timing is asserted here.
+        let (count, longest) = record.outcomes.entry((phase, op, outcome)).or_default();
+        *count += 1;
+        *longest = (*longest).max(elapsed);
+        result
+    }
+
+    pub fn count(&self, phase: &str, op: &str, outcome: &str) -> u64 {
+        let record = self.0.lock().expect("record");
+        record
+            .outcomes
+            .iter()
+            .filter(|((p, o, out), _)| *p == phase && *o == op && out.starts_with(outcome))
+            .map(|(_, (count, _))| count)
+            .sum()
+    }
+}
+
+/// True for a call the client itself may fail (UNAVAILABLE without RetryInfo, or UNKNOWN
+/// "transport error" for a call in flight when the connection was reset): one to the
+/// auth-service while its process is dead or restarting. Every other failure must be the
+/// services' own UNAVAILABLE, with RetryInfo.
+fn cut_off(phase: &str, op: &str) -> bool {
+    let auth_call = matches!(
+        op,
+        "Register" | "Login" | "Refresh" | "GetCredentials" | "GetCredentials (newcomer)"
+    );
+    auth_call && matches!(phase, "auth down" | "auth back")
+}
