@@ -128,6 +128,10 @@ async fn killing_dynalite_moto_and_the_auth_service_under_load_loses_no_acknowle
     }
     eprintln!("{}", report.table());
     eprintln!(
+        "calls excused because the whole process was frozen: {}",
+        report.excused
+    );
+    eprintln!(
         "writes: {acked} acknowledged, {landed} unacknowledged that landed (once), {unknown} \
          unacknowledged that did not land"
     );

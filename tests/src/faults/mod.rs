@@ -41,16 +41,24 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     owners: Arc<Mutex<Vec<Owner>>>,
     tasks: Vec<JoinHandle<()>>,
+    stalls: std::thread::JoinHandle<()>,
 }
 
 /// What the load left behind.
 pub struct Report {
+    /// Every call's outcome, by phase and operation.
     pub outcomes: Outcomes,
+    /// Every broken rule.
     pub violations: Vec<String>,
+    /// Calls that ended CANCELLED or DEADLINE_EXCEEDED while the whole process was frozen
+    /// (seen by a plain OS thread): the machine's doing, not a service's.
+    pub excused: usize,
+    /// Every user's keys as acknowledged, to read back.
     pub owners: Vec<Owner>,
 }
 
 impl Report {
+    /// The outcomes as a markdown table.
     pub fn table(&self) -> String {
         let mut table =
             "| phase | call | outcome | count | longest |\n|---|---|---|---|---|\n".to_owned();
@@ -106,11 +114,13 @@ impl Load {
             auth: AuthServiceClient::new(auth_channel),
         };
         tasks.push(tokio::spawn(newcomer_loop(context, Arc::clone(&owners))));
+        let stalls = recorder.watch_stalls(Arc::clone(&stop));
         Self {
             recorder,
             stop,
             owners,
             tasks,
+            stalls,
         }
     }
 
@@ -141,16 +151,20 @@ impl Load {
         );
     }
 
+    /// Stops every task and returns what they saw.
     pub async fn stop(self) -> Report {
         self.stop.store(true, Ordering::SeqCst);
         for task in self.tasks {
             task.await.expect("a load task panicked");
         }
-        let record = std::mem::take(&mut *self.recorder.0.lock().expect("record"));
+        let _ = self.stalls.join();
+        let mut record = std::mem::take(&mut *self.recorder.0.lock().expect("record"));
+        let excused = record.judge_late_calls();
         let owners = self.owners.lock().expect("owners").clone();
         Report {
             outcomes: record.outcomes,
             violations: record.violations,
+            excused,
             owners,
         }
     }

@@ -3,7 +3,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -15,20 +18,67 @@ use super::{DEADLINE, HANG};
 /// Outcomes by phase, operation and outcome: how many, and the longest call.
 pub type Outcomes = BTreeMap<(&'static str, &'static str, String), (u64, Duration)>;
 
+/// Longer than this past its tick, the stall watch's plain OS thread saw the whole process
+/// (or machine) frozen: not something a service can cause or answer within a deadline.
+const STALL: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(50);
+
 /// What the load saw, by phase, operation and outcome, and every broken rule.
 #[derive(Default)]
 pub struct Record {
+    /// The phase calls are counted under.
     pub phase: &'static str,
+    /// Every call's outcome.
     pub outcomes: Outcomes,
+    /// Broken rules.
     pub violations: Vec<String>,
+    /// Calls that ended CANCELLED or DEADLINE_EXCEEDED (or hung): a violation unless the
+    /// process was frozen meanwhile. With when they ran.
+    pub(super) late: Vec<(Instant, Instant, String)>,
+    /// When the stall watch saw the process frozen.
+    pub(super) stalls: Vec<(Instant, Instant)>,
 }
 
+impl Record {
+    /// The late calls during which the process was not frozen become violations; returns
+    /// how many were excused.
+    pub fn judge_late_calls(&mut self) -> usize {
+        let late = std::mem::take(&mut self.late);
+        let stalls = &self.stalls;
+        let (excused, violations): (Vec<_>, Vec<_>) = late
+            .into_iter()
+            .partition(|(from, to, _)| stalls.iter().any(|(start, end)| start < to && end > from));
+        self.violations
+            .extend(violations.into_iter().map(|(_, _, text)| text));
+        excused.len()
+    }
+}
+
+/// Shared by every task of the load.
 #[derive(Clone)]
 pub struct Recorder(pub Arc<Mutex<Record>>);
 
 impl Recorder {
+    /// Notes a broken rule.
     pub fn violation(&self, text: String) {
         self.0.lock().expect("record").violations.push(text);
+    }
+
+    /// Watches, on a plain OS thread, for moments the whole process is frozen (a loaded CI
+    /// machine), until `stop`.
+    pub fn watch_stalls(&self, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+        let recorder = self.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let before = Instant::now();
+                std::thread::sleep(TICK);
+                let after = Instant::now();
+                if after - before > TICK + STALL {
+                    let mut record = recorder.0.lock().expect("record");
+                    record.stalls.push((before, after));
+                }
+            }
+        })
     }
 
     /// Runs one call with the deadline and records its outcome. A call that outlives its
@@ -63,12 +113,15 @@ impl Recorder {
             let answered = status.code() == Code::Unavailable && outcome == "Unavailable";
             let reset = status.code() == Code::Unknown && status.message() == "transport error";
             let client_made = cut_off(phase, op) && (status.code() == Code::Unavailable || reset);
-            if !(answered || client_made || allowed.contains(&status.code())) {
-                record.violations.push(format!(
-                    "{phase}: {op} ended {:?} after {elapsed:?}: {}",
-                    status.code(),
-                    status.message()
-                ));
+            let text = format!(
+                "{phase}: {op} ended {:?} after {elapsed:?}: {}",
+                status.code(),
+                status.message()
+            );
+            if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
+                record.late.push((started, Instant::now(), text));
+            } else if !(answered || client_made || allowed.contains(&status.code())) {
+                record.violations.push(text);
             }
         }
         // A call past its deadline ends CANCELLED or DEADLINE_EXCEEDED on the client's side,
@@ -79,6 +132,7 @@ impl Recorder {
         result
     }
 
+    /// How many calls of `op` ended with an outcome starting with `outcome` in `phase`.
     pub fn count(&self, phase: &str, op: &str, outcome: &str) -> u64 {
         let record = self.0.lock().expect("record");
         record
