@@ -111,16 +111,22 @@ impl Recorder {
         };
         if let Err(status) = &result {
             let answered = status.code() == Code::Unavailable && outcome == "Unavailable";
-            let reset = status.code() == Code::Unknown && status.message() == "transport error";
+            let reset = matches!(
+                (status.code(), status.message()),
+                (Code::Unknown, "transport error") | (Code::Cancelled, "operation was canceled")
+            );
             let client_made = cut_off(phase, op) && (status.code() == Code::Unavailable || reset);
             let text = format!(
                 "{phase}: {op} ended {:?} after {elapsed:?}: {}",
                 status.code(),
                 status.message()
             );
-            if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
+            let fine = answered || client_made || allowed.contains(&status.code());
+            if fine {
+                // Nothing to judge.
+            } else if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
                 record.late.push((started, Instant::now(), text));
-            } else if !(answered || client_made || allowed.contains(&status.code())) {
+            } else {
                 record.violations.push(text);
             }
         }
@@ -144,8 +150,9 @@ impl Recorder {
     }
 }
 
-/// True for a call the client itself may fail (UNAVAILABLE without RetryInfo, or UNKNOWN
-/// "transport error" for a call in flight when the connection was reset): one to the
+/// True for a call the client itself may fail (UNAVAILABLE without RetryInfo, UNKNOWN
+/// "transport error" for a call in flight when the connection was reset, or CANCELLED
+/// "operation was canceled" for one queued on that connection): one to the
 /// auth-service while its process is dead or restarting. Every other failure must be the
 /// services' own UNAVAILABLE, with RetryInfo.
 fn cut_off(phase: &str, op: &str) -> bool {
