@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod auth_process;
 pub mod data;
 pub mod delay;
 pub mod emulators;
+pub mod faults;
 pub mod feed_proxy;
 pub mod gate;
 pub mod moto;

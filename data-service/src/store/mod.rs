@@ -42,6 +42,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use aws_sdk_dynamodb::{
     Client,
+    config::retry::RetryConfig,
     types::{AttributeValue, BillingMode, KeyType, ReturnValue},
 };
 use common::{
@@ -145,6 +146,16 @@ fn now_millis() -> i64 {
     common::clock::now_millis()
 }
 
+/// Writes go out once, without the SDK's retries. A retry resends a request whose answer was
+/// lost although it may have landed; every write here is conditional on the version it read,
+/// so the resent one fails its own condition, and then an unconditional put would write the
+/// item again (applied twice, a version skipped) and a versioned write would be refused
+/// because of itself. A lost answer is UNAVAILABLE instead: the client reads and decides.
+/// Reads keep their retries.
+fn sent_once() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::new().retry_config(RetryConfig::disabled())
+}
+
 impl ItemStore {
     /// Operations on `table`.
     pub fn new(table: String, metrics: Arc<Metrics>) -> Self {
@@ -219,6 +230,8 @@ impl ItemStore {
                     .set_expression_attribute_names(Some(expression.names))
                     .set_expression_attribute_values(Some(expression.values))
                     .return_values(ReturnValue::AllNew)
+                    .customize()
+                    .config_override(sent_once())
                     .send(),
             )
             .await;
@@ -272,6 +285,8 @@ impl ItemStore {
                         (!condition.values.is_empty()).then_some(condition.values),
                     )
                     .return_values(ReturnValue::AllOld)
+                    .customize()
+                    .config_override(sent_once())
                     .send(),
             )
             .await;

@@ -9,6 +9,7 @@ use common::aws;
 
 use super::{
     ItemStore, Precondition, StoredItem, decode, decode::Stamp, expressions, key_of, n, now_millis,
+    sent_once,
 };
 use crate::error::DataError;
 
@@ -93,6 +94,8 @@ impl ItemStore {
                     .set_expression_attribute_values(
                         (!condition.values.is_empty()).then_some(condition.values),
                     )
+                    .customize()
+                    .config_override(sent_once())
                     .send(),
             )
             .await;
