@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use common::aws::AwsSettings;
 use secrecy::SecretString;
 
-use crate::{credentials::VendingConfig, policy::TableArn};
+use crate::{credentials::VendingConfig, password::HashSched, policy::TableArn};
 
 /// Dynagate auth-service: users, passwords, PASETO access tokens, refresh tokens.
 #[derive(Parser)]
@@ -147,6 +147,14 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_HASH_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub hash_nice: i32,
+
+    /// Scheduling policy of the hashing threads (Linux): `idle` (SCHED_IDLE: they get a core
+    /// only when no other thread on the host wants it, so a login flood leaves co-located
+    /// services' latency alone, and logins wait while the host is saturated), `batch`
+    /// (SCHED_BATCH at --hash-nice) or `normal` (--hash-nice alone, which ranks threads inside
+    /// this process only).
+    #[arg(long, env = "DYNAGATE_HASH_SCHED", value_enum, default_value_t = HashSched::Idle)]
+    pub hash_sched: HashSched,
 
     /// IAM role assumed for users' temporary credentials (GetCredentials). Without it (and
     /// --items-table-arn), GetCredentials answers UNIMPLEMENTED.
