@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         "one argon2 verify here (thread CPU, median of 20, reused memory): {verify_ms:.1} ms\n"
     );
     println!(
-        "| run | RSS idle → after flood (MiB) | logins/s | CPU/login ms (hash threads + rest) | \
+        "| run | RSS after registering → after flood (MiB) | logins/s | CPU/login ms (hash threads + rest) | \
          login ÷ verify | CPU/refresh ms | GetItem p50/p99 quiet µs | during flood µs | p99 ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
