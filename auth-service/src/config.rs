@@ -324,6 +324,28 @@ mod tests {
     }
 
     #[test]
+    fn hashing_threads_run_idle_unless_told_otherwise() {
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("auth-service").chain(args.iter().copied()))
+                .map(|flags| flags.settings.hash_sched)
+        };
+        if std::env::var_os("DYNAGATE_HASH_SCHED").is_none() {
+            assert_eq!(parse(&[]).unwrap(), HashSched::Idle);
+        }
+        assert_eq!(parse(&["--hash-sched", "batch"]).unwrap(), HashSched::Batch);
+        assert_eq!(
+            parse(&["--hash-sched", "normal"]).unwrap(),
+            HashSched::Normal
+        );
+        assert!(parse(&["--hash-sched", "fifo"]).is_err());
+    }
+
+    #[test]
     fn credential_durations_are_limited_to_an_hour_unless_allowed() {
         assert!(with_vending(900, 300, false).vending().unwrap().is_some());
         assert!(with_vending(3600, 300, false).vending().unwrap().is_some());
