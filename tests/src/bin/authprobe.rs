@@ -376,9 +376,16 @@ impl Proc {
     /// Starts `command` in a session of its own (its own autogroup, as `scripts/stack` does
     /// with `setsid`), its log going to `authprobe-NAME.log` in the temporary directory.
     fn spawn(mut command: Command, name: &str) -> anyhow::Result<Self> {
-        // SAFETY: setsid is async-signal-safe and touches no memory of this process.
+        // SAFETY: setsid and prctl are async-signal-safe and touch no memory of this process.
+        // The death signal stops the service if the probe is killed before its Drop runs.
         unsafe {
-            command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+            command.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                Ok(())
+            });
         }
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("authprobe-{name}.log")))?;
