@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use common::aws::AwsSettings;
 use secrecy::SecretString;
 
-use crate::{credentials::VendingConfig, policy::TableArn};
+use crate::{credentials::VendingConfig, password::HashSched, policy::TableArn};
 
 /// Dynagate auth-service: users, passwords, PASETO access tokens, refresh tokens.
 #[derive(Parser)]
@@ -147,6 +147,14 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_HASH_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub hash_nice: i32,
+
+    /// Scheduling policy of the hashing threads (Linux): `idle` (SCHED_IDLE: they get a core
+    /// only when no other thread on the host wants it, so a login flood leaves co-located
+    /// services' latency alone, and logins wait while the host is saturated), `batch`
+    /// (SCHED_BATCH at --hash-nice) or `normal` (--hash-nice alone, which ranks threads inside
+    /// this process only).
+    #[arg(long, env = "DYNAGATE_HASH_SCHED", value_enum, default_value_t = HashSched::Idle)]
+    pub hash_sched: HashSched,
 
     /// IAM role assumed for users' temporary credentials (GetCredentials). Without it (and
     /// --items-table-arn), GetCredentials answers UNIMPLEMENTED.
@@ -313,6 +321,28 @@ mod tests {
         settings.credentials_refresh_margin_secs = margin;
         settings.allow_long_credentials = long;
         settings
+    }
+
+    #[test]
+    fn hashing_threads_run_idle_unless_told_otherwise() {
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("auth-service").chain(args.iter().copied()))
+                .map(|flags| flags.settings.hash_sched)
+        };
+        if std::env::var_os("DYNAGATE_HASH_SCHED").is_none() {
+            assert_eq!(parse(&[]).unwrap(), HashSched::Idle);
+        }
+        assert_eq!(parse(&["--hash-sched", "batch"]).unwrap(), HashSched::Batch);
+        assert_eq!(
+            parse(&["--hash-sched", "normal"]).unwrap(),
+            HashSched::Normal
+        );
+        assert!(parse(&["--hash-sched", "fifo"]).is_err());
     }
 
     #[test]

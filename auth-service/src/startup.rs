@@ -25,7 +25,7 @@ use crate::{
     lockout::{AttemptsTable, Lockout},
     metrics::{Metrics, cache_sizes},
     mfa::Mfa,
-    password::{Cost, PasswordHasher},
+    password::{Cost, PasswordHasher, Priority},
     revocations::{Hub, RevocationTable, Revocations},
     service::AuthApi,
     sessions::SessionStore,
@@ -97,7 +97,10 @@ impl Application {
             cost,
             settings.hash_workers,
             settings.hash_queue,
-            settings.hash_nice,
+            Priority {
+                sched: settings.hash_sched,
+                nice: settings.hash_nice,
+            },
             Arc::clone(&metrics),
         )?;
         let users = UserStore::new(aws.dynamodb.clone(), settings.users_table.clone());

@@ -16,7 +16,7 @@ use anyhow::anyhow;
 use argon2::Params;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use self::pool::PoolSize;
+pub use self::pool::{HashSched, PoolSize, Priority};
 use self::{kernel::Kernel, pool::Pool, timing::CostClock};
 use crate::{error::AuthError, metrics::Metrics};
 
@@ -69,13 +69,13 @@ struct Inner {
 }
 
 impl PasswordHasher {
-    /// A hasher at `cost` on `workers` threads (0 = one per CPU) running `nice` levels below
-    /// the rest of the process, with at most `queue` more checks waiting.
+    /// A hasher at `cost` on `workers` threads (0 = one per CPU) running at `priority`, with
+    /// at most `queue` more checks waiting.
     pub fn new(
         cost: Cost,
         workers: usize,
         queue: usize,
-        nice: i32,
+        priority: Priority,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
@@ -88,7 +88,7 @@ impl PasswordHasher {
         let size = PoolSize {
             workers,
             queue,
-            nice,
+            priority,
         };
         let unmatchable: Arc<str> = kernel::unmatchable(&params)?.into();
         let clock = Arc::new(CostClock::default());
@@ -197,7 +197,7 @@ mod tests {
 
     fn hasher(cost: Cost) -> (PasswordHasher, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
-        let hasher = PasswordHasher::new(cost, 1, 8, 0, Arc::clone(&metrics)).unwrap();
+        let hasher = PasswordHasher::new(cost, 1, 8, Priority::SAME, Arc::clone(&metrics)).unwrap();
         (hasher, metrics)
     }
 

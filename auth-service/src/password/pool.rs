@@ -19,8 +19,38 @@ pub struct PoolSize {
     pub workers: usize,
     /// Jobs allowed to wait for a thread; 0 runs a job only if a thread is idle.
     pub queue: usize,
-    /// Nice levels the threads run below the rest of the process (Linux; 0 = same).
+    /// How the threads are scheduled against the rest of the host.
+    pub priority: Priority,
+}
+
+/// The Linux scheduling policy of the hashing threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashSched {
+    /// `SCHED_IDLE`: a hash runs only on a core no other thread of the host wants, and any
+    /// waking thread preempts it at once, whatever process or session it belongs to.
+    #[default]
+    Idle,
+    /// `SCHED_BATCH` at the nice offset: fewer wake-up preemptions of others, weighed as usual.
+    Batch,
+    /// The default policy at the nice offset: ranks the threads inside this process only.
+    Normal,
+}
+
+/// How the hashing threads run against the rest of the process and the host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Priority {
+    /// Their scheduling policy.
+    pub sched: HashSched,
+    /// Nice levels below the thread that starts them (0 = same; ignored by `SCHED_IDLE`).
     pub nice: i32,
+}
+
+impl Priority {
+    /// What the rest of the process runs at.
+    pub const SAME: Self = Self {
+        sched: HashSched::Normal,
+        nice: 0,
+    };
 }
 
 /// Worker threads, each holding its own state `S` (its argon2 memory) for its whole life.
@@ -32,7 +62,7 @@ pub struct Pool<S> {
 
 impl<S: 'static> Pool<S> {
     /// Starts `size.workers` threads named `hash-worker-N`; each builds its state with `init`
-    /// on its own thread, after lowering its priority.
+    /// on its own thread, after lowering its priority to `size.priority`.
     pub fn start(
         size: PoolSize,
         metrics: Arc<Metrics>,
@@ -46,7 +76,7 @@ impl<S: 'static> Pool<S> {
             thread::Builder::new()
                 .name(format!("hash-worker-{index}"))
                 .spawn(move || {
-                    lower_priority(size.nice);
+                    lower_priority(size.priority);
                     let mut state = init();
                     work(&queue, &metrics, &mut state);
                 })
@@ -134,23 +164,50 @@ where
     }
 }
 
-/// Lowers the calling thread's scheduling priority by `by` nice levels. On Linux nice is
-/// per thread, so the gRPC runtime keeps its priority and wins the CPU from a login flood.
-/// It does not reach other processes (the kernel's autogroups weigh processes by session):
-/// the README says how to weight the whole service.
-fn lower_priority(by: i32) {
-    if by <= 0 {
-        return;
-    }
+/// Lowers the calling thread's scheduling priority. On Linux policy and nice are per thread,
+/// so the gRPC runtime keeps its priority and wins the CPU from a login flood. Nice alone does
+/// not reach other processes (the kernel's autogroups and cgroups weigh them as groups first);
+/// `SCHED_IDLE` does: a waking thread of any process preempts an idle-policy one. Failing to
+/// lower it is logged, not fatal.
+fn lower_priority(priority: Priority) {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{getpriority_process, setpriority_process};
+        if let Err(error) = set_policy(priority.sched) {
+            tracing::warn!(%error, sched = ?priority.sched, "could not set a password hashing thread's policy");
+        }
+        if priority.nice <= 0 {
+            return;
+        }
         let thread = Some(rustix::thread::gettid());
-        let lowered = getpriority_process(thread)
-            .and_then(|nice| setpriority_process(thread, nice.saturating_add(by).min(19)));
+        let lowered = getpriority_process(thread).and_then(|nice| {
+            setpriority_process(thread, nice.saturating_add(priority.nice).min(19))
+        });
         if let Err(error) = lowered {
             tracing::warn!(%error, "could not lower a password hashing thread's priority");
         }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
+}
+
+/// Sets the calling thread's scheduling policy (rustix has no `sched_setscheduler`). Lowering
+/// it needs no privilege.
+#[cfg(target_os = "linux")]
+fn set_policy(sched: HashSched) -> std::io::Result<()> {
+    let policy = match sched {
+        HashSched::Idle => libc::SCHED_IDLE,
+        HashSched::Batch => libc::SCHED_BATCH,
+        HashSched::Normal => return Ok(()),
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread, and `param` is a valid `sched_param` that
+    // outlives the call, which only reads it.
+    let set = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -160,12 +217,12 @@ mod tests {
 
     use super::*;
 
-    fn pool(workers: usize, queue: usize, nice: i32) -> (Pool<()>, Arc<Metrics>) {
+    fn pool(workers: usize, queue: usize, priority: Priority) -> (Pool<()>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
         let size = PoolSize {
             workers,
             queue,
-            nice,
+            priority,
         };
         (
             Pool::start(size, Arc::clone(&metrics), || ()).unwrap(),
@@ -193,7 +250,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_at_once_and_counts_it() {
-        let (pool, metrics) = pool(1, 1, 0);
+        let (pool, metrics) = pool(1, 1, Priority::SAME);
         let pool = Arc::new(pool);
         let (release, busy) = occupy(&pool).await;
         let queued = tokio::spawn({
@@ -216,7 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queued_job_whose_caller_has_gone_never_runs() {
-        let (pool, metrics) = pool(1, 4, 0);
+        let (pool, metrics) = pool(1, 4, Priority::SAME);
         let pool = Arc::new(pool);
         let (release, busy) = occupy(&pool).await;
         let (ran, has_run) = mpsc::channel::<()>();
@@ -238,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_fails_its_caller_but_not_the_worker() {
-        let (pool, _metrics) = pool(1, 1, 0);
+        let (pool, _metrics) = pool(1, 1, Priority::SAME);
         let failed = pool
             .run(|()| -> anyhow::Result<()> { panic!("boom") })
             .await;
@@ -246,23 +303,43 @@ mod tests {
         assert_eq!(pool.run(|()| Ok(1)).await.unwrap(), 1);
     }
 
+    /// Fields of a thread's `/proc` stat line after the parenthesised name (state first).
+    #[cfg(target_os = "linux")]
+    fn stat_of(tid: i32) -> Vec<String> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let fields = stat.rsplit_once(") ").unwrap().1;
+        fields.split(' ').map(str::to_owned).collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn my_tid() -> i32 {
+        rustix::thread::gettid().as_raw_nonzero().get()
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn workers_run_at_a_lower_priority_than_the_thread_that_started_them() {
-        let nice_of = |tid: i32| {
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-            // Fields after the parenthesised name: state is field 3, nice field 19.
-            let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-            fields[16].parse::<i32>().unwrap()
-        };
-        let mine = nice_of(rustix::thread::gettid().as_raw_nonzero().get());
-        let (pool, _metrics) = pool(1, 1, 5);
+        // Field 19 is nice, field 41 the scheduling policy.
+        let nice_of = |tid| stat_of(tid)[16].parse::<i32>().unwrap();
+        let policy_of = |tid| stat_of(tid)[38].parse::<i32>().unwrap();
+        let mine = nice_of(my_tid());
+        let cases = [
+            (HashSched::Normal, libc::SCHED_OTHER),
+            (HashSched::Batch, libc::SCHED_BATCH),
+            (HashSched::Idle, libc::SCHED_IDLE),
+        ];
+        for (sched, policy) in cases {
+            let (pool, _metrics) = pool(1, 1, Priority { sched, nice: 5 });
 
-        let worker = pool
-            .run(|()| Ok(rustix::thread::gettid().as_raw_nonzero().get()))
-            .await
-            .unwrap();
+            let worker = pool.run(|()| Ok(my_tid())).await.unwrap();
 
-        assert_eq!(nice_of(worker), (mine + 5).min(19));
+            assert_eq!(policy_of(worker), policy, "{sched:?}");
+            assert_eq!(nice_of(worker), (mine + 5).min(19), "{sched:?}");
+        }
+        assert_eq!(
+            policy_of(my_tid()),
+            libc::SCHED_OTHER,
+            "the caller keeps its own"
+        );
     }
 }
