@@ -1,34 +1,65 @@
 //! The service binaries as child processes, observed from outside: their address and metrics
-//! endpoint (from their JSON logs), their resident memory (from /proc), a graceful stop.
-//! For tests whose figures must be the service's own (a soak's RSS), not the test process's.
+//! endpoint (from their JSON logs), their memory and CPU time (whole process, and the
+//! `hash-worker-N` threads apart) from /proc, the auth-service's hashing stats logged at
+//! shutdown, a graceful stop. For tests and the load report (`loadgen`), whose figures must be
+//! the service's own (a soak's RSS, CPU per call), not the caller's.
 //!
-//! The binaries are looked up next to the running test (`target/debug/`), so build them first
-//! (`cargo build --workspace --bins`), or point `DYNAGATE_BIN_DIR` at another build
+//! Each service runs in a session of its own (`setsid`), as `scripts/stack` starts them, so
+//! the kernel's autogroup scheduling weighs it apart from the caller and from the other
+//! service; a parent-death signal (SIGKILL) ends it if the spawning thread dies before
+//! [`ServiceProcess`]'s `Drop` runs (spawn from a thread that outlives the process: the main
+//! thread or a test's thread, not a blocking-pool one).
+//!
+//! [`binary`] looks the binaries up next to the running test (`target/debug/`), so build them
+//! first (`cargo build --workspace --bins`), or point `DYNAGATE_BIN_DIR` at another build
 //! (`target/release`).
 
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
-    thread,
+    sync::{Arc, Mutex, mpsc},
+    thread::{self, JoinHandle},
     time::Duration,
 };
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use rustix::process::{Pid, Signal, kill_process};
+use serde_json::Value;
 
 /// A service binary running as a child process; killed if dropped unstopped.
 pub struct ServiceProcess {
     child: Child,
     /// The binary's name (`auth-service`).
-    pub name: &'static str,
+    pub name: String,
     /// Where it serves gRPC.
     pub addr: SocketAddr,
     /// Where it serves `/metrics`.
     pub metrics_addr: SocketAddr,
+    stats: Arc<Mutex<Option<Value>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// CPU time of a process: all its threads, and its `hash-worker-N` threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    /// Every thread, user + system.
+    pub total: Duration,
+    /// The `hash-worker-N` threads (zero for the data-service).
+    pub hashing: Duration,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Self;
+    fn sub(self, other: Self) -> Self {
+        Self {
+            total: self.total.saturating_sub(other.total),
+            hashing: self.hashing.saturating_sub(other.hashing),
+        }
+    }
 }
 
 /// Where the binary `name` of this build is.
@@ -52,23 +83,36 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl ServiceProcess {
-    /// Runs `name create-tables`, then starts `name` with `env` (plus listen and metrics
-    /// addresses on free ports) and waits until it logs both addresses.
-    pub fn start(name: &'static str, env: &HashMap<String, String>) -> anyhow::Result<Self> {
-        let binary = binary(name)?;
+    /// Runs `name create-tables`, then starts `name` (found by [`binary`]) with `env` and
+    /// waits until it logs both addresses; see [`Self::start_binary`].
+    pub fn start(name: &str, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let env: Vec<_> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Self::start_binary(&binary(name)?, &env)
+    }
+
+    /// Runs `binary create-tables`, then starts `binary` (auth-service or data-service) with
+    /// `env` (plus listen and metrics addresses on free ports) in a session of its own, and
+    /// waits until it logs both addresses.
+    pub fn start_binary(binary: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let name = binary
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .context("a binary name")?;
         let prefix = if name == "auth-service" {
             "AUTH"
         } else {
             "DATA"
         };
         let command = || {
-            let mut command = Command::new(&binary);
+            let mut command = Command::new(binary);
             command
                 .env_remove("AWS_PROFILE")
-                .envs(env)
+                .env_remove("AWS_ENDPOINT_URL")
+                .env("RUST_LOG", "info")
+                .envs(env.iter().map(|(key, value)| (key, value)))
                 .env(format!("DYNAGATE_{prefix}_LISTEN_ADDR"), "127.0.0.1:0")
                 .env(format!("DYNAGATE_{prefix}_METRICS_ADDR"), "127.0.0.1:0")
-                .env("RUST_LOG", "info");
+                .stdin(Stdio::null());
             command
         };
         let created = command()
@@ -78,17 +122,29 @@ impl ServiceProcess {
             .with_context(|| format!("running {}", binary.display()))?;
         ensure!(created.success(), "{name} create-tables failed: {created}");
 
-        let mut child = command()
+        let mut command = command();
+        // SAFETY: setsid and prctl are async-signal-safe and touch no memory of this process.
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+                Ok(())
+            });
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().context("the child's stdout")?;
+        let stats = Arc::new(Mutex::new(None));
         let (found, addresses) = mpsc::channel();
-        thread::spawn(move || read_addresses(name, stdout, &found));
-        let wait = Duration::from_secs(30);
+        let reader = thread::spawn({
+            let (name, stats) = (name.clone(), Arc::clone(&stats));
+            move || read_logs(&name, stdout, &found, &stats)
+        });
         let take = || {
             addresses
-                .recv_timeout(wait)
+                .recv_timeout(Duration::from_secs(30))
                 .with_context(|| format!("{name} did not log its addresses within 30 s"))
         };
         let (mut addr, mut metrics_addr) = (None, None);
@@ -103,27 +159,88 @@ impl ServiceProcess {
             name,
             addr: addr.context("an address")?,
             metrics_addr: metrics_addr.context("a metrics address")?,
+            stats,
+            reader: Some(reader),
         })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(i32::MAX)
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Resident memory now (VmRSS), in KiB.
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        self.status_kib("VmRSS:")
+    }
+
+    /// Resident memory now (VmRSS) and at most so far (VmHWM), in MiB.
+    pub fn memory_mib(&self) -> anyhow::Result<(f64, f64)> {
+        let mib = |key| anyhow::Ok(self.status_kib(key)? as f64 / 1024.0);
+        Ok((mib("VmRSS:")?, mib("VmHWM:")?))
+    }
+
+    fn status_kib(&self, key: &str) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let line = status
             .lines()
-            .find(|line| line.starts_with("VmRSS:"))
-            .context("VmRSS in /proc/PID/status")?;
+            .find(|line| line.starts_with(key))
+            .with_context(|| format!("{key} in /proc/PID/status"))?;
         let value = line.split_whitespace().nth(1).context("a value")?;
         Ok(value.parse()?)
     }
 
-    /// Stops it with SIGTERM, as an orchestrator would, and checks it exited cleanly.
-    pub fn stop(mut self) -> anyhow::Result<()> {
-        let pid = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw);
-        kill_process(pid.context("child pid")?, Signal::TERM)?;
+    /// CPU time used so far by every thread, user + system.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time(self.pid())
+    }
+
+    /// CPU time used so far, all threads and the hashing threads apart.
+    pub fn cpu(&self) -> anyhow::Result<Cpu> {
+        let mut hashing = Duration::ZERO;
+        for thread in self.hashing_threads()? {
+            // A thread that has ended since the listing no longer counts.
+            if let Ok(fields) = stat_fields(&thread.to_string_lossy()) {
+                hashing += ticks(&fields)?;
+            }
+        }
+        Ok(Cpu {
+            total: self.cpu_time()?,
+            hashing,
+        })
+    }
+
+    /// The `/proc` stat files of the hashing threads (named `hash-worker-N`).
+    pub fn hashing_threads(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut threads = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let task = task?.path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if name.starts_with("hash-worker-") {
+                threads.push(task.join("stat"));
+            }
+        }
+        Ok(threads)
+    }
+
+    /// Stops it with SIGTERM, as an orchestrator would, checks it exited cleanly, and returns
+    /// the fields of its "password hashing stats" line (the auth-service's; `None` for the
+    /// data-service).
+    pub fn stop(mut self) -> anyhow::Result<Option<Value>> {
+        let pid = Pid::from_raw(self.pid()).context("child pid")?;
+        kill_process(pid, Signal::TERM)?;
         let status = self.child.wait()?;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         ensure!(status.success(), "{} exited with {status}", self.name);
-        Ok(())
+        let stats = self.stats.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(stats.clone())
     }
 }
 
@@ -134,23 +251,56 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// CPU time process `pid` has used so far, every thread, user + system (`/proc/PID/stat`,
+/// clock-tick resolution).
+pub fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
+    ticks(&stat_fields(&format!("/proc/{pid}/stat"))?)
+}
+
+/// utime + stime of a `/proc/.../stat` line's fields (from [`stat_fields`]).
+fn ticks(fields: &[String]) -> anyhow::Result<Duration> {
+    // After the name: state is field 3, utime 14 and stime 15 (in clock ticks).
+    ensure!(fields.len() > 12, "a short stat line");
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// The fields of a `/proc/.../stat` line after the parenthesised name (state first).
+pub fn stat_fields(path: &str) -> anyhow::Result<Vec<String>> {
+    let stat = std::fs::read_to_string(path)?;
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        bail!("unexpected {path}: {stat}");
+    };
+    Ok(rest.split(' ').map(str::to_owned).collect())
+}
+
 /// Follows the JSON log lines (all of them: the pipe must not fill), sending the gRPC
-/// address (`false`) and the metrics address (`true`) as they are logged.
-fn read_addresses(
+/// address (`false`) and the metrics address (`true`) as they are logged, and keeping the
+/// auth-service's shutdown stats.
+fn read_logs(
     name: &str,
     stdout: impl std::io::Read,
     found: &mpsc::Sender<(bool, SocketAddr)>,
+    stats: &Mutex<Option<Value>>,
 ) {
     let listening = format!("{name} listening");
     let metrics = format!("{name} metrics at /metrics");
+    const STATS: &str = "password hashing stats";
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if !line.contains(&listening) && !line.contains(&metrics) {
+        if !line.contains(&listening) && !line.contains(&metrics) && !line.contains(STATS) {
             continue;
         }
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
         let fields = &entry["fields"];
+        if fields["message"] == STATS {
+            if let Ok(mut stats) = stats.lock() {
+                *stats = Some(fields.clone());
+            }
+            continue;
+        }
         let addr = fields["addr"].as_str().and_then(|a| a.parse().ok());
         if let Some(addr) = addr {
             let _ = found.send((fields["message"] == metrics.as_str(), addr));

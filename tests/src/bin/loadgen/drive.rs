@@ -21,12 +21,13 @@ use common::proto::data::v1::{
     GetItemRequest, PutItemRequest, QueryItemsRequest, data_service_client::DataServiceClient,
 };
 use serde_json::{Value, json};
+use tests::process::cpu_time;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
+    datapath::CONCURRENT,
     latency::{Latencies, Summary},
-    service::cpu_time,
 };
 
 /// The key GetItem reads (written before the run).
@@ -444,6 +445,9 @@ pub struct Driver {
     pub flags: Vec<String>,
     /// The token and the vended credentials.
     pub env: Vec<(String, String)>,
+    /// Where to record a `perf` profile of which process (the data-service) during the first
+    /// GetItem c8 load through it; taken by that load.
+    pub perf: std::sync::Mutex<Option<(PathBuf, i32)>>,
 }
 
 impl Driver {
@@ -493,6 +497,16 @@ impl Driver {
         concurrency: usize,
         pace: Duration,
     ) -> anyhow::Result<Driven> {
+        let profile = (target == Target::Data && op == Op::Get && concurrency == CONCURRENT)
+            .then(|| self.perf.lock().ok().and_then(|mut perf| perf.take()))
+            .flatten();
+        let recorder = match profile {
+            Some((path, pid)) => {
+                let secs = self.secs + self.warmup_ms as f64 / 1e3;
+                Some(perf_record(pid, &path, secs)?)
+            }
+            None => None,
+        };
         let target_name = format!("{target:?}").to_lowercase();
         let op_name = format!("{op:?}").to_lowercase();
         let output = tokio::process::Command::new(&self.exe)
@@ -508,6 +522,10 @@ impl Driver {
             .output()
             .await
             .context("running loadgen drive")?;
+        if let Some(mut recorder) = recorder {
+            let status = recorder.wait().await?;
+            anyhow::ensure!(status.success(), "perf record failed: {status}");
+        }
         anyhow::ensure!(
             output.status.success(),
             "loadgen drive failed: {}",
@@ -538,4 +556,24 @@ impl Driver {
             cpu,
         })
     }
+}
+
+/// Starts `perf record` (999 Hz, DWARF call graphs) on `pid` for `secs`, into `out`.
+fn perf_record(
+    pid: i32,
+    out: &std::path::Path,
+    secs: f64,
+) -> anyhow::Result<tokio::process::Child> {
+    eprintln!(
+        "loadgen: perf record of the data-service into {}",
+        out.display()
+    );
+    tokio::process::Command::new("perf")
+        .args(["record", "-F", "999", "-g", "--call-graph", "dwarf", "-o"])
+        .arg(out)
+        .args(["-p", &pid.to_string(), "--", "sleep", &format!("{secs:.1}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf (linux-perf)")
 }

@@ -18,11 +18,12 @@ use tonic_health::pb::{
     HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
 };
 
+use ::tests::process::ServiceProcess as Service;
+
 use crate::{
     drive::{DATA_SERVICE, GET_KEY},
     latency::Latencies,
     report::{Row, micros, ratio, row},
-    service::Service,
 };
 
 /// `loadgen frame`: write a gRPC request frame for h2load's `--data`.

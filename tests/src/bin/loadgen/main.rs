@@ -20,7 +20,6 @@ mod logins;
 mod refresh;
 mod report;
 mod revocation;
-mod service;
 mod stack;
 mod strength;
 mod sts;
@@ -113,6 +112,14 @@ struct BenchArgs {
     /// Do not run revbench (the table then names its command).
     #[arg(long, env = "LOADGEN_NO_REVBENCH")]
     no_revbench: bool,
+    /// Extra environment for the auth-service, `NAME=VALUE` (repeatable; space-separated in
+    /// the variable), e.g. `DYNAGATE_HASH_SCHED=normal`.
+    #[arg(long = "auth-env", env = "LOADGEN_AUTH_ENV", value_delimiter = ' ')]
+    auth_env: Vec<String>,
+    /// Record a `perf` profile (999 Hz, DWARF call graphs) of the data-service during the
+    /// first GetItem c8 load through it, into this file (`perf report -i FILE --children`).
+    #[arg(long, env = "LOADGEN_PERF_DATA")]
+    perf_data: Option<PathBuf>,
     /// Also write the table to this file.
     #[arg(long, env = "LOADGEN_OUT", default_value = "bench.md")]
     out: PathBuf,
@@ -153,7 +160,15 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| workspace_root().join("target/release"));
     eprintln!("loadgen: starting dynalite, moto, the auth-service and the data-service");
-    let stack = Stack::start(&bin_dir, args.workers).await?;
+    let auth_extra = args
+        .auth_env
+        .iter()
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').context("--auth-env NAME=VALUE")?;
+            anyhow::Ok((key.to_owned(), value.to_owned()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stack = Stack::start(&bin_dir, args.workers, &auth_extra).await?;
     let (auth_channel, data_channel) = (channel(&stack.auth).await?, channel(&stack.data).await?);
     let mut rows = Vec::new();
 
@@ -174,6 +189,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         rounds: args.rounds,
         flags: driver_flags(&stack, &bench_user),
         env: bench_user.driver_env(),
+        perf: std::sync::Mutex::new(args.perf_data.clone().map(|path| (path, stack.data.pid()))),
     };
     let (data_rows, baselines) = datapath::measure(&driver).await?;
     rows.extend(data_rows);

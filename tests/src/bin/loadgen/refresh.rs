@@ -9,10 +9,9 @@ use tests::auth::{TestUser, refresh};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use crate::{
-    report::{Row, millis, row, times},
-    service::Service,
-};
+use tests::process::ServiceProcess as Service;
+
+use crate::report::{Row, millis, row, times};
 
 /// Keycloak's sizing guide: one vCPU per 120 refreshes per second.
 const KEYCLOAK_PER_REFRESH: Duration = Duration::from_micros(8_333);

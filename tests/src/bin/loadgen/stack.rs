@@ -18,10 +18,9 @@ use tests::{
 };
 use tonic::transport::Channel;
 
-use crate::{
-    drive::{DATA_SERVICE, GET_KEY, QUERY_LIMIT, QUERY_PREFIX},
-    service::Service,
-};
+use tests::process::ServiceProcess as Service;
+
+use crate::drive::{DATA_SERVICE, GET_KEY, QUERY_LIMIT, QUERY_PREFIX};
 
 /// The emulators and both services.
 pub struct Stack {
@@ -40,13 +39,23 @@ pub struct Stack {
 impl Stack {
     /// Starts everything, the services from `bin_dir` with `workers` hashing threads, with
     /// throttling and the lockout off (every flood comes from one address and repeats
-    /// passwords: measure hashing, not the throttle), and waits until both are SERVING.
-    pub async fn start(bin_dir: &Path, workers: usize) -> anyhow::Result<Self> {
+    /// passwords: measure hashing, not the throttle), plus `auth_extra` for the auth-service
+    /// (`--auth-env`), and waits until both are SERVING. Each service runs in a session of
+    /// its own (`tests::process`), so autogroups weigh them apart as on a real host.
+    pub async fn start(
+        bin_dir: &Path,
+        workers: usize,
+        auth_extra: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let dynalite = Emulator::start(Kind::Dynalite, false).await;
         let moto = Emulator::start(Kind::Moto, false).await;
         let prefix = tests::unique_prefix();
         let items_table = format!("{prefix}-items");
         let aws = [
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
             ("AWS_ENDPOINT_URL_DYNAMODB", dynalite.endpoint()),
             ("AWS_ENDPOINT_URL_STS", moto.endpoint()),
         ];
@@ -58,8 +67,6 @@ impl Stack {
                 "DYNAGATE_REVOCATIONS_TABLE",
                 format!("{prefix}-revocations"),
             ),
-            ("DYNAGATE_AUTH_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("DYNAGATE_AUTH_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("DYNAGATE_DEV_EPHEMERAL_SIGNING_KEY", "true".to_owned()),
             ("DYNAGATE_HASH_WORKERS", workers.to_string()),
             ("DYNAGATE_THROTTLE_PER_SECOND", "0".to_owned()),
@@ -75,18 +82,18 @@ impl Stack {
                 format!("arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"),
             ),
         ];
-        let auth = Service::start(&bin_dir.join("auth-service"), &owned(&aws, &auth_env))?;
+        let mut env = owned(&aws, &auth_env);
+        env.extend_from_slice(auth_extra);
+        let auth = Service::start_binary(&bin_dir.join("auth-service"), &env)?;
         let serving = tests::wait_serving(auth.addr, "dynagate.auth.v1.AuthService").await;
         ensure!(serving, "the auth-service did not report SERVING");
 
         let data_env = [
             ("DYNAGATE_ITEMS_TABLE", items_table.clone()),
-            ("DYNAGATE_DATA_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("DYNAGATE_DATA_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("DYNAGATE_AUTH_URL", auth.url()),
             ("DYNAGATE_DEV_EPHEMERAL_PAGE_TOKEN_KEY", "true".to_owned()),
         ];
-        let data = Service::start(&bin_dir.join("data-service"), &owned(&aws, &data_env))?;
+        let data = Service::start_binary(&bin_dir.join("data-service"), &owned(&aws, &data_env))?;
         let serving = tests::wait_serving(data.addr, DATA_SERVICE).await;
         ensure!(serving, "the data-service did not report SERVING");
         Ok(Self {
