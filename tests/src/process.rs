@@ -30,6 +30,55 @@ use anyhow::{Context, bail, ensure};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
+/// The environment every service process starts from: the emulators' test identity and
+/// region, instance metadata off, and the endpoints of DynamoDB and (for the auth-service) STS.
+pub fn aws_env(dynamodb: &str, sts: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), dynamodb.to_owned()),
+    ];
+    if let Some(sts) = sts {
+        env.push(("AWS_ENDPOINT_URL_STS".to_owned(), sts.to_owned()));
+    }
+    env
+}
+
+/// The auth-service settings for a fresh set of tables named after `prefix`, credentials
+/// scoped to `items_table`, and an ephemeral signing key.
+pub fn auth_tables_env(prefix: &str, items_table: &str) -> Vec<(String, String)> {
+    [
+        ("DYNAGATE_USERS_TABLE", format!("{prefix}-users")),
+        ("DYNAGATE_SESSIONS_TABLE", format!("{prefix}-sessions")),
+        ("DYNAGATE_ATTEMPTS_TABLE", format!("{prefix}-attempts")),
+        (
+            "DYNAGATE_REVOCATIONS_TABLE",
+            format!("{prefix}-revocations"),
+        ),
+        ("DYNAGATE_DEV_EPHEMERAL_SIGNING_KEY", "true".to_owned()),
+        (
+            "DYNAGATE_CREDENTIALS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/dynagate-data-access".to_owned(),
+        ),
+        (
+            "DYNAGATE_ITEMS_TABLE_ARN",
+            format!("arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"),
+        ),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect()
+}
+
+/// `pairs` as owned environment entries, to extend [`aws_env`] or [`auth_tables_env`] with.
+pub fn owned_env(pairs: &[(&str, String)]) -> impl Iterator<Item = (String, String)> {
+    pairs
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+}
+
 /// A service binary running as a child process; killed if dropped unstopped.
 pub struct ServiceProcess {
     child: Child,

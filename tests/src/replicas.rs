@@ -98,7 +98,7 @@ async fn new_user(
 }
 
 /// GetItem of a key nobody wrote: NOT_FOUND for a live token, UNAUTHENTICATED for a dead one.
-async fn probe(data: &mut DataServiceClient<Channel>, token: &str) -> Code {
+pub async fn probe(data: &mut DataServiceClient<Channel>, token: &str) -> Code {
     let request = with_bearer(
         GetItemRequest {
             key: "never-written".into(),

@@ -28,7 +28,7 @@ use tests::{
     auth::with_bearer,
     data::string,
     emulators::Emulator,
-    process::{ServiceProcess, http_get},
+    process::{ServiceProcess, auth_tables_env, aws_env, http_get, owned_env},
     unique_prefix,
 };
 use tonic::{Code, Status, transport::Channel};
@@ -39,19 +39,6 @@ const WORKERS: usize = 4;
 const TOKEN_CACHE: u64 = 64;
 const DATA_CLIENTS: u64 = 8;
 const AUTH_CREDENTIALS: u64 = 16;
-
-fn env(pairs: &[(&str, String)]) -> HashMap<String, String> {
-    let aws = [
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    aws.iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .chain(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
-        .collect()
-}
 
 /// The statuses seen, by RPC and code, and every one that was not the expected one.
 #[derive(Default)]
@@ -238,50 +225,38 @@ async fn mixed_traffic_keeps_memory_and_caches_bounded() {
     let items = format!("{prefix}-items");
     let auth = ServiceProcess::start(
         "auth-service",
-        &env(&[
-            ("AWS_ENDPOINT_URL_DYNAMODB", dynalite.clone()),
-            ("AWS_ENDPOINT_URL_STS", moto),
-            ("DYNAGATE_USERS_TABLE", format!("{prefix}-users")),
-            ("DYNAGATE_SESSIONS_TABLE", format!("{prefix}-sessions")),
-            ("DYNAGATE_ATTEMPTS_TABLE", format!("{prefix}-attempts")),
-            (
-                "DYNAGATE_REVOCATIONS_TABLE",
-                format!("{prefix}-revocations"),
-            ),
-            ("DYNAGATE_DEV_EPHEMERAL_SIGNING_KEY", "true".into()),
-            ("DYNAGATE_ARGON2_MEMORY_KIB", "256".into()),
-            ("DYNAGATE_ARGON2_ITERATIONS", "1".into()),
-            // On, but far above this traffic: every call comes from one address.
-            ("DYNAGATE_THROTTLE_PER_SECOND", "10000".into()),
-            ("DYNAGATE_THROTTLE_BURST", "10000".into()),
-            (
-                "DYNAGATE_CREDENTIALS_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/dynagate-data-access".into(),
-            ),
-            (
-                "DYNAGATE_ITEMS_TABLE_ARN",
-                format!("arn:aws:dynamodb:us-east-1:123456789012:table/{items}"),
-            ),
-            (
-                "DYNAGATE_CREDENTIALS_CACHE_CAPACITY",
-                AUTH_CREDENTIALS.to_string(),
-            ),
-        ]),
+        &aws_env(&dynalite, Some(&moto))
+            .into_iter()
+            .chain(auth_tables_env(&prefix, &items))
+            .chain(owned_env(&[
+                ("DYNAGATE_ARGON2_MEMORY_KIB", "256".into()),
+                ("DYNAGATE_ARGON2_ITERATIONS", "1".into()),
+                // On, but far above this traffic: every call comes from one address.
+                ("DYNAGATE_THROTTLE_PER_SECOND", "10000".into()),
+                ("DYNAGATE_THROTTLE_BURST", "10000".into()),
+                (
+                    "DYNAGATE_CREDENTIALS_CACHE_CAPACITY",
+                    AUTH_CREDENTIALS.to_string(),
+                ),
+            ]))
+            .collect(),
     )
     .expect("start the auth-service");
     let data = ServiceProcess::start(
         "data-service",
-        &env(&[
-            ("AWS_ENDPOINT_URL_DYNAMODB", dynalite),
-            ("DYNAGATE_AUTH_URL", format!("http://{}", auth.addr)),
-            ("DYNAGATE_ITEMS_TABLE", items),
-            ("DYNAGATE_DEV_EPHEMERAL_PAGE_TOKEN_KEY", "true".into()),
-            ("DYNAGATE_TOKEN_CACHE_CAPACITY", TOKEN_CACHE.to_string()),
-            (
-                "DYNAGATE_CREDENTIALS_CACHE_CAPACITY",
-                DATA_CLIENTS.to_string(),
-            ),
-        ]),
+        &aws_env(&dynalite, None)
+            .into_iter()
+            .chain(owned_env(&[
+                ("DYNAGATE_AUTH_URL", format!("http://{}", auth.addr)),
+                ("DYNAGATE_ITEMS_TABLE", items),
+                ("DYNAGATE_DEV_EPHEMERAL_PAGE_TOKEN_KEY", "true".into()),
+                ("DYNAGATE_TOKEN_CACHE_CAPACITY", TOKEN_CACHE.to_string()),
+                (
+                    "DYNAGATE_CREDENTIALS_CACHE_CAPACITY",
+                    DATA_CLIENTS.to_string(),
+                ),
+            ]))
+            .collect(),
     )
     .expect("start the data-service");
     assert!(tests::wait_serving(auth.addr, "dynagate.auth.v1.AuthService").await);

@@ -34,6 +34,7 @@ use rand::Rng;
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
     data::{SignedIn, TestData},
+    replicas::probe,
     unique_prefix,
 };
 use tonic::{Code, transport::Channel};
@@ -200,7 +201,7 @@ async fn propagation(
         let user = TestUser::register(&mut auth_clients[login_on]).await;
         let session = user.login(&mut auth_clients[login_on]).await;
         for client in &data_clients {
-            let status = get(client.clone(), &session.access_token).await;
+            let status = probe(&mut client.clone(), &session.access_token).await;
             ensure!(
                 status != Code::Unauthenticated,
                 "a live token was refused before its Logout"
@@ -250,21 +251,6 @@ async fn logout(
     Ok(())
 }
 
-/// The status of a GetItem of a key nobody wrote (NOT_FOUND for a live token).
-async fn get(mut client: DataServiceClient<Channel>, token: &str) -> Code {
-    let request = with_bearer(
-        GetItemRequest {
-            key: "never-written".into(),
-            ..Default::default()
-        },
-        token,
-    );
-    match client.get_item(request).await {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
-
 /// How long after `since` the data replica first refuses `token`.
 fn refused(
     client: DataServiceClient<Channel>,
@@ -274,7 +260,7 @@ fn refused(
     let token = token.to_owned();
     async move {
         loop {
-            if get(client.clone(), &token).await == Code::Unauthenticated {
+            if probe(&mut client.clone(), &token).await == Code::Unauthenticated {
                 return Ok(since.elapsed());
             }
             if since.elapsed() > GIVE_UP {

@@ -18,7 +18,7 @@ use tests::{
 };
 use tonic::transport::Channel;
 
-use tests::process::ServiceProcess as Service;
+use tests::process::{ServiceProcess as Service, auth_tables_env, aws_env, owned_env};
 
 use crate::drive::{DATA_SERVICE, GET_KEY, QUERY_LIMIT, QUERY_PREFIX};
 
@@ -51,49 +51,28 @@ impl Stack {
         let moto = Emulator::start(Kind::Moto, false).await;
         let prefix = tests::unique_prefix();
         let items_table = format!("{prefix}-items");
-        let aws = [
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
-            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", dynalite.endpoint()),
-            ("AWS_ENDPOINT_URL_STS", moto.endpoint()),
-        ];
-        let auth_env = [
-            ("DYNAGATE_USERS_TABLE", format!("{prefix}-users")),
-            ("DYNAGATE_SESSIONS_TABLE", format!("{prefix}-sessions")),
-            ("DYNAGATE_ATTEMPTS_TABLE", format!("{prefix}-attempts")),
-            (
-                "DYNAGATE_REVOCATIONS_TABLE",
-                format!("{prefix}-revocations"),
-            ),
-            ("DYNAGATE_DEV_EPHEMERAL_SIGNING_KEY", "true".to_owned()),
+        let aws = aws_env(&dynalite.endpoint(), Some(&moto.endpoint()));
+        let mut env = aws.clone();
+        env.extend(auth_tables_env(&prefix, &items_table));
+        env.extend(owned_env(&[
             ("DYNAGATE_HASH_WORKERS", workers.to_string()),
             ("DYNAGATE_THROTTLE_PER_SECOND", "0".to_owned()),
             ("DYNAGATE_LOCKOUT_THRESHOLD", "0".to_owned()),
             // Longer than any run: a token expiring mid-run would fail the loads.
             ("DYNAGATE_ACCESS_TOKEN_TTL_SECS", "7200".to_owned()),
-            (
-                "DYNAGATE_CREDENTIALS_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/dynagate-data-access".to_owned(),
-            ),
-            (
-                "DYNAGATE_ITEMS_TABLE_ARN",
-                format!("arn:aws:dynamodb:us-east-1:123456789012:table/{items_table}"),
-            ),
-        ];
-        let mut env = owned(&aws, &auth_env);
+        ]));
         env.extend_from_slice(auth_extra);
         let auth = Service::start_binary(&bin_dir.join("auth-service"), &env)?;
         let serving = tests::wait_serving(auth.addr, "dynagate.auth.v1.AuthService").await;
         ensure!(serving, "the auth-service did not report SERVING");
 
-        let data_env = [
+        let mut data_env = aws;
+        data_env.extend(owned_env(&[
             ("DYNAGATE_ITEMS_TABLE", items_table.clone()),
             ("DYNAGATE_AUTH_URL", auth.url()),
             ("DYNAGATE_DEV_EPHEMERAL_PAGE_TOKEN_KEY", "true".to_owned()),
-        ];
-        let data = Service::start_binary(&bin_dir.join("data-service"), &owned(&aws, &data_env))?;
+        ]));
+        let data = Service::start_binary(&bin_dir.join("data-service"), &data_env)?;
         let serving = tests::wait_serving(data.addr, DATA_SERVICE).await;
         ensure!(serving, "the data-service did not report SERVING");
         Ok(Self {
@@ -104,14 +83,6 @@ impl Stack {
             items_table,
         })
     }
-}
-
-fn owned(first: &[(&str, String)], second: &[(&str, String)]) -> Vec<(String, String)> {
-    first
-        .iter()
-        .chain(second)
-        .map(|(key, value)| ((*key).to_owned(), value.clone()))
-        .collect()
 }
 
 /// A new connection to `service`.
