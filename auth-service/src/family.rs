@@ -218,7 +218,7 @@ impl Families {
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<bool, AuthError> {
-        self.revocations.announce(session_id).await?;
+        self.revocations.announce(user_id, session_id).await?;
         let retention = REVOKED_RETENTION.max(self.policy.access_lifetime);
         let delete_after = (now + retention).unix_timestamp();
         self.store

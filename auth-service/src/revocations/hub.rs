@@ -220,6 +220,7 @@ mod tests {
     fn revocation(n: usize, not_after: i64) -> Revocation {
         Revocation {
             session_id: format!("session-{n}"),
+            user_id: Some(format!("user-{n}")),
             revoked_at_ms: START * 1000 + i64::try_from(n).unwrap(),
             not_after,
         }

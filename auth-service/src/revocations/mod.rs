@@ -48,6 +48,9 @@ pub const NOT_AFTER_SLACK: Duration = Duration::from_secs(60);
 pub struct Revocation {
     /// The session id (`sid` claim).
     pub session_id: String,
+    /// The user the session belongs to: where its item lives in the sessions table. `None`
+    /// for items written before it was recorded.
+    pub user_id: Option<String>,
     /// When it ended, Unix milliseconds.
     pub revoked_at_ms: i64,
     /// Unix seconds after which no access token of the session is valid.
@@ -95,15 +98,16 @@ impl Revocations {
         self.table.name()
     }
 
-    /// Announces that `session_id` ends now: written to the table (every replica's poller
+    /// Announces that `session_id` of `user_id` ends now: written to the table (every replica's poller
     /// finds it), then to this replica's watchers at once. Call it *before* marking the
     /// session revoked; an error means nothing may be assumed announced, so do not end the
     /// session either (the caller retries). Idempotent.
-    pub async fn announce(&self, session_id: &str) -> Result<(), AuthError> {
+    pub async fn announce(&self, user_id: &str, session_id: &str) -> Result<(), AuthError> {
         let revoked_at_ms = self.hub.now_ms();
         let relevance = i64::try_from(self.relevance.as_secs()).unwrap_or(i64::MAX);
         let revocation = Revocation {
             session_id: session_id.to_owned(),
+            user_id: Some(user_id.to_owned()),
             revoked_at_ms,
             // Rounded up: an access token's `exp` is whole seconds.
             not_after: revoked_at_ms.div_euclid(1000).saturating_add(1 + relevance),

@@ -6,6 +6,7 @@
 //! | `bucket`     | S    | partition key: the Unix minute of `revoked_at` (`revoked_at` ms / 60 000) |
 //! | `sk`         | S    | sort key: `revoked_at` ms zero-padded to 15 digits, `#`, session id |
 //! | `session_id` | S    | the ended session (the `sid` claim of its access tokens)         |
+//! | `user_id`    | S    | its user (the sessions table's partition key); absent on old items |
 //! | `revoked_at` | N    | Unix milliseconds                                                |
 //! | `not_after`  | N    | Unix seconds; no access token of the session is valid after it   |
 //! | `ttl`        | N    | Unix seconds, for DynamoDB TTL: an hour after `not_after`        |
@@ -27,7 +28,7 @@ pub const BUCKET_MS: i64 = 60_000;
 const TTL_MARGIN_SECS: i64 = 3600;
 /// Digits of the zero-padded time in a sort key: Unix milliseconds until the year 33658.
 const SORT_TIME_DIGITS: usize = 15;
-/// Longest session id accepted from the table (ours are 36-character UUIDs).
+/// Longest session or user id accepted from the table (ours are 36-character UUIDs).
 const MAX_SESSION_ID_LEN: usize = 128;
 
 /// The partition holding revocations made at `revoked_at_ms`.
@@ -69,10 +70,12 @@ impl RevocationTable {
     pub async fn put(&self, revocation: &Revocation) -> Result<(), AuthError> {
         let Revocation {
             session_id,
+            user_id,
             revoked_at_ms,
             not_after,
         } = revocation;
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("bucket", string(bucket_of(*revoked_at_ms)))
@@ -80,8 +83,11 @@ impl RevocationTable {
             .item("session_id", string(session_id))
             .item("revoked_at", number(revoked_at_ms))
             .item("not_after", number(not_after))
-            .item("ttl", number(not_after + TTL_MARGIN_SECS))
-            .send()
+            .item("ttl", number(not_after + TTL_MARGIN_SECS));
+        if let Some(user_id) = user_id {
+            put = put.item("user_id", string(user_id));
+        }
+        put.send()
             .await
             .map_err(|error| AuthError::aws("record revocation", error))?;
         Ok(())
@@ -150,8 +156,16 @@ fn parse(item: &HashMap<String, AttributeValue>) -> Option<Revocation> {
         Some(AttributeValue::S(id)) if !id.is_empty() && id.len() <= MAX_SESSION_ID_LEN => id,
         _ => return None,
     };
+    let user_id = match item.get("user_id") {
+        None => None,
+        Some(AttributeValue::S(id)) if !id.is_empty() && id.len() <= MAX_SESSION_ID_LEN => {
+            Some(id.clone())
+        }
+        Some(_) => return None,
+    };
     Some(Revocation {
         session_id: session_id.clone(),
+        user_id,
         revoked_at_ms: integer("revoked_at")?,
         not_after: integer("not_after")?,
     })

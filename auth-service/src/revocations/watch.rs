@@ -110,6 +110,7 @@ fn to_proto(revocation: &Revocation) -> RevocationMessage {
     let at = |t: Option<OffsetDateTime>| t.map(timestamp);
     RevocationMessage {
         session_id: revocation.session_id.clone(),
+        user_id: revocation.user_id.clone().unwrap_or_default(),
         revoked_at: at(common::clock::from_unix_millis(revocation.revoked_at_ms)),
         not_after: at(OffsetDateTime::from_unix_timestamp(revocation.not_after).ok()),
     }

@@ -366,6 +366,7 @@ mod tests {
             session_id: session.into(),
             revoked_at: Some(at(revoked_at)),
             not_after: Some(at(not_after)),
+            user_id: String::new(),
         }
     }
 

@@ -279,6 +279,7 @@ fn preload(auth: &TestAuth, count: usize) {
     for _ in 0..count {
         hub.add(Revocation {
             session_id: uuid::Uuid::new_v4().to_string(),
+            user_id: Some(uuid::Uuid::new_v4().to_string()),
             revoked_at_ms: now_ms,
             not_after: now_ms / 1000 + 3600,
         });
