@@ -266,6 +266,7 @@ fn revocations(
         clock,
         settings.revocations.timing(aws_timeout)?,
         Duration::from_secs(settings.access_token_ttl_secs),
+        usize::try_from(settings.revocations.max_watchers)?,
     ))
 }
 

@@ -19,18 +19,24 @@
 //! rather than atomic.)
 //!
 //! Each replica keeps a [`hub::Hub`]: the revocations still relevant, deduplicated by
-//! session, and a broadcast of new ones that each WatchRevocations stream ([`watch`])
-//! subscribes to.
+//! session, in a log that every WatchRevocations stream ([`watch`]) reads through one shared
+//! [`snapshot`], resuming by positions in it ([`resume`]) rather than by anyone's clock.
 
 use std::{sync::Arc, time::Duration};
 
 use common::{clock::Clock, server::BackgroundTask};
 
 use crate::error::AuthError;
+use common::proto::auth::v1::WatchRevocationsRequest;
+use tonic::Status;
+use watch::{WatchStream, Watchers};
 
 pub mod hub;
+mod pace;
 pub mod poller;
+pub mod resume;
 mod settings;
+pub mod snapshot;
 pub mod table;
 pub mod watch;
 
@@ -63,22 +69,26 @@ pub struct Revocations {
     table: RevocationTable,
     hub: Arc<Hub>,
     timing: Timing,
+    watchers: Watchers,
     /// How long after its revocation a session may still hold a valid access token.
     relevance: Duration,
 }
 
 impl Revocations {
-    /// A feed over `table`, for access tokens living `access_lifetime`; time read from `clock`.
+    /// A feed over `table`, for access tokens living `access_lifetime`, serving at most
+    /// `max_watchers` streams; time read from `clock`.
     pub fn new(
         table: RevocationTable,
         clock: Arc<dyn Clock>,
         timing: Timing,
         access_lifetime: Duration,
+        max_watchers: usize,
     ) -> Self {
         Self {
             table,
             hub: Arc::new(Hub::new(clock, timing.freshness())),
             timing,
+            watchers: Watchers::new(max_watchers),
             relevance: access_lifetime + NOT_AFTER_SLACK,
         }
     }
@@ -91,6 +101,12 @@ impl Revocations {
     /// The feed's intervals.
     pub fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// Opens a WatchRevocations stream for `request`.
+    pub async fn watch(&self, request: WatchRevocationsRequest) -> Result<WatchStream, Status> {
+        let start = resume::Start::from_request(request.since, &request.resume_token)?;
+        watch::open(Arc::clone(&self.hub), self.timing, &self.watchers, start).await
     }
 
     /// The table's name, for the health probe.

@@ -220,7 +220,7 @@ mod tests {
     fn a_revoked_session_is_refused_like_any_bad_token_and_others_pass() {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let set = revocations(clock.clone());
-        set.freshness().heard();
+        set.freshness().heard(Duration::ZERO);
         set.revoke("s1", clock.now() + Duration::from_secs(900));
         let refused = set.admit(&principal("s1"));
         assert!(matches!(
@@ -238,7 +238,7 @@ mod tests {
             set.admit(&principal("s1")),
             Err(DataError::RevocationsStale)
         ));
-        set.freshness().heard();
+        set.freshness().heard(Duration::ZERO);
         assert!(set.admit(&principal("s1")).is_ok());
         clock.advance(Duration::from_secs(31));
         assert!(matches!(
