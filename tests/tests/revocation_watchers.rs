@@ -1,13 +1,15 @@
-//! WatchRevocations streams that never read, against the auth-service binary as a process (so
-//! its resident memory is its own): with 10,000 revocations in the log, 2,000 such streams
-//! cost the service at most 64 MiB, Login and Logout keep answering (their latency beside
-//! the quiet figures is printed, not asserted: the machine is shared), and closing the
-//! streams frees their slots. Needs the binaries: `cargo build --workspace --bins`.
-//!
-//! `DYNAGATE_IDLE_WATCHERS` sets the number of streams (default 2,000), for measuring.
+//! WatchRevocations bounded whatever watchers do. Against the auth-service binary as a process
+//! (so its resident memory is its own): with 10,000 revocations in the log, 2,000 streams that
+//! never read cost the service at most 64 MiB, Login and Logout keep answering (their latency
+//! beside the quiet figures is printed, not asserted: the machine is shared), and closing the
+//! streams frees their slots. In process: watcher 1,025 is refused with RetryInfo, a stream
+//! whose reader stops reading is ended after the send timeout and frees its slot, and closed
+//! streams give back their share of the log. The process test needs the binaries: `cargo build
+//! --workspace --bins`; `DYNAGATE_IDLE_WATCHERS` sets its number of streams (default 2,000).
 
 use std::{
     collections::HashMap,
+    future::Future,
     time::{Duration, Instant},
 };
 
@@ -18,14 +20,15 @@ use common::proto::auth::v1::{
 };
 use futures::StreamExt;
 use tests::{
-    auth::TestUser,
+    auth::{Endpoints, TestAuth, TestUser},
     dynamodb_client,
     emulators::Emulator,
     eventually,
     process::{ServiceProcess, aws_env, http_get, owned_env},
     unique_prefix,
 };
-use tonic::{Streaming, transport::Channel};
+use tonic::{Code, Streaming, transport::Channel};
+use tonic_types::StatusExt;
 
 const REVOCATIONS: usize = 10_000;
 const DEFAULT_WATCHERS: usize = 2_000;
@@ -69,6 +72,46 @@ async fn scrape(process: &ServiceProcess) -> HashMap<String, f64> {
 async fn cache_entries(process: &ServiceProcess, cache: &str) -> Option<f64> {
     let series = format!("dynagate_cache_entries{{cache=\"{cache}\"}}");
     scrape(process).await.get(&series).copied()
+}
+
+/// Adds `count` revocations made now to `auth`'s log, as its own Logouts would.
+fn announce(auth: &TestAuth, count: usize) {
+    let hub = &auth.revocations;
+    for _ in 0..count {
+        hub.add(Revocation {
+            session_id: uuid::Uuid::new_v4().to_string(),
+            user_id: Some(uuid::Uuid::new_v4().to_string()),
+            revoked_at_ms: hub.now_ms(),
+            not_after: hub.now_secs() + 900,
+        });
+    }
+}
+
+/// Opens `count` streams, at most [`STREAMS_PER_CONNECTION`] on each of as many connections
+/// from `connect`; none is read.
+async fn open_streams<F, Fut>(count: usize, connect: F) -> Vec<Streaming<WatchRevocationsResponse>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = AuthServiceClient<Channel>>,
+{
+    let mut connections = Vec::new();
+    for _ in 0..count.div_ceil(STREAMS_PER_CONNECTION) {
+        connections.push(connect().await);
+    }
+    futures::stream::iter(0..count)
+        .map(|n| {
+            let mut client = connections[n / STREAMS_PER_CONNECTION].clone();
+            async move {
+                client
+                    .watch_revocations(WatchRevocationsRequest::default())
+                    .await
+                    .expect("WatchRevocations")
+                    .into_inner()
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
 }
 
 /// A connection whose windows stay at HTTP/2's 64 KiB: a client that never reads holds
@@ -164,26 +207,8 @@ async fn idle_watchers_of_a_large_log_cost_the_service_little() {
     let quiet = latencies(&mut client, &user).await;
     let rss_before = auth.memory_mib().expect("RSS").0;
 
-    let mut streams: Vec<Streaming<WatchRevocationsResponse>> = Vec::new();
-    let mut connections = Vec::new();
-    for _ in 0..watchers.div_ceil(STREAMS_PER_CONNECTION) {
-        connections.push(stingy_client(&auth.url()).await);
-    }
-    let opened = futures::stream::iter(0..watchers)
-        .map(|n| {
-            let mut client = connections[n / STREAMS_PER_CONNECTION].clone();
-            async move {
-                client
-                    .watch_revocations(WatchRevocationsRequest::default())
-                    .await
-                    .expect("WatchRevocations")
-                    .into_inner()
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await;
-    streams.extend(opened);
+    let url = auth.url();
+    let streams = open_streams(watchers, || stingy_client(&url)).await;
     // Let the service push what the windows take and settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_open = auth.memory_mib().expect("RSS").0;
@@ -222,11 +247,145 @@ async fn idle_watchers_of_a_large_log_cost_the_service_little() {
     );
 
     drop(streams);
-    drop(connections);
     let freed = eventually(Duration::from_secs(30), || async {
         cache_entries(&auth, "revocation_watchers").await == Some(0.0)
     })
     .await;
     assert!(freed, "closed streams leave no subscriber behind");
     auth.stop().expect("a clean stop");
+}
+
+/// Reads `stream` to its end: the revocations it carried and how it ended.
+async fn read_to_end(
+    stream: &mut Streaming<WatchRevocationsResponse>,
+) -> (usize, Option<tonic::Status>) {
+    let mut revocations = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(message))) => revocations += message.revocations.len(),
+            Ok(Ok(None)) => return (revocations, None),
+            Ok(Err(status)) => return (revocations, Some(status)),
+            Err(_) => panic!("the stream neither sent nor ended"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_beyond_the_maximum_is_refused_with_retry_info() {
+    let auth = TestAuth::spawn().await;
+    assert_eq!(auth.settings.revocations.max_watchers, 1024, "the default");
+    let mut streams = open_streams(1024, || auth.client()).await;
+    assert_eq!(auth.revocations.subscribers(), 1024);
+
+    let refused = auth
+        .client()
+        .await
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .expect_err("watcher 1025");
+
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let retry = refused.get_details_retry_info().expect("RetryInfo");
+    assert!(retry.retry_delay.is_some_and(|delay| !delay.is_zero()));
+    drop(streams.pop());
+    let freed = eventually(Duration::from_secs(10), || async {
+        auth.revocations.subscribers() == 1023
+    })
+    .await;
+    assert!(freed, "a closed stream frees its slot");
+    let mut again = auth.client().await;
+    let mut stream = again
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .expect("a slot is free again")
+        .into_inner();
+    let first = stream.message().await.expect("a message").expect("open");
+    assert!(first.replay_complete, "an empty replay");
+}
+
+#[tokio::test]
+async fn a_stream_whose_reader_stops_reading_is_ended_and_frees_its_slot() {
+    let mut settings = TestAuth::settings();
+    settings.revocations.send_timeout_ms = 300;
+    settings.revocations.max_watchers = 1;
+    let auth = TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await;
+    // About 300 KB of replay: far more than a 64 KiB window takes.
+    announce(&auth, 3_000);
+    let mut stalled = stingy_client(&format!("http://{}", auth.addr))
+        .await
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .expect("WatchRevocations")
+        .into_inner();
+
+    // Nothing read: the stream is ended after the send timeout, unpolled.
+    let ended = eventually(Duration::from_secs(10), || async {
+        auth.revocations.subscribers() == 0
+    })
+    .await;
+    assert!(ended, "the stalled stream still holds its subscription");
+
+    let mut reader = auth
+        .client()
+        .await
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .expect("the only slot is free again")
+        .into_inner();
+    let mut replayed = 0;
+    loop {
+        let message = reader.message().await.expect("healthy").expect("open");
+        replayed += message.revocations.len();
+        if message.replay_complete {
+            break;
+        }
+    }
+    assert_eq!(replayed, 3_000, "a reader that reads gets everything");
+    let (received, status) = read_to_end(&mut stalled).await;
+    assert!(
+        received < 3_000,
+        "{received} revocations reached the stalled reader"
+    );
+    let status = status.expect("ended with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn closed_streams_give_back_their_share_of_the_log() {
+    let auth = TestAuth::spawn().await;
+    announce(&auth, 1_000);
+    let hub = &auth.revocations;
+    let alone = hub.snapshot_refs();
+    let mut client = auth.client().await;
+    let mut streams = Vec::new();
+    for n in 0..50 {
+        let mut stream = client
+            .watch_revocations(WatchRevocationsRequest::default())
+            .await
+            .expect("WatchRevocations")
+            .into_inner();
+        if n % 2 == 0 {
+            while !stream.message().await.unwrap().unwrap().replay_complete {}
+        }
+        streams.push(stream);
+    }
+    assert_eq!(hub.subscribers(), 50);
+    assert_eq!(
+        hub.snapshot_refs(),
+        alone + 50,
+        "one shared snapshot, no copies"
+    );
+
+    drop(streams);
+
+    let freed = eventually(Duration::from_secs(10), || async {
+        hub.subscribers() == 0 && hub.snapshot_refs() == alone
+    })
+    .await;
+    assert!(
+        freed,
+        "{} subscribers, {} snapshot holders",
+        hub.subscribers(),
+        hub.snapshot_refs()
+    );
 }
