@@ -61,7 +61,8 @@ impl Watchers {
 
     fn take_slot(&self) -> Result<OwnedSemaphorePermit, Status> {
         Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
-            tracing::warn!("watch refused: every revocation watcher slot is taken");
+            // Counted by the request metrics; a flood of these must not flood the logs.
+            tracing::debug!("watch refused: every revocation watcher slot is taken");
             status::retry_after(
                 Code::ResourceExhausted,
                 "this replica serves as many revocation watchers as it may; retry later or \
@@ -138,6 +139,9 @@ impl Watch {
     async fn next(mut self) -> Step {
         if self.done {
             return None;
+        }
+        if *self.closed.borrow() {
+            return self.end(ending("the server is shutting down"));
         }
         if let Some((until, replay)) = self.replaying {
             let revocations = self.take(until, replay.from_ms);
@@ -252,4 +256,102 @@ fn ending(why: &str) -> Status {
         format!("{why}; resume with `resume_token`"),
         RETRY_DELAY,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use common::clock::SystemClock;
+
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            poll: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(60),
+            lookback: Duration::from_secs(15),
+            send_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// A loaded, current hub holding `count` revocations.
+    fn hub(count: usize) -> Arc<Hub> {
+        let hub = Arc::new(Hub::new(Arc::new(SystemClock), Duration::from_secs(60)));
+        for n in 0..count {
+            add(&hub, &format!("s{n}"));
+        }
+        hub.mark_read(Instant::now());
+        hub.mark_loaded();
+        hub
+    }
+
+    fn add(hub: &Hub, session: &str) {
+        hub.add(Revocation {
+            session_id: session.to_owned(),
+            user_id: None,
+            revoked_at_ms: hub.now_ms(),
+            not_after: hub.now_secs() + 60,
+        });
+    }
+
+    async fn next(stream: &mut WatchStream) -> WatchRevocationsResponse {
+        stream.next().await.expect("open").expect("healthy")
+    }
+
+    #[tokio::test]
+    async fn the_replay_goes_in_chunks_then_news_follows_it() {
+        let hub = hub(150);
+        let watchers = Watchers::new(4);
+        let mut stream = open(Arc::clone(&hub), timing(), &watchers, Start::default())
+            .await
+            .unwrap();
+        let first = next(&mut stream).await;
+        // Added during the replay: after it, never in it.
+        add(&hub, "late");
+        let (second, third) = (next(&mut stream).await, next(&mut stream).await);
+        let sizes = [&first, &second, &third].map(|m| (m.revocations.len(), m.replay_complete));
+        assert_eq!(sizes, [(64, false), (64, false), (22, true)]);
+        assert_eq!(third.revocations[21].session_id, "s149");
+        let news = next(&mut stream).await;
+        assert_eq!(news.revocations[0].session_id, "late");
+        assert!(news.view_age.is_some());
+
+        // Resuming from the second message's token replays exactly the rest.
+        let start = Start {
+            token: ResumeToken::parse(&second.resume_token),
+            since_ms: None,
+        };
+        let mut resumed = open(hub, timing(), &watchers, start).await.unwrap();
+        let rest = next(&mut resumed).await;
+        let sessions: Vec<_> = rest
+            .revocations
+            .iter()
+            .map(|r| r.session_id.as_str())
+            .collect();
+        assert_eq!(sessions.len(), 23);
+        assert_eq!((sessions[0], sessions[22]), ("s128", "late"));
+        assert!(rest.replay_complete);
+    }
+
+    #[tokio::test]
+    async fn a_replica_without_a_current_view_refuses_and_a_full_one_is_exhausted() {
+        let stale = Arc::new(Hub::new(Arc::new(SystemClock), Duration::from_millis(1)));
+        stale.mark_loaded();
+        stale.mark_read(Instant::now() - Duration::from_secs(1));
+        let watchers = Watchers::new(1);
+        let refused = open(stale, timing(), &watchers, Start::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.code(), Code::Unavailable);
+
+        let hub = hub(0);
+        let _only = open(Arc::clone(&hub), timing(), &watchers, Start::default())
+            .await
+            .unwrap();
+        let refused = open(hub, timing(), &watchers, Start::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+    }
 }
