@@ -186,9 +186,9 @@ async fn a_replica_sixty_seconds_ahead_loses_no_revocation_made_on_the_other() {
         data.push(TestData::spawn_with(settings.clone(), &endpoints.dynamodb, true).await);
     }
     let mut on_a = a.client().await;
-    let user = TestUser::register(&mut on_a).await;
     let mut logins = Vec::new();
     for _ in 0..4 {
+        let user = TestUser::register(&mut on_a).await;
         logins.push(user.login(&mut on_a).await);
     }
     let answers_everywhere = async |login: &LoginResponse, code: Code, limit: Duration| {
@@ -202,9 +202,9 @@ async fn a_replica_sixty_seconds_ahead_loses_no_revocation_made_on_the_other() {
             assert!(answered, "{code:?} expected");
         }
     };
-    // Every session in use on every data replica, so the user's credentials stay cached there
-    // and a refusal can only come from the feed (fetching credentials anew would ask the
-    // auth-service, which knows the session ended).
+    // A user per session, each in use on every data replica, so each user's credentials stay
+    // cached there and a refusal can only come from the feed (fetching credentials anew would
+    // ask the auth-service, which knows the session ended).
     for login in &logins {
         answers_everywhere(login, Code::NotFound, LIMIT).await;
     }

@@ -72,16 +72,17 @@ async fn a_replica_cut_off_from_dynamodb_keeps_no_verifier_fresh_and_replays_whe
     settings.revocation_max_staleness = MAX_STALENESS_SECS;
     let data = TestData::spawn_with(settings, &endpoints.dynamodb, true).await;
     let mut on_a = a.client().await;
-    let user = TestUser::register(&mut on_a).await;
-    let [first, second, third] = [
-        user.login(&mut on_a).await,
-        user.login(&mut on_a).await,
-        user.login(&mut on_a).await,
-    ];
+    // A user per session, each with credentials cached on the data-service, so a refusal can
+    // only come from the feed: a data-service that fetches a user's credentials anew asks the
+    // auth-service, which knows the session ended.
+    let mut logins = Vec::new();
+    for _ in 0..3 {
+        let user = TestUser::register(&mut on_a).await;
+        logins.push(user.login(&mut on_a).await);
+    }
+    let [first, second, third] = [&logins[0], &logins[1], &logins[2]];
     let limit = Duration::from_secs(10);
-    // Every session in use, so the user's credentials stay cached and a refusal can only come
-    // from the feed (fetching credentials anew asks the auth-service, which knows).
-    for login in [&first, &second, &third] {
+    for login in [first, second, third] {
         assert!(answers(&data, &login.access_token, Code::NotFound, limit).await);
     }
 
@@ -95,7 +96,7 @@ async fn a_replica_cut_off_from_dynamodb_keeps_no_verifier_fresh_and_replays_whe
         .await
         .expect_err("a watch of a replica that cannot read the table");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    logout(&mut on_a, &first).await;
+    logout(&mut on_a, first).await;
     assert!(
         answers(&data, &first.access_token, Code::Unauthenticated, limit).await,
         "heard from A"
@@ -103,7 +104,7 @@ async fn a_replica_cut_off_from_dynamodb_keeps_no_verifier_fresh_and_replays_whe
 
     // Only B is left: what A revokes now, B cannot know, so tokens stop being trusted.
     feed_a.block_feed();
-    logout(&mut on_a, &second).await;
+    logout(&mut on_a, second).await;
     let stale_within = Duration::from_secs(MAX_STALENESS_SECS) + Duration::from_secs(5);
     assert!(
         answers(&data, &second.access_token, Code::Unavailable, stale_within).await,
