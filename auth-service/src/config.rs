@@ -31,6 +31,8 @@ pub enum Command {
     CreateTables,
     /// Print a new Ed25519 signing key as a PASERK `k4.secret` (its kid goes to stderr).
     GenerateSigningKey,
+    /// Print a new key for sealing TOTP secrets (`--totp-key-file`) as a PASERK `k4.local`.
+    GenerateTotpKey,
     /// Exit 0 if the server on the listen address reports SERVING within 2 s, else 1 (the
     /// container health check).
     HealthCheck,

@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use auth_service::{
     config::{Cli, Command},
     keys,
+    mfa::seal::Sealer,
     startup::{self, Application, AwsClients},
 };
-use clap::Parser;
 use secrecy::ExposeSecret;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::cli::parse();
     common::telemetry::init("info");
     common::server::exit_code("auth-service", run(cli).await)
 }
@@ -24,6 +24,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (key, kid) = keys::generate_paserk()?;
             println!("{}", key.expose_secret());
             eprintln!("kid: {kid}");
+            Ok(())
+        }
+        Command::GenerateTotpKey => {
+            println!("{}", Sealer::generate_paserk()?.expose_secret());
             Ok(())
         }
         Command::HealthCheck => {

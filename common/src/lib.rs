@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod codec;
