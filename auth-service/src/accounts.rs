@@ -23,12 +23,13 @@ use crate::{
     revocations::Revocations,
     sessions::SessionStore,
     tokens::{AccessToken, TokenIssuer},
-    users::UserStore,
+    users::{EpochOwner, UserStore},
     validation::{self, PasswordRules},
 };
 
 mod password_change;
 mod session_list;
+mod vending;
 pub use password_change::PasswordChange;
 
 /// A login as the client asked for it.
@@ -307,7 +308,13 @@ impl Accounts {
     ) -> Result<u32, AuthError> {
         let principal = &caller.principal;
         let user_id = principal.user_id.as_str();
-        let ended = self.families.end_all(user_id).await?;
+        // The user's credentials may be a thief's too: every replica vends new ones from now.
+        let owner = EpochOwner {
+            username: caller.username.as_deref(),
+            user_id,
+        };
+        let epochs = self.families.epochs();
+        let ended = epochs.around(owner, self.families.end_all(user_id)).await?;
         let count = u32::try_from(ended).unwrap_or(u32::MAX);
         tracing::info!(%user_id, sessions_revoked = count, "logged out everywhere");
         Record::new(Event::LogoutAll, Outcome::Succeeded, client)

@@ -169,11 +169,13 @@ pub struct Settings {
     pub items_table_arn: Option<String>,
 
     /// Lifetime of temporary credentials in seconds: 900 to 3600 (role chaining caps sessions
-    /// at one hour), up to 43200 with --allow-long-credentials.
+    /// at one hour), up to 43200 with --allow-long-credentials. The default, 900, is an access
+    /// token's lifetime: credentials fetched before a LogoutAll or ChangePassword stay valid
+    /// until they expire (STS cannot revoke one session), so this bounds what a thief keeps.
     #[arg(
         long,
         env = "DYNAGATE_CREDENTIALS_DURATION_SECS",
-        default_value_t = 3600
+        default_value_t = 900
     )]
     pub credentials_duration_secs: u64,
 
@@ -183,7 +185,9 @@ pub struct Settings {
     pub allow_long_credentials: bool,
 
     /// Cached credentials are replaced this many seconds before they expire, so callers always
-    /// get at least this much lifetime.
+    /// get at least this much lifetime (the data-service keeps its client until its own margin,
+    /// 120 s by default, before expiry). With 900-second credentials, 300 means one AssumeRole
+    /// per active user every 10 minutes.
     #[arg(
         long,
         env = "DYNAGATE_CREDENTIALS_REFRESH_MARGIN_SECS",
@@ -356,6 +360,33 @@ mod tests {
         assert!(with_vending(43_200, 300, true).vending().unwrap().is_some());
         assert!(with_vending(43_201, 300, true).vending().is_err());
         assert!(with_vending(899, 300, true).vending().is_err());
+    }
+
+    #[test]
+    fn credentials_last_an_access_tokens_lifetime_by_default() {
+        let overridden = [
+            "DYNAGATE_CREDENTIALS_DURATION_SECS",
+            "DYNAGATE_CREDENTIALS_REFRESH_MARGIN_SECS",
+            "DYNAGATE_ACCESS_TOKEN_TTL_SECS",
+        ]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+        if overridden {
+            return;
+        }
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.credentials_duration_secs, 900);
+        assert_eq!(
+            defaults.credentials_duration_secs,
+            defaults.access_token_ttl_secs
+        );
+        let mut settings = with_vending(900, 300, false);
+        settings.credentials_duration_secs = defaults.credentials_duration_secs;
+        settings.credentials_refresh_margin_secs = defaults.credentials_refresh_margin_secs;
+        assert!(
+            settings.vending().unwrap().is_some(),
+            "the defaults validate"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::{
     refresh_token::{RefreshToken, RotationNonce},
     revocations::Revocations,
     sessions::{ListedSession, NewSession, RevokeReason, Session, SessionStore},
+    users::{CredentialsEpochs, EpochOwner},
 };
 
 mod standing;
@@ -66,17 +67,30 @@ pub struct Families {
     store: SessionStore,
     policy: SessionPolicy,
     revocations: Revocations,
+    epochs: CredentialsEpochs,
 }
 
 impl Families {
     /// Families kept in `store`, behaving as `policy` says; every session they end is
-    /// announced on `revocations`.
-    pub fn new(store: SessionStore, policy: SessionPolicy, revocations: Revocations) -> Self {
+    /// announced on `revocations`, and the flows that end sessions after a compromise bump
+    /// the user's credentials epoch in `epochs`.
+    pub fn new(
+        store: SessionStore,
+        policy: SessionPolicy,
+        revocations: Revocations,
+        epochs: CredentialsEpochs,
+    ) -> Self {
         Self {
             store,
             policy,
             revocations,
+            epochs,
         }
+    }
+
+    /// The users' credentials epochs.
+    pub fn epochs(&self) -> &CredentialsEpochs {
+        &self.epochs
     }
 
     /// The session store.
@@ -327,9 +341,13 @@ impl Families {
         client: &ClientInfo,
     ) -> AuthError {
         let (user_id, session_id) = ids(presented);
-        let revoked = self
-            .revoke(&user_id, &session_id, RevokeReason::ReuseDetected, now)
-            .await;
+        // A reused token leaked: so may the user's credentials have. New ones from now.
+        let owner = EpochOwner {
+            username: session.username.as_deref(),
+            user_id: &user_id,
+        };
+        let ending = self.revoke(&user_id, &session_id, RevokeReason::ReuseDetected, now);
+        let revoked = self.epochs.around(owner, ending).await;
         let mut record = Record::new(Event::RefreshReuse, Outcome::Failed, client)
             .user(&user_id)
             .session(&session_id);

@@ -219,10 +219,13 @@ impl AuthService for AuthApi {
         request: Request<GetCredentialsRequest>,
     ) -> Result<Response<GetCredentialsResponse>, Status> {
         let vendor = self.vendor.as_ref().ok_or(AuthError::CredentialsDisabled)?;
-        let principal = self.signed_in(&request).await?.principal;
+        let token = bearer_token(request.metadata()).map_err(AuthError::from)?;
+        let (caller, generation) = self.accounts.credentials_caller(token).await?;
+        let principal = caller.principal;
+        record_user(&principal.user_id);
         // Our own tokens always carry STS-safe ids; anything else is refused, not passed on.
         let user = StsUserId::new(&principal.user_id).ok_or(AuthError::SessionEnded)?;
-        let credentials = vendor.credentials_for(&user).await?;
+        let credentials = vendor.credentials_for(&user, generation).await?;
         let table = &vendor.config().table;
         Ok(Response::new(GetCredentialsResponse {
             access_key_id: credentials.access_key_id.clone(),

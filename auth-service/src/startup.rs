@@ -31,7 +31,7 @@ use crate::{
     sessions::SessionStore,
     throttle::AddressLimiter,
     tokens::TokenIssuer,
-    users::UserStore,
+    users::{CredentialsEpochs, UserStore},
     validation::PasswordRules,
 };
 
@@ -119,7 +119,8 @@ impl Application {
         let revocations = revocations(settings, &aws, Arc::clone(&clock))?;
         tasks.push(revocations.spawn_poller());
         let hub = Arc::clone(revocations.hub());
-        let families = Families::new(sessions, session_policy(settings)?, revocations);
+        let epochs = CredentialsEpochs::new(users.clone());
+        let families = Families::new(sessions, session_policy(settings)?, revocations, epochs);
         let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics)?;
         let mut tables = vec![
             settings.users_table.clone(),

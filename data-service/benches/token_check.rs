@@ -83,7 +83,7 @@ fn benches(c: &mut Criterion) {
     );
     let not_after = OffsetDateTime::now_utc() + Duration::from_secs(3600);
     for i in 0..10_000 {
-        revocations.revoke(&format!("revoked-{i}"), not_after);
+        revocations.revoke("user", &format!("revoked-{i}"), not_after);
     }
     revocations.freshness().heard();
     let watched = AuthInterceptor::new(verifier.clone(), store, revocations, Arc::default());

@@ -27,8 +27,8 @@ pub struct Metrics {
     pub credential_cache: LabeledCounter,
     /// GetCredentials calls made to the auth-service: the `miss` of `credential_cache`.
     pub credential_loads: Counter,
-    /// Cached user clients dropped because the user's last session known here ended (the
-    /// revocation feed's clean-up).
+    /// Cached user clients dropped because a revocation named the user, or (from a feed that
+    /// does not name users) the user's last session known here ended: the feed's clean-up.
     pub clients_released: Counter,
     /// Full token verifications (signature checks) by outcome: `valid`, `rejected`,
     /// `malformed`, `unknown_key`; cache hits do not count.
@@ -87,7 +87,7 @@ impl Metrics {
             (
                 &self.clients_released,
                 "clients_released",
-                "Cached user clients dropped because the user's last session ended",
+                "Cached user clients dropped because a revocation named the user",
             ),
             (
                 &self.key_refreshes,

@@ -13,7 +13,7 @@ use crate::{
     client::ClientInfo,
     error::AuthError,
     sessions::RevokeReason,
-    users::User,
+    users::{EpochOwner, User},
     validation,
     validation::PasswordRules,
 };
@@ -109,10 +109,15 @@ impl Accounts {
                 "the password was changed by another request meanwhile".to_owned(),
             ));
         }
-        let ended = self
+        // The old password may be a thief's: every replica vends the user new credentials.
+        let owner = EpochOwner {
+            username: Some(username),
+            user_id: &principal.user_id,
+        };
+        let ending = self
             .families
-            .end_others(&principal.user_id, &principal.session_id)
-            .await?;
+            .end_others(&principal.user_id, &principal.session_id);
+        let ended = self.families.epochs().around(owner, ending).await?;
         Ok(u32::try_from(ended).unwrap_or(u32::MAX))
     }
 
