@@ -8,19 +8,26 @@ with the deploy tools' Python, after cfn-lint and kubernetes-validate):
         exactly when that module writes `ttl`.
   k8s   every resource a kustomization lists exists, and every YAML file in deploy/k8s is
         listed or is a `*.example.yaml`; every variable a ConfigMap gives a service is one that
-        service reads (its `env = "…"` declarations); every key file a ConfigMap names lies on a
-        read-only mount of a Secret that secrets.example.yaml describes with that key; the
-        readiness probe's port is the listen address's.
+        service reads (its `env = "…"` declarations); every file under /etc/dynagate a
+        ConfigMap names lies on a read-only mount of a Secret that secrets.example.yaml
+        describes with that key; the readiness probe is the gRPC one on the listen port, or
+        the binary's `health-check` (required with TLS: the kubelet's gRPC probe is plaintext).
+        Each optional component (deploy/k8s/*/ of kind Component) is applied to the manifests
+        and the result checked the same way and validated against the Kubernetes versions in
+        $K8S_VERSIONS (space-separated).
 
 Usage: check_deploy.py iam|k8s [ROOT]. Prints one line per failure, exits 1 if any.
 """
 
+import copy
 import difflib
 import json
+import os
 import pathlib
 import re
 import sys
 
+import kubernetes_validate
 import yaml
 
 PLACEHOLDERS = {"AWS::Partition": "aws", "AWS::Region": "REGION", "AWS::AccountId": "ACCOUNT_ID"}
@@ -50,6 +57,7 @@ TABLE_SOURCES = {
 }
 
 failures = []
+ROOT = pathlib.Path(".")
 
 
 def fail(message):
@@ -246,32 +254,100 @@ def check_kustomization(root, directory):
 def check_k8s(root):
     directory = root / "deploy/k8s"
     listed = check_kustomization(root, directory)
-    objects = []
+    base = []
     for path in sorted(listed):
         if path.is_file():
-            objects.extend(yaml_documents(path))
-    by_kind = {}
-    for obj in objects:
-        by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+            base.extend(yaml_documents(path))
     secrets = {}
     example = directory / "secrets.example.yaml"
     if example.exists():
         for obj in yaml_documents(example):
             secrets[obj["metadata"]["name"]] = set(obj.get("stringData", {})) | set(obj.get("data", {}))
+    check_objects("deploy/k8s", base, secrets)
+    # Each optional component (a subdirectory with a kustomization of kind Component), applied
+    # to the manifests as kustomize would, then validated like them.
+    versions = os.environ.get("K8S_VERSIONS", "").split()
+    for path in sorted(directory.glob("*/kustomization.yaml")):
+        component = yaml_documents(path)[0]
+        if component.get("kind") != "Component":
+            continue
+        label = f"deploy/k8s with {path.parent.relative_to(directory)}"
+        rendered = apply_component(label, copy.deepcopy(base), component)
+        for obj in rendered:
+            for version in versions:
+                try:
+                    kubernetes_validate.validate(obj, version, strict=True)
+                except Exception as error:  # the library raises several unrelated types
+                    where = ".".join(map(str, getattr(error, "path", [])))
+                    message = getattr(error, "message", str(error))
+                    fail(f"{label}: {obj['kind']} {obj['metadata']['name']} (Kubernetes "
+                         f"{version}): {where}: {message}")
+        check_objects(label, rendered, secrets)
+
+
+def apply_component(label, objects, component):
+    """The component's JSON 6902 patches applied to `objects` (only what Dynagate's use)."""
+    for patch in component.get("patches", []):
+        target = patch.get("target", {})
+        matches = [o for o in objects
+                   if o["kind"] == target.get("kind") and o["metadata"]["name"] == target.get("name")]
+        if len(matches) != 1:
+            fail(f"{label}: patch target {target} matches {len(matches)} objects, not 1")
+            continue
+        for op in yaml.safe_load(patch["patch"]):
+            try:
+                apply_op(matches[0], op)
+            except (KeyError, IndexError, ValueError) as error:
+                fail(f"{label}: {op['op']} {op['path']} on {target['kind']} {target['name']}: {error!r}")
+    return objects
+
+
+def apply_op(obj, op):
+    *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    node = obj
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    kind = op["op"]
+    if isinstance(node, list):
+        if kind == "add":
+            node.insert(len(node) if last == "-" else int(last), op["value"])
+        elif kind == "replace":
+            node[int(last)] = op["value"]
+        elif kind == "remove":
+            del node[int(last)]
+        else:
+            raise ValueError(f"unsupported op {kind}")
+    elif kind == "add":
+        node[last] = op["value"]
+    elif kind in ("replace", "remove"):
+        if last not in node:
+            raise KeyError(last)
+        if kind == "replace":
+            node[last] = op["value"]
+        else:
+            del node[last]
+    else:
+        raise ValueError(f"unsupported op {kind}")
+
+
+def check_objects(label, objects, secrets):
+    by_kind = {}
+    for obj in objects:
+        by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
     crates = {"auth-service": "auth-service", "data-service": "data-service"}
     deployments = by_kind.get("Deployment", {})
     if set(deployments) != {"dynagate-auth", "dynagate-data"}:
-        fail(f"deploy/k8s: Deployments {sorted(deployments)}, expected dynagate-auth and dynagate-data")
+        fail(f"{label}: Deployments {sorted(deployments)}, expected dynagate-auth and dynagate-data")
     for name, deployment in deployments.items():
         spec = deployment["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for container in spec["containers"]:
-            where = f"deploy/k8s: Deployment {name} container {container['name']}"
+            where = f"{label}: Deployment {name} container {container['name']}"
             binary = (container.get("command") or [""])[0]
             if binary not in crates:
                 fail(f"{where}: command {binary!r} is neither auth-service nor data-service")
                 continue
-            allowed = declared_env(root, crates[binary])
+            allowed = declared_env(ROOT, crates[binary])
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
             for source in container.get("envFrom", []):
                 ref = source.get("configMapRef", {}).get("name")
@@ -285,13 +361,13 @@ def check_k8s(root):
                 if not standard and variable not in allowed:
                     fail(f"{where}: {variable} is not a variable {binary} reads (its env = \"…\")")
             check_mounts(where, container, volumes, env, secrets)
-            check_probe(where, container, env)
+            check_probe(where, container, env, binary)
 
 
 def check_mounts(where, container, volumes, env, secrets):
     mounts = container.get("volumeMounts", [])
     for variable, value in sorted(env.items()):
-        if not (variable.endswith("_FILE") and isinstance(value, str)):
+        if not (isinstance(value, str) and value.startswith("/etc/dynagate/")):
             continue
         path = pathlib.PurePosixPath(value)
         mount = next((m for m in mounts if path.parent == pathlib.PurePosixPath(m["mountPath"])), None)
@@ -307,20 +383,27 @@ def check_mounts(where, container, volumes, env, secrets):
             fail(f"{where}: {value}: secrets.example.yaml has no key {path.name!r} in Secret {secret!r}")
 
 
-def check_probe(where, container, env):
+def check_probe(where, container, env, binary):
     listen = next((v for k, v in env.items() if k.endswith("_LISTEN_ADDR")), None)
-    probe = container.get("readinessProbe", {}).get("grpc")
-    if listen is None or probe is None:
-        fail(f"{where}: needs a *_LISTEN_ADDR and a gRPC readiness probe")
-    elif str(probe["port"]) != listen.rsplit(":", 1)[1]:
-        fail(f"{where}: readiness probe port {probe['port']} is not the listen address {listen}")
+    probe = container.get("readinessProbe", {})
+    if listen is None:
+        fail(f"{where}: no *_LISTEN_ADDR")
+    elif "grpc" in probe:
+        # The kubelet's gRPC probe speaks plaintext only.
+        if "DYNAGATE_TLS_CERT" in env:
+            fail(f"{where}: a gRPC readiness probe cannot reach a TLS port; use `{binary} health-check`")
+        if str(probe["grpc"]["port"]) != listen.rsplit(":", 1)[1]:
+            fail(f"{where}: readiness probe port {probe['grpc']['port']} is not the listen address {listen}")
+    elif probe.get("exec", {}).get("command") != [binary, "health-check"]:
+        fail(f"{where}: readiness probe is neither gRPC nor `{binary} health-check`")
 
 
 def main():
+    global ROOT
     if len(sys.argv) not in (2, 3) or sys.argv[1] not in ("iam", "k8s"):
         sys.exit(__doc__)
-    root = pathlib.Path(sys.argv[2] if len(sys.argv) == 3 else ".").resolve()
-    {"iam": check_iam, "k8s": check_k8s}[sys.argv[1]](root)
+    ROOT = pathlib.Path(sys.argv[2] if len(sys.argv) == 3 else ".").resolve()
+    {"iam": check_iam, "k8s": check_k8s}[sys.argv[1]](ROOT)
     for message in failures:
         print(f"check_deploy: {message}", file=sys.stderr)
     sys.exit(1 if failures else 0)
