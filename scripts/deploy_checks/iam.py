@@ -110,19 +110,7 @@ def dig(node, path):
 
 
 def check(root):
-    documents = {}
-    for path in sorted((root / "deploy/iam").glob("*.json")):
-        try:
-            document = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            fail(f"{path.relative_to(root)}: not JSON: {error}")
-            continue
-        statements = document.get("Statement") if isinstance(document, dict) else None
-        if document.get("Version") != "2012-10-17" or not isinstance(statements, list):
-            fail(f"{path.relative_to(root)}: not an IAM policy (Version 2012-10-17, Statement [])")
-            continue
-        documents[path.name] = document
-
+    documents = iam_documents(root)
     template = load_template(root)
     if template is None:
         return
@@ -144,7 +132,57 @@ def check(root):
                 lineterm="",
             )
             fail(f"{TEMPLATE}: {logical} differs from deploy/iam/{name}:\n" + "\n".join(diff))
+    check_irsa_trust(template)
     check_tables(root, template)
+
+
+# Service role -> the service-account parameter its IRSA trust policy must name.
+IRSA_ROLES = {"AuthServiceRole": "AuthServiceAccountName", "DataServiceRole": "DataServiceAccountName"}
+
+
+def check_irsa_trust(template):
+    """The IRSA trust policies are JSON text inside !Sub (their condition keys name the OIDC
+    provider, which YAML keys cannot): nothing else parses them before a deploy would."""
+    renderer = Renderer(template)
+    renderer.values["EksOidcProvider"] = "OIDC_PROVIDER"
+    for logical, account in IRSA_ROLES.items():
+        where = f"{TEMPLATE}: {logical} AssumeRolePolicyDocument"
+        branch = template["Resources"][logical]["Properties"]["AssumeRolePolicyDocument"]
+        try:
+            text = renderer.render(branch["Fn::If"][1])
+            document = json.loads(text)
+            statement = document["Statement"][0]
+            principal = statement["Principal"]["Federated"]
+            condition = statement["Condition"]["StringEquals"]
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            fail(f"{where}: the IRSA branch is not the expected policy: {error!r}")
+            continue
+        namespace = renderer.values["KubernetesNamespace"]
+        want = {
+            "OIDC_PROVIDER:sub": f"system:serviceaccount:{namespace}:{renderer.values[account]}",
+            "OIDC_PROVIDER:aud": "sts.amazonaws.com",
+        }
+        if principal != "arn:aws:iam::ACCOUNT_ID:oidc-provider/OIDC_PROVIDER" or condition != want:
+            fail(f"{where}: IRSA branch trusts {principal} with {condition}, want {want}")
+        if statement.get("Action") != "sts:AssumeRoleWithWebIdentity":
+            fail(f"{where}: IRSA branch allows {statement.get('Action')!r}")
+
+
+def iam_documents(root):
+    """Every deploy/iam/*.json that parses as a policy document, by file name."""
+    documents = {}
+    for path in sorted((root / "deploy/iam").glob("*.json")):
+        try:
+            document = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            fail(f"{path.relative_to(root)}: not JSON: {error}")
+            continue
+        statements = document.get("Statement") if isinstance(document, dict) else None
+        if document.get("Version") != "2012-10-17" or not isinstance(statements, list):
+            fail(f"{path.relative_to(root)}: not an IAM policy (Version 2012-10-17, Statement [])")
+            continue
+        documents[path.name] = document
+    return documents
 
 
 def rust_text(root, places):
