@@ -258,8 +258,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<EnrollTotpRequest>,
     ) -> Result<Response<EnrollTotpResponse>, Status> {
-        let (caller, client) = self.caller(&request).await?;
-        let enrolment = self.accounts.enroll_totp(&caller, &client).await?;
+        // Throttled by address like ChangePassword: the password check costs a hash.
+        let client = self.admit(&request)?;
+        let caller = self.signed_in(&request).await?;
+        let password = SecretString::from(request.into_inner().password);
+        let enrolment = self
+            .accounts
+            .enroll_totp(&caller, password, &client)
+            .await?;
         Ok(Response::new(EnrollTotpResponse {
             secret: enrolment.secret.expose_secret().to_owned(),
             otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),
