@@ -200,8 +200,9 @@ impl AuthService for AuthApi {
         &self,
         _request: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        let ring = self.accounts.tokens().ring();
-        let active = &ring.active().kid;
+        let tokens = self.accounts.tokens();
+        let ring = tokens.ring();
+        let active = &tokens.signer(&ring).kid;
         let keys = ring
             .keys()
             .iter()
