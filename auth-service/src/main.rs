@@ -26,7 +26,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let not_before = time::OffsetDateTime::now_utc() + activation;
             println!("{}", keys::stamped_line(&key, not_before)?.expose_secret());
             eprintln!(
-                "kid: {kid} (signs from {not_before}: append it to every replica's file now)"
+                "kid: {kid} (append the line to every replica's keys file now: it signs from \
+                 its not-before)"
             );
             Ok(())
         }
