@@ -1,6 +1,7 @@
 //! The account flows behind the API: register, login, refresh, logout. Handlers in
 //! `service.rs` only translate messages; every decision is made here.
 
+mod step_up;
 mod totp;
 
 use std::sync::Arc;

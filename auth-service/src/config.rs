@@ -29,7 +29,9 @@ pub enum Command {
     Serve,
     /// Create the users, sessions, login-attempts and revocations tables if they do not exist (for local stacks), then exit.
     CreateTables,
-    /// Print a new Ed25519 signing key as a PASERK `k4.secret` (its kid goes to stderr).
+    /// Print a new Ed25519 signing key as a PASERK `k4.secret`, stamped `not-before=` now plus
+    /// --signing-key-activation-secs (its kid goes to stderr): a line to append to the keys
+    /// file.
     GenerateSigningKey,
     /// Print a new key for sealing TOTP secrets (`--totp-key-file`) as a PASERK `k4.local`.
     GenerateTotpKey,
@@ -113,6 +115,17 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_SIGNING_KEYS_RELOAD_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub signing_keys_reload_secs: u64,
+
+    /// Seconds a signing key that a reload brings is published (ListSigningKeys) before it
+    /// may sign; the key signing before keeps signing meanwhile. Must exceed how far apart
+    /// the replicas load a changed file and the verifiers' key refresh interval (the
+    /// data-service's --key-refresh-secs, 60), so every replica publishes a key, and every
+    /// verifier holds it, before any token names it. A key's own `not-before=` stamp in the
+    /// file (what `generate-signing-key` prints: now plus this) holds it back too, and is what
+    /// a replica that starts during a rollout goes by. 0: a reloaded key signs at once.
+    #[arg(long, env = "DYNAGATE_SIGNING_KEY_ACTIVATION_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub signing_key_activation_secs: u64,
 
     /// The signing keys from DYNAGATE_SIGNING_KEYS (environment only).
     #[arg(skip = common::secrets::from_env("DYNAGATE_SIGNING_KEYS"))]

@@ -1,6 +1,6 @@
 //! `auth-service`: settings → telemetry → build → run until SIGTERM.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use auth_service::{
     config::{Cli, Command},
@@ -22,8 +22,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::GenerateSigningKey => {
             let (key, kid) = keys::generate_paserk()?;
-            println!("{}", key.expose_secret());
-            eprintln!("kid: {kid}");
+            let activation = Duration::from_secs(settings.signing_key_activation_secs);
+            let not_before = time::OffsetDateTime::now_utc() + activation;
+            println!("{}", keys::stamped_line(&key, not_before)?.expose_secret());
+            eprintln!(
+                "kid: {kid} (append the line to every replica's keys file now: it signs from \
+                 its not-before)"
+            );
             Ok(())
         }
         Command::GenerateTotpKey => {

@@ -200,8 +200,9 @@ impl AuthService for AuthApi {
         &self,
         _request: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        let ring = self.accounts.tokens().ring();
-        let active = &ring.active().kid;
+        let tokens = self.accounts.tokens();
+        let ring = tokens.ring();
+        let active = &tokens.signer(&ring).kid;
         let keys = ring
             .keys()
             .iter()
@@ -261,8 +262,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<EnrollTotpRequest>,
     ) -> Result<Response<EnrollTotpResponse>, Status> {
-        let (caller, client) = self.caller(&request).await?;
-        let enrolment = self.accounts.enroll_totp(&caller, &client).await?;
+        // Throttled by address like ChangePassword: the password check costs a hash.
+        let client = self.admit(&request)?;
+        let caller = self.signed_in(&request).await?;
+        let password = SecretString::from(request.into_inner().password);
+        let enrolment = self
+            .accounts
+            .enroll_totp(&caller, password, &client)
+            .await?;
         Ok(Response::new(EnrollTotpResponse {
             secret: enrolment.secret.expose_secret().to_owned(),
             otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),

@@ -110,6 +110,10 @@ impl Application {
             &settings.token_issuer,
             &settings.token_audience,
             Duration::from_secs(settings.access_token_ttl_secs),
+        )
+        .with_activation(
+            Duration::from_secs(settings.signing_key_activation_secs),
+            Arc::clone(&clock),
         );
         let mut tasks = Vec::new();
         if let Some(path) = &settings.signing_keys_file {

@@ -94,6 +94,23 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub unknown_kid_refresh_ms: u64,
 
+    /// Seconds a signing key stays trusted after the last key refresh in which some
+    /// --auth-url replica listed it: a key is withdrawn (and every token verified before is
+    /// checked again) only when no replica has published it for this long, so a replica that
+    /// lags behind a rotation or misses a refresh cannot make keys flap. A removed key stops
+    /// verifying here within this plus --key-refresh-secs.
+    #[arg(long, env = "DYNAGATE_KEY_WITHDRAWAL_GRACE_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub key_withdrawal_grace_secs: u64,
+
+    /// The longest an access token may live (`exp − iat`), in seconds; 60 s more is allowed
+    /// for skew. A longer-lived token is refused even when validly signed, so a leaked
+    /// signing key cannot mint tokens that outlive every revocation. Keep it equal to the
+    /// auth-service's --access-token-ttl-secs: raise both together (this one first).
+    #[arg(long, env = "DYNAGATE_MAX_TOKEN_LIFETIME_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub max_token_lifetime_secs: u64,
+
     /// Verified access tokens remembered (skipping the signature check) until they expire.
     #[arg(long, env = "DYNAGATE_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
     pub token_cache_capacity: u64,

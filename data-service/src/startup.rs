@@ -79,11 +79,12 @@ impl Application {
         .counting(metrics.revocations_applied.clone());
 
         let keys = KeyStore::new(
-            auth.clone(),
+            &channel,
             KeyStoreConfig {
                 token_cache_capacity: settings.token_cache_capacity,
                 timeout: auth_timeout,
                 min_on_demand_interval: Duration::from_millis(settings.unknown_kid_refresh_ms),
+                withdrawal_grace: Duration::from_secs(settings.key_withdrawal_grace_secs),
             },
             Arc::clone(&metrics),
         );
@@ -106,7 +107,8 @@ impl Application {
         cache_sizes(settings, &keys, &clients, &revocations).register(&mut registry);
         let api = DataApi::new(store, clients, pages, settings.request_timeout());
         let interceptor = AuthInterceptor::new(
-            TokenVerifier::new(&settings.token_issuer, &settings.token_audience),
+            TokenVerifier::new(&settings.token_issuer, &settings.token_audience)
+                .with_max_lifetime(Duration::from_secs(settings.max_token_lifetime_secs)),
             keys.clone(),
             revocations.clone(),
             Arc::clone(&metrics),

@@ -509,9 +509,14 @@ async fn every_bearer_call_refuses_the_access_token_of_an_ended_session() {
         ),
         (
             "EnrollTotp",
-            c.enroll_totp(with_bearer(EnrollTotpRequest {}, token))
-                .await
-                .err(),
+            c.enroll_totp(with_bearer(
+                EnrollTotpRequest {
+                    password: user.password.clone(),
+                },
+                token,
+            ))
+            .await
+            .err(),
         ),
         (
             "DisableTotp",
