@@ -198,8 +198,10 @@ pub struct Settings {
     pub credentials_cache_capacity: u64,
 
     /// Networks (CIDR or single addresses, comma-separated) of proxies trusted to name the end
-    /// user in `x-forwarded-for` (its first entry) for Login and Register; from anyone else
-    /// the header is ignored and the peer address counts. Empty by default.
+    /// user in `x-forwarded-for`, for throttling, the audit log and session records: the
+    /// right-most entry that is not itself in these networks (as nginx's `real_ip_recursive`
+    /// reads it). From any other peer the header is ignored and the peer address counts.
+    /// Empty by default.
     #[arg(long, env = "DYNAGATE_TRUSTED_PROXIES", value_delimiter = ',',
           value_parser = crate::client::parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
