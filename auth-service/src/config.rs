@@ -34,6 +34,10 @@ pub enum Command {
     /// Exit 0 if the server on the listen address reports SERVING within 2 s, else 1 (the
     /// container health check).
     HealthCheck,
+    /// Print the audit log's `username_hash` of each username read from standard input (one
+    /// per line, folded as logins fold it), under the configured audit key: how an operator
+    /// finds the lines about a name.
+    HashUsername,
 }
 
 /// Everything the auth-service can be configured with.
@@ -243,6 +247,10 @@ pub struct Settings {
     /// The revocation feed (WatchRevocations).
     #[command(flatten)]
     pub revocations: crate::revocations::RevocationSettings,
+
+    /// The audit log: the key of its username hashes.
+    #[command(flatten)]
+    pub audit: crate::audit::AuditSettings,
 }
 
 /// Credential lifetimes STS accepts: 15 minutes to 12 hours.

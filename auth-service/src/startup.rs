@@ -16,6 +16,7 @@ use common::clock::{Clock, SystemClock};
 
 use crate::{
     accounts::{Accounts, Parts},
+    audit::AuditKey,
     client::TrustedProxies,
     config::Settings,
     credentials::CredentialVendor,
@@ -120,7 +121,8 @@ impl Application {
         tasks.push(revocations.spawn_poller());
         let hub = Arc::clone(revocations.hub());
         let families = Families::new(sessions, session_policy(settings)?, revocations);
-        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics)?;
+        let audit_key = settings.audit.key()?;
+        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics, &audit_key)?;
         let mut tables = vec![
             settings.users_table.clone(),
             settings.sessions_table.clone(),
@@ -137,6 +139,7 @@ impl Application {
             mfa,
             clock: Arc::clone(&clock),
             password_rules: PasswordRules::new(&settings.passwords),
+            audit_key,
         }));
 
         let vendor = match vending {
@@ -275,6 +278,7 @@ fn lockout(
     aws: &AwsClients,
     clock: Arc<dyn Clock>,
     metrics: &Metrics,
+    audit_key: &AuditKey,
 ) -> anyhow::Result<Lockout> {
     let Some(rules) = settings.lockout.rules()? else {
         tracing::warn!("--lockout-threshold 0: failed logins lock nothing");
@@ -284,7 +288,13 @@ fn lockout(
         aws.dynamodb.clone(),
         settings.lockout.attempts_table.clone(),
     );
-    Ok(Lockout::new(table, rules, clock, metrics))
+    Ok(Lockout::new(
+        table,
+        rules,
+        clock,
+        metrics,
+        audit_key.clone(),
+    ))
 }
 
 /// Creates the users, sessions, login-attempts and revocations tables if missing.
