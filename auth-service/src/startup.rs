@@ -173,8 +173,9 @@ impl Application {
             },
         ));
 
-        let limiter =
-            AddressLimiter::new(&settings.throttle, clock).counting(metrics.rate_limited.clone());
+        let limiter = AddressLimiter::new(&settings.throttle, clock)
+            .counting(metrics.rate_limited.clone())
+            .counting_failures(metrics.token_failures_throttled.clone());
         cache_sizes(settings, vendor.as_ref(), &limiter, &hub).register(&mut registry);
         let mut routes = RoutesBuilder::default();
         routes
