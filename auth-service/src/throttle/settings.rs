@@ -17,7 +17,8 @@ pub struct ThrottleSettings {
     /// Refused Refresh and Logout calls (a forged, unknown, reused or malformed refresh
     /// token: UNAUTHENTICATED) per second one end-user address may cause, sustained. Once its
     /// budget is spent, the address's Refresh and Logout calls are RESOURCE_EXHAUSTED before
-    /// any read. Successful calls never draw from it. 0 turns this throttle off.
+    /// any read. A call holds a token while it runs and gives it back if it succeeds: honest
+    /// rotations never draw in the end. 0 turns this throttle off.
     #[arg(
         long,
         env = "DYNAGATE_THROTTLE_FAILURES_PER_SECOND",
@@ -26,7 +27,8 @@ pub struct ThrottleSettings {
     pub throttle_failures_per_second: u32,
 
     /// Refused Refresh and Logout calls one address may cause at once before
-    /// --throttle-failures-per-second applies. 0 turns this throttle off.
+    /// --throttle-failures-per-second applies; also the most Refresh and Logout calls of one
+    /// address that run at once. 0 turns this throttle off.
     #[arg(long, env = "DYNAGATE_THROTTLE_FAILURES_BURST", default_value_t = 50)]
     pub throttle_failures_burst: u32,
 
