@@ -10,16 +10,18 @@
 use std::sync::Arc;
 
 use auth_service::config::Settings;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::clock::ManualClock;
 use common::proto::auth::v1::{
-    LoginRequest, LogoutAllRequest, LogoutRequest, RefreshRequest, RegisterRequest,
-    auth_service_client::AuthServiceClient,
+    ListSessionsRequest, LoginRequest, LogoutAllRequest, LogoutRequest, RefreshRequest,
+    RegisterRequest, auth_service_client::AuthServiceClient,
 };
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tests::{
     audit::AuditLog,
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
+    raw::call_raw,
 };
 use time::OffsetDateTime;
 use tonic::{Code, Request, transport::Channel};
@@ -465,4 +467,36 @@ async fn an_existing_users_failed_login_names_the_user_and_its_hash() {
     assert!(unknown.get("username").is_none(), "{unknown}");
     assert_ne!(unknown["username_hash"], known["username_hash"]);
     log.assert_free_of(&[typo.as_str()]);
+}
+
+#[tokio::test]
+async fn a_made_up_method_path_and_a_forged_key_id_never_reach_the_log_in_full() {
+    let log = AuditLog::capture();
+    let (auth, mut client) = spawn(TestAuth::settings()).await;
+    let marker = new_trace_id();
+    let path = format!("/{marker}.{}/Login", "y".repeat(8_000));
+    // A real token with its footer replaced: a key id no key has, as long as the footer allows.
+    let user = TestUser::register(&mut client).await;
+    let token = user.login(&mut client).await.access_token;
+    let kid = format!("k4.pid.{marker}{}", "z".repeat(60));
+    let footer = URL_SAFE_NO_PAD.encode(format!(r#"{{"kid":"{kid}"}}"#));
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{footer}");
+
+    let unknown = call_raw(&auth.channel().await, &path, None, Vec::new()).await;
+    let refused = client
+        .list_sessions(with_bearer(ListSessionsRequest {}, &forged))
+        .await
+        .unwrap_err();
+
+    assert_eq!(unknown.code(), Code::Unimplemented);
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        log.text()
+            .contains(&format!("unknown signing key {}", &kid[..48])),
+        "the refused key id is logged, cut"
+    );
+    // Nothing logs a call to an unknown method today (not even at debug); should anything
+    // come to log inside its request span, the span's method is cut like the key id.
+    log.assert_free_of(&[&path[..64], &kid[..64]]);
 }
