@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    audit::{Event, Outcome, Record},
+    audit::{AuditKey, Event, Outcome, Record},
     client::ClientInfo,
     error::AuthError,
     family::{Families, Issued},
@@ -72,6 +72,7 @@ pub struct Accounts {
     mfa: Mfa,
     clock: Arc<dyn Clock>,
     password_rules: PasswordRules,
+    audit_key: AuditKey,
 }
 
 /// The parts [`Accounts`] is made of.
@@ -93,6 +94,8 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     /// What a new password must be (`validation::new_password`).
     pub password_rules: PasswordRules,
+    /// Hashes names as typed for the audit log.
+    pub audit_key: AuditKey,
 }
 
 impl Accounts {
@@ -107,6 +110,7 @@ impl Accounts {
             mfa,
             clock,
             password_rules,
+            audit_key,
         } = parts;
         Self {
             users,
@@ -117,6 +121,7 @@ impl Accounts {
             mfa,
             clock,
             password_rules,
+            audit_key,
         }
     }
 
@@ -140,14 +145,30 @@ impl Accounts {
         self.families.revocations()
     }
 
-    /// Registers a user and returns the new user id.
+    /// Registers a user and returns the new user id. A refusal the client caused (a broken
+    /// rule, a name taken) is audited with the name's hash, and with the name itself only when
+    /// it is taken (an account's).
     pub async fn register(
         &self,
-        username: &str,
+        typed: &str,
         password: SecretString,
         client: &ClientInfo,
     ) -> Result<String, AuthError> {
-        let username = validation::registration(username, &password, &self.password_rules).await?;
+        let folded = typed.to_lowercase();
+        let refused = |error: AuthError| {
+            let hash = self.audit_key.username_hash(&folded);
+            let record = Record::new(Event::Register, Outcome::Failed, client).username_hash(&hash);
+            match &error {
+                // Taken: a valid name (so folded as stored), and an account's.
+                AuthError::UsernameTaken => record.username(&folded).log(),
+                AuthError::InvalidArgument(_) => record.log(),
+                _ => {}
+            }
+            error
+        };
+        let username = validation::registration(typed, &password, &self.password_rules)
+            .await
+            .map_err(refused)?;
         let password_hash = self.hasher.hash(password).await?;
         let user_id = Uuid::new_v4().to_string();
         self.users
@@ -157,7 +178,8 @@ impl Accounts {
                 &password_hash,
                 common::clock::now_unix(),
             )
-            .await?;
+            .await
+            .map_err(refused)?;
         Record::new(Event::Register, Outcome::Succeeded, client)
             .user(&user_id)
             .username(&username)
@@ -180,16 +202,19 @@ impl Accounts {
             .map_err(|violation| AuthError::InvalidArgument(vec![violation]))?;
         // Counted by what was typed, folded, so unknown and malformed names lock alike.
         let folded = typed.to_lowercase();
-        let audit = |outcome| Record::new(Event::Login, outcome, &client).username(&folded);
-        let counted = match self.lockout.begin(&folded, &client).await {
-            Ok(counted) => counted,
-            Err(error) => {
+        // What was typed may be the password, in the wrong field: the log gets its keyed hash,
+        // and the name itself only once it is known to be an account's.
+        let hash = self.audit_key.username_hash(&folded);
+        let audit = |event, outcome| Record::new(event, outcome, &client).username_hash(&hash);
+        let counted = self
+            .lockout
+            .begin(&folded, &client)
+            .await
+            .inspect_err(|error| {
                 if matches!(error, AuthError::Locked { .. }) {
-                    audit(Outcome::Refused).log();
+                    audit(Event::Login, Outcome::Refused).log();
                 }
-                return Err(error);
-            }
-        };
+            })?;
         // A malformed username cannot exist: verify against the dummy hash like any unknown user.
         let username = validation::username(&typed).ok();
         let user = match &username {
@@ -198,19 +223,21 @@ impl Accounts {
         };
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.hasher.verify(password.clone(), stored_hash).await?;
-        let (Some(user), Some(username), true) = (user, username, verified.matches) else {
-            audit(Outcome::Failed).log();
+        let Some((user, username)) = user.zip(username) else {
+            audit(Event::Login, Outcome::Failed).log();
             return Err(AuthError::InvalidCredentials);
         };
+        let audit = |event, outcome| audit(event, outcome).username(&username);
+        if !verified.matches {
+            audit(Event::Login, Outcome::Failed).log();
+            return Err(AuthError::InvalidCredentials);
+        }
         if let Err(error) = self.mfa.check(&user, &second_factor, &client).await {
             let event = match error {
                 AuthError::MfaRequired => Event::MfaRequired,
                 _ => Event::Login,
             };
-            Record::new(event, Outcome::Failed, &client)
-                .user(&user.user_id)
-                .username(&username)
-                .log();
+            audit(event, Outcome::Failed).user(&user.user_id).log();
             return Err(error);
         }
         counted.succeeded().await;
@@ -224,10 +251,12 @@ impl Accounts {
             .ensure_password_unchanged(&username, &user, &tokens.session_id)
             .await
         {
-            audit(Outcome::Failed).user(&user.user_id).log();
+            audit(Event::Login, Outcome::Failed)
+                .user(&user.user_id)
+                .log();
             return Err(error);
         }
-        audit(Outcome::Succeeded)
+        audit(Event::Login, Outcome::Succeeded)
             .user(&user.user_id)
             .session(&tokens.session_id)
             .log();

@@ -38,6 +38,10 @@ pub enum Command {
     /// Exit 0 if the server on the listen address reports SERVING within 2 s, else 1 (the
     /// container health check).
     HealthCheck,
+    /// Print the audit log's `username_hash` of each username read from standard input (one
+    /// per line, folded as logins fold it), under the configured audit key: how an operator
+    /// finds the lines about a name.
+    HashUsername,
 }
 
 /// Everything the auth-service can be configured with.
@@ -217,8 +221,10 @@ pub struct Settings {
     pub credentials_cache_capacity: u64,
 
     /// Networks (CIDR or single addresses, comma-separated) of proxies trusted to name the end
-    /// user in `x-forwarded-for` (its first entry) for Login and Register; from anyone else
-    /// the header is ignored and the peer address counts. Empty by default.
+    /// user in `x-forwarded-for`, for throttling, the audit log and session records: the
+    /// right-most entry that is not itself in these networks (as nginx's `real_ip_recursive`
+    /// reads it). From any other peer the header is ignored and the peer address counts.
+    /// Empty by default.
     #[arg(long, env = "DYNAGATE_TRUSTED_PROXIES", value_delimiter = ',',
           value_parser = crate::client::parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -260,6 +266,10 @@ pub struct Settings {
     /// The revocation feed (WatchRevocations).
     #[command(flatten)]
     pub revocations: crate::revocations::RevocationSettings,
+
+    /// The audit log: the key of its username hashes.
+    #[command(flatten)]
+    pub audit: crate::audit::AuditSettings,
 }
 
 /// Credential lifetimes STS accepts: 15 minutes to 12 hours.

@@ -35,6 +35,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", Sealer::generate_paserk()?.expose_secret());
             Ok(())
         }
+        Command::HashUsername => {
+            let key = settings.audit.configured_key()?.ok_or_else(|| {
+                anyhow::anyhow!("no --audit-key-file or DYNAGATE_AUDIT_KEY to hash under")
+            })?;
+            for name in std::io::stdin().lines() {
+                println!("{}", key.username_hash(&name?.to_lowercase()));
+            }
+            Ok(())
+        }
         Command::HealthCheck => {
             common::health_check::check(
                 settings.listen_addr,

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub lockout_refusals: Counter,
     /// Login and Register calls refused by the per-address throttle.
     pub rate_limited: Counter,
+    /// Refresh and Logout calls refused unread: their address's failures budget was spent.
+    pub token_failures_throttled: Counter,
 }
 
 impl Default for Metrics {
@@ -55,6 +57,7 @@ impl Default for Metrics {
             lockouts: Counter::default(),
             lockout_refusals: Counter::default(),
             rate_limited: Counter::default(),
+            token_failures_throttled: Counter::default(),
         }
     }
 }
@@ -102,6 +105,11 @@ impl Metrics {
                 &self.rate_limited,
                 "rate_limited",
                 "Login and Register calls refused by the per-address throttle",
+            ),
+            (
+                &self.token_failures_throttled,
+                "token_failures_throttled",
+                "Refresh and Logout calls refused unread: their address's failures budget was spent",
             ),
         ];
         for (counter, name, help) in counters {

@@ -44,8 +44,9 @@ pub struct AuthApi {
 
 impl AuthApi {
     /// The API over `accounts`; GetCredentials works only with a `vendor`. Login and Register
-    /// are throttled per end-user address by `limiter`, the address taken from
-    /// `x-forwarded-for` only when the peer is one of the `trusted_proxies`.
+    /// are throttled per end-user address by `limiter`, and so are Refresh and Logout calls
+    /// that fail; the address is taken from `x-forwarded-for` only when the peer is one of the
+    /// `trusted_proxies`.
     pub fn new(
         accounts: Arc<Accounts>,
         vendor: Option<CredentialVendor>,
@@ -163,10 +164,13 @@ impl AuthService for AuthApi {
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
         let client = self.client(&request);
-        let tokens = self
+        let charge = self.limiter.check_failures(&client)?;
+        let refreshed = self
             .accounts
             .refresh(&request.into_inner().refresh_token, &client)
-            .await?;
+            .await;
+        charge.settle(&refreshed);
+        let tokens = refreshed?;
         record_user(&tokens.user_id);
         Ok(Response::new(RefreshResponse {
             access_token: tokens.access.token.expose_secret().to_owned(),
@@ -181,9 +185,13 @@ impl AuthService for AuthApi {
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
         let client = self.client(&request);
-        self.accounts
+        let charge = self.limiter.check_failures(&client)?;
+        let ended = self
+            .accounts
             .logout(&request.into_inner().refresh_token, &client)
-            .await?;
+            .await;
+        charge.settle(&ended);
+        ended?;
         Ok(Response::new(LogoutResponse {}))
     }
 

@@ -16,6 +16,7 @@ use common::clock::{Clock, SystemClock};
 
 use crate::{
     accounts::{Accounts, Parts},
+    audit::AuditKey,
     client::TrustedProxies,
     config::Settings,
     credentials::CredentialVendor,
@@ -125,7 +126,8 @@ impl Application {
         let hub = Arc::clone(revocations.hub());
         let epochs = CredentialsEpochs::new(users.clone());
         let families = Families::new(sessions, session_policy(settings)?, revocations, epochs);
-        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics)?;
+        let audit_key = settings.audit.key()?;
+        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics, &audit_key)?;
         let mut tables = vec![
             settings.users_table.clone(),
             settings.sessions_table.clone(),
@@ -142,6 +144,7 @@ impl Application {
             mfa,
             clock: Arc::clone(&clock),
             password_rules: PasswordRules::new(&settings.passwords),
+            audit_key,
         }));
 
         let vendor = match vending {
@@ -175,8 +178,9 @@ impl Application {
             },
         ));
 
-        let limiter =
-            AddressLimiter::new(&settings.throttle, clock).counting(metrics.rate_limited.clone());
+        let limiter = AddressLimiter::new(&settings.throttle, clock)
+            .counting(metrics.rate_limited.clone())
+            .counting_failures(metrics.token_failures_throttled.clone());
         cache_sizes(settings, vendor.as_ref(), &limiter, &hub).register(&mut registry);
         let mut routes = RoutesBuilder::default();
         routes
@@ -280,6 +284,7 @@ fn lockout(
     aws: &AwsClients,
     clock: Arc<dyn Clock>,
     metrics: &Metrics,
+    audit_key: &AuditKey,
 ) -> anyhow::Result<Lockout> {
     let Some(rules) = settings.lockout.rules()? else {
         tracing::warn!("--lockout-threshold 0: failed logins lock nothing");
@@ -289,7 +294,13 @@ fn lockout(
         aws.dynamodb.clone(),
         settings.lockout.attempts_table.clone(),
     );
-    Ok(Lockout::new(table, rules, clock, metrics))
+    Ok(Lockout::new(
+        table,
+        rules,
+        clock,
+        metrics,
+        audit_key.clone(),
+    ))
 }
 
 /// Creates the users, sessions, login-attempts and revocations tables if missing.

@@ -200,7 +200,8 @@ pub async fn serve(
                 .map(TraceContext::trace_id);
             tracing::info_span!(
                 "grpc",
-                method = %request.uri().path(),
+                // Any path a client sends gets here, known method or not.
+                method = %crate::telemetry::typed(request.uri().path()),
                 trace_id,
                 user_id = tracing::field::Empty,
             )

@@ -55,7 +55,7 @@ pub enum TokenError {
     #[error("malformed token")]
     Malformed,
     /// Well formed, but signed by a key we do not know (yet).
-    #[error("unknown signing key {kid}")]
+    #[error("unknown signing key {}", crate::telemetry::typed(kid))]
     UnknownKey {
         /// The PASERK id the footer names.
         kid: String,

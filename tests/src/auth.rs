@@ -98,9 +98,10 @@ impl TestAuth {
         settings.health_probe_secs = 1;
         settings.signing_keys = Some(keys::generate_paserk().expect("generate a key").0);
         settings.aws = test_aws_settings();
-        // Tests of other features log in from one address far faster than any person would;
-        // tests/tests/throttle.rs turns it on.
+        // Tests of other features log in, and present refused refresh tokens, from one address
+        // far faster than any person would; tests/tests/throttle.rs turns both budgets on.
         settings.throttle.throttle_per_second = 0;
+        settings.throttle.throttle_failures_per_second = 0;
         settings
     }
 
