@@ -7,21 +7,32 @@
 //!
 //! The auth-service reads a `ManualClock` that stands still during the sweep, so no repair
 //! can fall due: a session found marked was marked by the call that ended it.
+//!
+//! And a replica killed between the two writes of an ending (a test-only failpoint holds it
+//! there, then SIGKILL): the other replica refuses the session from the revocation log alone
+//! and repairs the sessions table.
 
-use std::{collections::HashSet, fmt, time::Duration};
+use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
 
-use common::proto::auth::v1::{
-    ChangePasswordRequest, LogoutAllRequest, LogoutRequest, RefreshRequest, RevokeSessionRequest,
-    auth_service_client::AuthServiceClient,
+use auth_service::revocations::{NOT_AFTER_SLACK, repair::repair_delay};
+use common::{
+    clock::ManualClock,
+    proto::auth::v1::{
+        ChangePasswordRequest, LogoutAllRequest, LogoutRequest, RefreshRequest,
+        RevokeSessionRequest, auth_service_client::AuthServiceClient,
+    },
 };
 use tests::{
-    auth::{TestAuth, TestUser, refresh, with_bearer},
+    auth::{Endpoints, TestAuth, TestUser, refresh, with_bearer},
+    auth_process::{self, AuthProcess},
+    data::TestData,
     endings::{
-        ClockedStack, Held, announced, assert_unauthenticated, listed, marked, refused_by_auth,
-        refused_by_data,
+        ClockedStack, Held, announced, assert_unauthenticated, listed, marked, reason,
+        refused_by_auth, refused_by_data,
     },
-    eventually,
+    eventually, unique_prefix,
 };
+use time::OffsetDateTime;
 use tonic::{Request, transport::Channel};
 
 type Client = AuthServiceClient<Channel>;
@@ -303,4 +314,115 @@ async fn revoking_calls_cut_short_by_their_deadline_leave_no_session_half_ended(
             &format!("Refresh of {} past not_after", held.session_id),
         );
     }
+}
+
+/// The test whose process [`a_replica_killed_between_announcing_and_marking_ends_the_session_everywhere`]
+/// starts as an auth-service replica: every ending it begins stops after the announcement.
+const HANGING_REPLICA: &str = "auth_replica_that_hangs_after_announcing";
+
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the auth-service process the crash test starts, then kills"]
+async fn auth_replica_that_hangs_after_announcing() {
+    if auth_process::is_child() {
+        auth_service::failpoints::hang_after_announce();
+    }
+    auth_process::serve_if_child().await;
+}
+
+/// A replica dies (SIGKILL) between writing a revocation and marking the session: the
+/// surviving replica refuses the session from the log alone — Refresh, bearer calls,
+/// GetCredentials, ListSessions, and the data-service — while the sessions table still calls
+/// it live, then repairs the table once the repair delay has passed, so the session stays
+/// refused after the feed forgets the revocation.
+#[cfg(debug_assertions)]
+#[tokio::test]
+async fn a_replica_killed_between_announcing_and_marking_ends_the_session_everywhere() {
+    let endpoints = Endpoints::shared().await;
+    let items_table = format!("{}-items", unique_prefix());
+    let settings = TestAuth::settings_for_items(&items_table);
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let survivor =
+        TestAuth::spawn_with_clock(settings.clone(), endpoints.clone(), clock.clone()).await;
+    let mut doomed = AuthProcess::start(settings.clone(), &endpoints, HANGING_REPLICA).await;
+    let mut data_settings = TestData::settings(&items_table, survivor.addr);
+    data_settings.auth_url = [doomed.addr, survivor.addr]
+        .iter()
+        .map(|addr| format!("http://{addr}"))
+        .collect();
+    let data = TestData::spawn_with(data_settings, &endpoints.dynamodb, true).await;
+    let mut client = survivor.client().await;
+    let user = TestUser::register(&mut client).await;
+    let victim = Held::from_login(&survivor, &user.login(&mut client).await).await;
+    let bystander = Held::from_login(&survivor, &user.login(&mut client).await).await;
+
+    // The survivor's clock at the present: its poller reads the minutes around it.
+    clock.set(OffsetDateTime::now_utc());
+    let mut doomed_client = AuthServiceClient::connect(format!("http://{}", doomed.addr))
+        .await
+        .expect("connect to the doomed replica");
+    let mut logout = Request::new(LogoutRequest {
+        refresh_token: victim.refresh_token.clone(),
+    });
+    logout.set_timeout(Duration::from_secs(10));
+    let logout = tokio::spawn(async move { doomed_client.logout(logout).await });
+    let was_announced = eventually(Duration::from_secs(10), || async {
+        announced(&survivor).await.contains(&victim.session_id)
+    })
+    .await;
+    assert!(was_announced, "the doomed replica announced the logout");
+    doomed.kill();
+    assert!(
+        logout.await.expect("the logout task").is_err(),
+        "its caller got no answer"
+    );
+    assert!(
+        !marked(&survivor, &victim).await,
+        "arrangement: killed between the two writes"
+    );
+
+    let learned = eventually(Duration::from_secs(5), || async {
+        survivor.revocations.is_revoked(&victim.session_id)
+    })
+    .await;
+    assert!(learned, "the survivor reads the revocation from the table");
+    refused_by_auth(&mut client, &victim).await;
+    refused_by_data(&data, &victim).await;
+    let shown = listed(&mut client, &bystander.access_token).await;
+    assert_eq!(
+        shown,
+        std::slice::from_ref(&bystander.session_id),
+        "only the bystander is listed"
+    );
+    assert!(
+        !marked(&survivor, &victim).await,
+        "refused by the log alone: no repair is due while the clock stands"
+    );
+
+    // The repair falls due one delay after the revocation: moved past it, not waited for.
+    let delay = repair_delay(
+        Duration::from_millis(settings.revocations.lookback_ms),
+        Duration::from_millis(settings.aws.aws_operation_timeout_ms),
+        Duration::from_secs(settings.access_token_ttl_secs) + NOT_AFTER_SLACK,
+    );
+    clock.set(OffsetDateTime::now_utc() + delay + Duration::from_secs(1));
+    let repaired = eventually(Duration::from_secs(10), || marked(&survivor, &victim)).await;
+    assert!(repaired, "the survivor marks the session ended");
+    assert_eq!(reason(&survivor, &victim).await.as_deref(), Some("logout"));
+    assert_eq!(survivor.metrics.session_repairs.count("marked"), 1);
+
+    // Past not_after the feed forgets the revocation; the table does not.
+    clock.advance(Duration::from_secs(settings.access_token_ttl_secs) + NOT_AFTER_SLACK);
+    let forgotten = eventually(Duration::from_secs(10), || async {
+        !survivor.revocations.is_revoked(&victim.session_id)
+    })
+    .await;
+    assert!(forgotten, "the hub prunes past not_after");
+    assert_unauthenticated(
+        refresh(&mut client, &victim.refresh_token).await,
+        "Refresh of the repaired session past not_after",
+    );
+    refresh(&mut client, &bystander.refresh_token)
+        .await
+        .expect("the bystander's session lives on");
 }
