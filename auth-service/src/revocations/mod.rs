@@ -12,11 +12,18 @@
 //! replica's revocation reaches this replica's watchers within one poll interval plus the
 //! Query time; this replica's own revocations reach them at once.
 //!
-//! Every revocation is written to the table *before* the session item is marked revoked: if
-//! the second write fails, the caller sees an error and retries, and the worst case is a
-//! revocation announced for a session that lives on until then — never a revoked session
-//! nobody hears about. (dynalite has no TransactWriteItems, so the two writes are ordered
-//! rather than atomic.)
+//! Every revocation is written to the table *before* the session item is marked revoked, and
+//! the first write is the truth: from then on the session has ended. (dynalite has no
+//! TransactWriteItems, so the two writes are ordered rather than atomic.) The flows that end
+//! sessions run detached from their callers (`family`), so a caller going away cannot stop
+//! one between the writes; what can — a replica killed there, a mark that fails — leaves a
+//! session in the log whose item says it lives. Readers therefore check the log as well
+//! ([`Revocations::is_revoked`]: the hub, and the repairs still pending), and a repair
+//! ([`repair`], run by `family::repair`) marks the item: each replica queues every revocation
+//! new to its hub (one it did not make), its own whose mark failed, and sessions readers found
+//! unmarked, and marks them once the revocation is older than [`repair::repair_delay`],
+//! retrying until it succeeds. A revocation made here is in this replica's hub at once; one
+//! made elsewhere, within a poll interval plus a Query.
 //!
 //! Each replica keeps a [`hub::Hub`]: the revocations still relevant, deduplicated by
 //! session, and a broadcast of new ones that each WatchRevocations stream ([`watch`])
