@@ -7,7 +7,7 @@ mod totp;
 use std::sync::Arc;
 
 use anyhow::Context;
-use common::{clock::Clock, tokens::Principal};
+use common::{clock::Clock, detached, tokens::Principal};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -304,7 +304,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<SessionTokens, AuthError> {
         let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        let issued = self.families.refresh(&token, client).await?;
+        let issued = self.families.refresh(token, client).await?;
         self.session_tokens(issued)
     }
 
@@ -327,44 +327,54 @@ impl Accounts {
     /// one within the retry grace. A retried logout succeeds.
     pub async fn logout(&self, presented: &str, client: &ClientInfo) -> Result<(), AuthError> {
         let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        self.families.logout(&token, client).await
+        self.families.logout(token, client).await
     }
 
-    /// Ends every active session of the caller; returns how many were ended.
+    /// Ends every active session of the caller; returns how many were ended. Detached: it
+    /// runs (and is audited) to its end whatever the caller does.
     pub async fn logout_all(
         &self,
         caller: &SignedIn,
         client: &ClientInfo,
     ) -> Result<u32, AuthError> {
-        let principal = &caller.principal;
-        let user_id = principal.user_id.as_str();
-        // The user's credentials may be a thief's too: every replica vends new ones from now.
-        let owner = EpochOwner {
-            username: caller.username.as_deref(),
-            user_id,
-        };
-        let epochs = self.families.epochs();
-        let ended = epochs.around(owner, self.families.end_all(user_id)).await?;
-        let count = u32::try_from(ended).unwrap_or(u32::MAX);
-        tracing::info!(%user_id, sessions_revoked = count, "logged out everywhere");
-        Record::new(Event::LogoutAll, Outcome::Succeeded, client)
-            .user(user_id)
-            .session(&principal.session_id)
-            .log();
-        Ok(count)
+        let (families, principal, client) = (
+            self.families.clone(),
+            caller.principal.clone(),
+            client.clone(),
+        );
+        let username = caller.username.clone();
+        detached::run(async move {
+            let user_id = principal.user_id.as_str();
+            // The user's credentials may be a thief's too: every replica vends new ones from now.
+            let owner = EpochOwner {
+                username: username.as_deref(),
+                user_id,
+            };
+            let ended = families
+                .epochs()
+                .around(owner, families.end_all(user_id))
+                .await?;
+            let count = u32::try_from(ended).unwrap_or(u32::MAX);
+            tracing::info!(%user_id, sessions_revoked = count, "logged out everywhere");
+            Record::new(Event::LogoutAll, Outcome::Succeeded, &client)
+                .user(user_id)
+                .session(&principal.session_id)
+                .log();
+            Ok(count)
+        })
+        .await
     }
 
     /// The caller of a bearer call: `token` must be an access token of ours whose session is
-    /// still live (neither ended nor expired). Every bearer RPC passes this one check, so an
-    /// access token outliving its session buys nothing here; it fails like a bad token.
+    /// still live (neither ended nor expired, in the table or in the revocation log). Every
+    /// bearer RPC passes this one check, so an access token outliving its session buys nothing
+    /// here; it fails like a bad token.
     pub async fn signed_in(&self, token: &str) -> Result<SignedIn, AuthError> {
         let principal = self.tokens.verify(token)?;
-        let session = self
-            .sessions()
-            .get(&principal.user_id, &principal.session_id)
-            .await?;
+        let (user_id, session_id) = (&principal.user_id, &principal.session_id);
+        let session = self.sessions().get(user_id, session_id).await?;
         match session {
-            Some(session) if session.is_active(OffsetDateTime::now_utc()) => Ok(SignedIn {
+            Some(session) if self.families.is_live(user_id, session_id, &session) => Ok(SignedIn {
                 principal,
                 username: session.username,
             }),

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Refresh and Logout calls refused unread: their address's failures budget was spent.
     pub token_failures_throttled: Counter,
+    /// Repairs of sessions ended in the revocation log, by outcome (`revocations::repair`):
+    /// `marked` (the session was unmarked: this repair marked it), `already_ended` (nothing to
+    /// do), `failed` (an attempt failed; it is retried), `dropped` (the queue was full).
+    pub session_repairs: LabeledCounter,
 }
 
 impl Default for Metrics {
@@ -58,6 +62,7 @@ impl Default for Metrics {
             lockout_refusals: Counter::default(),
             rate_limited: Counter::default(),
             token_failures_throttled: Counter::default(),
+            session_repairs: LabeledCounter::new("outcome", crate::revocations::repair::OUTCOMES),
         }
     }
 }
@@ -119,6 +124,11 @@ impl Metrics {
             registry,
             "sts_assume_role_calls",
             "STS AssumeRole calls made (GetCredentials cache misses), by outcome",
+        );
+        self.session_repairs.register(
+            registry,
+            "session_repairs",
+            "Repairs of sessions ended in the revocation log but not in the sessions table, by outcome",
         );
         self.hash_jobs_running.register(
             registry,

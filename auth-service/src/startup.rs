@@ -121,11 +121,19 @@ impl Application {
             let interval = Duration::from_secs(settings.signing_keys_reload_secs);
             tasks.push(key_reload::spawn(path.clone(), tokens.clone(), interval)?);
         }
-        let revocations = revocations(settings, &aws, Arc::clone(&clock))?;
+        let revocations = revocations(settings, &aws, Arc::clone(&clock), &metrics)?;
         tasks.push(revocations.spawn_poller());
         let hub = Arc::clone(revocations.hub());
         let epochs = CredentialsEpochs::new(users.clone());
-        let families = Families::new(sessions, session_policy(settings)?, revocations, epochs);
+        let repair_tick = revocations.timing().poll;
+        let families = Families::new(
+            sessions,
+            session_policy(settings)?,
+            revocations,
+            epochs,
+            Arc::clone(&clock),
+        );
+        tasks.push(families.spawn_repairer(repair_tick));
         let audit_key = settings.audit.key()?;
         let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics, &audit_key)?;
         let mut tables = vec![
@@ -262,11 +270,12 @@ fn session_policy(settings: &Settings) -> anyhow::Result<SessionPolicy> {
     })
 }
 
-/// The revocation feed the settings describe.
+/// The revocation feed the settings describe, its repairs counted in `metrics`.
 fn revocations(
     settings: &Settings,
     aws: &AwsClients,
     clock: Arc<dyn Clock>,
+    metrics: &Metrics,
 ) -> anyhow::Result<Revocations> {
     let aws_timeout = Duration::from_millis(settings.aws.aws_operation_timeout_ms);
     let table = RevocationTable::new(aws.dynamodb.clone(), settings.revocations.table.clone());
@@ -275,6 +284,8 @@ fn revocations(
         clock,
         settings.revocations.timing(aws_timeout)?,
         Duration::from_secs(settings.access_token_ttl_secs),
+        aws_timeout,
+        metrics.session_repairs.clone(),
     ))
 }
 

@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod deadline;
+pub mod detached;
 pub mod dynamo;
 pub mod framing;
 pub mod health_check;

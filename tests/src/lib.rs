@@ -7,6 +7,7 @@ pub mod auth_process;
 pub mod data;
 pub mod delay;
 pub mod emulators;
+pub mod endings;
 pub mod faults;
 pub mod feed_proxy;
 pub mod gate;

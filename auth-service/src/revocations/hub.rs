@@ -105,6 +105,12 @@ impl Hub {
         true
     }
 
+    /// True if the log holds `session_id`: its session has ended, whatever the sessions table
+    /// says. One hash lookup.
+    pub fn is_revoked(&self, session_id: &str) -> bool {
+        self.log().by_session.contains_key(session_id)
+    }
+
     /// Forgets revocations whose `not_after` has passed; returns how many.
     pub fn prune(&self) -> usize {
         let now = self.clock.now().unix_timestamp();
@@ -252,6 +258,18 @@ mod tests {
         assert_eq!(hub.prune(), 0, "the later expiry counts");
         clock.advance(Duration::from_secs(10));
         assert_eq!(hub.prune(), 1);
+    }
+
+    #[test]
+    fn a_session_is_revoked_while_its_revocation_is_held() {
+        let (clock, hub) = hub();
+        assert!(!hub.is_revoked("session-1"));
+        hub.add(revocation(1, START + 10));
+        assert!(hub.is_revoked("session-1"));
+        assert!(!hub.is_revoked("session-2"));
+        clock.advance(Duration::from_secs(10));
+        hub.prune();
+        assert!(!hub.is_revoked("session-1"), "forgotten past not_after");
     }
 
     #[test]
