@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod dynamo;
 pub mod framing;
 pub mod health_check;
+pub mod methods;
 pub mod metrics;
 pub mod proto;
 pub mod secrets;

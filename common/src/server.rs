@@ -20,7 +20,8 @@ use tracing::Level;
 
 use crate::{
     framing::{FramingLayer, MAX_REQUEST_MESSAGE_BYTES},
-    metrics::{RequestMetrics, RequestMetricsLayer},
+    methods::ServedMethods,
+    metrics::{MethodNames, RequestMetrics, RequestMetricsLayer},
     proto::FILE_DESCRIPTOR_SET,
     tls::ServerTls,
     trace::{TraceContext, TraceContextLayer},
@@ -71,6 +72,12 @@ impl Health {
         let mut shutting_down = self.shutting_down.lock().await;
         *shutting_down = true;
         self.set_all(ServingStatus::NotServing).await;
+    }
+
+    /// The services it reports on (not the overall `""`): the ones the server implements.
+    pub fn services(&self) -> Vec<&str> {
+        let services = self.services.iter().map(String::as_str);
+        services.filter(|service| !service.is_empty()).collect()
     }
 
     async fn set_all(&self, status: ServingStatus) {
@@ -181,7 +188,8 @@ pub fn add_reflection(
 
 /// Serves `routes` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
 /// reports NOT_SERVING, stops accepting connections and lets in-flight calls finish. Every call
-/// is counted and timed in `metrics`.
+/// is counted and timed in `metrics`, under its method's name if it is one of the services
+/// `health` reports on (or health or reflection), else as unknown.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -211,6 +219,17 @@ pub async fn serve(
         // Failures are logged where they happen, at the level they deserve (see status.rs).
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
 
+    let methods = ServedMethods::new(&health.services());
+    let names: MethodNames = methods
+        .iter()
+        .map(|method| {
+            (
+                method.path.as_str(),
+                method.service.as_str(),
+                method.name.as_str(),
+            )
+        })
+        .collect();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = Server::builder();
     if let Some(tls) = &tls {
@@ -219,7 +238,7 @@ pub async fn serve(
     builder
         .layer(TraceContextLayer)
         .layer(trace)
-        .layer(RequestMetricsLayer::new(metrics))
+        .layer(RequestMetricsLayer::new(metrics, names))
         .layer(FramingLayer::new(max_request_bytes))
         .layer(ServerTls::client_cert_layer(tls.as_ref()))
         .add_routes(routes)
