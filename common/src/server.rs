@@ -12,7 +12,7 @@ use tokio::{
 };
 use tonic::{
     service::{Routes, RoutesBuilder},
-    transport::{Server, server::TcpIncoming},
+    transport::Server,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::trace::{DefaultOnEos, DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -20,6 +20,7 @@ use tracing::Level;
 
 use crate::{
     framing::{FramingLayer, MAX_REQUEST_MESSAGE_BYTES},
+    limits::{ConnectionLimits, limited_incoming},
     methods::ServedMethods,
     metrics::{MethodNames, RequestMetrics, RequestMetricsLayer},
     proto::FILE_DESCRIPTOR_SET,
@@ -186,6 +187,15 @@ pub fn add_reflection(
     Ok(())
 }
 
+/// What a server bounds on every connection and call.
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    /// The largest request message accepted.
+    pub max_request_bytes: usize,
+    /// Connections, streams, request-body time, keepalive.
+    pub limits: ConnectionLimits,
+}
+
 /// Serves `routes` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
 /// reports NOT_SERVING, stops accepting connections and lets in-flight calls finish. Every call
 /// is counted and timed in `metrics`, under its method's name if it is one of the services
@@ -194,7 +204,7 @@ pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: Health,
-    max_request_bytes: usize,
+    bounds: Bounds,
     tls: Option<ServerTls>,
     metrics: RequestMetrics,
     shutdown: impl Future<Output = ()> + Send,
@@ -230,8 +240,12 @@ pub async fn serve(
             )
         })
         .collect();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    let limits = &bounds.limits;
+    let incoming = limited_incoming(listener, limits.max_connections);
+    let mut builder = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(limits.http2_keepalive_interval())
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout()));
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.config())?;
     }
@@ -239,7 +253,11 @@ pub async fn serve(
         .layer(TraceContextLayer)
         .layer(trace)
         .layer(RequestMetricsLayer::new(metrics, names))
-        .layer(FramingLayer::new(max_request_bytes))
+        .layer(FramingLayer::new(
+            bounds.max_request_bytes,
+            limits.request_body_timeout(),
+            methods,
+        ))
         .layer(ServerTls::client_cert_layer(tls.as_ref()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
@@ -282,7 +300,7 @@ pub async fn shutdown_signal() {
 /// wraps, so tests can read the port before running it.
 pub struct BoundServer {
     name: &'static str,
-    max_request_bytes: usize,
+    bounds: Bounds,
     listener: TcpListener,
     local_addr: SocketAddr,
     routes: Routes,
@@ -313,7 +331,10 @@ impl BoundServer {
         let local_addr = listener.local_addr()?;
         Ok(Self {
             name,
-            max_request_bytes: MAX_REQUEST_MESSAGE_BYTES,
+            bounds: Bounds {
+                max_request_bytes: MAX_REQUEST_MESSAGE_BYTES,
+                limits: ConnectionLimits::default(),
+            },
             listener,
             local_addr,
             routes,
@@ -362,7 +383,14 @@ impl BoundServer {
     /// Refuses request messages over `bytes` (RESOURCE_EXHAUSTED) before they are decoded:
     /// each service knows how large its largest valid request can be.
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
-        self.max_request_bytes = bytes;
+        self.bounds.max_request_bytes = bytes;
+        self
+    }
+
+    /// Bounds connections, streams, request-body time and keepalive by `limits` (the
+    /// defaults of the flags otherwise).
+    pub fn limits(mut self, limits: ConnectionLimits) -> Self {
+        self.bounds.limits = limits;
         self
     }
 
@@ -385,7 +413,7 @@ impl BoundServer {
             self.listener,
             self.routes,
             self.health,
-            self.max_request_bytes,
+            self.bounds,
             self.tls,
             self.request_metrics,
             shutdown,

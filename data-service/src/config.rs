@@ -173,6 +173,11 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_ALLOW_PLAINTEXT_AUTH")]
     pub allow_plaintext_auth: bool,
 
+    /// Bounds on clients' connections: connections, streams per connection, request-body
+    /// time, HTTP/2 keepalive (--max-connections and the others).
+    #[command(flatten)]
+    pub limits: common::limits::ConnectionLimits,
+
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,

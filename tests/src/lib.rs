@@ -16,6 +16,7 @@ pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod replicas;
+pub mod streams;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
