@@ -230,22 +230,10 @@ pub async fn serve(
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
 
     let methods = ServedMethods::new(&health.services());
-    let names: MethodNames = methods
-        .iter()
-        .map(|method| {
-            (
-                method.path.as_str(),
-                method.service.as_str(),
-                method.name.as_str(),
-            )
-        })
-        .collect();
+    let names = method_names(&methods);
     let limits = &bounds.limits;
     let incoming = limited_incoming(listener, limits.max_connections);
-    let mut builder = Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .http2_keepalive_interval(limits.http2_keepalive_interval())
-        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout()));
+    let mut builder = http2_server(limits);
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.config())?;
     }
@@ -266,6 +254,24 @@ pub async fn serve(
             health.begin_shutdown().await;
         })
         .await
+}
+
+/// The metric labels of `methods`.
+fn method_names(methods: &ServedMethods) -> MethodNames {
+    let names = methods.iter().map(|method| {
+        let path = method.path.as_str();
+        (path, method.service.as_str(), method.name.as_str())
+    });
+    names.collect()
+}
+
+/// A server builder with the HTTP/2 bounds of `limits` (the others are layers and the
+/// accept loop).
+fn http2_server(limits: &ConnectionLimits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(limits.http2_keepalive_interval())
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout()))
 }
 
 /// Resolves on SIGINT or SIGTERM: what container runtimes send before killing a process.

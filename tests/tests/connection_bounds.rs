@@ -20,7 +20,7 @@ use tests::{
     data::TestStack,
     emulators::Emulator,
     process::{ServiceProcess, auth_tables_env, aws_env, owned_env},
-    streams::{Ending, NeverEnding},
+    streams::{Ended, Ending, NeverEnding},
     unique_prefix,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,14 +92,7 @@ async fn never_ending_rounds(service: &ServiceProcess, path: &str, token: Option
         );
         assert_eq!(still_open, 0, "calls the server never ended");
         assert_eq!(endings.len(), calls);
-        let expected = format!("not complete within {BODY_TIMEOUT_MS} ms");
-        for ended in &endings {
-            match &ended.ending {
-                Ending::Answered(200, Code::DeadlineExceeded, message)
-                    if message.contains(&expected) => {}
-                other => panic!("a never-ending body ended otherwise: {other:?}"),
-            }
-        }
+        assert_answered_at_the_body_timeout(&endings);
         after_rounds.push(after);
     }
     let (_, peak_mib) = service.memory_mib().expect("memory");
@@ -118,6 +111,18 @@ async fn never_ending_rounds(service: &ServiceProcess, path: &str, token: Option
         "{} calls that ended still hold memory: {idle} → {last} KiB",
         calls
     );
+}
+
+/// Every call was answered DEADLINE_EXCEEDED by the body timeout (its message names it).
+fn assert_answered_at_the_body_timeout(endings: &[Ended]) {
+    let expected = format!("not complete within {BODY_TIMEOUT_MS} ms");
+    for ended in endings {
+        match &ended.ending {
+            Ending::Answered(200, Code::DeadlineExceeded, message)
+                if message.contains(&expected) => {}
+            other => panic!("a never-ending body ended otherwise: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
