@@ -243,6 +243,11 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Bounds on clients' connections: connections, streams per connection, request-body
+    /// time, HTTP/2 keepalive (--max-connections and the others).
+    #[command(flatten)]
+    pub limits: common::limits::ConnectionLimits,
+
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,

@@ -211,6 +211,7 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES)
+        .limits(settings.limits.clone())
         .tls(tls)
         .metrics(settings.metrics_addr, registry)
         .await

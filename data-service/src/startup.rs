@@ -54,6 +54,7 @@ impl Application {
         settings: &Settings,
         dynamodb: aws_sdk_dynamodb::Config,
     ) -> anyhow::Result<Self> {
+        settings.check_auth_transport()?;
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::with_prefix(common::metrics::PREFIX);
         metrics.register(&mut registry);
@@ -171,6 +172,7 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES)
+        .limits(settings.limits.clone())
         .tls(tls)
         .metrics(settings.metrics_addr, registry)
         .await

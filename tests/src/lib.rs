@@ -17,6 +17,7 @@ pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod replicas;
+pub mod streams;
 pub mod totp;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
