@@ -16,6 +16,7 @@ const SECRET_MESSAGES: &[&str] = &[
     ".dynagate.auth.v1.LogoutRequest",
     ".dynagate.auth.v1.GetCredentialsResponse",
     ".dynagate.auth.v1.ChangePasswordRequest",
+    ".dynagate.auth.v1.EnrollTotpRequest",
     ".dynagate.auth.v1.EnrollTotpResponse",
     ".dynagate.auth.v1.ConfirmTotpRequest",
     ".dynagate.auth.v1.ConfirmTotpResponse",

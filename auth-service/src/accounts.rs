@@ -1,18 +1,19 @@
 //! The account flows behind the API: register, login, refresh, logout. Handlers in
 //! `service.rs` only translate messages; every decision is made here.
 
+mod step_up;
 mod totp;
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use common::{clock::Clock, tokens::Principal};
+use common::{clock::Clock, detached, tokens::Principal};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    audit::{Event, Outcome, Record},
+    audit::{AuditKey, Event, Outcome, Record},
     client::ClientInfo,
     error::AuthError,
     family::{Families, Issued},
@@ -23,12 +24,13 @@ use crate::{
     revocations::Revocations,
     sessions::SessionStore,
     tokens::{AccessToken, TokenIssuer},
-    users::UserStore,
+    users::{EpochOwner, UserStore},
     validation::{self, PasswordRules},
 };
 
 mod password_change;
 mod session_list;
+mod vending;
 pub use password_change::PasswordChange;
 
 /// A login as the client asked for it.
@@ -70,6 +72,7 @@ pub struct Accounts {
     mfa: Mfa,
     clock: Arc<dyn Clock>,
     password_rules: PasswordRules,
+    audit_key: AuditKey,
 }
 
 /// The parts [`Accounts`] is made of.
@@ -91,6 +94,8 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     /// What a new password must be (`validation::new_password`).
     pub password_rules: PasswordRules,
+    /// Hashes names as typed for the audit log.
+    pub audit_key: AuditKey,
 }
 
 impl Accounts {
@@ -105,6 +110,7 @@ impl Accounts {
             mfa,
             clock,
             password_rules,
+            audit_key,
         } = parts;
         Self {
             users,
@@ -115,6 +121,7 @@ impl Accounts {
             mfa,
             clock,
             password_rules,
+            audit_key,
         }
     }
 
@@ -138,14 +145,30 @@ impl Accounts {
         self.families.revocations()
     }
 
-    /// Registers a user and returns the new user id.
+    /// Registers a user and returns the new user id. A refusal the client caused (a broken
+    /// rule, a name taken) is audited with the name's hash, and with the name itself only when
+    /// it is taken (an account's).
     pub async fn register(
         &self,
-        username: &str,
+        typed: &str,
         password: SecretString,
         client: &ClientInfo,
     ) -> Result<String, AuthError> {
-        let username = validation::registration(username, &password, &self.password_rules).await?;
+        let folded = typed.to_lowercase();
+        let refused = |error: AuthError| {
+            let hash = self.audit_key.username_hash(&folded);
+            let record = Record::new(Event::Register, Outcome::Failed, client).username_hash(&hash);
+            match &error {
+                // Taken: a valid name (so folded as stored), and an account's.
+                AuthError::UsernameTaken => record.username(&folded).log(),
+                AuthError::InvalidArgument(_) => record.log(),
+                _ => {}
+            }
+            error
+        };
+        let username = validation::registration(typed, &password, &self.password_rules)
+            .await
+            .map_err(refused)?;
         let password_hash = self.hasher.hash(password).await?;
         let user_id = Uuid::new_v4().to_string();
         self.users
@@ -155,7 +178,8 @@ impl Accounts {
                 &password_hash,
                 common::clock::now_unix(),
             )
-            .await?;
+            .await
+            .map_err(refused)?;
         Record::new(Event::Register, Outcome::Succeeded, client)
             .user(&user_id)
             .username(&username)
@@ -178,16 +202,19 @@ impl Accounts {
             .map_err(|violation| AuthError::InvalidArgument(vec![violation]))?;
         // Counted by what was typed, folded, so unknown and malformed names lock alike.
         let folded = typed.to_lowercase();
-        let audit = |outcome| Record::new(Event::Login, outcome, &client).username(&folded);
-        let counted = match self.lockout.begin(&folded, &client).await {
-            Ok(counted) => counted,
-            Err(error) => {
+        // What was typed may be the password, in the wrong field: the log gets its keyed hash,
+        // and the name itself only once it is known to be an account's.
+        let hash = self.audit_key.username_hash(&folded);
+        let audit = |event, outcome| Record::new(event, outcome, &client).username_hash(&hash);
+        let counted = self
+            .lockout
+            .begin(&folded, &client)
+            .await
+            .inspect_err(|error| {
                 if matches!(error, AuthError::Locked { .. }) {
-                    audit(Outcome::Refused).log();
+                    audit(Event::Login, Outcome::Refused).log();
                 }
-                return Err(error);
-            }
-        };
+            })?;
         // A malformed username cannot exist: verify against the dummy hash like any unknown user.
         let username = validation::username(&typed).ok();
         let user = match &username {
@@ -196,19 +223,21 @@ impl Accounts {
         };
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.hasher.verify(password.clone(), stored_hash).await?;
-        let (Some(user), Some(username), true) = (user, username, verified.matches) else {
-            audit(Outcome::Failed).log();
+        let Some((user, username)) = user.zip(username) else {
+            audit(Event::Login, Outcome::Failed).log();
             return Err(AuthError::InvalidCredentials);
         };
+        let audit = |event, outcome| audit(event, outcome).username(&username);
+        if !verified.matches {
+            audit(Event::Login, Outcome::Failed).log();
+            return Err(AuthError::InvalidCredentials);
+        }
         if let Err(error) = self.mfa.check(&user, &second_factor, &client).await {
             let event = match error {
                 AuthError::MfaRequired => Event::MfaRequired,
                 _ => Event::Login,
             };
-            Record::new(event, Outcome::Failed, &client)
-                .user(&user.user_id)
-                .username(&username)
-                .log();
+            audit(event, Outcome::Failed).user(&user.user_id).log();
             return Err(error);
         }
         counted.succeeded().await;
@@ -222,10 +251,12 @@ impl Accounts {
             .ensure_password_unchanged(&username, &user, &tokens.session_id)
             .await
         {
-            audit(Outcome::Failed).user(&user.user_id).log();
+            audit(Event::Login, Outcome::Failed)
+                .user(&user.user_id)
+                .log();
             return Err(error);
         }
-        audit(Outcome::Succeeded)
+        audit(Event::Login, Outcome::Succeeded)
             .user(&user.user_id)
             .session(&tokens.session_id)
             .log();
@@ -273,7 +304,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<SessionTokens, AuthError> {
         let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        let issued = self.families.refresh(&token, client).await?;
+        let issued = self.families.refresh(token, client).await?;
         self.session_tokens(issued)
     }
 
@@ -296,38 +327,54 @@ impl Accounts {
     /// one within the retry grace. A retried logout succeeds.
     pub async fn logout(&self, presented: &str, client: &ClientInfo) -> Result<(), AuthError> {
         let token = RefreshToken::decode(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        self.families.logout(&token, client).await
+        self.families.logout(token, client).await
     }
 
-    /// Ends every active session of the caller; returns how many were ended.
+    /// Ends every active session of the caller; returns how many were ended. Detached: it
+    /// runs (and is audited) to its end whatever the caller does.
     pub async fn logout_all(
         &self,
         caller: &SignedIn,
         client: &ClientInfo,
     ) -> Result<u32, AuthError> {
-        let principal = &caller.principal;
-        let user_id = principal.user_id.as_str();
-        let ended = self.families.end_all(user_id).await?;
-        let count = u32::try_from(ended).unwrap_or(u32::MAX);
-        tracing::info!(%user_id, sessions_revoked = count, "logged out everywhere");
-        Record::new(Event::LogoutAll, Outcome::Succeeded, client)
-            .user(user_id)
-            .session(&principal.session_id)
-            .log();
-        Ok(count)
+        let (families, principal, client) = (
+            self.families.clone(),
+            caller.principal.clone(),
+            client.clone(),
+        );
+        let username = caller.username.clone();
+        detached::run(async move {
+            let user_id = principal.user_id.as_str();
+            // The user's credentials may be a thief's too: every replica vends new ones from now.
+            let owner = EpochOwner {
+                username: username.as_deref(),
+                user_id,
+            };
+            let ended = families
+                .epochs()
+                .around(owner, families.end_all(user_id))
+                .await?;
+            let count = u32::try_from(ended).unwrap_or(u32::MAX);
+            tracing::info!(%user_id, sessions_revoked = count, "logged out everywhere");
+            Record::new(Event::LogoutAll, Outcome::Succeeded, &client)
+                .user(user_id)
+                .session(&principal.session_id)
+                .log();
+            Ok(count)
+        })
+        .await
     }
 
     /// The caller of a bearer call: `token` must be an access token of ours whose session is
-    /// still live (neither ended nor expired). Every bearer RPC passes this one check, so an
-    /// access token outliving its session buys nothing here; it fails like a bad token.
+    /// still live (neither ended nor expired, in the table or in the revocation log). Every
+    /// bearer RPC passes this one check, so an access token outliving its session buys nothing
+    /// here; it fails like a bad token.
     pub async fn signed_in(&self, token: &str) -> Result<SignedIn, AuthError> {
         let principal = self.tokens.verify(token)?;
-        let session = self
-            .sessions()
-            .get(&principal.user_id, &principal.session_id)
-            .await?;
+        let (user_id, session_id) = (&principal.user_id, &principal.session_id);
+        let session = self.sessions().get(user_id, session_id).await?;
         match session {
-            Some(session) if session.is_active(OffsetDateTime::now_utc()) => Ok(SignedIn {
+            Some(session) if self.families.is_live(user_id, session_id, &session) => Ok(SignedIn {
                 principal,
                 username: session.username,
             }),

@@ -1,7 +1,13 @@
 //! The security audit log: one structured line per security event, under its own tracing
 //! target (`audit`) so operators can route it apart from the service's other logs. A line names
-//! the event, its outcome, and who — user id, folded username, client address, session — never
-//! a password, code, token or secret.
+//! the event, its outcome, and who — user id, username, client address, session — never a
+//! password, code, token or secret. A username appears as such only when it is an account's;
+//! a name as typed, which may be a password typed into the wrong field, appears only as its
+//! keyed hash (`username_hash`, see [`key`]).
+
+mod key;
+
+pub use key::{AuditKey, AuditSettings};
 
 use crate::client::ClientInfo;
 
@@ -93,6 +99,7 @@ pub struct Record<'a> {
     client: &'a ClientInfo,
     user_id: Option<&'a str>,
     username: Option<&'a str>,
+    username_hash: Option<&'a str>,
     session_id: Option<&'a str>,
 }
 
@@ -105,6 +112,7 @@ impl<'a> Record<'a> {
             client,
             user_id: None,
             username: None,
+            username_hash: None,
             session_id: None,
         }
     }
@@ -115,9 +123,17 @@ impl<'a> Record<'a> {
         self
     }
 
-    /// The username as the client typed it, folded (known user or not).
+    /// The username of an account: one that exists (or was just created), folded. Never a
+    /// name as typed that may be no account's: that goes in [`Record::username_hash`].
     pub fn username(mut self, username: &'a str) -> Self {
         self.username = Some(username);
+        self
+    }
+
+    /// The [`AuditKey::username_hash`] of a name as typed, account or not, so every line
+    /// about one name correlates.
+    pub fn username_hash(mut self, hash: &'a str) -> Self {
+        self.username_hash = Some(hash);
         self
     }
 
@@ -127,16 +143,19 @@ impl<'a> Record<'a> {
         self
     }
 
-    /// Writes the line.
+    /// Writes the line. Every text field is bounded like anything a client sent
+    /// (`common::telemetry::typed`), whatever the caller passed.
     pub fn log(self) {
+        let bounded = |text: Option<&'a str>| text.map(common::telemetry::typed);
         tracing::info!(
             target: TARGET,
             event = self.event.as_str(),
             outcome = self.outcome.as_str(),
-            user_id = self.user_id,
-            username = self.username,
+            user_id = bounded(self.user_id).as_deref(),
+            username = bounded(self.username).as_deref(),
+            username_hash = bounded(self.username_hash).as_deref(),
             client_addr = self.client.addr.map(tracing::field::display),
-            session_id = self.session_id,
+            session_id = bounded(self.session_id).as_deref(),
             "security event"
         );
     }

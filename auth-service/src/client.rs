@@ -1,9 +1,12 @@
 //! Who is at the other end of a call: the end user's address and user agent, for throttling,
 //! the audit log and session records. Our callers are backend services, so one peer stands for
-//! many end users; a peer in `--trusted-proxies` may name the end user in `x-forwarded-for`
-//! (its first entry), like Cognito's UserContextData. Anyone else's header is ignored.
+//! many end users; a peer in `--trusted-proxies` may name the end user in `x-forwarded-for`,
+//! like Cognito's UserContextData: the right-most address that is not itself a trusted proxy
+//! (see [`forwarded`]). Anyone else's header is ignored.
 
-use std::{net::IpAddr, str::FromStr};
+mod forwarded;
+
+use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 use tonic::Request;
@@ -35,7 +38,7 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
 }
 
 /// The end user of one call.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
     /// The end user's address: the trusted proxy's word for it, else the peer's.
     pub addr: Option<IpAddr>,
@@ -46,21 +49,30 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// The end user of `request`.
     pub fn of<T>(request: &Request<T>, trusted: &TrustedProxies) -> Self {
-        let peer = request.remote_addr().map(|addr| addr.ip());
-        let forwarded = || {
-            let header = request.metadata().get("x-forwarded-for")?.to_str().ok()?;
-            IpAddr::from_str(header.split(',').next()?.trim()).ok()
-        };
-        let addr = match peer {
-            Some(peer) if trusted.contains(peer) => forwarded().or(Some(peer)),
-            other => other,
-        };
+        let addr = request.remote_addr().map(|peer| {
+            let values = request.metadata().get_all("x-forwarded-for");
+            let values = values.iter().map(|value| value.as_bytes());
+            forwarded::end_user(peer.ip(), values, trusted)
+        });
         let user_agent = request
             .metadata()
             .get("user-agent")
             .map(|value| clean_user_agent(value.as_bytes()))
             .filter(|agent| !agent.is_empty());
         Self { addr, user_agent }
+    }
+}
+
+impl fmt::Debug for ClientInfo {
+    /// The user agent cut like any text a client typed, should a line ever log a `ClientInfo`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientInfo")
+            .field("addr", &self.addr)
+            .field(
+                "user_agent",
+                &self.user_agent.as_deref().map(common::telemetry::typed),
+            )
+            .finish()
     }
 }
 
@@ -113,10 +125,39 @@ mod tests {
     }
 
     #[test]
+    fn the_right_most_untrusted_address_is_the_end_user() {
+        // A proxy appending with $proxy_add_x_forwarded_for after its client sent a header.
+        let appended = request("10.1.2.3:4000", Some("192.0.2.66, 203.0.113.7"));
+        let info = ClientInfo::of(&appended, &trusting(&["10.0.0.0/8"]));
+        assert_eq!(info.addr, Some("203.0.113.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_x_forwarded_for_header_is_read_in_order() {
+        let mut twice = request("10.1.2.3:4000", Some("192.0.2.66"));
+        twice
+            .metadata_mut()
+            .append("x-forwarded-for", "203.0.113.7, 10.0.0.8".parse().unwrap());
+        let info = ClientInfo::of(&twice, &trusting(&["10.0.0.0/8"]));
+        assert_eq!(info.addr, Some("203.0.113.7".parse().unwrap()));
+    }
+
+    #[test]
     fn a_trusted_peer_with_a_garbled_header_is_taken_for_itself() {
         let garbled = request("10.1.2.3:4000", Some("not an address"));
         let info = ClientInfo::of(&garbled, &trusting(&["10.1.2.3"]));
         assert_eq!(info.addr, Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_logged_client_shows_no_more_than_a_cut_user_agent() {
+        let info = ClientInfo {
+            addr: None,
+            user_agent: Some("x".repeat(MAX_USER_AGENT)),
+        };
+        let shown = format!("{info:?}");
+        assert!(!shown.contains(&"x".repeat(65)), "{shown}");
+        assert!(shown.contains(&"x".repeat(40)), "{shown}");
     }
 
     #[test]

@@ -29,11 +29,19 @@ pub enum Command {
     Serve,
     /// Create the users, sessions, login-attempts and revocations tables if they do not exist (for local stacks), then exit.
     CreateTables,
-    /// Print a new Ed25519 signing key as a PASERK `k4.secret` (its kid goes to stderr).
+    /// Print a new Ed25519 signing key as a PASERK `k4.secret`, stamped `not-before=` now plus
+    /// --signing-key-activation-secs (its kid goes to stderr): a line to append to the keys
+    /// file.
     GenerateSigningKey,
+    /// Print a new key for sealing TOTP secrets (`--totp-key-file`) as a PASERK `k4.local`.
+    GenerateTotpKey,
     /// Exit 0 if the server on the listen address reports SERVING within 2 s, else 1 (the
     /// container health check).
     HealthCheck,
+    /// Print the audit log's `username_hash` of each username read from standard input (one
+    /// per line, folded as logins fold it), under the configured audit key: how an operator
+    /// finds the lines about a name.
+    HashUsername,
 }
 
 /// Everything the auth-service can be configured with.
@@ -112,6 +120,17 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub signing_keys_reload_secs: u64,
 
+    /// Seconds a signing key that a reload brings is published (ListSigningKeys) before it
+    /// may sign; the key signing before keeps signing meanwhile. Must exceed how far apart
+    /// the replicas load a changed file and the verifiers' key refresh interval (the
+    /// data-service's --key-refresh-secs, 60), so every replica publishes a key, and every
+    /// verifier holds it, before any token names it. A key's own `not-before=` stamp in the
+    /// file (what `generate-signing-key` prints: now plus this) holds it back too, and is what
+    /// a replica that starts during a rollout goes by. 0: a reloaded key signs at once.
+    #[arg(long, env = "DYNAGATE_SIGNING_KEY_ACTIVATION_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub signing_key_activation_secs: u64,
+
     /// The signing keys from DYNAGATE_SIGNING_KEYS (environment only).
     #[arg(skip = common::secrets::from_env("DYNAGATE_SIGNING_KEYS"))]
     pub signing_keys: Option<SecretString>,
@@ -167,11 +186,13 @@ pub struct Settings {
     pub items_table_arn: Option<String>,
 
     /// Lifetime of temporary credentials in seconds: 900 to 3600 (role chaining caps sessions
-    /// at one hour), up to 43200 with --allow-long-credentials.
+    /// at one hour), up to 43200 with --allow-long-credentials. The default, 900, is an access
+    /// token's lifetime: credentials fetched before a LogoutAll or ChangePassword stay valid
+    /// until they expire (STS cannot revoke one session), so this bounds what a thief keeps.
     #[arg(
         long,
         env = "DYNAGATE_CREDENTIALS_DURATION_SECS",
-        default_value_t = 3600
+        default_value_t = 900
     )]
     pub credentials_duration_secs: u64,
 
@@ -181,7 +202,9 @@ pub struct Settings {
     pub allow_long_credentials: bool,
 
     /// Cached credentials are replaced this many seconds before they expire, so callers always
-    /// get at least this much lifetime.
+    /// get at least this much lifetime (the data-service keeps its client until its own margin,
+    /// 120 s by default, before expiry). With 900-second credentials, 300 means one AssumeRole
+    /// per active user every 10 minutes.
     #[arg(
         long,
         env = "DYNAGATE_CREDENTIALS_REFRESH_MARGIN_SECS",
@@ -198,8 +221,10 @@ pub struct Settings {
     pub credentials_cache_capacity: u64,
 
     /// Networks (CIDR or single addresses, comma-separated) of proxies trusted to name the end
-    /// user in `x-forwarded-for` (its first entry) for Login and Register; from anyone else
-    /// the header is ignored and the peer address counts. Empty by default.
+    /// user in `x-forwarded-for`, for throttling, the audit log and session records: the
+    /// right-most entry that is not itself in these networks (as nginx's `real_ip_recursive`
+    /// reads it). From any other peer the header is ignored and the peer address counts.
+    /// Empty by default.
     #[arg(long, env = "DYNAGATE_TRUSTED_PROXIES", value_delimiter = ',',
           value_parser = crate::client::parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -217,6 +242,11 @@ pub struct Settings {
     /// certificate this CA signed (mTLS). Needs --tls-cert and --tls-key.
     #[arg(long, env = "DYNAGATE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// Bounds on clients' connections: connections, streams per connection, request-body
+    /// time, HTTP/2 keepalive (--max-connections and the others).
+    #[command(flatten)]
+    pub limits: common::limits::ConnectionLimits,
 
     /// AWS call timeouts and retries.
     #[command(flatten)]
@@ -241,6 +271,10 @@ pub struct Settings {
     /// The revocation feed (WatchRevocations).
     #[command(flatten)]
     pub revocations: crate::revocations::RevocationSettings,
+
+    /// The audit log: the key of its username hashes.
+    #[command(flatten)]
+    pub audit: crate::audit::AuditSettings,
 }
 
 /// Credential lifetimes STS accepts: 15 minutes to 12 hours.
@@ -354,6 +388,33 @@ mod tests {
         assert!(with_vending(43_200, 300, true).vending().unwrap().is_some());
         assert!(with_vending(43_201, 300, true).vending().is_err());
         assert!(with_vending(899, 300, true).vending().is_err());
+    }
+
+    #[test]
+    fn credentials_last_an_access_tokens_lifetime_by_default() {
+        let overridden = [
+            "DYNAGATE_CREDENTIALS_DURATION_SECS",
+            "DYNAGATE_CREDENTIALS_REFRESH_MARGIN_SECS",
+            "DYNAGATE_ACCESS_TOKEN_TTL_SECS",
+        ]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+        if overridden {
+            return;
+        }
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.credentials_duration_secs, 900);
+        assert_eq!(
+            defaults.credentials_duration_secs,
+            defaults.access_token_ttl_secs
+        );
+        let mut settings = with_vending(900, 300, false);
+        settings.credentials_duration_secs = defaults.credentials_duration_secs;
+        settings.credentials_refresh_margin_secs = defaults.credentials_refresh_margin_secs;
+        assert!(
+            settings.vending().unwrap().is_some(),
+            "the defaults validate"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Temporary AWS credentials per user: STS AssumeRole with a session policy that confines
 //! them to the user's own partition, cached until a margin before expiry, with concurrent
-//! misses for one user collapsed into a single STS call.
+//! misses for one user collapsed into a single STS call. The cache is keyed by the user and a
+//! [`Generation`] — the user's credentials epoch (`users/epoch.rs`) — so after LogoutAll,
+//! ChangePassword or a reused refresh token every replica vends the user new credentials.
 
 use std::{
     sync::Arc,
@@ -20,6 +22,20 @@ use crate::{
     metrics::Metrics,
     policy::{StsUserId, TableArn, role_session_name, session_policy},
 };
+
+/// Which of a user's credentials a caller may be handed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Generation {
+    /// The user's credentials epoch: bumped after a compromise, so credentials vended before
+    /// it are never handed out again, by any replica.
+    Epoch(u64),
+    /// A session started before usernames were recorded cannot find its user's epoch: it is
+    /// vended credentials of its own (by session id), shared with no other session.
+    Session(String),
+}
+
+/// The cache key: whose credentials, of which generation.
+type VendKey = (StsUserId, Generation);
 
 /// Temporary credentials for one user.
 #[derive(Debug)]
@@ -87,7 +103,7 @@ impl From<VendError> for AuthError {
 pub struct CredentialVendor {
     sts: aws_sdk_sts::Client,
     config: Arc<VendingConfig>,
-    cache: LoadingCache<StsUserId, Arc<TemporaryCredentials>, VendError>,
+    cache: LoadingCache<VendKey, Arc<TemporaryCredentials>, VendError>,
     metrics: Arc<Metrics>,
 }
 
@@ -122,18 +138,22 @@ impl CredentialVendor {
         &self.config
     }
 
-    /// Credentials for `user`: from the cache while they have more than the margin left,
-    /// otherwise from one AssumeRole call shared by every concurrent request for the user. The
-    /// call runs on its own task under the SDK's timeouts, so a caller that gives up neither
-    /// cancels it nor starts another; it logs in the trace of the request that started it.
+    /// Credentials for `user` of `generation`: from the cache while they have more than the
+    /// margin left, otherwise from one AssumeRole call shared by every concurrent request for
+    /// the same key. The call runs on its own task under the SDK's timeouts, so a caller that
+    /// gives up neither cancels it nor starts another; it logs in the trace of the request
+    /// that started it. Credentials of an older generation are never looked at again; they
+    /// leave the cache at their margin (or to its capacity bound).
     pub async fn credentials_for(
         &self,
         user: &StsUserId,
+        generation: Generation,
     ) -> Result<Arc<TemporaryCredentials>, AuthError> {
         let this = self.clone();
         let owned = user.clone();
         let load = common::trace::bind(async move { this.assume_role(&owned).await });
-        Ok(self.cache.get_or_load(user, load).await?)
+        let key = (user.clone(), generation);
+        Ok(self.cache.get_or_load(&key, load).await?)
     }
 
     /// One AssumeRole call, counted by outcome.

@@ -99,6 +99,14 @@ impl AuthError {
     }
 }
 
+/// A detached flow (`common::detached`) that panicked or was stopped by a shutdown: a bug or
+/// the process going away, never the client's doing.
+impl From<tokio::task::JoinError> for AuthError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::Internal(anyhow::Error::new(error).context("detached flow"))
+    }
+}
+
 /// Maps the result of a conditional write: success is `true`, a failed condition `false`, and
 /// any other failure an error.
 pub fn conditional<T, E>(

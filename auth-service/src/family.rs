@@ -7,10 +7,18 @@
 //! retried and concurrent refreshes all agree. Any other token the session once had — the
 //! previous one after the grace, or an older one — is reuse and ends the session. A secret the
 //! session never had revokes nothing: its user and session ids are public.
+//!
+//! Ending is final once asked for. Every public method that may end a session runs as a task
+//! of its own ([`common::detached`]) from its first read on, so a caller that goes away
+//! (deadline, cancel, reset) cannot stop it between announcing an ending and marking the
+//! session; the caller is answered once it is done. And the revocation log is the truth: a
+//! session in it is ended for every reader here ([`Families::is_live`]) even if its item was
+//! never marked, and the replica's repairer ([`repair`]) marks it. Which sessions are live and
+//! how they end is in `ending.rs`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
+use common::{clock::Clock, detached};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -21,23 +29,18 @@ use crate::{
     error::AuthError,
     refresh_token::{RefreshToken, RotationNonce},
     revocations::Revocations,
-    sessions::{ListedSession, NewSession, RevokeReason, Session, SessionStore},
+    sessions::{NewSession, RevokeReason, Session, SessionStore},
+    users::{CredentialsEpochs, EpochOwner},
 };
 
+mod ending;
+pub mod repair;
 mod standing;
 pub use standing::{Standing, standing};
 
-/// Revocations sent at once by LogoutAll and the session cap.
-const REVOKE_CONCURRENCY: usize = 8;
 /// Reads of a session one refresh makes at most. A lost race needs two: the rotation fails
 /// only because another one landed, and the second read finds the token as the previous one.
 const REFRESH_ATTEMPTS: usize = 3;
-/// Live sessions listed beyond the cap: logins racing the cap's enforcement (or a cap not
-/// applied because DynamoDB failed) may leave a few more for a moment.
-const LIST_MARGIN: usize = 10;
-/// The least time a revoked session's item is kept, so it can still be reported (and, later,
-/// fanned out as a revocation) while its access tokens live.
-const REVOKED_RETENTION: Duration = Duration::from_secs(86_400);
 
 /// How sessions behave; from the settings.
 #[derive(Clone, Debug)]
@@ -66,17 +69,37 @@ pub struct Families {
     store: SessionStore,
     policy: SessionPolicy,
     revocations: Revocations,
+    epochs: CredentialsEpochs,
+    clock: Arc<dyn Clock>,
 }
 
 impl Families {
     /// Families kept in `store`, behaving as `policy` says; every session they end is
-    /// announced on `revocations`.
-    pub fn new(store: SessionStore, policy: SessionPolicy, revocations: Revocations) -> Self {
+    /// announced on `revocations`, and the flows that end sessions after a compromise bump
+    /// the user's credentials epoch in `epochs`. Time is read from `clock`.
+    pub fn new(
+        store: SessionStore,
+        policy: SessionPolicy,
+        revocations: Revocations,
+        epochs: CredentialsEpochs,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
             policy,
             revocations,
+            epochs,
+            clock,
         }
+    }
+
+    /// The users' credentials epochs.
+    pub fn epochs(&self) -> &CredentialsEpochs {
+        &self.epochs
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     /// The session store.
@@ -90,15 +113,25 @@ impl Families {
     }
 
     /// Starts a session for `user_id` (`username`), logged in by `client`, then ends the
-    /// user's oldest sessions beyond the cap.
+    /// user's oldest sessions beyond the cap; detached from the caller.
     pub async fn start(
         &self,
         user_id: Uuid,
         username: &str,
         client: &ClientInfo,
     ) -> Result<Issued, AuthError> {
+        let (families, username, client) = (self.clone(), username.to_owned(), client.clone());
+        detached::run(async move { families.start_here(user_id, &username, &client).await }).await
+    }
+
+    async fn start_here(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        client: &ClientInfo,
+    ) -> Result<Issued, AuthError> {
         let token = RefreshToken::generate(user_id, Uuid::new_v4());
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let expires_at = self.expiry(now)?;
         let (user_id, session_id) = (user_id.to_string(), token.session_id.to_string());
         let session = NewSession {
@@ -128,107 +161,18 @@ impl Families {
             .map_err(|e| anyhow::anyhow!("truncating an expiry: {e}"))?)
     }
 
-    /// Ends the oldest live sessions beyond the cap (by creation time, then session id). Every
-    /// login lists after creating its own session, and all order alike, so concurrent logins
-    /// converge on the newest `max_per_user`.
-    async fn enforce_cap(&self, user_id: &str, now: OffsetDateTime) -> Result<(), AuthError> {
-        let mut live = self.store.live_sessions(user_id, now).await?;
-        if live.len() <= self.policy.max_per_user {
-            return Ok(());
-        }
-        live.sort_unstable_by(|a, b| b.cmp(a));
-        let beyond: Vec<String> = live
-            .split_off(self.policy.max_per_user)
-            .into_iter()
-            .map(|session| session.session_id)
-            .collect();
-        let ended = self
-            .revoke_all(user_id, beyond, RevokeReason::SessionLimit, now)
-            .await?;
-        tracing::info!(%user_id, sessions_ended = ended, "session cap reached: oldest ended");
-        Ok(())
-    }
-
-    /// Ends every live session of `user_id`; returns how many this call ended.
-    pub async fn end_all(&self, user_id: &str) -> Result<usize, AuthError> {
-        let now = OffsetDateTime::now_utc();
-        let live = self.store.live_sessions(user_id, now).await?;
-        let ids = live.into_iter().map(|session| session.session_id).collect();
-        self.revoke_all(user_id, ids, RevokeReason::LogoutAll, now)
-            .await
-    }
-
-    /// Ends every live session of `user_id` but `keep` (a password change ends the others,
-    /// not the caller's); returns how many this call ended.
-    pub async fn end_others(&self, user_id: &str, keep: &str) -> Result<usize, AuthError> {
-        let now = OffsetDateTime::now_utc();
-        let live = self.store.live_sessions(user_id, now).await?;
-        let ids = live
-            .into_iter()
-            .map(|session| session.session_id)
-            .filter(|session_id| session_id != keep)
-            .collect();
-        self.revoke_all(user_id, ids, RevokeReason::PasswordChanged, now)
-            .await
-    }
-
-    /// The user's live sessions, newest first: at most the cap and a small margin.
-    pub async fn list(&self, user_id: &str) -> Result<Vec<ListedSession>, AuthError> {
-        let limit = self.policy.max_per_user.saturating_add(LIST_MARGIN);
-        self.store
-            .list_live(user_id, OffsetDateTime::now_utc(), limit)
-            .await
-    }
-
-    /// Ends one session of `user_id` for `reason`; false if it had already ended. The caller
-    /// must know the session is `user_id`'s: its revocation is announced by session id alone,
-    /// before the session item is looked at.
-    pub async fn end(
-        &self,
-        user_id: &str,
-        session_id: &str,
-        reason: RevokeReason,
-    ) -> Result<bool, AuthError> {
-        self.revoke(user_id, session_id, reason, OffsetDateTime::now_utc())
-            .await
-    }
-
-    async fn revoke_all(
-        &self,
-        user_id: &str,
-        session_ids: Vec<String>,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> Result<usize, AuthError> {
-        let revoked: Vec<bool> = futures::stream::iter(session_ids)
-            .map(|session_id| async move { self.revoke(user_id, &session_id, reason, now).await })
-            .buffer_unordered(REVOKE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(revoked.into_iter().filter(|&r| r).count())
-    }
-
-    /// Every way a session ends comes here. The revocation is announced first: if marking the
-    /// session fails after that, the caller retries, and verifiers at worst refuse a session
-    /// that lives on for that moment — never accept one that ended.
-    async fn revoke(
-        &self,
-        user_id: &str,
-        session_id: &str,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> Result<bool, AuthError> {
-        self.revocations.announce(user_id, session_id).await?;
-        let retention = REVOKED_RETENTION.max(self.policy.access_lifetime);
-        let delete_after = (now + retention).unix_timestamp();
-        self.store
-            .revoke(user_id, session_id, reason, now, delete_after)
-            .await
-    }
-
     /// Trades a refresh token for the session's next one (see the module docs for the policy).
-    /// Proven reuse is audited as `client`'s.
+    /// Proven reuse is audited as `client`'s. Detached: reuse ends the session.
     pub async fn refresh(
+        &self,
+        presented: RefreshToken,
+        client: &ClientInfo,
+    ) -> Result<Issued, AuthError> {
+        let (families, client) = (self.clone(), client.clone());
+        detached::run(async move { families.refresh_here(&presented, &client).await }).await
+    }
+
+    async fn refresh_here(
         &self,
         presented: &RefreshToken,
         client: &ClientInfo,
@@ -237,7 +181,7 @@ impl Families {
         let presented_hash = presented.secret_hash();
         for attempt in 0..REFRESH_ATTEMPTS {
             let session = self.active_session(presented).await?;
-            let now = OffsetDateTime::now_utc();
+            let now = self.now();
             match standing(&session, &presented_hash, now, self.policy.retry_grace) {
                 Standing::Current => {
                     if let Some(issued) = self.rotate(presented, &session, now).await? {
@@ -265,11 +209,11 @@ impl Families {
         )))
     }
 
-    /// The session a token names, if it is active.
+    /// The session a token names, if it is live (see [`Self::is_live`]).
     async fn active_session(&self, token: &RefreshToken) -> Result<Session, AuthError> {
         let (user_id, session_id) = ids(token);
         match self.store.get(&user_id, &session_id).await? {
-            Some(session) if session.is_active(OffsetDateTime::now_utc()) => Ok(session),
+            Some(session) if self.is_live(&user_id, &session_id, &session) => Ok(session),
             _ => Err(AuthError::InvalidRefreshToken),
         }
     }
@@ -327,9 +271,13 @@ impl Families {
         client: &ClientInfo,
     ) -> AuthError {
         let (user_id, session_id) = ids(presented);
-        let revoked = self
-            .revoke(&user_id, &session_id, RevokeReason::ReuseDetected, now)
-            .await;
+        // A reused token leaked: so may the user's credentials have. New ones from now.
+        let owner = EpochOwner {
+            username: session.username.as_deref(),
+            user_id: &user_id,
+        };
+        let ending = self.revoke(&user_id, &session_id, RevokeReason::ReuseDetected, now);
+        let revoked = self.epochs.around(owner, ending).await;
         let mut record = Record::new(Event::RefreshReuse, Outcome::Failed, client)
             .user(&user_id)
             .session(&session_id);
@@ -349,8 +297,17 @@ impl Families {
     /// Ends the session a refresh token belongs to. The current token, or the previous one
     /// within the grace (its refresh's response may have been lost), logs out — again and
     /// again, so a retried logout is harmless. Other tokens are treated as Refresh treats them.
-    /// Audited as `client`'s.
+    /// Audited as `client`'s. Detached.
     pub async fn logout(
+        &self,
+        presented: RefreshToken,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let (families, client) = (self.clone(), client.clone());
+        detached::run(async move { families.logout_here(&presented, &client).await }).await
+    }
+
+    async fn logout_here(
         &self,
         presented: &RefreshToken,
         client: &ClientInfo,
@@ -361,8 +318,8 @@ impl Families {
             .get(&user_id, &session_id)
             .await?
             .ok_or(AuthError::InvalidRefreshToken)?;
-        let now = OffsetDateTime::now_utc();
-        let active = session.is_active(now);
+        let now = self.now();
+        let active = self.is_live(&user_id, &session_id, &session);
         match standing(
             &session,
             &presented.secret_hash(),

@@ -1,7 +1,8 @@
 //! Reloads the signing keys without a restart: on SIGHUP, and whenever the keys file's content
-//! changes (checked every interval), so rotation is: add a key, reload, wait one access-token
-//! lifetime, remove the old key, reload. A file that does not parse leaves the running keys
-//! in place and is reported, never half-applied.
+//! changes (checked every interval), so rotation is: add a key, reload (it is published at
+//! once and signs from its activation), wait until then plus one access-token lifetime, remove
+//! the old key, reload. A file that does not parse leaves the running keys in place and is
+//! reported, never half-applied.
 
 use std::{
     path::{Path, PathBuf},
@@ -62,23 +63,29 @@ fn reload(path: &Path, tokens: &TokenIssuer, asked: bool) {
         }
     };
     let before = tokens.ring();
-    let (old, new) = (before.kids(), ring.kids());
-    let added: Vec<&str> = new
-        .iter()
-        .filter(|kid| !old.contains(kid))
-        .copied()
-        .collect();
+    let old = before.kids();
     let removed: Vec<&str> = old
         .iter()
-        .filter(|kid| !new.contains(kid))
+        .filter(|kid| !ring.kids().contains(kid))
         .copied()
+        .collect();
+    tokens.replace_ring(ring);
+    let installed = tokens.ring();
+    // Each added key with the time it may start signing (published at once).
+    let added: Vec<String> = installed
+        .keys()
+        .iter()
+        .filter(|key| !old.contains(&key.kid.as_str()))
+        .map(|key| match key.activates_at() {
+            Some(at) => format!("{} signs from {at}", key.kid),
+            None => key.kid.clone(),
+        })
         .collect();
     tracing::info!(
         signal = asked,
-        active = %ring.active().kid,
+        active = %tokens.signer(&installed).kid,
         ?added,
         ?removed,
         "signing keys reloaded"
     );
-    tokens.replace_ring(ring);
 }

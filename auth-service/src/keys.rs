@@ -1,5 +1,11 @@
-//! The signing key ring: PASERK `k4.secret` keys, the newest signing, all published.
-//! Rotation: append a key, wait one access-token lifetime, then drop the oldest.
+//! The signing key ring: PASERK `k4.secret` keys, all published, the newest *active* one
+//! signing. A key becomes active at its activation time: its `not-before=` stamp in the file,
+//! and never sooner than `--signing-key-activation-secs` after a reload first brought it to
+//! this replica. So a new key is published by every replica before any replica signs with it.
+//! Rotation: append a key, wait until it is active plus one access-token lifetime, then drop
+//! the old one.
+
+mod activation;
 
 use std::{fmt, path::Path};
 
@@ -10,7 +16,10 @@ use pasetors::{
     version4::V4,
 };
 use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
 
+use self::activation::{Activation, parse_words};
+pub use self::activation::{NOT_BEFORE, stamped_line};
 use crate::config::Settings;
 
 /// One Ed25519 key of the ring.
@@ -23,6 +32,7 @@ pub struct SigningKey {
     pub footer: Vec<u8>,
     secret: AsymmetricSecretKey<V4>,
     public: AsymmetricPublicKey<V4>,
+    activation: Activation,
 }
 
 impl fmt::Debug for SigningKey {
@@ -45,6 +55,7 @@ impl SigningKey {
             footer,
             secret,
             public,
+            activation: Activation::default(),
         })
     }
 
@@ -52,9 +63,14 @@ impl SigningKey {
     pub fn secret(&self) -> &AsymmetricSecretKey<V4> {
         &self.secret
     }
+
+    /// When the key may start signing; `None`: it always could.
+    pub fn activates_at(&self) -> Option<OffsetDateTime> {
+        self.activation.at()
+    }
 }
 
-/// All signing keys, oldest first; the last one signs.
+/// All signing keys, oldest first; the last active one signs.
 #[derive(Debug)]
 pub struct KeyRing {
     keys: Vec<SigningKey>,
@@ -62,28 +78,40 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Parses PASERK `k4.secret` keys separated by whitespace or commas; `#` starts a comment
-    /// that runs to the end of the line. Duplicates are refused: they would hide a rotation
-    /// mistake.
+    /// Parses PASERK `k4.secret` keys separated by whitespace or commas, each optionally
+    /// followed by `not-before=<RFC 3339 time>`; `#` starts a comment that runs to the end of
+    /// the line. Duplicates are refused: they would hide a rotation mistake.
     pub fn parse(text: &SecretString) -> anyhow::Result<Self> {
         let mut keys: Vec<SigningKey> = Vec::new();
-        let words = text
-            .expose_secret()
-            .lines()
-            .map(|line| line.split('#').next().unwrap_or_default())
-            .flat_map(|line| line.split(|c: char| c == ',' || c.is_whitespace()))
-            .filter(|word| !word.is_empty());
-        for (index, word) in words.enumerate() {
+        for (index, (word, not_before)) in
+            parse_words(text.expose_secret())?.into_iter().enumerate()
+        {
             let secret = AsymmetricSecretKey::<V4>::try_from(word).map_err(|_| {
                 anyhow::anyhow!("signing key #{} is not a PASERK k4.secret", index + 1)
             })?;
-            let key = SigningKey::from_secret(secret)?;
+            let mut key = SigningKey::from_secret(secret)?;
             if keys.iter().any(|k| k.kid == key.kid) {
                 bail!("signing key {} is listed twice", key.kid);
             }
+            key.activation = Activation::stamped(not_before);
             keys.push(key);
         }
         Self::of(keys)
+    }
+
+    /// This ring as a reload installs it over `previous`: a key `previous` already had keeps
+    /// the earliest time it may sign; a key new to this replica may sign no sooner than
+    /// `earliest_new` (now plus `--signing-key-activation-secs`), whatever its stamp says.
+    pub fn after(mut self, previous: &Self, earliest_new: OffsetDateTime) -> Self {
+        for key in &mut self.keys {
+            let known = previous.keys.iter().find(|old| old.kid == key.kid);
+            let seen = match known {
+                Some(old) => old.activation.seen_from(),
+                None => Some(earliest_new),
+            };
+            key.activation = key.activation.seen(seen);
+        }
+        self
     }
 
     fn of(keys: Vec<SigningKey>) -> anyhow::Result<Self> {
@@ -116,7 +144,7 @@ impl KeyRing {
             (None, None) if settings.dev_ephemeral_signing_key => {
                 let ring = Self::generate()?;
                 tracing::warn!(
-                    kid = %ring.active().kid,
+                    kid = %ring.keys[0].kid,
                     "NO SIGNING KEY CONFIGURED: generated a throw-away key for local development. \
                      Tokens will not survive a restart and other replicas will not accept them. \
                      Never run like this in production: use --signing-keys-file."
@@ -136,10 +164,18 @@ impl KeyRing {
         Self::parse(&text).with_context(|| format!("signing keys in {}", path.display()))
     }
 
-    /// The key that signs new tokens.
-    pub fn active(&self) -> &SigningKey {
+    /// The key that signs new tokens at `now`: the newest whose activation has passed. When
+    /// none has, the oldest (the first in the file): a ring always signs; a first key that
+    /// `generate-signing-key` stamped signs at once, and a file whose only key was replaced
+    /// (an emergency) signs with its new key at once.
+    pub fn signer(&self, now: OffsetDateTime) -> &SigningKey {
+        let active = self
+            .keys
+            .iter()
+            .rev()
+            .find(|key| key.activates_at().is_none_or(|at| at <= now));
         // `parse` and `generate` never build an empty ring.
-        &self.keys[self.keys.len() - 1]
+        active.unwrap_or(&self.keys[0])
     }
 
     /// Every key, oldest first.
@@ -180,16 +216,98 @@ mod tests {
             second.expose_secret()
         );
         let ring = KeyRing::parse(&SecretString::from(text)).unwrap();
-        assert_eq!(ring.active().kid, second_kid);
+        assert_eq!(ring.signer(OffsetDateTime::now_utc()).kid, second_kid);
         let kids: Vec<_> = ring.keys().iter().map(|k| k.kid.as_str()).collect();
         assert_eq!(kids, [first_kid.as_str(), second_kid.as_str()]);
         assert_eq!(ring.verifying_keys().len(), 2);
     }
 
+    /// A ring of fresh keys, each stamped with its `not-before` (if any).
+    fn ring(stamps: &[Option<OffsetDateTime>]) -> (KeyRing, Vec<String>) {
+        let mut text = String::new();
+        let mut kids = Vec::new();
+        for stamp in stamps {
+            let (key, kid) = generate_paserk().unwrap();
+            let line = match stamp {
+                Some(at) => stamped_line(&key, *at).unwrap(),
+                None => key,
+            };
+            text.push_str(line.expose_secret());
+            text.push('\n');
+            kids.push(kid);
+        }
+        (KeyRing::parse(&SecretString::from(text)).unwrap(), kids)
+    }
+
+    fn at(unix: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(unix).unwrap()
+    }
+
+    #[test]
+    fn a_stamped_key_signs_from_its_stamp_and_the_one_before_signs_until_then() {
+        let (ring, kids) = ring(&[None, Some(at(2_000))]);
+        assert_eq!(ring.signer(at(1_999)).kid, kids[0]);
+        assert_eq!(ring.signer(at(2_000)).kid, kids[1]);
+        assert_eq!(ring.verifying_keys().len(), 2, "both published all along");
+    }
+
+    #[test]
+    fn a_reload_holds_back_a_new_key_and_keeps_the_bound_of_a_known_one() {
+        let (before, _) = ring(&[None]);
+        let text = |ring: &KeyRing| {
+            // The same keys as a file would list them, plus one new key, unstamped.
+            let (new, _) = generate_paserk().unwrap();
+            let mut lines: Vec<String> = ring
+                .keys()
+                .iter()
+                .map(|key| tokens::paserk(key.secret()))
+                .collect();
+            lines.push(new.expose_secret().to_owned());
+            SecretString::from(lines.join("\n"))
+        };
+        let first = KeyRing::parse(&text(&before))
+            .unwrap()
+            .after(&before, at(1_060));
+        let kids = first
+            .kids()
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(first.signer(at(1_059)).kid, kids[0], "held back");
+        assert_eq!(first.signer(at(1_060)).kid, kids[1]);
+
+        // The next reload (another key added at 1 030) keeps the second key's bound.
+        let second = KeyRing::parse(&text(&first))
+            .unwrap()
+            .after(&first, at(1_090));
+        assert_eq!(second.signer(at(1_060)).kid, kids[1]);
+        assert_eq!(second.signer(at(1_089)).kid, kids[1]);
+        assert_eq!(second.signer(at(1_090)).kid, second.kids()[2]);
+    }
+
+    #[test]
+    fn a_stamp_already_past_does_not_shorten_the_hold_of_a_reload() {
+        let (before, _) = ring(&[None]);
+        let (stamped, kids) = ring(&[None, Some(at(0))]);
+        // `before`'s key is not in `stamped`: both keys of `stamped` are new to this replica.
+        let after = stamped.after(&before, at(1_060));
+        assert_eq!(after.signer(at(1_059)).kid, kids[0], "the oldest");
+        assert_eq!(after.signer(at(1_060)).kid, kids[1]);
+    }
+
+    #[test]
+    fn a_ring_whose_keys_all_activate_later_signs_with_its_oldest_key() {
+        // A first key stamped by generate-signing-key, and a key added before that stamp.
+        let (ring, kids) = ring(&[Some(at(3_000)), Some(at(2_000))]);
+        assert_eq!(ring.signer(at(1_000)).kid, kids[0]);
+        assert_eq!(ring.signer(at(2_500)).kid, kids[1]);
+        assert_eq!(ring.signer(at(3_000)).kid, kids[1], "the newest active one");
+    }
+
     #[test]
     fn kids_are_paserk_ids_and_footers_name_them() {
         let ring = KeyRing::generate().unwrap();
-        let key = ring.active();
+        let key = ring.signer(OffsetDateTime::now_utc());
         assert!(key.kid.starts_with("k4.pid."), "{}", key.kid);
         assert!(key.public_paserk.starts_with("k4.public."));
         assert_eq!(

@@ -8,6 +8,8 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod error;
+#[cfg(all(feature = "failpoints", debug_assertions))]
+pub mod failpoints;
 pub mod family;
 pub mod key_reload;
 pub mod keys;

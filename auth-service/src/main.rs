@@ -1,18 +1,18 @@
 //! `auth-service`: settings → telemetry → build → run until SIGTERM.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use auth_service::{
     config::{Cli, Command},
     keys,
+    mfa::seal::Sealer,
     startup::{self, Application, AwsClients},
 };
-use clap::Parser;
 use secrecy::ExposeSecret;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::cli::parse();
     common::telemetry::init("info");
     common::server::exit_code("auth-service", run(cli).await)
 }
@@ -22,8 +22,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::GenerateSigningKey => {
             let (key, kid) = keys::generate_paserk()?;
-            println!("{}", key.expose_secret());
-            eprintln!("kid: {kid}");
+            let activation = Duration::from_secs(settings.signing_key_activation_secs);
+            let not_before = time::OffsetDateTime::now_utc() + activation;
+            println!("{}", keys::stamped_line(&key, not_before)?.expose_secret());
+            eprintln!(
+                "kid: {kid} (append the line to every replica's keys file now: it signs from \
+                 its not-before)"
+            );
+            Ok(())
+        }
+        Command::GenerateTotpKey => {
+            println!("{}", Sealer::generate_paserk()?.expose_secret());
+            Ok(())
+        }
+        Command::HashUsername => {
+            let key = settings.audit.configured_key()?.ok_or_else(|| {
+                anyhow::anyhow!("no --audit-key-file or DYNAGATE_AUDIT_KEY to hash under")
+            })?;
+            for name in std::io::stdin().lines() {
+                println!("{}", key.username_hash(&name?.to_lowercase()));
+            }
             Ok(())
         }
         Command::HealthCheck => {

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub lockout_refusals: Counter,
     /// Login and Register calls refused by the per-address throttle.
     pub rate_limited: Counter,
+    /// Refresh and Logout calls refused unread: their address's failures budget was spent.
+    pub token_failures_throttled: Counter,
+    /// Repairs of sessions ended in the revocation log, by outcome (`revocations::repair`):
+    /// `marked` (the session was unmarked: this repair marked it), `already_ended` (nothing to
+    /// do), `failed` (an attempt failed; it is retried), `dropped` (the queue was full).
+    pub session_repairs: LabeledCounter,
 }
 
 impl Default for Metrics {
@@ -55,6 +61,8 @@ impl Default for Metrics {
             lockouts: Counter::default(),
             lockout_refusals: Counter::default(),
             rate_limited: Counter::default(),
+            token_failures_throttled: Counter::default(),
+            session_repairs: LabeledCounter::new("outcome", crate::revocations::repair::OUTCOMES),
         }
     }
 }
@@ -103,6 +111,11 @@ impl Metrics {
                 "rate_limited",
                 "Login and Register calls refused by the per-address throttle",
             ),
+            (
+                &self.token_failures_throttled,
+                "token_failures_throttled",
+                "Refresh and Logout calls refused unread: their address's failures budget was spent",
+            ),
         ];
         for (counter, name, help) in counters {
             counter.register(registry, name, help);
@@ -111,6 +124,11 @@ impl Metrics {
             registry,
             "sts_assume_role_calls",
             "STS AssumeRole calls made (GetCredentials cache misses), by outcome",
+        );
+        self.session_repairs.register(
+            registry,
+            "session_repairs",
+            "Repairs of sessions ended in the revocation log but not in the sessions table, by outcome",
         );
         self.hash_jobs_running.register(
             registry,

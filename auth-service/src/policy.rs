@@ -306,6 +306,36 @@ mod deploy_documents {
     }
 
     #[test]
+    fn the_emergency_brakes_deny_everything_to_credentials_issued_before_the_moment() {
+        for (name, one_user) in [
+            ("revoke-older-credentials-policy.json", false),
+            ("revoke-one-users-older-credentials-policy.json", true),
+        ] {
+            let policy = document(name);
+            assert_eq!(policy["Version"], "2012-10-17", "{name}");
+            let statements = policy["Statement"].as_array().unwrap();
+            assert_eq!(statements.len(), 1, "{name}");
+            let statement = &statements[0];
+            assert_eq!(statement["Effect"], "Deny", "{name}");
+            assert_eq!(statement["Action"], "*", "{name}");
+            assert_eq!(statement["Resource"], "*", "{name}");
+            let condition = statement["Condition"].as_object().unwrap();
+            assert_eq!(
+                condition["DateLessThan"]["aws:TokenIssueTime"], "ISSUED_BEFORE",
+                "{name}"
+            );
+            let expected_keys = if one_user { 2 } else { 1 };
+            assert_eq!(condition.len(), expected_keys, "{name}: {condition:?}");
+            if one_user {
+                assert_eq!(
+                    condition["StringEquals"]["aws:SourceIdentity"], "USER_ID",
+                    "matched on the source identity GetCredentials sets"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_auth_service_policy_can_assume_the_data_access_role() {
         let policy = document("auth-service-policy.json");
         let vend = &policy["Statement"][1];

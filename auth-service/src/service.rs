@@ -43,8 +43,9 @@ pub struct AuthApi {
 
 impl AuthApi {
     /// The API over `accounts`; GetCredentials works only with a `vendor`. Login and Register
-    /// are throttled per end-user address by `limiter`, the address taken from
-    /// `x-forwarded-for` only when the peer is one of the `trusted_proxies`.
+    /// are throttled per end-user address by `limiter`, and so are Refresh and Logout calls
+    /// that fail; the address is taken from `x-forwarded-for` only when the peer is one of the
+    /// `trusted_proxies`.
     pub fn new(
         accounts: Arc<Accounts>,
         vendor: Option<CredentialVendor>,
@@ -162,10 +163,13 @@ impl AuthService for AuthApi {
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
         let client = self.client(&request);
-        let tokens = self
+        let charge = self.limiter.check_failures(&client)?;
+        let refreshed = self
             .accounts
             .refresh(&request.into_inner().refresh_token, &client)
-            .await?;
+            .await;
+        charge.settle(&refreshed);
+        let tokens = refreshed?;
         record_user(&tokens.user_id);
         Ok(Response::new(RefreshResponse {
             access_token: tokens.access.token.expose_secret().to_owned(),
@@ -180,9 +184,13 @@ impl AuthService for AuthApi {
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
         let client = self.client(&request);
-        self.accounts
+        let charge = self.limiter.check_failures(&client)?;
+        let ended = self
+            .accounts
             .logout(&request.into_inner().refresh_token, &client)
-            .await?;
+            .await;
+        charge.settle(&ended);
+        ended?;
         Ok(Response::new(LogoutResponse {}))
     }
 
@@ -199,8 +207,9 @@ impl AuthService for AuthApi {
         &self,
         _request: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        let ring = self.accounts.tokens().ring();
-        let active = &ring.active().kid;
+        let tokens = self.accounts.tokens();
+        let ring = tokens.ring();
+        let active = &tokens.signer(&ring).kid;
         let keys = ring
             .keys()
             .iter()
@@ -218,10 +227,13 @@ impl AuthService for AuthApi {
         request: Request<GetCredentialsRequest>,
     ) -> Result<Response<GetCredentialsResponse>, Status> {
         let vendor = self.vendor.as_ref().ok_or(AuthError::CredentialsDisabled)?;
-        let principal = self.signed_in(&request).await?.principal;
+        let token = bearer_token(request.metadata()).map_err(AuthError::from)?;
+        let (caller, generation) = self.accounts.credentials_caller(token).await?;
+        let principal = caller.principal;
+        record_user(&principal.user_id);
         // Our own tokens always carry STS-safe ids; anything else is refused, not passed on.
         let user = StsUserId::new(&principal.user_id).ok_or(AuthError::SessionEnded)?;
-        let credentials = vendor.credentials_for(&user).await?;
+        let credentials = vendor.credentials_for(&user, generation).await?;
         let table = &vendor.config().table;
         Ok(Response::new(GetCredentialsResponse {
             access_key_id: credentials.access_key_id.clone(),
@@ -257,8 +269,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<EnrollTotpRequest>,
     ) -> Result<Response<EnrollTotpResponse>, Status> {
-        let (caller, client) = self.caller(&request).await?;
-        let enrolment = self.accounts.enroll_totp(&caller, &client).await?;
+        // Throttled by address like ChangePassword: the password check costs a hash.
+        let client = self.admit(&request)?;
+        let caller = self.signed_in(&request).await?;
+        let password = SecretString::from(request.into_inner().password);
+        let enrolment = self
+            .accounts
+            .enroll_totp(&caller, password, &client)
+            .await?;
         Ok(Response::new(EnrollTotpResponse {
             secret: enrolment.secret.expose_secret().to_owned(),
             otpauth_uri: enrolment.otpauth_uri.expose_secret().to_owned(),

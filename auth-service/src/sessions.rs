@@ -14,7 +14,7 @@
 //! | `rotated_at`     | N    | Unix milliseconds of the last rotation (`created_at` before)  |
 //! | `expires_at`     | N    | Unix seconds; the current refresh token is dead after it      |
 //! | `revoked_at`     | N    | Unix milliseconds; present once the session is ended          |
-//! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected`, `session_limit`, `password_changed` or `revoke_session` |
+//! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected`, `session_limit`, `password_changed` or `revoke_session`; absent when a repair marked the session without knowing why it ended |
 //! | `username`       | S    | the folded username the session was started for              |
 //! | `client_addr`    | S    | the end user's address at Login (`client.rs`'s rule)          |
 //! | `user_agent`     | S    | Login's `user-agent`, at most 256 chars; absent if none sent  |
@@ -188,32 +188,56 @@ impl SessionStore {
     }
 
     /// Ends a session, letting DynamoDB TTL remove it at `delete_after` (Unix seconds) so
-    /// revoked sessions do not pile up in the user's partition. Returns false if it was
-    /// already ended (or does not exist).
+    /// revoked sessions do not pile up in the user's partition. `reason` is recorded when
+    /// known (a repair may not know it). Returns false if it was already ended (or does not
+    /// exist).
     pub async fn revoke(
         &self,
         user_id: &str,
         session_id: &str,
-        reason: RevokeReason,
+        reason: Option<RevokeReason>,
         now: OffsetDateTime,
         delete_after: i64,
     ) -> Result<bool, AuthError> {
-        let result = self
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.key(user_id, session_id)))
-            .update_expression("SET revoked_at = :now, revoked_reason = :reason, #ttl = :ttl")
             .condition_expression(
                 "attribute_exists(session_id) AND attribute_not_exists(revoked_at)",
             )
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":now", number(unix_millis(now)))
-            .expression_attribute_values(":reason", AttributeValue::S(reason.as_str().to_owned()))
-            .expression_attribute_values(":ttl", number(delete_after))
+            .expression_attribute_values(":ttl", number(delete_after));
+        update = match reason {
+            Some(reason) => update
+                .update_expression("SET revoked_at = :now, revoked_reason = :reason, #ttl = :ttl")
+                .expression_attribute_values(
+                    ":reason",
+                    AttributeValue::S(reason.as_str().to_owned()),
+                ),
+            None => update.update_expression("SET revoked_at = :now, #ttl = :ttl"),
+        };
+        conditional("revoke session", update.send().await)
+    }
+
+    /// True if the session's item exists and is not marked ended: what a repair must mark.
+    /// Strongly consistent, so a mark that has landed is seen.
+    pub async fn is_unmarked(&self, user_id: &str, session_id: &str) -> Result<bool, AuthError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(user_id, session_id)))
+            .projection_expression("session_id, revoked_at")
+            .consistent_read(true)
             .send()
-            .await;
-        conditional("revoke session", result)
+            .await
+            .map_err(|error| AuthError::aws("check session mark", error))?;
+        Ok(output
+            .item
+            .is_some_and(|item| !item.contains_key("revoked_at")))
     }
 
     /// The user's sessions that are neither revoked nor expired at `now`, in no order.

@@ -16,6 +16,7 @@ use common::clock::{Clock, SystemClock};
 
 use crate::{
     accounts::{Accounts, Parts},
+    audit::AuditKey,
     client::TrustedProxies,
     config::Settings,
     credentials::CredentialVendor,
@@ -31,7 +32,7 @@ use crate::{
     sessions::SessionStore,
     throttle::AddressLimiter,
     tokens::TokenIssuer,
-    users::UserStore,
+    users::{CredentialsEpochs, UserStore},
     validation::PasswordRules,
 };
 
@@ -110,17 +111,31 @@ impl Application {
             &settings.token_issuer,
             &settings.token_audience,
             Duration::from_secs(settings.access_token_ttl_secs),
+        )
+        .with_activation(
+            Duration::from_secs(settings.signing_key_activation_secs),
+            Arc::clone(&clock),
         );
         let mut tasks = Vec::new();
         if let Some(path) = &settings.signing_keys_file {
             let interval = Duration::from_secs(settings.signing_keys_reload_secs);
             tasks.push(key_reload::spawn(path.clone(), tokens.clone(), interval)?);
         }
-        let revocations = revocations(settings, &aws, Arc::clone(&clock))?;
+        let revocations = revocations(settings, &aws, Arc::clone(&clock), &metrics)?;
         tasks.push(revocations.spawn_poller());
         let hub = Arc::clone(revocations.hub());
-        let families = Families::new(sessions, session_policy(settings)?, revocations);
-        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics)?;
+        let epochs = CredentialsEpochs::new(users.clone());
+        let repair_tick = revocations.timing().poll;
+        let families = Families::new(
+            sessions,
+            session_policy(settings)?,
+            revocations,
+            epochs,
+            Arc::clone(&clock),
+        );
+        tasks.push(families.spawn_repairer(repair_tick));
+        let audit_key = settings.audit.key()?;
+        let lockout = lockout(settings, &aws, Arc::clone(&clock), &metrics, &audit_key)?;
         let mut tables = vec![
             settings.users_table.clone(),
             settings.sessions_table.clone(),
@@ -137,6 +152,7 @@ impl Application {
             mfa,
             clock: Arc::clone(&clock),
             password_rules: PasswordRules::new(&settings.passwords),
+            audit_key,
         }));
 
         let vendor = match vending {
@@ -170,8 +186,9 @@ impl Application {
             },
         ));
 
-        let limiter =
-            AddressLimiter::new(&settings.throttle, clock).counting(metrics.rate_limited.clone());
+        let limiter = AddressLimiter::new(&settings.throttle, clock)
+            .counting(metrics.rate_limited.clone())
+            .counting_failures(metrics.token_failures_throttled.clone());
         cache_sizes(settings, vendor.as_ref(), &limiter, &hub).register(&mut registry);
         let mut routes = RoutesBuilder::default();
         routes
@@ -194,6 +211,7 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES)
+        .limits(settings.limits.clone())
         .tls(tls)
         .metrics(settings.metrics_addr, registry)
         .await
@@ -253,11 +271,12 @@ fn session_policy(settings: &Settings) -> anyhow::Result<SessionPolicy> {
     })
 }
 
-/// The revocation feed the settings describe.
+/// The revocation feed the settings describe, its repairs counted in `metrics`.
 fn revocations(
     settings: &Settings,
     aws: &AwsClients,
     clock: Arc<dyn Clock>,
+    metrics: &Metrics,
 ) -> anyhow::Result<Revocations> {
     let aws_timeout = Duration::from_millis(settings.aws.aws_operation_timeout_ms);
     let table = RevocationTable::new(aws.dynamodb.clone(), settings.revocations.table.clone());
@@ -266,6 +285,8 @@ fn revocations(
         clock,
         settings.revocations.timing(aws_timeout)?,
         Duration::from_secs(settings.access_token_ttl_secs),
+        aws_timeout,
+        metrics.session_repairs.clone(),
         usize::try_from(settings.revocations.max_watchers)?,
     ))
 }
@@ -276,6 +297,7 @@ fn lockout(
     aws: &AwsClients,
     clock: Arc<dyn Clock>,
     metrics: &Metrics,
+    audit_key: &AuditKey,
 ) -> anyhow::Result<Lockout> {
     let Some(rules) = settings.lockout.rules()? else {
         tracing::warn!("--lockout-threshold 0: failed logins lock nothing");
@@ -285,7 +307,13 @@ fn lockout(
         aws.dynamodb.clone(),
         settings.lockout.attempts_table.clone(),
     );
-    Ok(Lockout::new(table, rules, clock, metrics))
+    Ok(Lockout::new(
+        table,
+        rules,
+        clock,
+        metrics,
+        audit_key.clone(),
+    ))
 }
 
 /// Creates the users, sessions, login-attempts and revocations tables if missing.

@@ -4,14 +4,17 @@
 use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use common::tokens::{Principal, SESSION_CLAIM, TokenError, TokenVerifier};
+use common::{
+    clock::{Clock, SystemClock},
+    tokens::{Principal, SESSION_CLAIM, TokenError, TokenVerifier},
+};
 use pasetors::version4::PublicToken;
 use secrecy::SecretString;
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, SigningKey};
 
 /// A freshly signed access token.
 #[derive(Debug)]
@@ -31,6 +34,10 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     lifetime: Duration,
+    /// How long a key a reload brings is published before it may sign.
+    activation: Duration,
+    /// Which key is active when (the tokens' own times are the system's: verifiers check them).
+    clock: Arc<dyn Clock>,
 }
 
 /// The claims of DESIGN.md §2, plus `sid`, in the order they are written.
@@ -47,15 +54,27 @@ struct Claims<'a> {
 }
 
 impl TokenIssuer {
-    /// An issuer signing with the ring's active key, tokens living `lifetime`.
+    /// An issuer signing with the ring's active key, tokens living `lifetime` (and refused
+    /// when they claim longer), a new key of a reload held back for no time
+    /// ([`TokenIssuer::with_activation`]).
     pub fn new(ring: KeyRing, issuer: &str, audience: &str, lifetime: Duration) -> Self {
         Self {
             ring: Arc::new(ArcSwap::from_pointee(ring)),
-            verifier: TokenVerifier::new(issuer, audience),
+            verifier: TokenVerifier::new(issuer, audience).with_max_lifetime(lifetime),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             lifetime,
+            activation: Duration::ZERO,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Holds a key a reload brings back from signing for `activation` (it is published at
+    /// once), reading the time from `clock`.
+    pub fn with_activation(mut self, activation: Duration, clock: Arc<dyn Clock>) -> Self {
+        self.activation = activation;
+        self.clock = clock;
+        self
     }
 
     /// The key ring as of now, for publishing.
@@ -63,9 +82,17 @@ impl TokenIssuer {
         self.ring.load_full()
     }
 
-    /// Signs with `ring`'s active key from now on and verifies with its keys only: a key
-    /// removed from the ring no longer verifies anything.
+    /// The key of `ring` that signs now.
+    pub fn signer<'a>(&self, ring: &'a KeyRing) -> &'a SigningKey {
+        ring.signer(self.clock.now())
+    }
+
+    /// Publishes `ring` (from a reload) at once and verifies with its keys only: a key removed
+    /// from the ring no longer verifies anything. A key new to this replica signs no sooner
+    /// than the activation delay from now; the keys the replica had keep their times.
     pub fn replace_ring(&self, ring: KeyRing) {
+        let earliest_new = self.clock.now() + self.activation;
+        let ring = ring.after(&self.ring.load(), earliest_new);
         self.ring.store(Arc::new(ring));
     }
 
@@ -88,7 +115,7 @@ impl TokenIssuer {
             sid: session_id,
         })?;
         let ring = self.ring.load();
-        let key = ring.active();
+        let key = self.signer(&ring);
         let token = PublicToken::sign(key.secret(), &claims, Some(&key.footer), None)
             .map_err(|e| anyhow::anyhow!("signing an access token: {e}"))?;
         Ok(AccessToken {

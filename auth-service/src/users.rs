@@ -1,18 +1,22 @@
 //! The users table: one item per username.
 //!
-//! | attribute          | type | meaning                                            |
-//! |--------------------|------|----------------------------------------------------|
-//! | `username`         | S    | partition key, folded to lower case                |
-//! | `user_id`          | S    | stable opaque id (UUID), the tokens' `sub`         |
-//! | `password_hash`    | S    | argon2id PHC string                                |
-//! | `created_at`       | N    | Unix seconds                                       |
-//! | `updated_at`       | N    | Unix seconds of the last password-hash change      |
-//! | `password_version` | N    | password changes so far (absent: 0), not rehashes  |
+//! | attribute           | type | meaning                                            |
+//! |---------------------|------|----------------------------------------------------|
+//! | `username`          | S    | partition key, folded to lower case                |
+//! | `user_id`           | S    | stable opaque id (UUID), the tokens' `sub`         |
+//! | `password_hash`     | S    | argon2id PHC string                                |
+//! | `created_at`        | N    | Unix seconds                                       |
+//! | `updated_at`        | N    | Unix seconds of the last password-hash change      |
+//! | `password_version`  | N    | password changes so far (absent: 0), not rehashes  |
+//! | `credentials_epoch` | N    | bumped by LogoutAll, ChangePassword, token reuse   |
 //!
-//! The TOTP attributes are described in `users/totp.rs`.
+//! The TOTP attributes are described in `users/totp.rs`; the credentials epoch (absent: 0;
+//! part of the credential cache's key) in `users/epoch.rs`.
 
+mod epoch;
 mod totp;
 
+pub use epoch::{CredentialsEpochs, EpochOwner};
 pub use totp::{Proof, StoredTotp};
 
 use aws_sdk_dynamodb::{Client, types::AttributeValue};

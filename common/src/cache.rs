@@ -2,12 +2,17 @@
 //! are loaded once, however many callers miss at the same time, and whose loads survive the
 //! callers: a load runs on its own task, so a caller that gives up (its deadline passed, the
 //! client reset the stream) neither cancels the load others wait for nor starts a second one.
+//! Invalidating a key also disowns a load running for it: what that load returns answers the
+//! callers already waiting for it but is not cached, so the next caller loads afresh.
 
 use std::{
     collections::HashMap,
     fmt,
     hash::Hash,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -58,10 +63,20 @@ pub struct LoadAborted;
 
 type InFlight<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
 
+/// A load running for a key, numbered so that it can tell whether it is still the key's load
+/// when it ends (an invalidation disowns it).
+struct Running<V, E> {
+    id: u64,
+    load: InFlight<V, E>,
+}
+
 /// Expiring values by key, loaded at most once at a time per key.
 pub struct LoadingCache<K, V, E> {
     cache: Cache<K, V>,
-    loads: Arc<Mutex<HashMap<K, InFlight<V, E>>>>,
+    loads: Arc<Mutex<HashMap<K, Running<V, E>>>>,
+    next_load: Arc<AtomicU64>,
+    /// Invalidations so far, of any key: what a [`LoadingCache::load_now`] checks.
+    invalidations: Arc<AtomicU64>,
     margin: UntilMargin,
 }
 
@@ -70,6 +85,8 @@ impl<K, V, E> Clone for LoadingCache<K, V, E> {
         Self {
             cache: self.cache.clone(),
             loads: Arc::clone(&self.loads),
+            next_load: Arc::clone(&self.next_load),
+            invalidations: Arc::clone(&self.invalidations),
             margin: self.margin,
         }
     }
@@ -99,6 +116,8 @@ where
                 .expire_after(margin)
                 .build(),
             loads: Arc::default(),
+            next_load: Arc::default(),
+            invalidations: Arc::default(),
             margin,
         }
     }
@@ -122,18 +141,30 @@ where
     }
 
     /// Runs `load` now, without joining a running load (for a caller that must not share
-    /// another caller's failure), caching its value on success.
+    /// another caller's failure), caching its value on success unless an invalidation (of any
+    /// key: this path is rare) happened meanwhile.
     pub async fn load_now<F>(&self, key: &K, load: F) -> Result<V, E>
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
     {
+        let invalidations = || self.invalidations.load(Ordering::Acquire);
+        let before = invalidations();
         let value = load.await?;
-        self.insert(key, &value).await;
+        if invalidations() == before && self.insert(key, &value).await && invalidations() != before
+        {
+            self.cache.invalidate(key).await;
+        }
         Ok(value)
     }
 
-    /// Forgets a key's value (e.g. credentials the service called expired).
+    /// Forgets a key's value (e.g. credentials the service called expired, or a user whose
+    /// credentials must be fetched again), and disowns a load running for it: its result still
+    /// answers the callers waiting for it, but it is not cached, and the next caller starts a
+    /// new load. A load that was caching its value just as this ran takes it out again, so a
+    /// value loaded before the invalidation is never kept (a caller may meet it in between).
     pub async fn invalidate(&self, key: &K) {
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.lock_loads().remove(key);
         self.cache.invalidate(key).await;
     }
 
@@ -142,42 +173,76 @@ where
         self.cache.entry_count()
     }
 
-    async fn insert(&self, key: &K, value: &V) {
+    /// Caches `value` unless it is already within its margin; returns whether it did.
+    async fn insert(&self, key: &K, value: &V) -> bool {
         // A value that is already within its margin would be expired on arrival; callers
         // still get it (it works), but it is not worth a cache slot.
-        if !self.margin.usable_for(value).is_zero() {
+        let worth_it = !self.margin.usable_for(value).is_zero();
+        if worth_it {
             self.cache.insert(key.clone(), value.clone()).await;
         }
+        worth_it
+    }
+
+    fn lock_loads(&self) -> std::sync::MutexGuard<'_, HashMap<K, Running<V, E>>> {
+        self.loads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True while load `id` is still `key`'s (not disowned by an invalidation).
+    fn owns(&self, key: &K, id: u64) -> bool {
+        self.lock_loads()
+            .get(key)
+            .is_some_and(|running| running.id == id)
+    }
+
+    /// Unregisters load `id` if it is still `key`'s; false if an invalidation disowned it.
+    fn finish(&self, key: &K, id: u64) -> bool {
+        let mut loads = self.lock_loads();
+        let owned = loads.get(key).is_some_and(|running| running.id == id);
+        if owned {
+            loads.remove(key);
+        }
+        owned
     }
 
     fn join_or_start<F>(&self, key: &K, load: F) -> InFlight<V, E>
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
     {
-        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut loads = self.lock_loads();
         if let Some(running) = loads.get(key) {
-            return running.clone();
+            return running.load.clone();
         }
         let this = self.clone();
         let owned_key = key.clone();
+        let id = self.next_load.fetch_add(1, Ordering::Relaxed);
         // The task takes the lock to unregister itself, which it cannot get before the
         // registration below is done: no window where a finished load is still joinable
         // without its value cached, or cached without being unregistered.
         let task = tokio::spawn(async move {
             let result = load.await;
-            if let Ok(value) = &result {
-                this.insert(&owned_key, value).await;
+            let mut cached = false;
+            if let Ok(value) = &result
+                && this.owns(&owned_key, id)
+            {
+                cached = this.insert(&owned_key, value).await;
             }
-            this.loads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&owned_key);
+            if !this.finish(&owned_key, id) && cached {
+                // Invalidated while the value went in: it predates the invalidation.
+                this.cache.invalidate(&owned_key).await;
+            }
             result
         });
         let running = async move { task.await.unwrap_or_else(|_| Err(E::from(LoadAborted))) }
             .boxed()
             .shared();
-        loads.insert(key.clone(), running.clone());
+        loads.insert(
+            key.clone(),
+            Running {
+                id,
+                load: running.clone(),
+            },
+        );
         running
     }
 }
@@ -296,6 +361,54 @@ mod tests {
         }
         release.notify_waiters();
         assert_eq!(retried.await.unwrap().unwrap().id, 1);
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_disowns_the_running_load_and_the_next_caller_loads_afresh() {
+        let (cache, calls) = (cache(), Arc::new(AtomicUsize::new(0)));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let waiting = tokio::spawn({
+            let (cache, load) = (cache.clone(), load(&calls, &release, Ok(())));
+            async move { cache.get_or_load(&"alice", load).await }
+        });
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        cache.invalidate(&"alice").await;
+        release.notify_waiters();
+        assert_eq!(
+            waiting.await.unwrap().unwrap().id,
+            0,
+            "its waiter is answered"
+        );
+        assert_eq!(cache.get(&"alice").await, None, "but it is not cached");
+        let fresh = tokio::spawn({
+            let (cache, load) = (cache.clone(), load(&calls, &release, Ok(())));
+            async move { cache.get_or_load(&"alice", load).await }
+        });
+        while calls.load(Ordering::SeqCst) == 1 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_waiters();
+        assert_eq!(fresh.await.unwrap().unwrap().id, 1);
+        assert_eq!(cache.get(&"alice").await.map(|t| t.id), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_load_now_across_an_invalidation_is_not_cached() {
+        let (cache, calls) = (cache(), Arc::new(AtomicUsize::new(0)));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let loading = tokio::spawn({
+            let (cache, load) = (cache.clone(), load(&calls, &release, Ok(())));
+            async move { cache.load_now(&"alice", load).await }
+        });
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        cache.invalidate(&"bob").await;
+        release.notify_waiters();
+        assert_eq!(loading.await.unwrap().unwrap().id, 0);
+        assert_eq!(cache.get(&"alice").await, None);
     }
 
     #[tokio::test]

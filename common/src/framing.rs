@@ -1,36 +1,55 @@
-//! Checks the gRPC framing of every request body before tonic reads it, so a client that sends
-//! bytes which are not a gRPC message gets a status naming its mistake: INVALID_ARGUMENT for
-//! broken framing (a compression flag without an encoding, a truncated frame, no message at
-//! all) and RESOURCE_EXHAUSTED for a message over the size limit (gRPC's convention; tonic would
-//! say INTERNAL and OUT_OF_RANGE). Well-formed requests pass through untouched, chunk by chunk.
+//! Checks every request before tonic reads it, so a client that sends something which is not
+//! a gRPC request gets a status naming its mistake:
+//! - a content type that is not `application/grpc…` is refused with HTTP 415, as the gRPC
+//!   spec asks (an HTTP client must not read a gRPC error as a success);
+//! - broken framing (a compression flag without an encoding, a truncated frame, no message at
+//!   all) or a second message in a unary request is INVALID_ARGUMENT;
+//! - a message over the size limit is RESOURCE_EXHAUSTED (gRPC's convention; tonic would say
+//!   INTERNAL and OUT_OF_RANGE);
+//! - a body that is not complete within the body timeout is DEADLINE_EXCEEDED, so a stream
+//!   whose body never ends (and which set no `grpc-timeout`) cannot hold the server's memory.
+//!
+//! Well-formed requests pass through untouched, chunk by chunk.
+
+mod frames;
 
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
+use futures::future::{Either, Ready, ready};
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
 use tonic::Status;
 use tower::{Layer, Service};
+
+use self::frames::FrameCheck;
+use crate::methods::ServedMethods;
 
 /// Largest request message accepted, in bytes (tonic's default decoding limit). An item is at
 /// most 400 KB, so even a maximal PutItem with its protobuf overhead fits well within it.
 pub const MAX_REQUEST_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// gRPC's length-prefixed message header: a compression flag and a big-endian u32 length.
-const HEADER_LEN: usize = 5;
-
-/// Wraps every request body in a [`CheckedBody`].
-#[derive(Clone, Copy, Debug)]
+/// What every request is checked against.
+#[derive(Clone, Debug)]
 pub struct FramingLayer {
     limit: usize,
+    body_timeout: Duration,
+    methods: ServedMethods,
 }
 
 impl FramingLayer {
-    /// Refuses messages over `limit` bytes.
-    pub fn new(limit: usize) -> Self {
-        Self { limit }
+    /// Refuses messages over `limit` bytes, bodies not complete within `body_timeout`, and a
+    /// second message to any of `methods` whose request is not a stream.
+    pub fn new(limit: usize, body_timeout: Duration, methods: ServedMethods) -> Self {
+        Self {
+            limit,
+            body_timeout,
+            methods,
+        }
     }
 }
 
@@ -40,7 +59,7 @@ impl<S> Layer<S> for FramingLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Framing {
             inner,
-            limit: self.limit,
+            layer: self.clone(),
         }
     }
 }
@@ -49,62 +68,122 @@ impl<S> Layer<S> for FramingLayer {
 #[derive(Clone, Debug)]
 pub struct Framing<S> {
     inner: S,
-    limit: usize,
+    layer: FramingLayer,
 }
+
+type Response = http::Response<tonic::body::Body>;
 
 impl<S, B> Service<http::Request<B>> for Framing<S>
 where
-    S: Service<http::Request<tonic::body::Body>>,
+    S: Service<http::Request<tonic::body::Body>, Response = Response>,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Response = S::Response;
+    type Response = Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !is_grpc(request.headers().get(http::header::CONTENT_TYPE)) {
+            return Either::Left(ready(Ok(unsupported_media_type())));
+        }
         // A named encoding other than identity is tonic's to judge (we accept none, so it
         // answers UNIMPLEMENTED); without one, every message must be uncompressed.
         let compressed_allowed = request
             .headers()
             .get("grpc-encoding")
             .is_some_and(|encoding| encoding != "identity");
-        let limit = self.limit;
-        self.inner.call(request.map(|body| {
+        // Unknown paths are answered UNIMPLEMENTED without a look at the body.
+        let max_messages = match self.layer.methods.get(request.uri().path()) {
+            Some(method) if !method.client_streaming => Some(1),
+            _ => None,
+        };
+        let check = FrameCheck::new(self.layer.limit, compressed_allowed, max_messages);
+        let timeout = self.layer.body_timeout;
+        Either::Right(self.inner.call(request.map(|body| {
             tonic::body::Body::new(CheckedBody {
                 inner: body,
-                check: FrameCheck::new(limit, compressed_allowed),
+                check,
+                deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+                timeout,
+                failed: false,
             })
-        }))
+        })))
     }
 }
 
-/// A request body that fails with a [`Status`] as soon as its bytes stop being gRPC frames.
+/// Whether `content_type` is gRPC's: `application/grpc`, alone or with a `+codec` suffix or
+/// parameters (media types compare case-insensitively).
+fn is_grpc(content_type: Option<&http::HeaderValue>) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    let Some(value) = content_type.map(http::HeaderValue::as_bytes) else {
+        return false;
+    };
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
+}
+
+/// HTTP 415, as the gRPC spec asks for a request that is not gRPC, with a gRPC status for
+/// gRPC clients that sent a wrong content type.
+fn unsupported_media_type() -> Response {
+    let status = Status::invalid_argument("the content-type is not application/grpc");
+    let mut response: Response = status.into_http();
+    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    response
+}
+
+/// A request body that fails with a [`Status`] as soon as its bytes stop being what the method
+/// accepts, or when it is not complete by its deadline.
 #[derive(Debug)]
 pub struct CheckedBody<B> {
     inner: B,
     check: FrameCheck,
+    /// Dropped once the body is complete: a stream's later life is not bounded here.
+    deadline: Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    failed: bool,
 }
+
+impl<B> CheckedBody<B> {
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.failed = true;
+        self.deadline = None;
+        Poll::Ready(Some(Err(Box::new(status))))
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<B> Body for CheckedBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        if this.check.failed {
+        if this.failed {
             return Poll::Ready(None);
+        }
+        // Checked first, so a client trickling bytes cannot keep the body going either.
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let status = Status::deadline_exceeded(format!(
+                "the request body was not complete within {} ms",
+                this.timeout.as_millis()
+            ));
+            return this.fail(status);
         }
         let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
@@ -115,20 +194,20 @@ where
                 .data_ref()
                 .map_or(Ok(()), |data| this.check.feed(data.clone())),
             Some(Err(_)) => Ok(()),
-            None => this.check.finish(),
+            None => {
+                this.deadline = None;
+                this.check.finish()
+            }
         };
         match verdict {
             Ok(()) => Poll::Ready(polled.map(|result| result.map_err(Into::into))),
-            Err(status) => {
-                this.check.failed = true;
-                Poll::Ready(Some(Err(Box::new(status))))
-            }
+            Err(status) => this.fail(status),
         }
     }
 
     /// Never claims the end before it was polled: an empty body must still be checked.
     fn is_end_stream(&self) -> bool {
-        self.check.failed
+        self.failed
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -136,144 +215,106 @@ where
     }
 }
 
-/// The framing state machine, fed the body's bytes in whatever chunks they arrive.
-#[derive(Debug)]
-struct FrameCheck {
-    limit: usize,
-    compressed_allowed: bool,
-    /// Header bytes collected so far (`pending < HEADER_LEN`), or the message bytes still due.
-    header: [u8; HEADER_LEN],
-    have: usize,
-    due: usize,
-    messages: usize,
-    failed: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::time::Instant;
+    use tonic::Code;
 
-impl FrameCheck {
-    fn new(limit: usize, compressed_allowed: bool) -> Self {
-        Self {
-            limit,
-            compressed_allowed,
-            header: [0; HEADER_LEN],
-            have: 0,
-            due: 0,
-            messages: 0,
+    /// When a body's deadline passes.
+    fn deadline_of<B>(body: &CheckedBody<B>) -> Option<Instant> {
+        body.deadline.as_ref().map(|sleep| sleep.deadline())
+    }
+
+    fn content_type(value: &str) -> bool {
+        is_grpc(Some(&http::HeaderValue::from_str(value).unwrap()))
+    }
+
+    #[test]
+    fn only_grpc_content_types_pass() {
+        for accepted in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC",
+            "application/grpc;charset=utf-8",
+        ] {
+            assert!(content_type(accepted), "{accepted}");
+        }
+        for refused in [
+            "text/plain",
+            "application/grpcx",
+            "application/json",
+            "application/grp",
+            "",
+        ] {
+            assert!(!content_type(refused), "{refused}");
+        }
+        assert!(!is_grpc(None));
+    }
+
+    #[test]
+    fn the_refusal_is_http_415_with_a_grpc_status() {
+        let response = unsupported_media_type();
+        assert_eq!(response.status(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    /// A body that sends `first` and then nothing, ever.
+    fn never_ending(
+        first: &'static [u8],
+        timeout: Duration,
+    ) -> CheckedBody<impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin> {
+        let frames = futures::stream::iter([Ok(Frame::data(Bytes::from_static(first)))])
+            .chain(futures::stream::pending());
+        CheckedBody {
+            inner: StreamBody::new(Box::pin(frames)),
+            check: FrameCheck::new(16, false, Some(1)),
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            timeout,
             failed: false,
         }
     }
 
-    fn feed(&mut self, mut data: Bytes) -> Result<(), Status> {
-        while data.has_remaining() {
-            if self.due > 0 {
-                let skip = self.due.min(data.remaining());
-                data.advance(skip);
-                self.due -= skip;
-                continue;
-            }
-            self.header[self.have] = data.get_u8();
-            self.have += 1;
-            if self.have == HEADER_LEN {
-                self.have = 0;
-                self.messages += 1;
-                self.due = self.message_len()?;
-            }
-        }
-        Ok(())
+    #[tokio::test]
+    async fn a_body_that_never_ends_fails_at_its_deadline() {
+        let started = Instant::now();
+        let mut body = never_ending(b"\x00\x00\x00\x00\x05ab", Duration::from_millis(50));
+        let deadline = deadline_of(&body).unwrap();
+        assert!(deadline >= started + Duration::from_millis(50));
+
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.is_data());
+        // Generous: only a body that never fails would reach it.
+        let next = tokio::time::timeout(Duration::from_secs(30), body.frame()).await;
+        let error = next
+            .expect("the deadline ends the body")
+            .unwrap()
+            .unwrap_err();
+
+        let status = Status::from_error(error);
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(status.message().contains("50 ms"), "{status:?}");
+        assert!(Instant::now() >= deadline);
+        assert!(body.frame().await.is_none(), "over after the failure");
     }
 
-    /// Checks a complete header and returns the length of the message it announces.
-    fn message_len(&self) -> Result<usize, Status> {
-        match self.header[0] {
-            0 => {}
-            1 if self.compressed_allowed => {}
-            1 => {
-                return Err(Status::invalid_argument(
-                    "a compressed message without a grpc-encoding header",
-                ));
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "not a gRPC message: invalid compression flag",
-                ));
-            }
-        }
-        let mut length = [0; 4];
-        length.copy_from_slice(&self.header[1..]);
-        let len = usize::try_from(u32::from_be_bytes(length)).unwrap_or(usize::MAX);
-        if len > self.limit {
-            return Err(Status::resource_exhausted(format!(
-                "the message is {len} bytes; at most {} are accepted",
-                self.limit
-            )));
-        }
-        Ok(len)
-    }
-
-    fn finish(&self) -> Result<(), Status> {
-        if self.have > 0 || self.due > 0 {
-            Err(Status::invalid_argument(
-                "truncated gRPC message: the body ended inside a message",
-            ))
-        } else if self.messages == 0 {
-            Err(Status::invalid_argument("the request carries no message"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::Code;
-
-    fn check(chunks: &[&[u8]]) -> Result<(), Status> {
-        let mut check = FrameCheck::new(16, false);
-        for chunk in chunks {
-            check.feed(Bytes::copy_from_slice(chunk))?;
-        }
-        check.finish()
-    }
-
-    #[test]
-    fn well_framed_messages_pass_in_any_chunking() {
-        let body = b"\x00\x00\x00\x00\x03abc\x00\x00\x00\x00\x00";
-        assert!(check(&[body]).is_ok());
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert!(check(&bytes).is_ok());
-        assert!(check(&[&body[..2], &body[2..7], &body[7..]]).is_ok());
-    }
-
-    #[test]
-    fn broken_framing_is_the_clients_mistake() {
-        let cases: [&[&[u8]]; 5] = [
-            &[],                          // no message at all
-            &[b"\x00\x00\x00"],           // half a header
-            &[b"\x00\x00\x00\x00\x05ab"], // a message cut short
-            &[b"\x01\x00\x00\x00\x01a"],  // compressed, without an encoding
-            &[b"\x07\x00\x00\x00\x01a"],  // not a flag at all
-        ];
-        for chunks in cases {
-            let status = check(chunks).unwrap_err();
-            assert_eq!(status.code(), Code::InvalidArgument, "{chunks:?}");
-        }
-    }
-
-    #[test]
-    fn oversized_messages_are_resource_exhausted_before_their_bytes_arrive() {
-        let status = check(&[b"\x00\x00\x00\x00\x11"]).unwrap_err();
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        assert!(check(&[b"\x00\x00\x00\x00\x10", &[0; 16]]).is_ok());
-    }
-
-    #[test]
-    fn a_named_encoding_allows_the_compressed_flag() {
-        let mut check = FrameCheck::new(16, true);
-        assert!(
-            check
-                .feed(Bytes::from_static(b"\x01\x00\x00\x00\x01a"))
-                .is_ok()
-        );
-        assert!(check.finish().is_ok());
+    #[tokio::test]
+    async fn a_complete_body_drops_its_deadline() {
+        let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from_static(b"\x00\x00\x00\x00\x01a"),
+        ))]);
+        let mut body = CheckedBody {
+            inner: StreamBody::new(frames),
+            check: FrameCheck::new(16, false, Some(1)),
+            deadline: Some(Box::pin(tokio::time::sleep(Duration::from_secs(1)))),
+            timeout: Duration::from_secs(1),
+            failed: false,
+        };
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.is_none());
+        assert_eq!(deadline_of(&body), None);
     }
 }

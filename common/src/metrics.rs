@@ -4,6 +4,7 @@
 //! benchmarks to prove what happened without timing anything: one source of truth.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -107,19 +108,52 @@ impl LabeledCounter {
     }
 }
 
-/// Labels of one gRPC method.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of one gRPC method: always one of the server's own methods (see [`MethodNames`]).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
 }
 
+/// The labels of every call to a path the server does not answer.
+const UNKNOWN_METHOD: MethodLabels = MethodLabels {
+    service: "unknown",
+    method: "unknown",
+};
+
 /// Labels of one gRPC method and the status it answered.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
     code: &'static str,
+}
+
+/// The methods a server answers, by request path: the only `service` and `method` label
+/// values its calls can get. Any other path (a client can send whatever it likes, before any
+/// authentication) is counted under `service="unknown",method="unknown"`, so nothing a client
+/// sends creates a series.
+#[derive(Clone, Debug, Default)]
+pub struct MethodNames(Arc<HashMap<&'static str, MethodLabels>>);
+
+impl MethodNames {
+    /// The labels of a call to `path`.
+    fn labels(&self, path: &str) -> MethodLabels {
+        self.0.get(path).copied().unwrap_or(UNKNOWN_METHOD)
+    }
+}
+
+impl FromIterator<(&'static str, &'static str, &'static str)> for MethodNames {
+    /// From `(path, service, method)` triples (`/pkg.Service/Method`, `pkg.Service`, `Method`).
+    fn from_iter<I: IntoIterator<Item = (&'static str, &'static str, &'static str)>>(
+        methods: I,
+    ) -> Self {
+        let methods = methods
+            .into_iter()
+            .map(|(path, service, method)| (path, MethodLabels { service, method }))
+            .collect();
+        Self(Arc::new(methods))
+    }
 }
 
 /// Latency buckets from 0.5 ms to about 16 s, doubling.
@@ -135,11 +169,18 @@ pub struct RequestMetrics {
 }
 
 impl Default for RequestMetrics {
+    /// Exports the series of calls to unknown paths from the start, at 0: the first such call
+    /// then changes a number, not the size of the page.
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
-        }
+        };
+        let _ = metrics.latency.get_or_create(&UNKNOWN_METHOD);
+        let _ = metrics
+            .requests
+            .get_or_create(&UNKNOWN_METHOD.with_code(code_name(tonic::Code::Unimplemented)));
+        metrics
     }
 }
 
@@ -164,13 +205,17 @@ impl RequestMetrics {
         self.latency
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
-        self.requests
-            .get_or_create(&CodeLabels {
-                service: labels.service,
-                method: labels.method,
-                code,
-            })
-            .inc();
+        self.requests.get_or_create(&labels.with_code(code)).inc();
+    }
+}
+
+impl MethodLabels {
+    fn with_code(self, code: &'static str) -> CodeLabels {
+        CodeLabels {
+            service: self.service,
+            method: self.method,
+            code,
+        }
     }
 }
 
@@ -207,12 +252,15 @@ fn status_in(headers: &http::HeaderMap) -> Option<&'static str> {
 
 /// Counts every call and times it, in [`RequestMetrics`].
 #[derive(Clone, Debug)]
-pub struct RequestMetricsLayer(RequestMetrics);
+pub struct RequestMetricsLayer {
+    metrics: RequestMetrics,
+    methods: MethodNames,
+}
 
 impl RequestMetricsLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: RequestMetrics) -> Self {
-        Self(metrics)
+    /// Records into `metrics`, labelling calls by `methods` (others as unknown).
+    pub fn new(metrics: RequestMetrics, methods: MethodNames) -> Self {
+        Self { metrics, methods }
     }
 }
 
@@ -222,7 +270,8 @@ impl<S> Layer<S> for RequestMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Metered {
             inner,
-            metrics: self.0.clone(),
+            metrics: self.metrics.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -232,6 +281,7 @@ impl<S> Layer<S> for RequestMetricsLayer {
 pub struct Metered<S> {
     inner: S,
     metrics: RequestMetrics,
+    methods: MethodNames,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -253,18 +303,7 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        // `/package.Service/Method`; anything else is counted under its whole path.
-        let path = request.uri().path().trim_start_matches('/');
-        let labels = match path.split_once('/') {
-            Some((service, method)) => MethodLabels {
-                service: service.to_owned(),
-                method: method.to_owned(),
-            },
-            None => MethodLabels {
-                service: path.to_owned(),
-                method: String::new(),
-            },
-        };
+        let labels = self.methods.labels(request.uri().path());
         let metrics = self.metrics.clone();
         let response = self.inner.call(request);
         Box::pin(async move {

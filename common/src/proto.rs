@@ -57,6 +57,7 @@ redacted_debug! {
     auth::v1::LogoutRequest { ; refresh_token }
     auth::v1::GetCredentialsResponse { access_key_id, expiration, region, table_name, partition_key; secret_access_key, session_token }
     auth::v1::ChangePasswordRequest { ; old_password, new_password }
+    auth::v1::EnrollTotpRequest { ; password }
     auth::v1::EnrollTotpResponse { ; secret, otpauth_uri }
     auth::v1::ConfirmTotpRequest { ; code }
     auth::v1::ConfirmTotpResponse { ; recovery_codes }

@@ -12,7 +12,7 @@ use tokio::{
 };
 use tonic::{
     service::{Routes, RoutesBuilder},
-    transport::{Server, server::TcpIncoming},
+    transport::Server,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::trace::{DefaultOnEos, DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -20,7 +20,9 @@ use tracing::Level;
 
 use crate::{
     framing::{FramingLayer, MAX_REQUEST_MESSAGE_BYTES},
-    metrics::{RequestMetrics, RequestMetricsLayer},
+    limits::{ConnectionLimits, limited_incoming},
+    methods::ServedMethods,
+    metrics::{MethodNames, RequestMetrics, RequestMetricsLayer},
     proto::FILE_DESCRIPTOR_SET,
     tls::ServerTls,
     trace::{TraceContext, TraceContextLayer},
@@ -71,6 +73,12 @@ impl Health {
         let mut shutting_down = self.shutting_down.lock().await;
         *shutting_down = true;
         self.set_all(ServingStatus::NotServing).await;
+    }
+
+    /// The services it reports on (not the overall `""`): the ones the server implements.
+    pub fn services(&self) -> Vec<&str> {
+        let services = self.services.iter().map(String::as_str);
+        services.filter(|service| !service.is_empty()).collect()
     }
 
     async fn set_all(&self, status: ServingStatus) {
@@ -179,14 +187,24 @@ pub fn add_reflection(
     Ok(())
 }
 
+/// What a server bounds on every connection and call.
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    /// The largest request message accepted.
+    pub max_request_bytes: usize,
+    /// Connections, streams, request-body time, keepalive.
+    pub limits: ConnectionLimits,
+}
+
 /// Serves `routes` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
 /// reports NOT_SERVING, stops accepting connections and lets in-flight calls finish. Every call
-/// is counted and timed in `metrics`.
+/// is counted and timed in `metrics`, under its method's name if it is one of the services
+/// `health` reports on (or health or reflection), else as unknown.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: Health,
-    max_request_bytes: usize,
+    bounds: Bounds,
     tls: Option<ServerTls>,
     metrics: RequestMetrics,
     shutdown: impl Future<Output = ()> + Send,
@@ -200,7 +218,8 @@ pub async fn serve(
                 .map(TraceContext::trace_id);
             tracing::info_span!(
                 "grpc",
-                method = %request.uri().path(),
+                // Any path a client sends gets here, known method or not.
+                method = %crate::telemetry::typed(request.uri().path()),
                 trace_id,
                 user_id = tracing::field::Empty,
             )
@@ -211,16 +230,23 @@ pub async fn serve(
         // Failures are logged where they happen, at the level they deserve (see status.rs).
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    let methods = ServedMethods::new(&health.services());
+    let names = method_names(&methods);
+    let limits = &bounds.limits;
+    let incoming = limited_incoming(listener, limits.max_connections);
+    let mut builder = http2_server(limits);
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.config())?;
     }
     builder
         .layer(TraceContextLayer)
         .layer(trace)
-        .layer(RequestMetricsLayer::new(metrics))
-        .layer(FramingLayer::new(max_request_bytes))
+        .layer(RequestMetricsLayer::new(metrics, names))
+        .layer(FramingLayer::new(
+            bounds.max_request_bytes,
+            limits.request_body_timeout(),
+            methods,
+        ))
         .layer(ServerTls::client_cert_layer(tls.as_ref()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
@@ -229,6 +255,24 @@ pub async fn serve(
             health.begin_shutdown().await;
         })
         .await
+}
+
+/// The metric labels of `methods`.
+fn method_names(methods: &ServedMethods) -> MethodNames {
+    let names = methods.iter().map(|method| {
+        let path = method.path.as_str();
+        (path, method.service.as_str(), method.name.as_str())
+    });
+    names.collect()
+}
+
+/// A server builder with the HTTP/2 bounds of `limits` (the others are layers and the
+/// accept loop).
+fn http2_server(limits: &ConnectionLimits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(limits.http2_keepalive_interval())
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout()))
 }
 
 /// Resolves on SIGINT or SIGTERM: what container runtimes send before killing a process.
@@ -263,7 +307,7 @@ pub async fn shutdown_signal() {
 /// wraps, so tests can read the port before running it.
 pub struct BoundServer {
     name: &'static str,
-    max_request_bytes: usize,
+    bounds: Bounds,
     listener: TcpListener,
     local_addr: SocketAddr,
     routes: Routes,
@@ -294,7 +338,10 @@ impl BoundServer {
         let local_addr = listener.local_addr()?;
         Ok(Self {
             name,
-            max_request_bytes: MAX_REQUEST_MESSAGE_BYTES,
+            bounds: Bounds {
+                max_request_bytes: MAX_REQUEST_MESSAGE_BYTES,
+                limits: ConnectionLimits::default(),
+            },
             listener,
             local_addr,
             routes,
@@ -343,7 +390,14 @@ impl BoundServer {
     /// Refuses request messages over `bytes` (RESOURCE_EXHAUSTED) before they are decoded:
     /// each service knows how large its largest valid request can be.
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
-        self.max_request_bytes = bytes;
+        self.bounds.max_request_bytes = bytes;
+        self
+    }
+
+    /// Bounds connections, streams, request-body time and keepalive by `limits` (the
+    /// defaults of the flags otherwise).
+    pub fn limits(mut self, limits: ConnectionLimits) -> Self {
+        self.bounds.limits = limits;
         self
     }
 
@@ -366,7 +420,7 @@ impl BoundServer {
             self.listener,
             self.routes,
             self.health,
-            self.max_request_bytes,
+            self.bounds,
             self.tls,
             self.request_metrics,
             shutdown,

@@ -2,7 +2,7 @@
 //! v4.public token is trusted. The auth-service signs with the same claim names; every service
 //! that accepts tokens verifies through [`TokenVerifier`].
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use pasetors::{
     Public,
@@ -23,6 +23,13 @@ pub const MAX_TOKEN_LEN: usize = 2048;
 pub const MAX_FOOTER_LEN: usize = 128;
 /// Claim carrying the session (refresh-token family) the access token was issued for.
 pub const SESSION_CLAIM: &str = "sid";
+/// The auth-service's default access-token lifetime (`--access-token-ttl-secs`), and what a
+/// verifier accepts unless told otherwise ([`TokenVerifier::with_max_lifetime`]).
+pub const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+/// Added to the configured lifetime before a token's `exp − iat` is refused as too long: room
+/// for a verifier configured a little below the issuer. The same 60 s the revocation feed adds
+/// to a revocation's `not_after`, so no token signed before a revocation outlives it there.
+pub const LIFETIME_SLACK: Duration = Duration::from_secs(60);
 
 /// The verified caller: who the token says, after every check passed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +55,7 @@ pub enum TokenError {
     #[error("malformed token")]
     Malformed,
     /// Well formed, but signed by a key we do not know (yet).
-    #[error("unknown signing key {kid}")]
+    #[error("unknown signing key {}", crate::telemetry::typed(kid))]
     UnknownKey {
         /// The PASERK id the footer names.
         kid: String,
@@ -56,6 +63,10 @@ pub enum TokenError {
     /// Bad signature, or a claim (exp, nbf, iat, iss, aud, sub, sid, jti) failed its check.
     #[error("token rejected")]
     Rejected,
+    /// Genuine, but valid for longer (`exp − iat`) than any token the issuer signs: a leaked
+    /// signing key or a broken issuer, never an honest token.
+    #[error("token lifetime exceeds the maximum")]
+    TooLong,
 }
 
 /// The footer every Dynagate access token carries: which key signed it.
@@ -145,10 +156,12 @@ impl VerifyingKeys {
     }
 }
 
-/// Verifies access tokens for one issuer and audience.
+/// Verifies access tokens for one issuer and audience, no longer-lived than the issuer signs.
 #[derive(Clone)]
 pub struct TokenVerifier {
     rules: ClaimsValidationRules,
+    /// The longest `exp − iat` accepted: the configured lifetime plus [`LIFETIME_SLACK`].
+    max_lifetime: time::Duration,
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -158,24 +171,56 @@ impl fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// A verifier accepting only tokens with exactly this `iss` and `aud`.
+    /// A verifier accepting only tokens with exactly this `iss` and `aud`, living at most
+    /// [`DEFAULT_ACCESS_TOKEN_LIFETIME`] (plus the slack).
     pub fn new(issuer: &str, audience: &str) -> Self {
         let mut rules = ClaimsValidationRules::new();
         rules.validate_issuer_with(issuer);
         rules.validate_audience_with(audience);
-        Self { rules }
+        Self {
+            rules,
+            max_lifetime: max_lifetime(DEFAULT_ACCESS_TOKEN_LIFETIME),
+        }
     }
 
-    /// Checks size, footer, signature (by kid), and the time, issuer and audience claims;
-    /// fails closed on anything unexpected.
+    /// Accepts tokens whose `exp − iat` is at most `lifetime` plus [`LIFETIME_SLACK`]: set it
+    /// to the issuer's access-token lifetime. A signing key that leaks (or an issuer that
+    /// breaks) then cannot mint a token that outlives every revocation.
+    pub fn with_max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime(lifetime);
+        self
+    }
+
+    /// Checks size, footer, signature (by kid), the time, issuer and audience claims, and the
+    /// lifetime; fails closed on anything unexpected.
     pub fn verify(&self, keys: &VerifyingKeys, token: &str) -> Result<Principal, TokenError> {
         let (untrusted, kid) = parse_untrusted(token)?;
         let key = keys.get(&kid).ok_or(TokenError::UnknownKey { kid })?;
         let trusted = public::verify(key, &untrusted, &self.rules, None, None)
             .map_err(|_| TokenError::Rejected)?;
         let claims = trusted.payload_claims().ok_or(TokenError::Rejected)?;
-        principal_from(claims)
+        let principal = principal_from(claims)?;
+        // pasetors has checked that iat is present, RFC 3339 and not in the future.
+        let issued_at = time_claim(claims, "iat")?;
+        if principal.expires_at - issued_at > self.max_lifetime {
+            return Err(TokenError::TooLong);
+        }
+        Ok(principal)
     }
+}
+
+fn max_lifetime(lifetime: Duration) -> time::Duration {
+    let most = lifetime.saturating_add(LIFETIME_SLACK);
+    time::Duration::try_from(most).unwrap_or(time::Duration::MAX)
+}
+
+/// A time claim, which must be an RFC 3339 string.
+fn time_claim(claims: &Claims, name: &str) -> Result<OffsetDateTime, TokenError> {
+    let text = claims
+        .get_claim(name)
+        .and_then(|value| value.as_str())
+        .ok_or(TokenError::Rejected)?;
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| TokenError::Rejected)
 }
 
 /// Splits a token into its untrusted parts and the kid of its footer, without any crypto.
@@ -204,8 +249,7 @@ fn principal_from(claims: &Claims) -> Result<Principal, TokenError> {
             _ => Err(TokenError::Rejected),
         }
     };
-    let expires_at =
-        OffsetDateTime::parse(&text("exp")?, &Rfc3339).map_err(|_| TokenError::Rejected)?;
+    let expires_at = time_claim(claims, "exp")?;
     Ok(Principal {
         user_id: text("sub")?,
         session_id: text(SESSION_CLAIM)?,
@@ -256,7 +300,8 @@ mod tests {
     }
 
     fn sign(signer: &Signer, user: &str, session: &str, jti: &str) -> String {
-        let mut claims = Claims::new().unwrap();
+        // What the auth-service issues: valid for its default lifetime.
+        let mut claims = Claims::new_expires_in(&DEFAULT_ACCESS_TOKEN_LIFETIME).unwrap();
         claims.issuer(ISSUER).unwrap();
         claims.audience(AUDIENCE).unwrap();
         claims.subject(user).unwrap();
@@ -265,6 +310,89 @@ mod tests {
         let claims = claims.to_string().unwrap();
         let footer = Some(signer.footer.as_bytes());
         PublicToken::sign(&signer.pair.secret, claims.as_bytes(), footer, None).unwrap()
+    }
+
+    /// A token with these raw `iat` (absent when `None`) and `exp` values, the other claims
+    /// as issued: built as JSON, since pasetors' `Claims` refuses malformed times.
+    fn sign_times(signer: &Signer, iat: Option<&str>, exp: &str) -> String {
+        let now = rfc3339(OffsetDateTime::now_utc() - time::Duration::SECOND);
+        let mut claims = serde_json::json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "sid": "session-1",
+            "jti": "jti-1", "nbf": now, "exp": exp,
+        });
+        if let Some(iat) = iat {
+            claims["iat"] = iat.into();
+        }
+        let footer = Some(signer.footer.as_bytes());
+        let body = claims.to_string();
+        PublicToken::sign(&signer.pair.secret, body.as_bytes(), footer, None).unwrap()
+    }
+
+    fn rfc3339(at: OffsetDateTime) -> String {
+        at.format(&Rfc3339).unwrap()
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_maximum_plus_slack_is_refused() {
+        let signer = signer();
+        let iat = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - time::Duration::SECOND;
+        let verifier = TokenVerifier::new(ISSUER, AUDIENCE);
+        let most = DEFAULT_ACCESS_TOKEN_LIFETIME + LIFETIME_SLACK;
+        let at_most = sign_times(&signer, Some(&rfc3339(iat)), &rfc3339(iat + most));
+        assert!(
+            verifier.verify(&signer.keys, &at_most).is_ok(),
+            "exactly the maximum"
+        );
+        let over = rfc3339(iat + most + time::Duration::SECOND);
+        let one_more = sign_times(&signer, Some(&rfc3339(iat)), &over);
+        assert_eq!(
+            verifier.verify(&signer.keys, &one_more),
+            Err(TokenError::TooLong)
+        );
+        let far = rfc3339(iat + time::Duration::days(3650));
+        let decade = sign_times(&signer, Some(&rfc3339(iat)), &far);
+        assert_eq!(
+            verifier.verify(&signer.keys, &decade),
+            Err(TokenError::TooLong)
+        );
+
+        let hour = Duration::from_secs(3600);
+        let longer = TokenVerifier::new(ISSUER, AUDIENCE).with_max_lifetime(hour);
+        assert!(
+            longer.verify(&signer.keys, &one_more).is_ok(),
+            "configured longer"
+        );
+        assert_eq!(
+            longer.verify(&signer.keys, &decade),
+            Err(TokenError::TooLong)
+        );
+    }
+
+    #[test]
+    fn a_token_without_a_readable_iat_is_refused() {
+        let signer = signer();
+        let verifier = TokenVerifier::new(ISSUER, AUDIENCE);
+        let exp = rfc3339(OffsetDateTime::now_utc() + time::Duration::minutes(5));
+        for iat in [
+            None,
+            Some("yesterday"),
+            Some(""),
+            Some("2024-13-45T00:00:00Z"),
+        ] {
+            let token = sign_times(&signer, iat, &exp);
+            assert_eq!(
+                verifier.verify(&signer.keys, &token),
+                Err(TokenError::Rejected),
+                "{iat:?}"
+            );
+        }
+        let far_future = rfc3339(OffsetDateTime::now_utc() + time::Duration::minutes(1));
+        let token = sign_times(&signer, Some(&far_future), &exp);
+        assert_eq!(
+            verifier.verify(&signer.keys, &token),
+            Err(TokenError::Rejected),
+            "iat ahead"
+        );
     }
 
     /// `v4.public.` tokens built from arbitrary parts: the parser's hard cases.

@@ -60,12 +60,9 @@ fn benches(c: &mut Criterion) {
         token_cache_capacity: 100_000,
         timeout: Duration::from_secs(1),
         min_on_demand_interval: Duration::from_secs(1),
+        withdrawal_grace: Duration::from_secs(90),
     };
-    let store = KeyStore::new(
-        common::proto::auth::v1::auth_service_client::AuthServiceClient::new(channel),
-        config,
-        Arc::default(),
-    );
+    let store = KeyStore::new(&channel, config, Arc::default());
     store.install(keys.clone());
     let verifier = TokenVerifier::new("dynagate-auth", "dynagate");
     let interceptor = AuthInterceptor::new(
@@ -83,7 +80,7 @@ fn benches(c: &mut Criterion) {
     );
     let not_after = OffsetDateTime::now_utc() + Duration::from_secs(3600);
     for i in 0..10_000 {
-        revocations.revoke(&format!("revoked-{i}"), not_after);
+        revocations.revoke("user", &format!("revoked-{i}"), not_after);
     }
     revocations.freshness().heard(std::time::Duration::ZERO);
     let watched = AuthInterceptor::new(verifier.clone(), store, revocations, Arc::default());

@@ -4,8 +4,9 @@
 //! next address. An address that failed is skipped until its health check answers SERVING
 //! again (checked every `--auth-probe-ms`); while none is up, every one is tried in turn.
 //!
-//! Resending is safe because only idempotent unary calls travel here (ListSigningKeys,
-//! GetCredentials, Health/Check); the revocation feed's streams have channels of their own.
+//! Resending is safe because only idempotent unary calls travel here (GetCredentials,
+//! Health/Check); the revocation feed's streams have channels of their own, and the key
+//! refresh asks every address itself ([`AuthChannel::members`]).
 //! tonic's `Channel::balance_list` is not used: its endpoints always report ready and fail
 //! only when called, so it keeps sending its share of calls to an address that is down
 //! (hyperium/tonic#643).
@@ -88,6 +89,16 @@ impl AuthChannel {
                 attempt_timeout,
             }),
         }
+    }
+
+    /// Every address (its URL) with its own channel, in `--auth-url` order: for calls that
+    /// must reach each replica (the signing-key refresh), not just one.
+    pub fn members(&self) -> Vec<(String, Channel)> {
+        let members = &self.inner.members;
+        members
+            .iter()
+            .map(|m| (m.url.clone(), m.channel.clone()))
+            .collect()
     }
 
     /// Which addresses are in rotation, in `--auth-url` order.

@@ -96,6 +96,23 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub unknown_kid_refresh_ms: u64,
 
+    /// Seconds a signing key stays trusted after the last key refresh in which some
+    /// --auth-url replica listed it: a key is withdrawn (and every token verified before is
+    /// checked again) only when no replica has published it for this long, so a replica that
+    /// lags behind a rotation or misses a refresh cannot make keys flap. A removed key stops
+    /// verifying here within this plus --key-refresh-secs.
+    #[arg(long, env = "DYNAGATE_KEY_WITHDRAWAL_GRACE_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub key_withdrawal_grace_secs: u64,
+
+    /// The longest an access token may live (`exp − iat`), in seconds; 60 s more is allowed
+    /// for skew. A longer-lived token is refused even when validly signed, so a leaked
+    /// signing key cannot mint tokens that outlive every revocation. Keep it equal to the
+    /// auth-service's --access-token-ttl-secs: raise both together (this one first).
+    #[arg(long, env = "DYNAGATE_MAX_TOKEN_LIFETIME_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub max_token_lifetime_secs: u64,
+
     /// Verified access tokens remembered (skipping the signature check) until they expire.
     #[arg(long, env = "DYNAGATE_TOKEN_CACHE_CAPACITY", default_value_t = 100_000)]
     pub token_cache_capacity: u64,
@@ -168,6 +185,18 @@ pub struct Settings {
     #[arg(long, env = "DYNAGATE_AUTH_CLIENT_KEY")]
     pub auth_client_key: Option<PathBuf>,
 
+    /// Allow a plaintext (http://) --auth-url to an address that is not loopback. Off by
+    /// default: users' access tokens and temporary AWS credentials travel on that connection.
+    /// Only for a network that is private or encrypted below gRPC (a container network, a
+    /// mesh with mTLS); otherwise use https:// with --auth-ca.
+    #[arg(long, env = "DYNAGATE_ALLOW_PLAINTEXT_AUTH")]
+    pub allow_plaintext_auth: bool,
+
+    /// Bounds on clients' connections: connections, streams per connection, request-body
+    /// time, HTTP/2 keepalive (--max-connections and the others).
+    #[command(flatten)]
+    pub limits: common::limits::ConnectionLimits,
+
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,
@@ -194,6 +223,55 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+
+    /// Refuses a plaintext --auth-url to anything but loopback (127.0.0.0/8, ::1,
+    /// `localhost`) unless --allow-plaintext-auth is given; the error says what to do.
+    pub fn check_auth_transport(&self) -> anyhow::Result<()> {
+        if self.allow_plaintext_auth {
+            return Ok(());
+        }
+        let remote = self.auth_url.iter().map(|url| url.trim());
+        let Some(url) = remote.clone().find(|url| plaintext_to_remote(url)) else {
+            return Ok(());
+        };
+        anyhow::bail!(
+            "--auth-url {url} is plaintext to an address that is not loopback: users' access \
+             tokens and AWS credentials would cross the network unencrypted. Use https:// with \
+             --auth-ca (and --auth-client-cert/--auth-client-key if the auth-service asks for \
+             client certificates), or, only on a private or mesh-encrypted network, set \
+             --allow-plaintext-auth (DYNAGATE_ALLOW_PLAINTEXT_AUTH=true)"
+        )
+    }
+}
+
+/// Whether `url` speaks plaintext to a host that is not loopback. A name other than
+/// `localhost` counts as remote whatever it resolves to now: DNS can change. URLs that do not
+/// parse are left to the endpoint parser, which names the problem.
+fn plaintext_to_remote(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    if uri
+        .scheme_str()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https"))
+    {
+        return false;
+    }
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback())
+        }
+        Err(_) => {
+            let name = host.strip_suffix('.').unwrap_or(host);
+            name.eq_ignore_ascii_case("localhost")
+        }
+    };
+    !loopback
 }
 
 #[cfg(test)]
@@ -221,5 +299,54 @@ mod tests {
             Some(vec!["http://a:1".to_owned(), "http://b:2".to_owned()])
         );
         assert_eq!(Settings::defaults().revocation_max_staleness, 30);
+    }
+
+    fn with_auth_url(urls: &str, extra: &[&str]) -> Settings {
+        let args = ["data-service", "--auth-url", urls].into_iter();
+        let cli = Cli::try_parse_from(args.chain(extra.iter().copied()));
+        cli.map(|cli| cli.settings).expect("valid flags")
+    }
+
+    #[test]
+    fn plaintext_auth_urls_to_loopback_are_accepted() {
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://127.9.8.7:1",
+            "http://[::1]:50051",
+            "http://[::ffff:127.0.0.1]:50051",
+            "http://localhost:50051",
+            "http://LocalHost.:50051",
+            "https://auth.example.com:443",
+            "https://10.0.0.5:50051",
+            "http://127.0.0.1:1,https://auth.internal:2",
+        ] {
+            let settings = with_auth_url(url, &[]);
+            assert!(settings.check_auth_transport().is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn plaintext_auth_urls_to_other_hosts_are_refused_with_what_to_do() {
+        for url in [
+            "http://10.0.0.5:50051",
+            "http://auth:50051",
+            "http://[2001:db8::1]:50051",
+            "http://0.0.0.0:50051",
+            "http://localhost.example.com:50051",
+            "http://127.0.0.1:1,http://auth.internal:2",
+        ] {
+            let settings = with_auth_url(url, &[]);
+            let error = settings.check_auth_transport().unwrap_err().to_string();
+            assert!(error.contains("--allow-plaintext-auth"), "{url}: {error}");
+            assert!(error.contains("https://"), "{url}: {error}");
+            assert!(error.contains("not loopback"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn allow_plaintext_auth_lifts_the_refusal() {
+        let allowed = with_auth_url("http://auth:50051", &["--allow-plaintext-auth"]);
+        assert!(allowed.check_auth_transport().is_ok());
+        assert!(!Settings::defaults().allow_plaintext_auth);
     }
 }

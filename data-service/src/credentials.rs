@@ -162,8 +162,10 @@ impl UserClients {
         self.cache.invalidate(&user_id.to_owned()).await;
     }
 
-    /// Drops the client of a user with no live session left here: what the revocation feed's
-    /// clean-up calls, counted so it can be observed.
+    /// Drops the client of a user a revocation named (or whose last session known here ended):
+    /// what the revocation feed's clean-up calls, counted so it can be observed. A load running
+    /// for the user is disowned too, so the next call fetches the credentials the auth-service
+    /// vends from now on.
     pub async fn release(&self, user_id: &str) {
         self.forget(user_id).await;
         self.metrics.clients_released.increment();

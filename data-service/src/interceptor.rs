@@ -84,6 +84,7 @@ impl AuthInterceptor {
             Err(TokenError::Rejected | TokenError::Missing) => "rejected",
             Err(TokenError::Malformed) => "malformed",
             Err(TokenError::UnknownKey { .. }) => "unknown_key",
+            Err(TokenError::TooLong) => "too_long",
         };
         self.metrics.token_verifications.increment(outcome);
         match verdict {
@@ -95,6 +96,13 @@ impl AuthInterceptor {
             Err(TokenError::Rejected) => {
                 verdicts.remember_refusal(token);
                 Err(TokenError::Rejected)
+            }
+            Err(TokenError::TooLong) => {
+                // Genuinely signed, yet longer-lived than --max-token-lifetime-secs allows: a
+                // leaked signing key, or an auth-service whose lifetime was raised alone.
+                tracing::warn!("a validly signed token lives longer than the maximum lifetime");
+                verdicts.remember_refusal(token);
+                Err(TokenError::TooLong)
             }
             Err(other) => Err(other),
         }

@@ -1,7 +1,12 @@
 //! The auth-service's public keys, held in memory: refreshed in the background, and on
 //! demand when a token names a kid we do not know (rate-limited, so forged kids cannot turn
-//! us into an amplifier against the auth-service). Every change of the keys starts a new
-//! generation, so the token cache can tell what was verified before a withdrawal.
+//! us into an amplifier against the auth-service). Each refresh asks every `--auth-url`
+//! replica, and a key is trusted while any of them has listed it recently ([`Sightings`]), so
+//! replicas that are mid-rotation or unreachable cannot make a key flap. Every change of the
+//! keys starts a new generation, so the token cache can tell what was verified before a
+//! withdrawal.
+
+mod sightings;
 
 use std::{
     sync::{Arc, PoisonError},
@@ -13,8 +18,11 @@ use common::{
     proto::auth::v1::{ListSigningKeysRequest, auth_service_client::AuthServiceClient},
     tokens::VerifyingKeys,
 };
+use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::Mutex;
+use tonic::transport::Channel;
 
+pub use self::sightings::Sightings;
 use crate::{
     auth_channel::AuthChannel,
     metrics::Metrics,
@@ -40,8 +48,12 @@ struct Inner {
     keys: ArcSwap<KeySet>,
     /// Serialises installs, so generations are stored in order.
     installing: std::sync::Mutex<()>,
+    /// When each key was last listed by some replica; held while the trusted set is derived
+    /// from it and installed, so listings are applied in order.
+    sightings: std::sync::Mutex<Sightings>,
     tokens: TokenCache,
-    auth: AuthServiceClient<AuthChannel>,
+    /// Every auth replica (its URL, for logs), asked one by one.
+    replicas: Vec<(String, AuthServiceClient<Channel>)>,
     timeout: Duration,
     /// When the last refresh for an unknown kid ran; the lock also makes concurrent
     /// requests with the same new kid wait for one refresh instead of each starting one.
@@ -68,22 +80,26 @@ pub struct KeyStoreConfig {
     pub timeout: Duration,
     /// Least time between two refreshes caused by unknown kids.
     pub min_on_demand_interval: Duration,
+    /// How long a key no replica lists any more is still trusted (`--key-withdrawal-grace-secs`).
+    pub withdrawal_grace: Duration,
 }
 
 impl KeyStore {
-    /// An empty store that fetches keys from `auth`; call [`KeyStore::refresh`] or spawn the
-    /// refresher before expecting any token to verify.
-    pub fn new(
-        auth: AuthServiceClient<AuthChannel>,
-        config: KeyStoreConfig,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// An empty store that fetches keys from every replica of `auth`; call
+    /// [`KeyStore::refresh`] or spawn the refresher before expecting any token to verify.
+    pub fn new(auth: &AuthChannel, config: KeyStoreConfig, metrics: Arc<Metrics>) -> Self {
+        let replicas = auth
+            .members()
+            .into_iter()
+            .map(|(url, channel)| (url, AuthServiceClient::new(channel)))
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 installing: std::sync::Mutex::new(()),
+                sightings: std::sync::Mutex::new(Sightings::new(config.withdrawal_grace)),
                 tokens: TokenCache::new(config.token_cache_capacity, REFUSED_CAPACITY),
-                auth,
+                replicas,
                 timeout: config.timeout,
                 last_on_demand: Mutex::new(None),
                 min_on_demand_interval: config.min_on_demand_interval,
@@ -107,19 +123,53 @@ impl KeyStore {
         &self.inner.tokens
     }
 
-    /// Fetches the published keys and installs them.
+    /// Asks every replica for its published keys and installs what they say, listing by
+    /// listing; fails only when no replica answered.
     pub async fn refresh(&self) -> Result<(), String> {
+        self.refresh_until(None).await
+    }
+
+    /// [`KeyStore::refresh`], done as soon as `kid` (when given) is known: a request waiting
+    /// for it does not wait for the slowest replica.
+    async fn refresh_until(&self, kid: Option<&str>) -> Result<(), String> {
+        let mut listings: FuturesUnordered<_> = self
+            .inner
+            .replicas
+            .iter()
+            .map(|(url, client)| async move { (url, self.list(client.clone()).await) })
+            .collect();
+        let (mut answered, mut failure) = (false, None);
+        while let Some((url, listed)) = listings.next().await {
+            match listed {
+                Ok(keys) => {
+                    answered = true;
+                    self.apply(&keys);
+                    if kid.is_some_and(|kid| self.knows(kid)) {
+                        return Ok(());
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(auth_url = %url, %error, "no signing keys from this replica");
+                    failure = Some(format!("{url}: {error}"));
+                }
+            }
+        }
+        match (answered, failure) {
+            (false, Some(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// One replica's published keys.
+    async fn list(&self, mut client: AuthServiceClient<Channel>) -> Result<VerifyingKeys, String> {
         self.inner.metrics.key_refreshes.increment();
         let mut request = tonic::Request::new(ListSigningKeysRequest {});
         request.set_timeout(self.inner.timeout);
         // Continues the trace of the request whose unknown kid caused this refresh, if any.
         common::trace::inject(&mut request);
-        let listed = self
-            .inner
-            .auth
-            .clone()
-            .list_signing_keys(request)
+        let listed = tokio::time::timeout(self.inner.timeout, client.list_signing_keys(request))
             .await
+            .map_err(|_| format!("ListSigningKeys: no answer within {:?}", self.inner.timeout))?
             .map_err(|status| format!("ListSigningKeys: {} {}", status.code(), status.message()))?
             .into_inner();
         let mut keys = VerifyingKeys::default();
@@ -127,13 +177,25 @@ impl KeyStore {
             keys.insert_paserk(&key.kid, &key.public_key)
                 .map_err(|e| format!("ListSigningKeys returned a bad key: {e}"))?;
         }
-        self.install(keys);
-        Ok(())
+        Ok(keys)
+    }
+
+    /// Records one replica's listing and installs the keys trusted after it.
+    fn apply(&self, listed: &VerifyingKeys) {
+        let mut sightings = self
+            .inner
+            .sightings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        sightings.record(listed, now);
+        self.install(sightings.trusted(now));
     }
 
     /// Replaces the keys when they changed, as a new generation. If a key disappeared
-    /// (withdrawn), no token verified with an earlier generation is trusted again, so none
-    /// signed by it is accepted, even one whose check was running during the change.
+    /// (withdrawn: no replica has listed it for the grace), no token verified with an earlier
+    /// generation is trusted again, so none signed by it is accepted, even one whose check was
+    /// running during the change.
     pub fn install(&self, keys: VerifyingKeys) {
         let _installing = self
             .inner
@@ -167,7 +229,7 @@ impl KeyStore {
             return;
         }
         *last = Some(Instant::now());
-        if let Err(error) = self.refresh().await {
+        if let Err(error) = self.refresh_until(Some(kid)).await {
             tracing::warn!(%error, "refreshing signing keys for an unknown kid failed");
         }
     }

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use data_service::{
     config::{Cli, Command},
     page_token::PageTokens,
@@ -19,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::cli::parse();
     common::telemetry::init("info");
     common::server::exit_code("data-service", run(cli).await)
 }

@@ -27,11 +27,12 @@ pub struct Metrics {
     pub credential_cache: LabeledCounter,
     /// GetCredentials calls made to the auth-service: the `miss` of `credential_cache`.
     pub credential_loads: Counter,
-    /// Cached user clients dropped because the user's last session known here ended (the
-    /// revocation feed's clean-up).
+    /// Cached user clients dropped because a revocation named the user, or (from a feed that
+    /// does not name users) the user's last session known here ended: the feed's clean-up.
     pub clients_released: Counter,
     /// Full token verifications (signature checks) by outcome: `valid`, `rejected`,
-    /// `malformed`, `unknown_key`; cache hits do not count.
+    /// `malformed`, `unknown_key`, `too_long` (validly signed, but `exp − iat` past the
+    /// maximum lifetime); cache hits do not count.
     pub token_verifications: LabeledCounter,
     /// Verified tokens refused for their session: `revoked`, or `stale` (the revocation feed
     /// is not current, so no session can be vouched for).
@@ -54,7 +55,7 @@ impl Default for Metrics {
             clients_released: Counter::default(),
             token_verifications: LabeledCounter::new(
                 "outcome",
-                &["valid", "rejected", "malformed", "unknown_key"],
+                &["valid", "rejected", "malformed", "unknown_key", "too_long"],
             ),
             token_refusals: LabeledCounter::new("reason", &["revoked", "stale"]),
             key_refreshes: Counter::default(),
@@ -87,7 +88,7 @@ impl Metrics {
             (
                 &self.clients_released,
                 "clients_released",
-                "Cached user clients dropped because the user's last session ended",
+                "Cached user clients dropped because a revocation named the user",
             ),
             (
                 &self.key_refreshes,

@@ -54,6 +54,7 @@ impl Application {
         settings: &Settings,
         dynamodb: aws_sdk_dynamodb::Config,
     ) -> anyhow::Result<Self> {
+        settings.check_auth_transport()?;
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::with_prefix(common::metrics::PREFIX);
         metrics.register(&mut registry);
@@ -79,11 +80,12 @@ impl Application {
         .counting(metrics.revocations_applied.clone());
 
         let keys = KeyStore::new(
-            auth.clone(),
+            &channel,
             KeyStoreConfig {
                 token_cache_capacity: settings.token_cache_capacity,
                 timeout: auth_timeout,
                 min_on_demand_interval: Duration::from_millis(settings.unknown_kid_refresh_ms),
+                withdrawal_grace: Duration::from_secs(settings.key_withdrawal_grace_secs),
             },
             Arc::clone(&metrics),
         );
@@ -106,7 +108,8 @@ impl Application {
         cache_sizes(settings, &keys, &clients, &revocations).register(&mut registry);
         let api = DataApi::new(store, clients, pages, settings.request_timeout());
         let interceptor = AuthInterceptor::new(
-            TokenVerifier::new(&settings.token_issuer, &settings.token_audience),
+            TokenVerifier::new(&settings.token_issuer, &settings.token_audience)
+                .with_max_lifetime(Duration::from_secs(settings.max_token_lifetime_secs)),
             keys.clone(),
             revocations.clone(),
             Arc::clone(&metrics),
@@ -169,6 +172,7 @@ impl Application {
         .await
         .with_context(|| format!("binding {}", settings.listen_addr))?
         .max_request_bytes(MAX_REQUEST_BYTES)
+        .limits(settings.limits.clone())
         .tls(tls)
         .metrics(settings.metrics_addr, registry)
         .await

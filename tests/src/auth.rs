@@ -98,9 +98,10 @@ impl TestAuth {
         settings.health_probe_secs = 1;
         settings.signing_keys = Some(keys::generate_paserk().expect("generate a key").0);
         settings.aws = test_aws_settings();
-        // Tests of other features log in from one address far faster than any person would;
-        // tests/tests/throttle.rs turns it on.
+        // Tests of other features log in, and present refused refresh tokens, from one address
+        // far faster than any person would; tests/tests/throttle.rs turns both budgets on.
         settings.throttle.throttle_per_second = 0;
+        settings.throttle.throttle_failures_per_second = 0;
         settings
     }
 
@@ -222,7 +223,9 @@ impl TestAuth {
 
     /// A verifier with the service's issuer and audience.
     pub fn verifier(&self) -> TokenVerifier {
+        let lifetime = std::time::Duration::from_secs(self.settings.access_token_ttl_secs);
         TokenVerifier::new(&self.settings.token_issuer, &self.settings.token_audience)
+            .with_max_lifetime(lifetime)
     }
 
     /// The session of one of the service's access tokens (its `sid` claim).
@@ -256,7 +259,7 @@ impl TestAuth {
     /// cryptographically genuine, so only the claim checks can reject it.
     pub fn forge(&self, claims: &serde_json::Value) -> String {
         let ring = keys::KeyRing::parse(&self.signing_key).expect("key ring");
-        let key = ring.active();
+        let key = ring.signer(time::OffsetDateTime::now_utc());
         PublicToken::sign(
             key.secret(),
             claims.to_string().as_bytes(),

@@ -31,6 +31,12 @@ const PORTS: std::ops::Range<u16> = 20_000..32_768;
 /// Longest the process may take to serve (a loaded machine, a test binary to load).
 const START_LIMIT: Duration = Duration::from_secs(30);
 
+/// True in a child process [`AuthProcess`] started: where an entry test may arm test-only
+/// failpoints before it serves.
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_VARIABLE).is_some()
+}
+
 /// Serves the auth-service configured by the environment when this process is the child
 /// [`AuthProcess`] started, never returning; returns at once otherwise. Call it from an
 /// `#[ignore]`d multi-threaded test named as [`AuthProcess::start`] is told.

@@ -7,6 +7,7 @@ pub mod auth_process;
 pub mod data;
 pub mod delay;
 pub mod emulators;
+pub mod endings;
 pub mod faults;
 pub mod feed_proxy;
 pub mod gate;
@@ -16,6 +17,8 @@ pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod replicas;
+pub mod streams;
+pub mod totp;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 

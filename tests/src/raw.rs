@@ -74,6 +74,21 @@ pub async fn call_raw_within(
     headers: &[(&'static str, http::HeaderValue)],
     open_for: Option<Duration>,
 ) -> Status {
+    exchange(channel, path, token, body, headers, open_for)
+        .await
+        .1
+}
+
+/// [`call_raw_within`], with the HTTP status of the answer too (a gRPC answer is 200 whatever
+/// its gRPC status; a server refuses a request that is not gRPC with another).
+pub async fn exchange(
+    channel: &Channel,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    headers: &[(&'static str, http::HeaderValue)],
+    open_for: Option<Duration>,
+) -> (http::StatusCode, Status) {
     let mut request = http::Request::builder()
         .method("POST")
         .uri(format!("http://dynagate{path}"))
@@ -93,24 +108,28 @@ pub async fn call_raw_within(
     let response = match channel.clone().oneshot(request).await {
         Ok(response) => response,
         // The channel enforces a `grpc-timeout` header itself, as a generated client would.
-        Err(error) if client_deadline(&error) => return Status::cancelled("client deadline"),
+        Err(error) if client_deadline(&error) => {
+            return (http::StatusCode::OK, Status::cancelled("client deadline"));
+        }
         Err(error) => panic!("HTTP/2 call to {path}: {error}"),
     };
+    let http_status = response.status();
     if let Some(status) = Status::from_header_map(response.headers()) {
-        return status;
+        return (http_status, status);
     }
     let collect = response.into_body().collect();
     let collected = match open_for {
         None => collect.await,
         Some(limit) => match tokio::time::timeout(limit, collect).await {
             Ok(collected) => collected,
-            Err(_) => return Status::ok("stream still open"),
+            Err(_) => return (http_status, Status::ok("stream still open")),
         },
     };
     let collected = collected.unwrap_or_else(|e| panic!("response body of {path}: {e}"));
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    Status::from_header_map(&trailers)
-        .unwrap_or_else(|| panic!("a grpc-status trailer from {path}"))
+    let status = Status::from_header_map(&trailers)
+        .unwrap_or_else(|| panic!("a grpc-status trailer from {path}"));
+    (http_status, status)
 }
 
 fn client_deadline(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -122,6 +141,38 @@ fn client_deadline(error: &(dyn std::error::Error + 'static)) -> bool {
         source = error.source();
     }
     false
+}
+
+/// A request path no server answers, as a client could invent it: `/x<random>/yyy…` (one in
+/// ten a few thousand characters long), with percent-escapes of arbitrary bytes (`%FF%C3`…)
+/// among URI-safe characters; one in four is a real service with a made-up method.
+pub fn made_up_path(rng: &mut impl rand::Rng) -> String {
+    let len = if rng.random_ratio(1, 10) {
+        rng.random_range(1000..3000)
+    } else {
+        rng.random_range(1..40)
+    };
+    if rng.random_ratio(1, 4) {
+        format!("/dynagate.auth.v1.AuthService/{}", path_segment(rng, len))
+    } else {
+        let tail = "y".repeat(rng.random_range(1..64));
+        format!("/x{}/{tail}", path_segment(rng, len))
+    }
+}
+
+/// `len` random URI-safe characters or percent-escaped bytes.
+fn path_segment(rng: &mut impl rand::Rng, len: usize) -> String {
+    const SAFE: &[u8] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@";
+    (0..len)
+        .map(|_| {
+            if rng.random_ratio(1, 6) {
+                format!("%{:02X}", rng.random::<u8>())
+            } else {
+                char::from(SAFE[rng.random_range(0..SAFE.len())]).to_string()
+            }
+        })
+        .collect()
 }
 
 /// A Value nested `depth` lists deep (prost's recursion limit is 100).

@@ -7,17 +7,23 @@
 //! find its line with `of_username`/`of_user`, check it with [`expect_line`], and pass every
 //! secret the test handled to `assert_free_of`.
 
+use std::sync::Arc;
+
 use auth_service::config::Settings;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use common::clock::ManualClock;
 use common::proto::auth::v1::{
-    LoginRequest, LogoutAllRequest, LogoutRequest, RefreshRequest, RegisterRequest,
-    auth_service_client::AuthServiceClient,
+    ListSessionsRequest, LoginRequest, LogoutAllRequest, LogoutRequest, RefreshRequest,
+    RegisterRequest, auth_service_client::AuthServiceClient,
 };
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tests::{
     audit::AuditLog,
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
+    raw::call_raw,
 };
+use time::OffsetDateTime;
 use tonic::{Code, Request, transport::Channel};
 
 /// What one audit line must say: `event`, `outcome`, and these fields (absent when `None`).
@@ -252,4 +258,245 @@ async fn a_throttled_call_is_audited_with_the_forwarded_address() {
         },
     );
     log.assert_free_of(&[password]);
+}
+
+/// A Login as `username` with a wrong password, in trace `trace_id` (32 hex digits): refused
+/// as a wrong password, or as locked.
+async fn failed_login(client: &mut AuthServiceClient<Channel>, username: &str, trace_id: &str) {
+    let mut request = Request::new(LoginRequest {
+        username: username.to_owned(),
+        password: "certainly not the password".into(),
+        ..Default::default()
+    });
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    request
+        .metadata_mut()
+        .insert(common::trace::TRACEPARENT, traceparent.parse().unwrap());
+    let status = client.login(request).await.unwrap_err();
+    let codes = [Code::Unauthenticated, Code::ResourceExhausted];
+    assert!(codes.contains(&status.code()), "{status:?}");
+}
+
+fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The one audit line of `event` logged in trace `trace_id`.
+fn audit_line_of_trace(log: &AuditLog, trace_id: &str, event: &str) -> Value {
+    let lines: Vec<Value> = log
+        .of_trace(trace_id)
+        .into_iter()
+        .filter(|line| line["target"] == auth_service::audit::TARGET)
+        .map(|line| line["fields"].clone())
+        .filter(|fields| fields["event"] == event)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one {event} line in trace {trace_id}: {lines:#?}"
+    );
+    lines[0].clone()
+}
+
+/// Test settings with an audit key, a lockout that locks at the second failure, and
+/// Register's and Login's throttle off.
+fn keyed_settings(key: &str) -> Settings {
+    let mut settings = TestAuth::settings();
+    settings.audit.audit_key = Some(key.to_owned().into());
+    settings.lockout.threshold = 2;
+    settings
+}
+
+fn random_key() -> String {
+    format!("audit-key-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn a_password_typed_as_the_username_is_never_logged() {
+    let log = AuditLog::capture();
+    // Time stands still: the lock the second failure starts holds for the third attempt.
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let endpoints = Endpoints::dynalite_only().await;
+    let auth = TestAuth::spawn_with_clock(keyed_settings(&random_key()), endpoints, clock).await;
+    let mut client = auth.client().await;
+    // Passwords a user could type into the wrong field: one that is a valid username too, and
+    // one that is not (as most passwords are not).
+    let plain = format!("correcthorse{}", &new_trace_id()[..10]);
+    let symbols = format!("Tr0ub4dor&3!{}", &new_trace_id()[..10]);
+    let mut hashes = Vec::new();
+    for typed in [&plain, &symbols] {
+        let trace_ids = [new_trace_id(), new_trace_id(), new_trace_id()];
+        for trace_id in &trace_ids {
+            failed_login(&mut client, typed, trace_id).await;
+        }
+        let refused = client
+            .register(RegisterRequest {
+                username: typed.clone(),
+                password: "short".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+
+        let failed = audit_line_of_trace(&log, &trace_ids[0], "login");
+        assert_eq!(failed["outcome"], "failed", "{failed}");
+        assert!(failed.get("username").is_none(), "{failed}");
+        let hash = failed["username_hash"]
+            .as_str()
+            .expect("a username_hash")
+            .to_owned();
+        // The second failure locks the name (threshold 2): its line carries the hash only.
+        let locked = audit_line_of_trace(&log, &trace_ids[1], "locked");
+        assert_eq!(locked["username_hash"], hash.as_str(), "{locked}");
+        assert!(locked.get("username").is_none(), "{locked}");
+        let refused = audit_line_of_trace(&log, &trace_ids[2], "login");
+        assert_eq!(refused["outcome"], "refused", "{refused}");
+        assert_eq!(refused["username_hash"], hash.as_str(), "{refused}");
+        hashes.push(hash);
+    }
+
+    assert_ne!(hashes[0], hashes[1]);
+    let register_failures = log.events(|fields| {
+        fields["event"] == "register"
+            && fields["outcome"] == "failed"
+            && hashes
+                .iter()
+                .any(|hash| fields["username_hash"] == hash.as_str())
+    });
+    assert_eq!(register_failures.len(), 2, "{register_failures:#?}");
+    assert!(
+        register_failures
+            .iter()
+            .all(|line| line.get("username").is_none())
+    );
+    // Any line, any target, any level the service logs at debug: and in any case.
+    log.assert_free_of(&[
+        plain.as_str(),
+        &plain.to_lowercase(),
+        &symbols,
+        &symbols.to_lowercase(),
+    ]);
+}
+
+#[tokio::test]
+async fn a_60000_character_username_costs_one_short_line() {
+    let log = AuditLog::capture();
+    let (_auth, mut client) = spawn(keyed_settings(&random_key())).await;
+    let marker = new_trace_id();
+    let typed = format!("{marker}{}", "p".repeat(60_000 - marker.len()));
+    let trace_id = new_trace_id();
+
+    failed_login(&mut client, &typed, &trace_id).await;
+
+    let lines: Vec<String> = log
+        .text()
+        .lines()
+        .filter(|line| line.contains(&trace_id))
+        .map(str::to_owned)
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(
+            line.len() <= 1024,
+            "a {}-byte line: {line:.300}",
+            line.len()
+        );
+    }
+    let audit_lines: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains(r#""target":"audit""#))
+        .collect();
+    assert_eq!(audit_lines.len(), 1, "{audit_lines:#?}");
+    // Not even the name's first 64 characters, anywhere: it is no account's.
+    log.assert_free_of(&[&typed[..64]]);
+    log.assert_free_of(&[&marker]);
+}
+
+#[tokio::test]
+async fn an_unknown_name_hashes_alike_across_replicas_and_restarts_and_other_names_apart() {
+    let log = AuditLog::capture();
+    let key = random_key();
+    let (auth, mut client) = spawn(keyed_settings(&key)).await;
+    let replica = auth.spawn_replica().await;
+    let mut replica_client = replica.client().await;
+    let name = format!("nobody-{}", &new_trace_id()[..12]);
+    let other = format!("{name}x");
+    let traces = [new_trace_id(), new_trace_id(), new_trace_id()];
+
+    failed_login(&mut client, &name, &traces[0]).await;
+    failed_login(&mut replica_client, &name.to_uppercase(), &traces[1]).await;
+    failed_login(&mut client, &other, &traces[2]).await;
+    drop((replica, replica_client, auth, client));
+    // A restart with the same key: the same hash. Another key: another one.
+    let (_restarted, mut restarted_client) = spawn(keyed_settings(&key)).await;
+    let (_rekeyed, mut rekeyed_client) = spawn(keyed_settings(&random_key())).await;
+    let later = [new_trace_id(), new_trace_id()];
+    failed_login(&mut restarted_client, &name, &later[0]).await;
+    failed_login(&mut rekeyed_client, &name, &later[1]).await;
+
+    let hash =
+        |trace_id: &str| audit_line_of_trace(&log, trace_id, "login")["username_hash"].clone();
+    let first = hash(&traces[0]);
+    assert!(first.is_string(), "{first}");
+    assert_eq!(
+        hash(&traces[1]),
+        first,
+        "another replica, the name in another case"
+    );
+    assert_ne!(hash(&traces[2]), first, "another name");
+    assert_eq!(hash(&later[0]), first, "after a restart");
+    assert_ne!(hash(&later[1]), first, "under another key");
+    log.assert_free_of(&[name.as_str(), &other]);
+}
+
+#[tokio::test]
+async fn an_existing_users_failed_login_names_the_user_and_its_hash() {
+    let log = AuditLog::capture();
+    let (_auth, mut client) = spawn(keyed_settings(&random_key())).await;
+    let user = TestUser::register(&mut client).await;
+    let typo = format!("{}-typo", user.username);
+    let traces = [new_trace_id(), new_trace_id()];
+
+    failed_login(&mut client, &user.username.to_uppercase(), &traces[0]).await;
+    failed_login(&mut client, &typo, &traces[1]).await;
+
+    let known = audit_line_of_trace(&log, &traces[0], "login");
+    assert_eq!(known["username"], user.username.as_str(), "{known}");
+    assert!(known["username_hash"].is_string(), "{known}");
+    let unknown = audit_line_of_trace(&log, &traces[1], "login");
+    assert!(unknown.get("username").is_none(), "{unknown}");
+    assert_ne!(unknown["username_hash"], known["username_hash"]);
+    log.assert_free_of(&[typo.as_str()]);
+}
+
+#[tokio::test]
+async fn a_made_up_method_path_and_a_forged_key_id_never_reach_the_log_in_full() {
+    let log = AuditLog::capture();
+    let (auth, mut client) = spawn(TestAuth::settings()).await;
+    let marker = new_trace_id();
+    let path = format!("/{marker}.{}/Login", "y".repeat(8_000));
+    // A real token with its footer replaced: a key id no key has, as long as the footer allows.
+    let user = TestUser::register(&mut client).await;
+    let token = user.login(&mut client).await.access_token;
+    let kid = format!("k4.pid.{marker}{}", "z".repeat(60));
+    let footer = URL_SAFE_NO_PAD.encode(format!(r#"{{"kid":"{kid}"}}"#));
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{footer}");
+
+    let unknown = call_raw(&auth.channel().await, &path, None, Vec::new()).await;
+    let refused = client
+        .list_sessions(with_bearer(ListSessionsRequest {}, &forged))
+        .await
+        .unwrap_err();
+
+    assert_eq!(unknown.code(), Code::Unimplemented);
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        log.text()
+            .contains(&format!("unknown signing key {}", &kid[..48])),
+        "the refused key id is logged, cut"
+    );
+    // Nothing logs a call to an unknown method today (not even at debug); should anything
+    // come to log inside its request span, the span's method is cut like the key id.
+    log.assert_free_of(&[&path[..64], &kid[..64]]);
 }

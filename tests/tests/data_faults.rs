@@ -115,7 +115,14 @@ async fn a_hung_dynamodb_is_unavailable_within_the_callers_deadline() {
 
 #[tokio::test]
 async fn a_rotated_signing_key_is_picked_up_on_first_sight_and_a_withdrawn_one_stops_working() {
-    let stack = TestStack::spawn().await;
+    let endpoints = Endpoints::shared().await;
+    let dynamodb = endpoints.dynamodb.clone();
+    // One auth replica, and no grace for a key it stops listing: the first refresh after the
+    // removal withdraws it (tests/tests/key_rollout.rs runs the grace across replicas).
+    let stack = TestStack::spawn_tuned(endpoints, &dynamodb, |settings| {
+        settings.key_withdrawal_grace_secs = 0;
+    })
+    .await;
     let mut veteran = stack.user().await;
     veteran.put_text("k", "signed by the first key").await;
     let (new_key, new_kid) = auth_service::keys::generate_paserk().unwrap();
@@ -151,7 +158,8 @@ async fn a_rotated_signing_key_is_picked_up_on_first_sight_and_a_withdrawn_one_s
     );
     veteran.put_text("k", "old tokens still verify").await;
 
-    // Rotation step 3: drop the old key. The next refresh forgets tokens it signed.
+    // Rotation step 3: drop the old key. The next refresh withdraws it and forgets the tokens
+    // it signed.
     let TestStack {
         auth,
         data,

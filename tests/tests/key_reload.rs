@@ -44,6 +44,9 @@ async fn spawn_with_file(file: &KeysFile, reload_secs: u64) -> TestAuth {
     settings.signing_keys = None;
     settings.signing_keys_file = Some(file.0.clone());
     settings.signing_keys_reload_secs = reload_secs;
+    // Reload mechanics only: an added key signs at once (tests/tests/key_rollout.rs holds
+    // keys back).
+    settings.signing_key_activation_secs = 0;
     TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await
 }
 

@@ -17,6 +17,7 @@ use tests::{
     auth::{Endpoints, TestAuth, TestUser, try_login},
     data::TestStack,
     process::http_get,
+    raw::{call_raw, framed, made_up_path},
 };
 use time::OffsetDateTime;
 use tonic::Code;
@@ -295,4 +296,81 @@ async fn only_get_metrics_is_served() {
     assert_eq!(status, 404);
     let (status, _) = http_get(stack.auth.metrics_addr, "/metrics/x").await;
     assert_eq!(status, 404);
+}
+
+/// Sends `count` calls to made-up paths on `channel` (32 at a time): every one must be
+/// answered UNIMPLEMENTED.
+async fn call_made_up_paths(channel: &tonic::transport::Channel, count: usize, seed: u64) {
+    use futures::StreamExt;
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let paths: Vec<String> = (0..count).map(|_| made_up_path(&mut rng)).collect();
+    let statuses: Vec<(String, tonic::Status)> = futures::stream::iter(paths)
+        .map(|path| async move {
+            let status = call_raw(channel, &path, None, framed(b"")).await;
+            (path, status)
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for (path, status) in statuses {
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+    }
+}
+
+/// The `dynagate_grpc_*` series of a scrape.
+fn grpc_series(samples: &HashMap<String, f64>) -> std::collections::BTreeSet<String> {
+    let grpc = samples
+        .keys()
+        .filter(|series| series.starts_with("dynagate_grpc_"));
+    grpc.cloned().collect()
+}
+
+const UNKNOWN_CALLS: &str =
+    "dynagate_grpc_requests_total{service=\"unknown\",method=\"unknown\",code=\"UNIMPLEMENTED\"}";
+
+#[tokio::test]
+async fn ten_thousand_made_up_paths_add_no_series_on_either_service() {
+    // An auth-service of its own: in a stack, the data-service's calls to it could add the
+    // series of real methods meanwhile.
+    let auth = TestAuth::spawn().await;
+    let stack = TestStack::spawn().await;
+    let services = [
+        ("auth", auth.channel().await, auth.metrics_addr),
+        ("data", stack.data.channel().await, stack.data.metrics_addr),
+    ];
+    for (seed, (name, channel, metrics_addr)) in (17..).zip(services) {
+        let (_, page_before) = http_get(metrics_addr, "/metrics").await;
+        let before = scrape(metrics_addr).await;
+        assert_eq!(
+            value(&before, UNKNOWN_CALLS),
+            0.0,
+            "exported from the start"
+        );
+
+        call_made_up_paths(&channel, 10_000, seed).await;
+
+        let (_, page_after) = http_get(metrics_addr, "/metrics").await;
+        let after = scrape(metrics_addr).await;
+        let growth = page_after.len().saturating_sub(page_before.len());
+        eprintln!(
+            "{name}: /metrics {} → {} bytes after 10,000 made-up paths",
+            page_before.len(),
+            page_after.len()
+        );
+        assert!(growth < 1024, "{name}: /metrics grew by {growth} bytes");
+        assert_eq!(
+            grpc_series(&before),
+            grpc_series(&after),
+            "{name}: no new series"
+        );
+        assert_eq!(
+            value(&after, UNKNOWN_CALLS),
+            10_000.0,
+            "{name}: all counted"
+        );
+        let unknown_latency =
+            "dynagate_grpc_request_duration_seconds_count{service=\"unknown\",method=\"unknown\"}";
+        assert_eq!(value(&after, unknown_latency), 10_000.0, "{name}");
+    }
 }

@@ -6,9 +6,12 @@ use common::proto::data::v1::PutItemRequest;
 use prost::Message;
 use tests::{
     data::TestStack,
-    raw::{AUTH_RPCS, DATA_RPCS, call_raw, deeply_nested, framed},
+    raw::{AUTH_RPCS, DATA_RPCS, call_raw, deeply_nested, exchange, framed},
 };
 use tonic::{Code, Status};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_request::MessageRequest,
+};
 
 /// Bodies no honest client sends, each with the status it must get.
 fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, Code)> {
@@ -48,8 +51,8 @@ fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, Code)> {
 }
 
 /// Bodies that break only messages whose field 1 is a string or a message: every request
-/// here but the empty ones (LogoutAll, ListSigningKeys, GetCredentials, EnrollTotp,
-/// ListSessions), which skip unknown fields.
+/// here but the empty ones (LogoutAll, ListSigningKeys, GetCredentials, ListSessions), which
+/// skip unknown fields.
 fn bad_string_fields() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("invalid UTF-8 in field 1", framed(b"\x0a\x02\xff\xfe")),
@@ -96,7 +99,6 @@ async fn hostile_bodies_get_client_statuses_on_every_rpc() {
                 "/LogoutAll",
                 "/ListSigningKeys",
                 "/GetCredentials",
-                "/EnrollTotp",
                 "/ListSessions",
             ];
             let has_string_field = !empty_messages.iter().any(|name| path.ends_with(name));
@@ -189,4 +191,83 @@ async fn each_service_refuses_messages_larger_than_its_largest_valid_request() {
         Code::InvalidArgument,
         "decoded, not refused: {data:?}"
     );
+}
+
+#[tokio::test]
+async fn a_second_message_in_a_unary_request_is_invalid_argument_on_every_rpc() {
+    let stack = TestStack::spawn().await;
+    let user = stack.user().await;
+    let auth = stack.auth.channel().await;
+    let data = stack.data.channel().await;
+    let unary_rpcs = AUTH_RPCS
+        .iter()
+        .map(|path| (&auth, *path))
+        .chain(DATA_RPCS.iter().map(|path| (&data, *path)))
+        .chain([(&auth, "/grpc.health.v1.Health/Check")])
+        .chain([(&data, "/grpc.health.v1.Health/Watch")]);
+    // Two empty messages (every request message decodes from no bytes): before the check,
+    // the second was read and dropped, and the call answered as if it had not been sent.
+    let mut two = framed(b"");
+    two.extend(framed(b""));
+    for (channel, path) in unary_rpcs {
+        let status = call_raw(channel, path, Some(&user.token), two.clone()).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {status:?}");
+        assert!(
+            status.message().contains("exactly one"),
+            "{path}: {status:?}"
+        );
+    }
+    // The same call with one message is answered by the method.
+    let keys = "/dynagate.auth.v1.AuthService/ListSigningKeys";
+    let one = call_raw(&auth, keys, None, framed(b"")).await;
+    assert_eq!(one.code(), Code::Ok, "{one:?}");
+    // A streaming request (server reflection) takes any number of messages.
+    let list = ServerReflectionRequest {
+        message_request: Some(MessageRequest::ListServices(String::new())),
+        ..Default::default()
+    };
+    let mut three = Vec::new();
+    for _ in 0..3 {
+        three.extend(framed(&list.encode_to_vec()));
+    }
+    let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    let answered = call_raw(&data, reflection, None, three).await;
+    assert_eq!(answered.code(), Code::Ok, "{answered:?}");
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_grpc_is_refused_with_http_415() {
+    let stack = TestStack::spawn().await;
+    let user = stack.user().await;
+    let auth = stack.auth.channel().await;
+    let data = stack.data.channel().await;
+    let keys = "/dynagate.auth.v1.AuthService/ListSigningKeys";
+    let get = "/dynagate.data.v1.DataService/GetItem";
+    for content_type in ["text/plain", "application/json", "application/grpcx", ""] {
+        let header = [("content-type", http::HeaderValue::from_static(content_type))];
+        for (channel, path) in [(&auth, keys), (&data, get)] {
+            let (http, status) =
+                exchange(channel, path, Some(&user.token), framed(b""), &header, None).await;
+            assert_eq!(
+                http,
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type} {path}"
+            );
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{content_type} {path}"
+            );
+        }
+    }
+    // gRPC's own content types pass.
+    for content_type in ["application/grpc", "application/grpc+proto"] {
+        let header = [("content-type", http::HeaderValue::from_static(content_type))];
+        let (http, status) = exchange(&auth, keys, None, framed(b""), &header, None).await;
+        assert_eq!(
+            (http, status.code()),
+            (http::StatusCode::OK, Code::Ok),
+            "{content_type}"
+        );
+    }
 }

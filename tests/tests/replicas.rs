@@ -60,6 +60,9 @@ async fn spawn() -> (Fleet, InProcess) {
     settings.signing_keys = None;
     settings.signing_keys_file = Some(keys_file.clone());
     settings.signing_keys_reload_secs = 1;
+    // An added key is published for 2 s before it signs (the story waits up to 10 s for it
+    // to sign): the rollout rule at a test's pace.
+    settings.signing_key_activation_secs = 2;
     let first = TestAuth::spawn_with(settings, endpoints.clone()).await;
     let second = first.spawn_replica().await;
     let gates = [Gate::open(first.addr).await, Gate::open(second.addr).await];

@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use auth_service::revocations::{Revocation, RevocationTable};
+use auth_service::{
+    revocations::{Revocation, RevocationTable},
+    sessions::RevokeReason,
+};
 use common::proto::auth::v1::{
     LogoutRequest, WatchRevocationsRequest, WatchRevocationsResponse,
     auth_service_client::AuthServiceClient,
@@ -45,13 +48,14 @@ async fn fill(table: &RevocationTable, count: usize) {
         let revoked_at_ms = now_ms - 180_000 + i64::try_from(n).expect("small") * 17;
         Revocation {
             session_id: uuid::Uuid::new_v4().to_string(),
-            user_id: Some(uuid::Uuid::new_v4().to_string()),
+            // No user: nothing for a replica to repair (no such session exists).
+            user_id: None,
             revoked_at_ms,
             not_after: revoked_at_ms / 1000 + 960,
         }
     });
     let mut puts = futures::stream::iter(revocations)
-        .map(|revocation| async move { table.put(&revocation).await })
+        .map(|revocation| async move { table.put(&revocation, RevokeReason::Logout).await })
         .buffer_unordered(16);
     while let Some(put) = puts.next().await {
         put.expect("put a revocation");

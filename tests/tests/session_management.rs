@@ -76,9 +76,13 @@ fn ids(sessions: &[Session]) -> Vec<&str> {
 
 #[tokio::test]
 async fn sessions_list_newest_first_with_where_they_logged_in_from() {
-    // The test connects from 127.0.0.1: a trusted proxy, which may name the end user.
+    // The test connects from 127.0.0.1: a trusted proxy, which may name the end user; so is
+    // the proxy in front of it (10.0.0.1), skipped from the right.
     let (_log, auth, mut client) = spawn(|settings| {
-        settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        settings.trusted_proxies = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
     })
     .await;
     let user = TestUser::register(&mut client).await;
@@ -509,9 +513,14 @@ async fn every_bearer_call_refuses_the_access_token_of_an_ended_session() {
         ),
         (
             "EnrollTotp",
-            c.enroll_totp(with_bearer(EnrollTotpRequest {}, token))
-                .await
-                .err(),
+            c.enroll_totp(with_bearer(
+                EnrollTotpRequest {
+                    password: user.password.clone(),
+                },
+                token,
+            ))
+            .await
+            .err(),
         ),
         (
             "DisableTotp",

@@ -1,7 +1,7 @@
 //! TOTP MFA through the auth-service's API, against dynalite, time moved by a `ManualClock`:
 //! enrolment, confirmation, login with codes and recovery codes, replays (also 30 at once),
 //! disabling, the secret at rest, and the logs. Codes come from an independent RFC 6238
-//! generator written here, not from the service's code.
+//! generator (`tests/src/totp.rs`), not from the service's code.
 
 use std::{
     collections::HashSet,
@@ -19,14 +19,15 @@ use common::{
         LoginRequest, LoginResponse, auth_service_client::AuthServiceClient,
     },
 };
-use hmac::{Hmac, KeyInit, Mac};
 use pasetors::{
     keys::{Generate, SymmetricKey},
     version4::V4,
 };
 use secrecy::SecretString;
-use sha1::Sha1;
-use tests::auth::{Endpoints, TestAuth, TestUser, with_bearer};
+use tests::{
+    auth::{Endpoints, TestAuth, TestUser, with_bearer},
+    totp::{base32_decode, code},
+};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -37,32 +38,7 @@ type Client = AuthServiceClient<Channel>;
 const START: i64 = 1_900_000_000 - 1_900_000_000 % 30 + 10;
 const STEP: Duration = Duration::from_secs(30);
 
-// ---- an independent RFC 6238 generator (SHA1, 6 digits, 30 s) ----
-
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut value, mut out) = (0u32, 0u64, Vec::new());
-    for c in text.trim_end_matches('=').bytes() {
-        let index = ALPHABET.iter().position(|&a| a == c).expect("base32") as u64;
-        value = (value << 5) | index;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((value >> bits) as u8);
-        }
-    }
-    out
-}
-
-/// The code of `secret` (base32) for time step `step` (RFC 4226 dynamic truncation).
-fn code(secret: &str, step: i64) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(&base32_decode(secret)).unwrap();
-    mac.update(&(step as u64).to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = (digest[19] & 0x0f) as usize;
-    let value = u32::from_be_bytes(digest[offset..offset + 4].try_into().unwrap()) & 0x7fff_ffff;
-    format!("{:06}", value % 1_000_000)
-}
+// ---- the independent RFC 6238 generator (tests/src/totp.rs) ----
 
 #[test]
 fn the_generator_matches_rfc_6238() {
@@ -163,7 +139,8 @@ impl Fixture {
     }
 
     async fn enroll(&mut self) -> Result<EnrollTotpResponse, Status> {
-        let request = with_bearer(EnrollTotpRequest {}, &self.access);
+        let password = self.user.password.clone();
+        let request = with_bearer(EnrollTotpRequest { password }, &self.access);
         self.client
             .enroll_totp(request)
             .await
@@ -657,7 +634,12 @@ async fn without_a_totp_key_the_totp_calls_are_unimplemented() {
     let access = user.login(&mut client).await.access_token;
 
     let enroll = client
-        .enroll_totp(with_bearer(EnrollTotpRequest {}, &access))
+        .enroll_totp(with_bearer(
+            EnrollTotpRequest {
+                password: user.password.clone(),
+            },
+            &access,
+        ))
         .await;
     assert_code(enroll, Code::Unimplemented, "EnrollTotp");
     let confirm = ConfirmTotpRequest {

@@ -13,8 +13,9 @@ use std::{collections::BTreeSet, time::Duration};
 
 use common::proto::{
     auth::v1::{
-        ChangePasswordRequest, ConfirmTotpRequest, DisableTotpRequest, LoginRequest, LogoutRequest,
-        RefreshRequest, RegisterRequest, RevokeSessionRequest, WatchRevocationsRequest,
+        ChangePasswordRequest, ConfirmTotpRequest, DisableTotpRequest, EnrollTotpRequest,
+        LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, RevokeSessionRequest,
+        WatchRevocationsRequest,
     },
     data::v1::{
         BytesSet, DeleteItemRequest, GetItemRequest, ListValue, MapValue, NumberSet,
@@ -268,6 +269,14 @@ fn auth_message(path: &str, user: &AuthUser, rng: &mut StdRng) -> Vec<u8> {
             },
         }
         .encode_to_vec(),
+        "EnrollTotp" => EnrollTotpRequest {
+            password: if rng.random_bool(0.8) {
+                password()
+            } else {
+                text(rng, 12)
+            },
+        }
+        .encode_to_vec(),
         "ConfirmTotp" => ConfirmTotpRequest { code: code(rng) }.encode_to_vec(),
         "DisableTotp" => DisableTotpRequest {
             code: code(rng),
@@ -294,7 +303,7 @@ fn auth_message(path: &str, user: &AuthUser, rng: &mut StdRng) -> Vec<u8> {
             },
         }
         .encode_to_vec(),
-        // LogoutAll, ListSigningKeys, GetCredentials, EnrollTotp, ListSessions: empty.
+        // LogoutAll, ListSigningKeys, GetCredentials, ListSessions: empty.
         _ => Vec::new(),
     }
 }

@@ -3,9 +3,8 @@
 //! stored one, and every other session of the user ends. And the login side of it: a login
 //! that checked the old password while a change ran keeps no session.
 
-use common::{status::Violation, tokens::Principal};
+use common::{detached, status::Violation, tokens::Principal};
 use secrecy::{ExposeSecret, SecretString};
-use tracing::Instrument;
 
 use super::{Accounts, SignedIn};
 use crate::{
@@ -13,7 +12,7 @@ use crate::{
     client::ClientInfo,
     error::AuthError,
     sessions::RevokeReason,
-    users::User,
+    users::{EpochOwner, User},
     validation,
     validation::PasswordRules,
 };
@@ -84,9 +83,7 @@ impl Accounts {
             audit_change(Outcome::Succeeded, &client, &principal, &username);
             Ok(ended)
         };
-        tokio::spawn(change.instrument(tracing::Span::current()))
-            .await
-            .map_err(|error| anyhow::anyhow!("password change task: {error}"))?
+        detached::run(change).await
     }
 
     /// Stores the new password's hash if the old one is still stored, then ends every other
@@ -109,32 +106,43 @@ impl Accounts {
                 "the password was changed by another request meanwhile".to_owned(),
             ));
         }
-        let ended = self
+        // The old password may be a thief's: every replica vends the user new credentials.
+        let owner = EpochOwner {
+            username: Some(username),
+            user_id: &principal.user_id,
+        };
+        let ending = self
             .families
-            .end_others(&principal.user_id, &principal.session_id)
-            .await?;
+            .end_others(&principal.user_id, &principal.session_id);
+        let ended = self.families.epochs().around(owner, ending).await?;
         Ok(u32::try_from(ended).unwrap_or(u32::MAX))
     }
 
     /// Fails (and ends `session_id`) when the password of `user`, as read before its check,
     /// has been changed since. A change ends the sessions it can list; a login that checked
     /// the old password while the change ran may start its session after that listing, and
-    /// this, run after the session is started, catches it.
+    /// this, run after the session is started, catches it. Detached from its read on.
     pub(super) async fn ensure_password_unchanged(
         &self,
         username: &str,
         user: &User,
         session_id: &str,
     ) -> Result<(), AuthError> {
-        let current = self.users.find(username).await?;
-        if current.is_some_and(|now| now.password_version == user.password_version) {
-            return Ok(());
-        }
-        self.families
-            .end(&user.user_id, session_id, RevokeReason::PasswordChanged)
-            .await?;
-        tracing::info!(user_id = %user.user_id, "the password changed during a login: its session ended");
-        Err(AuthError::InvalidCredentials)
+        let (users, families) = (self.users.clone(), self.families.clone());
+        let (username, user, session_id) =
+            (username.to_owned(), user.clone(), session_id.to_owned());
+        detached::run(async move {
+            let current = users.find(&username).await?;
+            if current.is_some_and(|now| now.password_version == user.password_version) {
+                return Ok(());
+            }
+            families
+                .end(&user.user_id, &session_id, RevokeReason::PasswordChanged)
+                .await?;
+            tracing::info!(user_id = %user.user_id, "the password changed during a login: its session ended");
+            Err(AuthError::InvalidCredentials)
+        })
+        .await
     }
 }
 

@@ -1,36 +1,51 @@
 //! The TOTP flows of a signed-in user: enrol, confirm, disable. The second-factor rules live in
-//! `mfa`; here the caller's session gives the username, DisableTotp's guesses are counted by the login
-//! lockout (a stolen access token must not buy unlimited code guesses), and each outcome is
-//! audited.
+//! `mfa`; here the caller's session gives the username, EnrollTotp needs the password again
+//! (step-up: a stolen access token must not be able to enrol its own factor and lock the owner
+//! out), DisableTotp's guesses are counted by the login lockout (nor buy unlimited code
+//! guesses), and each outcome is audited.
 
-use common::tokens::Principal;
 use secrecy::SecretString;
+use tracing::Instrument;
 
-use super::{Accounts, SignedIn};
+use super::{Accounts, SignedIn, step_up::audit_account as audit};
 use crate::{
-    audit::{Event, Outcome, Record},
+    audit::{Event, Outcome},
     client::ClientInfo,
     error::AuthError,
     mfa::{Enrolment, SecondFactor},
 };
 
 impl Accounts {
-    /// A new pending TOTP secret for the caller (EnrollTotp).
+    /// A new pending TOTP secret for the caller (EnrollTotp), once `password` proves the
+    /// caller is the user and not just a holder of their access token ([`Accounts::step_up`]).
+    /// Nothing about the user's TOTP is read or written before that.
     pub async fn enroll_totp(
         &self,
         caller: &SignedIn,
+        password: SecretString,
         client: &ClientInfo,
     ) -> Result<Enrolment, AuthError> {
-        let (principal, username) = (&caller.principal, caller.username()?);
-        let enrolment = self.mfa.enroll(&principal.user_id, username).await?;
-        audit(
-            Event::MfaEnrolled,
-            Outcome::Succeeded,
-            principal,
-            username,
-            client,
-        );
-        Ok(enrolment)
+        self.mfa.ensure_configured()?;
+        self.step_up(caller, &password, Event::MfaEnrolled, client)
+            .await?;
+        // From here the enrolment runs to its end even if the caller goes away: a pending
+        // secret is never written without its audit line.
+        let (accounts, caller, client) = (self.clone(), caller.clone(), client.clone());
+        let enrol = async move {
+            let (principal, username) = (&caller.principal, caller.username()?);
+            let enrolment = accounts.mfa.enroll(&principal.user_id, username).await?;
+            audit(
+                Event::MfaEnrolled,
+                Outcome::Succeeded,
+                principal,
+                username,
+                &client,
+            );
+            Ok(enrolment)
+        };
+        tokio::spawn(enrol.instrument(tracing::Span::current()))
+            .await
+            .map_err(|error| anyhow::anyhow!("TOTP enrolment task: {error}"))?
     }
 
     /// Turns the caller's TOTP on with a current code; returns the recovery codes
@@ -115,19 +130,4 @@ impl Accounts {
             }
         }
     }
-}
-
-/// One audit line about the caller's own account.
-fn audit(
-    event: Event,
-    outcome: Outcome,
-    principal: &Principal,
-    username: &str,
-    client: &ClientInfo,
-) {
-    Record::new(event, outcome, client)
-        .user(&principal.user_id)
-        .username(username)
-        .session(&principal.session_id)
-        .log();
 }

@@ -5,7 +5,8 @@
 //! passwords are checked before the name locks, and while it is locked none is.
 //!
 //! Attempts are counted by the folded username as typed, whether or not such a user exists,
-//! so a lock (its status, its RetryInfo) says nothing about which accounts exist. The price of
+//! so a lock (its status, its RetryInfo) says nothing about which accounts exist; for the same
+//! reason its audit line carries the name's keyed hash, never the name. The price of
 //! counting before checking: more than `threshold` concurrent logins of one username, even
 //! with the right password, are refused for a moment (RESOURCE_EXHAUSTED with RetryInfo).
 
@@ -18,7 +19,7 @@ use common::{
 use uuid::Uuid;
 
 use crate::{
-    audit::{Event, Outcome, Record},
+    audit::{AuditKey, Event, Outcome, Record},
     client::ClientInfo,
     error::AuthError,
     metrics::Metrics,
@@ -52,6 +53,8 @@ struct Inner {
     refused: Counter,
     /// Locks started by a failed attempt.
     locks: Counter,
+    /// Hashes the names in lock lines.
+    audit_key: AuditKey,
 }
 
 impl Lockout {
@@ -61,12 +64,14 @@ impl Lockout {
     }
 
     /// A lockout keeping its counts in `table` under `rules`, reading time from `clock`,
-    /// counting its refusals and locks in `metrics`.
+    /// counting its refusals and locks in `metrics`, naming locked names in the audit log by
+    /// their hash under `audit_key`.
     pub fn new(
         table: AttemptsTable,
         rules: Rules,
         clock: Arc<dyn Clock>,
         metrics: &Metrics,
+        audit_key: AuditKey,
     ) -> Self {
         Self {
             inner: Some(Arc::new(Inner {
@@ -75,6 +80,7 @@ impl Lockout {
                 clock,
                 refused: metrics.lockout_refusals.clone(),
                 locks: metrics.lockouts.clone(),
+                audit_key,
             })),
         }
     }
@@ -114,7 +120,7 @@ impl Lockout {
                         lockout: Arc::clone(inner),
                         key,
                         locks,
-                        username: username.to_owned(),
+                        username_hash: inner.audit_key.username_hash(username),
                         client: client.clone(),
                     }),
                 });
@@ -141,7 +147,7 @@ struct Counted {
     key: String,
     /// The lock this attempt's count started, if it reached the threshold.
     locks: Option<Duration>,
-    username: String,
+    username_hash: String,
     client: ClientInfo,
 }
 
@@ -167,7 +173,7 @@ impl Drop for Attempt {
             tracing::info!(?lock, "username locked after failed attempts");
             counted.lockout.locks.increment();
             Record::new(Event::Locked, Outcome::Refused, &counted.client)
-                .username(&counted.username)
+                .username_hash(&counted.username_hash)
                 .log();
         }
     }

@@ -155,6 +155,12 @@ impl Mfa {
         }
     }
 
+    /// `TotpDisabled` when TOTP is not configured: checked before a TOTP call counts or
+    /// checks anything.
+    pub fn ensure_configured(&self) -> Result<(), AuthError> {
+        self.sealer().map(drop)
+    }
+
     /// The sealer, or `TotpDisabled` when TOTP is not configured.
     fn sealer(&self) -> Result<&Sealer, AuthError> {
         self.sealer.as_deref().ok_or(AuthError::TotpDisabled)

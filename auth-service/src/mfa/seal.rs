@@ -36,6 +36,12 @@ impl Sealer {
         Ok(Self { key })
     }
 
+    /// A new key as PASERK `k4.local`, for `--totp-key-file` (`auth-service generate-totp-key`).
+    pub fn generate_paserk() -> anyhow::Result<SecretString> {
+        let key = SymmetricKey::<V4>::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(SecretString::from(common::tokens::paserk(&key)))
+    }
+
     /// With a random key (local development only: sealed secrets die with the process).
     pub fn generate() -> anyhow::Result<Self> {
         let key = SymmetricKey::<V4>::generate().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -12,11 +12,18 @@
 //! replica's revocation reaches this replica's watchers within one poll interval plus the
 //! Query time; this replica's own revocations reach them at once.
 //!
-//! Every revocation is written to the table *before* the session item is marked revoked: if
-//! the second write fails, the caller sees an error and retries, and the worst case is a
-//! revocation announced for a session that lives on until then — never a revoked session
-//! nobody hears about. (dynalite has no TransactWriteItems, so the two writes are ordered
-//! rather than atomic.)
+//! Every revocation is written to the table *before* the session item is marked revoked, and
+//! the first write is the truth: from then on the session has ended. (dynalite has no
+//! TransactWriteItems, so the two writes are ordered rather than atomic.) The flows that end
+//! sessions run detached from their callers (`family`), so a caller going away cannot stop
+//! one between the writes; what can — a replica killed there, a mark that fails — leaves a
+//! session in the log whose item says it lives. Readers therefore check the log as well
+//! ([`Revocations::is_revoked`]: the hub, and the repairs still pending), and a repair
+//! ([`repair`], run by `family::repair`) marks the item: each replica queues every revocation
+//! new to its hub (one it did not make), its own whose mark failed, and sessions readers found
+//! unmarked, and marks them once the revocation is older than [`repair::repair_delay`],
+//! retrying until it succeeds. A revocation made here is in this replica's hub at once; one
+//! made elsewhere, within a poll interval plus a Query.
 //!
 //! Each replica keeps a [`hub::Hub`]: the revocations still relevant, deduplicated by
 //! session, in a log that every WatchRevocations stream ([`watch`]) reads through one shared
@@ -24,9 +31,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use common::{clock::Clock, server::BackgroundTask};
+use common::{clock::Clock, metrics::LabeledCounter, server::BackgroundTask};
 
-use crate::error::AuthError;
+use crate::{error::AuthError, sessions::RevokeReason};
 use common::proto::auth::v1::WatchRevocationsRequest;
 use tonic::Status;
 use watch::{WatchStream, Watchers};
@@ -34,6 +41,7 @@ use watch::{WatchStream, Watchers};
 pub mod hub;
 mod pace;
 pub mod poller;
+pub mod repair;
 pub mod resume;
 mod settings;
 pub mod snapshot;
@@ -41,6 +49,7 @@ pub mod table;
 pub mod watch;
 
 pub use hub::Hub;
+pub use repair::{Repair, Repairs};
 pub use settings::{RevocationSettings, Timing};
 pub use table::RevocationTable;
 
@@ -63,11 +72,13 @@ pub struct Revocation {
     pub not_after: i64,
 }
 
-/// The feed of one replica: the table, the hub and the timing. Clones share the hub.
+/// The feed of one replica: the table, the hub, the repairs and the timing. Clones share the
+/// hub and the repairs.
 #[derive(Clone, Debug)]
 pub struct Revocations {
     table: RevocationTable,
     hub: Arc<Hub>,
+    repairs: Arc<Repairs>,
     timing: Timing,
     watchers: Watchers,
     /// How long after its revocation a session may still hold a valid access token.
@@ -76,26 +87,51 @@ pub struct Revocations {
 
 impl Revocations {
     /// A feed over `table`, for access tokens living `access_lifetime`, serving at most
-    /// `max_watchers` streams; time read from `clock`.
+    /// `max_watchers` streams; time read from `clock`. Repairs fall due
+    /// [`repair::repair_delay`] after their revocation (for AWS operations lasting up to
+    /// `aws_operation_timeout`) and are counted in `repair_outcomes`.
     pub fn new(
         table: RevocationTable,
         clock: Arc<dyn Clock>,
         timing: Timing,
         access_lifetime: Duration,
+        aws_operation_timeout: Duration,
+        repair_outcomes: LabeledCounter,
         max_watchers: usize,
     ) -> Self {
+        let relevance = access_lifetime + NOT_AFTER_SLACK;
+        let delay = repair::repair_delay(timing.lookback, aws_operation_timeout, relevance);
         Self {
             table,
-            hub: Arc::new(Hub::new(clock, timing.freshness())),
+            hub: Arc::new(Hub::new(Arc::clone(&clock), timing.freshness())),
+            repairs: Arc::new(Repairs::new(
+                repair::REPAIR_QUEUE_CAPACITY,
+                delay,
+                clock,
+                repair_outcomes,
+            )),
             timing,
             watchers: Watchers::new(max_watchers),
-            relevance: access_lifetime + NOT_AFTER_SLACK,
+            relevance,
         }
     }
 
     /// The replica's hub.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The replica's repair queue.
+    pub fn repairs(&self) -> &Arc<Repairs> {
+        &self.repairs
+    }
+
+    /// True if `session_id` has ended by the revocation log as this replica knows it: in the
+    /// hub (its own revocations at once, other replicas' within a poll interval and a Query),
+    /// or waiting for its repair (which outlives the hub's entry). Whatever the sessions
+    /// table says: the log is the truth.
+    pub fn is_revoked(&self, session_id: &str) -> bool {
+        self.hub.is_revoked(session_id) || self.repairs.is_pending(session_id)
     }
 
     /// The feed's intervals.
@@ -114,11 +150,18 @@ impl Revocations {
         self.table.name()
     }
 
-    /// Announces that `session_id` of `user_id` ends now: written to the table (every replica's poller
-    /// finds it), then to this replica's watchers at once. Call it *before* marking the
-    /// session revoked; an error means nothing may be assumed announced, so do not end the
-    /// session either (the caller retries). Idempotent.
-    pub async fn announce(&self, user_id: &str, session_id: &str) -> Result<(), AuthError> {
+    /// Announces that `session_id` of `user_id` ends now, for `reason`: written to the table
+    /// (every replica's poller finds it), then to this replica's watchers at once. Call it
+    /// *before* marking the session revoked. Once it returns, the session has ended: every
+    /// reader refuses it, and the mark is only the table catching up (a repair makes it if
+    /// the caller cannot). An error means the write may or may not have landed: do not mark
+    /// the session (if it landed, the pollers find it and a repair marks it). Idempotent.
+    pub async fn announce(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: RevokeReason,
+    ) -> Result<Revocation, AuthError> {
         let revoked_at_ms = self.hub.now_ms();
         let relevance = i64::try_from(self.relevance.as_secs()).unwrap_or(i64::MAX);
         let revocation = Revocation {
@@ -128,9 +171,9 @@ impl Revocations {
             // Rounded up: an access token's `exp` is whole seconds.
             not_after: revoked_at_ms.div_euclid(1000).saturating_add(1 + relevance),
         };
-        self.table.put(&revocation).await?;
-        self.hub.add(revocation);
-        Ok(())
+        self.table.put(&revocation, reason).await?;
+        self.hub.add(revocation.clone());
+        Ok(revocation)
     }
 
     /// Starts the replica's poller; it stops when the returned task is dropped.
@@ -138,6 +181,7 @@ impl Revocations {
         poller::spawn(
             self.table.clone(),
             Arc::clone(&self.hub),
+            Arc::clone(&self.repairs),
             self.timing,
             self.relevance,
         )

@@ -9,6 +9,7 @@
 //! | `user_id`    | S    | its user (the sessions table's partition key); absent on old items |
 //! | `revoked_at` | N    | Unix milliseconds                                                |
 //! | `not_after`  | N    | Unix seconds; no access token of the session is valid after it   |
+//! | `reason`     | S    | why it ended (the sessions table's `revoked_reason`), for a repair; absent on old items |
 //! | `ttl`        | N    | Unix seconds, for DynamoDB TTL: an hour after `not_after`        |
 //!
 //! Writes are plain puts: ending a session twice writes two items (or the same one again),
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
 
 use super::Revocation;
-use crate::error::AuthError;
+use crate::{error::AuthError, sessions::RevokeReason};
 
 /// Width of a partition: a minute of revocations.
 pub const BUCKET_MS: i64 = 60_000;
@@ -48,6 +49,16 @@ fn time_prefix(at_ms: i64) -> String {
     format!("{:0width$}", at_ms.max(0), width = SORT_TIME_DIGITS)
 }
 
+/// A revocation as the table holds it: what the feed carries, and why the session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The revocation.
+    pub revocation: Revocation,
+    /// Why the session ended; `None` on items written before it was recorded, or with a
+    /// reason this version does not know.
+    pub reason: Option<RevokeReason>,
+}
+
 /// Reads and writes the revocations table.
 #[derive(Clone, Debug)]
 pub struct RevocationTable {
@@ -66,8 +77,12 @@ impl RevocationTable {
         &self.table
     }
 
-    /// Records `revocation`. Idempotent: a retry writes the same item again.
-    pub async fn put(&self, revocation: &Revocation) -> Result<(), AuthError> {
+    /// Records `revocation`, ended for `reason`. Idempotent: a retry writes the same item again.
+    pub async fn put(
+        &self,
+        revocation: &Revocation,
+        reason: RevokeReason,
+    ) -> Result<(), AuthError> {
         let Revocation {
             session_id,
             user_id,
@@ -83,7 +98,8 @@ impl RevocationTable {
             .item("session_id", string(session_id))
             .item("revoked_at", number(revoked_at_ms))
             .item("not_after", number(not_after))
-            .item("ttl", number(not_after + TTL_MARGIN_SECS));
+            .item("ttl", number(not_after + TTL_MARGIN_SECS))
+            .item("reason", string(reason.as_str()));
         if let Some(user_id) = user_id {
             put = put.item("user_id", string(user_id));
         }
@@ -101,7 +117,7 @@ impl RevocationTable {
         bucket: i64,
         from_ms: i64,
         now_secs: i64,
-    ) -> Result<Vec<Revocation>, AuthError> {
+    ) -> Result<Vec<Recorded>, AuthError> {
         let mut pages = self
             .client
             .query()
@@ -118,7 +134,7 @@ impl RevocationTable {
         while let Some(item) = pages.next().await {
             let item = item.map_err(|error| AuthError::aws("read revocations", error))?;
             match parse(&item) {
-                Some(revocation) if revocation.not_after > now_secs => found.push(revocation),
+                Some(recorded) if recorded.revocation.not_after > now_secs => found.push(recorded),
                 Some(_) => {}
                 None => tracing::warn!(
                     table = %self.table,
@@ -146,8 +162,8 @@ fn number(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// A revocation from an item, or `None` if any attribute is missing or out of shape.
-fn parse(item: &HashMap<String, AttributeValue>) -> Option<Revocation> {
+/// A revocation from an item, or `None` if any attribute it needs is missing or out of shape.
+fn parse(item: &HashMap<String, AttributeValue>) -> Option<Recorded> {
     let integer = |name: &str| match item.get(name) {
         Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
         _ => None,
@@ -163,11 +179,18 @@ fn parse(item: &HashMap<String, AttributeValue>) -> Option<Revocation> {
         }
         Some(_) => return None,
     };
-    Some(Revocation {
-        session_id: session_id.clone(),
-        user_id,
-        revoked_at_ms: integer("revoked_at")?,
-        not_after: integer("not_after")?,
+    let reason = match item.get("reason") {
+        Some(AttributeValue::S(reason)) => RevokeReason::parse(reason),
+        _ => None,
+    };
+    Some(Recorded {
+        revocation: Revocation {
+            session_id: session_id.clone(),
+            user_id,
+            revoked_at_ms: integer("revoked_at")?,
+            not_after: integer("not_after")?,
+        },
+        reason,
     })
 }
 

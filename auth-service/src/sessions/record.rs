@@ -33,7 +33,17 @@ pub enum RevokeReason {
 }
 
 impl RevokeReason {
-    pub(super) fn as_str(self) -> &'static str {
+    const ALL: [Self; 6] = [
+        Self::Logout,
+        Self::LogoutAll,
+        Self::ReuseDetected,
+        Self::SessionLimit,
+        Self::PasswordChanged,
+        Self::RevokeSession,
+    ];
+
+    /// The reason as stored (`revoked_reason`, and the revocation record's `reason`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Logout => "logout",
             Self::LogoutAll => "logout_all",
@@ -42,6 +52,11 @@ impl RevokeReason {
             Self::PasswordChanged => "password_changed",
             Self::RevokeSession => "revoke_session",
         }
+    }
+
+    /// The reason stored as `text`; `None` for anything else (a newer version's reason).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
     }
 }
 
@@ -253,6 +268,14 @@ mod tests {
             revoked: false,
             username: None,
         }
+    }
+
+    #[test]
+    fn reasons_read_back_as_stored() {
+        for reason in RevokeReason::ALL {
+            assert_eq!(RevokeReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(RevokeReason::parse("a reason from the future"), None);
     }
 
     #[test]

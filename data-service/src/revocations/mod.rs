@@ -162,14 +162,27 @@ impl Revocations {
         }
     }
 
-    /// Records that a session ended; its tokens are invalid until `not_after` at the latest.
-    /// Returns what the session held here, for the caller to release.
-    pub fn revoke(&self, session_id: &str, not_after: OffsetDateTime) -> Ended {
+    /// Records that a session of `user_id` (empty when the feed did not say) ended; its tokens
+    /// are invalid until `not_after` at the latest. Returns what the session held here, for the
+    /// caller to release: always the named user's DynamoDB client, even while other sessions
+    /// of theirs live, because the session may have ended in a compromise (LogoutAll,
+    /// ChangePassword, a reused refresh token), after which the auth-service vends the user
+    /// new credentials and the cached ones may be a thief's too. After a plain Logout the next
+    /// call costs one GetCredentials that returns the same credentials. A revocation already
+    /// held (the same one from another auth replica's stream, or replayed on a reconnect)
+    /// releases nothing again: the client loaded since is the user's current one. (Two copies
+    /// applied at the same instant may both release it: one extra load.)
+    pub fn revoke(&self, user_id: &str, session_id: &str, not_after: OffsetDateTime) -> Ended {
         self.applied.increment();
+        let repeated = self.is_revoked(session_id);
         if not_after > self.inner.clock.now() {
             self.inner.revoked.insert(session_id.to_owned(), not_after);
         }
-        self.inner.sessions.end(session_id)
+        let mut ended = self.inner.sessions.end(session_id);
+        if !user_id.is_empty() && !repeated {
+            ended.client_of = Some(Arc::from(user_id));
+        }
+        ended
     }
 
     /// The feed's freshness.
@@ -221,7 +234,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let set = revocations(clock.clone());
         set.freshness().heard(Duration::ZERO);
-        set.revoke("s1", clock.now() + Duration::from_secs(900));
+        set.revoke("alice", "s1", clock.now() + Duration::from_secs(900));
         let refused = set.admit(&principal("s1"));
         assert!(matches!(
             refused,
@@ -251,8 +264,8 @@ mod tests {
     fn a_revocation_ends_with_its_last_token() {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let set = revocations(clock.clone());
-        set.revoke("s1", clock.now() + Duration::from_secs(60));
-        set.revoke("gone", clock.now() - Duration::from_secs(1));
+        set.revoke("alice", "s1", clock.now() + Duration::from_secs(60));
+        set.revoke("alice", "gone", clock.now() - Duration::from_secs(1));
         assert!(set.is_revoked("s1"));
         assert!(!set.is_revoked("gone"), "its tokens have expired already");
         clock.advance(Duration::from_secs(61));
@@ -265,7 +278,7 @@ mod tests {
         let set = revocations(clock);
         let not_after = OffsetDateTime::now_utc() + Duration::from_millis(300);
         for i in 0..10_000 {
-            set.revoke(&format!("session-{i}"), not_after);
+            set.revoke("alice", &format!("session-{i}"), not_after);
         }
         assert_eq!(set.len(), 10_000);
         // The cache's timer wheel works in steps of about a second: poll, briefly.
@@ -276,6 +289,45 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(set.is_empty(), "{} left", set.len());
+    }
+
+    #[test]
+    fn a_revocation_naming_its_user_drops_the_users_client_while_other_sessions_live() {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let set = revocations(clock.clone());
+        set.freshness().heard(Duration::ZERO);
+        set.track(&principal("s1"), Arc::from("t1"));
+        set.track(&principal("s2"), Arc::from("t2"));
+        let not_after = clock.now() + Duration::from_secs(900);
+
+        let named = set.revoke("alice", "s1", not_after);
+        let unnamed = set.revoke("", "s2", not_after);
+        let unknown = set.revoke("bob", "never-seen", not_after);
+
+        assert_eq!(named.tokens, vec![Arc::<str>::from("t1")]);
+        assert_eq!(named.client_of.as_deref(), Some("alice"), "s2 still lives");
+        assert_eq!(
+            unnamed.client_of.as_deref(),
+            Some("alice"),
+            "unnamed: the index's answer, s2 was alice's last session here"
+        );
+        assert_eq!(unknown.client_of.as_deref(), Some("bob"));
+        assert!(unknown.tokens.is_empty());
+        let repeated = set.revoke("alice", "s1", not_after);
+        assert_eq!(repeated, Ended::default(), "a copy releases nothing again");
+    }
+
+    #[test]
+    fn an_unnamed_revocation_leaves_the_client_of_a_user_with_other_sessions() {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let set = revocations(clock.clone());
+        set.freshness().heard(Duration::ZERO);
+        set.track(&principal("s1"), Arc::from("t1"));
+        set.track(&principal("s2"), Arc::from("t2"));
+
+        let ended = set.revoke("", "s1", clock.now() + Duration::from_secs(900));
+
+        assert_eq!(ended.client_of, None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Which user each session belongs to, and which of its tokens this replica verified, learned
-//! from the tokens it verified: a revocation names only a session, yet ending it should evict
-//! its tokens and, when the user has no other session this replica knows of, the user's cached
-//! DynamoDB client. Bounded every way (sessions, users, sessions per user, tokens per session)
+//! from the tokens it verified: a revocation names a session (and, from current auth-services,
+//! its user), yet ending it should evict its tokens and, when the revocation does not name the
+//! user and the user has no other session this replica knows of, the user's cached DynamoDB
+//! client. Bounded every way (sessions, users, sessions per user, tokens per session)
 //! and forgotten when the tokens expire. Best effort: it never decides who is refused (the
 //! revoked set does); a miss costs at most a credential reload or a cache slot held until expiry.
 
@@ -31,8 +32,10 @@ pub const MAX_TOKENS_PER_SESSION: usize = 4;
 pub struct Ended {
     /// The session's tokens this replica verified (to evict from the token cache).
     pub tokens: Vec<Arc<str>>,
-    /// The user, when no other session of theirs is known here (to drop their credentials).
-    pub user_without_sessions: Option<Arc<str>>,
+    /// The user whose cached DynamoDB client to drop. The index names the user when no other
+    /// session of theirs is known here; [`super::Revocations::revoke`] names the user of every
+    /// revocation that says whose it is.
+    pub client_of: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -186,7 +189,7 @@ impl SessionIndex {
             // The user's entry was evicted: no session of theirs is known here.
             return Ended {
                 tokens: Vec::new(),
-                user_without_sessions: Some(owner.user),
+                client_of: Some(owner.user),
             };
         };
         let mut sessions = entry
@@ -205,7 +208,7 @@ impl SessionIndex {
         }
         Ended {
             tokens: known.tokens,
-            user_without_sessions: last.then_some(owner.user),
+            client_of: last.then_some(owner.user),
         }
     }
 
@@ -253,10 +256,10 @@ mod tests {
         index.track(&principal("alice", "s2"), token("b1"));
         let first = index.end("s1");
         assert_eq!(first.tokens, vec![token("a1"), token("a2")]);
-        assert_eq!(first.user_without_sessions, None, "s2 is still live");
+        assert_eq!(first.client_of, None, "s2 is still live");
         let second = index.end("s2");
         assert_eq!(second.tokens, vec![token("b1")]);
-        assert_eq!(second.user_without_sessions.as_deref(), Some("alice"));
+        assert_eq!(second.client_of.as_deref(), Some("alice"));
         assert_eq!(index.end("s2"), Ended::default(), "a duplicate is harmless");
         assert_eq!(index.end("unknown"), Ended::default());
     }
@@ -269,7 +272,7 @@ mod tests {
         index.track(&principal("bob", "s2"), token("y"));
         let ended = index.end("s2");
         assert_eq!(ended.tokens, vec![token("y")]);
-        assert_eq!(ended.user_without_sessions.as_deref(), Some("bob"));
+        assert_eq!(ended.client_of.as_deref(), Some("bob"));
     }
 
     #[test]
@@ -280,7 +283,7 @@ mod tests {
         index.track(&old, token("o"));
         index.track(&principal("carol", "new"), token("n"));
         let ended = index.end("new");
-        assert_eq!(ended.user_without_sessions.as_deref(), Some("carol"));
+        assert_eq!(ended.client_of.as_deref(), Some("carol"));
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub trait Release: Send + Sync + 'static {
     fn release(&self, ended: Ended) -> BoxFuture<'_, ()>;
 }
 
-/// Evicts the session's tokens from the token cache and, when the user has no session left
-/// here, the user's cached DynamoDB client.
+/// Evicts the session's tokens from the token cache and drops the cached DynamoDB client of
+/// the user it names ([`Ended::client_of`]).
 #[derive(Clone, Debug)]
 pub struct Cleanup {
     /// Holds the token cache.
@@ -67,7 +67,7 @@ impl Release for Cleanup {
             for token in &ended.tokens {
                 self.keys.tokens().forget(token);
             }
-            if let Some(user) = ended.user_without_sessions {
+            if let Some(user) = ended.client_of {
                 self.clients.release(&user).await;
             }
         })
@@ -289,7 +289,9 @@ impl<F: Feed> Watcher<F> {
                 .as_ref()
                 .and_then(to_time)
                 .unwrap_or(now + MAX_KEEP);
-            let ended = self.revocations.revoke(&revocation.session_id, not_after);
+            let ended =
+                self.revocations
+                    .revoke(&revocation.user_id, &revocation.session_id, not_after);
             self.release.release(ended).await;
             if let Some(at) = revocation.revoked_at
                 && self.since.is_none_or(|since| later(&at, &since))
@@ -646,7 +648,7 @@ mod tests {
         assert!(eventually(|| !released.0.lock().unwrap().is_empty()).await);
         let ended = released.0.lock().unwrap().remove(0);
         assert_eq!(ended.tokens, vec![Arc::<str>::from("token")]);
-        assert_eq!(ended.user_without_sessions.as_deref(), Some("alice"));
+        assert_eq!(ended.client_of.as_deref(), Some("alice"));
     }
 
     #[test]

@@ -114,7 +114,8 @@ impl Recorder {
             let reset = matches!(
                 (status.code(), status.message()),
                 (Code::Unknown, "transport error") | (Code::Cancelled, "operation was canceled")
-            );
+            ) || (status.code() == Code::Unknown
+                && status.message().starts_with("h2 protocol error"));
             let client_made = cut_off(phase, op) && (status.code() == Code::Unavailable || reset);
             let text = format!(
                 "{phase}: {op} ended {:?} after {elapsed:?}: {}",
@@ -151,7 +152,9 @@ impl Recorder {
 }
 
 /// True for a call the client itself may fail (UNAVAILABLE without RetryInfo, UNKNOWN
-/// "transport error" for a call in flight when the connection was reset, or CANCELLED
+/// "transport error" for a call in flight when the connection was reset — or "h2 protocol
+/// error: error reading a body from connection" when the reset came while its answer was
+/// being read — or CANCELLED
 /// "operation was canceled" for one queued on that connection): one to the
 /// auth-service while its process is dead or restarting. Every other failure must be the
 /// services' own UNAVAILABLE, with RetryInfo.

@@ -1,0 +1,81 @@
+//! Step-up: a bearer call that changes how the user logs in (enrolling a second factor today,
+//! any such call tomorrow) proves the current password again, so a stolen access token alone
+//! cannot take the account. The password is checked exactly like a login's: counted by the
+//! username's lockout before any work, verified on the argon2 pool, the same uniform failure
+//! when wrong, and only a right password clears the count. ChangePassword follows the same
+//! rule with its `old_password`; DisableTotp proves the factor it removes instead.
+
+use common::tokens::Principal;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Accounts, SignedIn};
+use crate::{
+    audit::{Event, Outcome, Record},
+    client::ClientInfo,
+    error::AuthError,
+    validation,
+};
+
+impl Accounts {
+    /// Checks that `password` is the caller's current password before a call that changes how
+    /// the user logs in; failures and refusals are audited as `event`. A password of impossible
+    /// length is INVALID_ARGUMENT (like Login's, nothing counted: no guess is made); an empty
+    /// one (not given) fails like a wrong one, counted, without spending a hash on it.
+    pub(super) async fn step_up(
+        &self,
+        caller: &SignedIn,
+        password: &SecretString,
+        event: Event,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let (principal, username) = (&caller.principal, caller.username()?);
+        let given = !password.expose_secret().is_empty();
+        if given {
+            validation::password_length(password.expose_secret())
+                .map_err(|violation| AuthError::InvalidArgument(vec![violation]))?;
+        }
+        let audit = |outcome| audit_account(event, outcome, principal, username, client);
+        let attempt = self
+            .lockout
+            .begin(username, client)
+            .await
+            .inspect_err(|error| {
+                if matches!(error, AuthError::Locked { .. }) {
+                    audit(Outcome::Refused);
+                }
+            })?;
+        let user = self
+            .users
+            .find(username)
+            .await?
+            .filter(|user| user.user_id == principal.user_id)
+            .ok_or(AuthError::SessionEnded)?;
+        let matches = given
+            && self
+                .hasher
+                .verify(password.clone(), Some(user.password_hash))
+                .await?
+                .matches;
+        if !matches {
+            audit(Outcome::Failed);
+            return Err(AuthError::InvalidCredentials);
+        }
+        attempt.succeeded().await;
+        Ok(())
+    }
+}
+
+/// One audit line about the caller's own account.
+pub(super) fn audit_account(
+    event: Event,
+    outcome: Outcome,
+    principal: &Principal,
+    username: &str,
+    client: &ClientInfo,
+) {
+    Record::new(event, outcome, client)
+        .user(&principal.user_id)
+        .username(username)
+        .session(&principal.session_id)
+        .log();
+}
