@@ -20,12 +20,15 @@ use common::{
     proto::auth::v1::{GetCredentialsRequest, auth_service_client::AuthServiceClient},
     tokens::{Principal, TokenError},
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tonic::Code;
 
-use crate::{
-    auth_channel::AuthChannel, error::DataError, interceptor::BearerToken, metrics::Metrics,
-};
+use crate::{auth_channel::AuthChannel, error::DataError, metrics::Metrics};
+
+/// The caller's bearer token, which the interceptor keeps in the request so that credentials
+/// can be asked for on the caller's behalf.
+#[derive(Clone, Debug)]
+pub struct BearerToken(pub SecretString);
 
 /// A DynamoDB client acting as one user.
 #[derive(Debug)]

@@ -1,6 +1,8 @@
 //! Building and running the service: settings and a DynamoDB base configuration in, a bound
 //! server out.
 
+mod cache_sizes;
+
 use prometheus_client::registry::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -20,13 +22,14 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+use self::cache_sizes::cache_sizes;
 use crate::{
     auth_channel::AuthChannel,
     config::Settings,
     credentials::{UserClients, UserClientsConfig},
     interceptor::{AuthInterceptor, KeyRefreshService},
     keys::{KeyStore, KeyStoreConfig},
-    metrics::{Metrics, cache_sizes},
+    metrics::Metrics,
     page_token::PageTokens,
     revocations::{
         Revocations, RevocationsConfig,
