@@ -1,10 +1,12 @@
-//! Which user each session belongs to, and which of its tokens this replica verified, learned
-//! from the tokens it verified: a revocation names a session (and, from current auth-services,
-//! its user), yet ending it should evict its tokens and, when the revocation does not name the
-//! user and the user has no other session this replica knows of, the user's cached DynamoDB
-//! client. Bounded every way (sessions, users, sessions per user, tokens per session)
-//! and forgotten when the tokens expire. Best effort: it never decides who is refused (the
-//! revoked set does); a miss costs at most a credential reload or a cache slot held until expiry.
+//! The index of the tokens this replica verified: which user each session belongs to, and
+//! which of its tokens were verified here, learned from those tokens (not the auth-service's
+//! sessions table, which the data-service never reads). A revocation names a session (and,
+//! from current auth-services, its user), yet ending it should evict its tokens and, when the
+//! revocation does not name the user and the user has no other session this replica knows
+//! of, the user's cached DynamoDB client. Bounded every way (sessions, users, sessions per
+//! user, tokens per session) and forgotten when the tokens expire. Best effort: it never
+//! decides who is refused (the revoked set does); a miss costs at most a credential reload or
+//! a cache slot held until expiry.
 
 use std::{
     collections::HashMap,
@@ -107,22 +109,22 @@ impl Expiry<Arc<str>, Arc<UserEntry>> for UntilLatest {
     }
 }
 
-/// The session → user index, and each user's known sessions.
-pub struct SessionIndex {
+/// The session → user index of verified tokens, and each user's known sessions.
+pub struct TokenIndex {
     owners: Cache<String, Owner>,
     users: Cache<Arc<str>, Arc<UserEntry>>,
 }
 
-impl std::fmt::Debug for SessionIndex {
+impl std::fmt::Debug for TokenIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionIndex")
+        f.debug_struct("TokenIndex")
             .field("sessions", &self.owners.entry_count())
             .field("users", &self.users.entry_count())
             .finish()
     }
 }
 
-impl SessionIndex {
+impl TokenIndex {
     /// At most `capacity` sessions and `capacity` users.
     pub fn new(capacity: u64) -> Self {
         Self {
@@ -250,7 +252,7 @@ mod tests {
 
     #[test]
     fn ending_the_last_known_session_releases_the_user_and_its_tokens() {
-        let index = SessionIndex::new(100);
+        let index = TokenIndex::new(100);
         index.track(&principal("alice", "s1"), token("a1"));
         index.track(&principal("alice", "s1"), token("a2"));
         index.track(&principal("alice", "s2"), token("b1"));
@@ -266,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_session_tracked_again_after_its_user_was_released_starts_over() {
-        let index = SessionIndex::new(100);
+        let index = TokenIndex::new(100);
         index.track(&principal("bob", "s1"), token("x"));
         index.end("s1");
         index.track(&principal("bob", "s2"), token("y"));
@@ -277,7 +279,7 @@ mod tests {
 
     #[test]
     fn expired_sessions_do_not_count_as_live() {
-        let index = SessionIndex::new(100);
+        let index = TokenIndex::new(100);
         let mut old = principal("carol", "old");
         old.expires_at = OffsetDateTime::now_utc() - time::Duration::seconds(1);
         index.track(&old, token("o"));
@@ -288,7 +290,7 @@ mod tests {
 
     #[test]
     fn the_index_is_bounded_every_way() {
-        let index = SessionIndex::new(100);
+        let index = TokenIndex::new(100);
         for i in 0..10_000 {
             index.track(&principal(&format!("u{i}"), &format!("s{i}")), token("t"));
         }
@@ -298,7 +300,7 @@ mod tests {
             "{sessions} sessions, {users} users"
         );
 
-        let index = SessionIndex::new(10_000);
+        let index = TokenIndex::new(10_000);
         for i in 0..1000 {
             for t in 0..10 {
                 index.track(
