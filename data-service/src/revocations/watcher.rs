@@ -287,7 +287,7 @@ impl<F: Feed> Watcher<F> {
             let not_after = revocation
                 .not_after
                 .as_ref()
-                .and_then(to_time)
+                .and_then(common::timestamp::to_time)
                 .unwrap_or(now + MAX_KEEP);
             let ended =
                 self.revocations
@@ -315,11 +315,6 @@ fn view_age(age: Option<prost_types::Duration>) -> Duration {
 
 fn later(a: &Timestamp, b: &Timestamp) -> bool {
     (a.seconds, a.nanos) > (b.seconds, b.nanos)
-}
-
-fn to_time(at: &Timestamp) -> Option<OffsetDateTime> {
-    let nanos = i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
 }
 
 #[cfg(test)]
