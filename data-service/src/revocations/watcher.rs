@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use tonic::{Code, Status, transport::Channel};
 
 use super::{Ended, MAX_KEEP, Revocations};
-use crate::{credentials::UserClients, keys::KeyStore};
+use crate::{backoff::Backoff, credentials::UserClients, keys::KeyStore};
 
 /// A stream of revocation batches.
 pub type Batches = BoxStream<'static, Result<WatchRevocationsResponse, Status>>;
@@ -93,39 +93,6 @@ impl Default for WatcherConfig {
             max_retry: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(6),
         }
-    }
-}
-
-/// Exponential backoff with jitter: each delay is drawn from the upper half of a window that
-/// doubles up to the maximum, so replicas that lost the same auth-service do not reconnect
-/// in step.
-#[derive(Debug)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    window: Duration,
-}
-
-impl Backoff {
-    /// Starting at `first`, never beyond `max`.
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max,
-            window: first,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let window = self.window;
-        self.window = (window * 2).min(self.max);
-        window / 2 + window.mul_f64(rand::random::<f64>() / 2.0)
-    }
-
-    /// Starts over after a connection that worked.
-    pub fn reset(&mut self) {
-        self.window = self.first;
     }
 }
 
@@ -644,23 +611,5 @@ mod tests {
         let ended = released.0.lock().unwrap().remove(0);
         assert_eq!(ended.tokens, vec![Arc::<str>::from("token")]);
         assert_eq!(ended.client_of.as_deref(), Some("alice"));
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_maximum_and_starts_over() {
-        let (first, max) = (Duration::from_millis(100), Duration::from_secs(5));
-        let mut backoff = Backoff::new(first, max);
-        let mut window = first;
-        for _ in 0..12 {
-            let delay = backoff.next_delay();
-            assert!(
-                delay >= window / 2 && delay <= window,
-                "{delay:?} in {window:?}"
-            );
-            window = (window * 2).min(max);
-        }
-        assert_eq!(window, max);
-        backoff.reset();
-        assert!(backoff.next_delay() <= first);
     }
 }
