@@ -113,7 +113,7 @@ impl Revocations {
         Self {
             inner: Arc::new(Inner {
                 revoked,
-                index: TokenIndex::new(config.index_capacity),
+                index: TokenIndex::new(config.index_capacity, Arc::clone(&clock)),
                 freshness: Freshness::new(config.max_staleness, Arc::clone(&clock)),
                 clock,
             }),
@@ -185,6 +185,12 @@ impl Revocations {
             ended.client_of = Some(Arc::from(user_id));
         }
         ended
+    }
+
+    /// Until when to keep a revocation whose `not_after` is missing or unusable: as long as
+    /// any token can live, from now on the service clock.
+    pub fn longest_keep(&self) -> OffsetDateTime {
+        self.inner.clock.now() + MAX_KEEP
     }
 
     /// The feed's freshness.

@@ -18,14 +18,13 @@ use common::{
 };
 use futures::StreamExt;
 use prost_types::Timestamp;
-use time::OffsetDateTime;
 use tonic::{Code, Status};
 
 pub use self::{
     feed::{Batches, Feed},
     release::{Cleanup, Release},
 };
-use super::{MAX_KEEP, Revocations};
+use super::Revocations;
 use crate::backoff::Backoff;
 
 /// Timing of a watcher.
@@ -197,7 +196,6 @@ impl<F: Feed> Watcher<F> {
 
     /// Applies one batch's revocations (not its freshness), then takes its resume token.
     async fn apply(&mut self, batch: WatchRevocationsResponse) {
-        let now = OffsetDateTime::now_utc();
         let WatchRevocationsResponse {
             revocations,
             resume_token,
@@ -211,12 +209,11 @@ impl<F: Feed> Watcher<F> {
                 );
                 continue;
             }
-            // A revocation without a usable `not_after` is kept as long as any token can live.
             let not_after = revocation
                 .not_after
                 .as_ref()
                 .and_then(common::timestamp::to_time)
-                .unwrap_or(now + MAX_KEEP);
+                .unwrap_or_else(|| self.revocations.longest_keep());
             let ended =
                 self.revocations
                     .revoke(&revocation.user_id, &revocation.session_id, not_after);

@@ -7,6 +7,7 @@ use std::{
 
 use common::proto::auth::v1::Revocation;
 use futures::future::BoxFuture;
+use time::OffsetDateTime;
 
 use super::*;
 use crate::revocations::{Ended, RevocationsConfig};
