@@ -11,6 +11,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use common::{
+    clock::{Clock, SystemClock},
     proto::data::v1::data_service_server::SERVICE_NAME,
     server::{BoundServer, Health},
     tls::ServerTls,
@@ -37,11 +38,21 @@ impl Application {
         settings: &Settings,
         dynamodb: aws_sdk_dynamodb::Config,
     ) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, dynamodb, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the revocations (their expiry, the feed's freshness, the
+    /// index of verified tokens) reading `clock`: tests move time instead of sleeping.
+    pub async fn build_with_clock(
+        settings: &Settings,
+        dynamodb: aws_sdk_dynamodb::Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         settings.check_auth_transport()?;
         let pages = Arc::new(page_tokens(settings)?);
         let auth = AuthLink::new(settings)?;
         let tls = ServerTls::load(&settings.tls, None)?;
-        let parts = Parts::new(settings, &dynamodb, &auth);
+        let parts = Parts::new(settings, &dynamodb, &auth, clock);
         let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
         let routes = parts.routes(settings, pages, health_service)?;
         let tasks = parts.tasks(settings, dynamodb, &auth, &health);

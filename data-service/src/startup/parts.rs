@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use common::{
-    clock::SystemClock,
+    clock::Clock,
     proto::{
         auth::v1::auth_service_client::AuthServiceClient,
         data::v1::data_service_server::{DataServiceServer, SERVICE_NAME},
@@ -46,15 +46,20 @@ pub struct Parts {
 
 impl Parts {
     /// The parts `settings` describe, reaching the auth-service through `auth` and DynamoDB
-    /// through clients derived from `dynamodb`.
-    pub fn new(settings: &Settings, dynamodb: &aws_sdk_dynamodb::Config, auth: &AuthLink) -> Self {
+    /// through clients derived from `dynamodb`; the revocations read `clock`.
+    pub fn new(
+        settings: &Settings,
+        dynamodb: &aws_sdk_dynamodb::Config,
+        auth: &AuthLink,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let revocations = Revocations::new(
             RevocationsConfig {
                 max_staleness: settings.revocation_max_staleness(),
                 index_capacity: settings.token_cache_capacity,
             },
-            Arc::new(SystemClock),
+            clock,
         )
         .counting(metrics.revocations_applied.clone());
         let keys = KeyStore::new(
