@@ -160,6 +160,7 @@ impl Application {
                 aws.sts.clone(),
                 config,
                 Arc::clone(&metrics),
+                Arc::clone(&clock),
             )),
             None => {
                 tracing::warn!("no --credentials-role-arn: GetCredentials is disabled");
