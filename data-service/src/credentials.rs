@@ -17,6 +17,7 @@ use std::{
 use aws_credential_types::Credentials;
 use common::{
     cache::{Expiring, LoadAborted, LoadingCache},
+    clock::Clock,
     proto::auth::v1::{
         GetCredentialsRequest, GetCredentialsResponse, auth_service_client::AuthServiceClient,
     },
@@ -109,14 +110,15 @@ impl std::fmt::Debug for UserClients {
 
 impl UserClients {
     /// Clients derived from `base` (endpoint, region, timeouts, HTTP client), with
-    /// credentials from `auth`.
+    /// credentials from `auth`; whether cached credentials are still usable reads `clock`.
     pub fn new(
         auth: AuthServiceClient<AuthChannel>,
         base: aws_sdk_dynamodb::Config,
         config: UserClientsConfig,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
-        let cache = LoadingCache::new(config.capacity, config.refresh_margin);
+        let cache = LoadingCache::with_clock(config.capacity, config.refresh_margin, clock);
         Self {
             auth,
             base,

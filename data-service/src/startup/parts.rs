@@ -46,7 +46,7 @@ pub struct Parts {
 
 impl Parts {
     /// The parts `settings` describe, reaching the auth-service through `auth` and DynamoDB
-    /// through clients derived from `dynamodb`; the revocations read `clock`.
+    /// through clients derived from `dynamodb`; the revocations and the credential cache read `clock`.
     pub fn new(
         settings: &Settings,
         dynamodb: &aws_sdk_dynamodb::Config,
@@ -59,7 +59,7 @@ impl Parts {
                 max_staleness: settings.revocation_max_staleness(),
                 index_capacity: settings.token_cache_capacity,
             },
-            clock,
+            Arc::clone(&clock),
         )
         .counting(metrics.revocations_applied.clone());
         let keys = KeyStore::new(
@@ -82,6 +82,7 @@ impl Parts {
                 auth_timeout: auth.timeout,
             },
             Arc::clone(&metrics),
+            clock,
         );
         Self {
             metrics,
