@@ -18,7 +18,6 @@ use auth_service::{
     config::{Cli, Settings},
     startup::{self, Application, AwsClients},
 };
-use clap::Parser;
 use secrecy::ExposeSecret;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -50,7 +49,8 @@ pub async fn serve_if_child() {
         std::process::exit(0);
     });
     common::telemetry::init_for_tests();
-    let settings = Cli::try_parse_from(["auth-service"])
+    // As the binary parses them (`common::cli`: every boolean spelling).
+    let settings = common::cli::try_parse_from::<Cli, _, _>(["auth-service"])
         .expect("settings from the environment")
         .settings;
     let sdk = common::aws::load_sdk_config(&settings.aws).await;
