@@ -15,12 +15,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{keys::KeyRing, tokens::TokenIssuer};
 
-/// The outcomes [`spawn`] counts: the file's keys were installed, or it did not parse.
-pub const OUTCOMES: &[&str] = &["applied", "refused"];
-
 /// Watches `path` and installs its keys into `tokens` when SIGHUP arrives or the file's
 /// content differs from what was last loaded (an unchanged file is not reloaded); counts each
-/// reload in `reloads` by outcome ([`OUTCOMES`]).
+/// reload in `reloads` by outcome: `applied` (the file's keys were installed) or `refused`
+/// (it did not parse).
 pub fn spawn(
     path: PathBuf,
     tokens: TokenIssuer,

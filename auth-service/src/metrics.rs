@@ -66,7 +66,7 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             token_failures_throttled: Counter::default(),
             session_repairs: LabeledCounter::new("outcome", crate::revocations::repair::OUTCOMES),
-            signing_key_reloads: LabeledCounter::new("outcome", crate::key_reload::OUTCOMES),
+            signing_key_reloads: LabeledCounter::new("outcome", &["applied", "refused"]),
         }
     }
 }
