@@ -331,19 +331,18 @@ async fn a_revocation_made_while_every_stream_was_cut_still_arrives() {
     let second = fleet.auth.pop().expect("two replicas");
     let first = fleet.auth.pop().expect("two replicas");
     second.stop().await;
-    let first_settings = first.settings.clone();
-    let first_addr = first.addr;
-    first.stop().await;
+    let mut settings = first.settings.clone();
+    settings.listen_addr = first.addr;
+    let held = first.stop_holding_port().await;
 
     logout(&mut unwatched.client().await, &fleet.a.refresh_token).await;
 
     // One watched replica comes back on its address; the data replicas reconnect to it and
     // it replays what they missed.
-    let mut settings = first_settings;
-    settings.listen_addr = first_addr;
     fleet
         .auth
         .push(TestAuth::spawn_with(settings, fleet.endpoints.clone()).await);
+    drop(held);
     for data in &fleet.data {
         // Reconnecting is a backoff away (at most 5 s); the 2 s bound is for live streams.
         refused_within(data, &fleet.a.access_token, Duration::from_secs(8)).await;
