@@ -1,6 +1,6 @@
 //! The gRPC server bootstrap both services share: standard health and reflection services,
-//! a tracing span per request carrying its W3C trace id, dependency-driven health, and
-//! graceful shutdown.
+//! a tracing span per request in its W3C trace (see [`crate::trace`]), dependency-driven
+//! health, and graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,7 +15,7 @@ use tonic::{
     transport::Server,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower_http::trace::{DefaultOnEos, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnEos, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
     metrics::{MethodNames, RequestMetrics, RequestMetricsLayer},
     proto::FILE_DESCRIPTOR_SET,
     tls::ServerTls,
-    trace::{TraceContext, TraceContextLayer},
+    trace::{RecordFailure, TraceContextLayer},
 };
 
 /// The `grpc.health.v1` statuses of one server: the overall status (`""`) and one per
@@ -209,26 +209,15 @@ pub async fn serve(
     metrics: RequestMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    // TraceContextLayer (outside it) has made and entered the call's span.
     let trace = TraceLayer::new_for_grpc()
-        .make_span_with(|request: &http::Request<_>| {
-            // TraceContextLayer runs first and always inserts a context.
-            let trace_id = request
-                .extensions()
-                .get::<TraceContext>()
-                .map(TraceContext::trace_id);
-            tracing::info_span!(
-                "grpc",
-                // Any path a client sends gets here, known method or not.
-                method = %crate::telemetry::typed(request.uri().path()),
-                trace_id,
-                user_id = tracing::field::Empty,
-            )
-        })
+        .make_span_with(|_: &http::Request<_>| tracing::Span::current())
         .on_request(())
         .on_response(DefaultOnResponse::new().level(Level::DEBUG))
         .on_eos(DefaultOnEos::new().level(Level::DEBUG))
-        // Failures are logged where they happen, at the level they deserve (see status.rs).
-        .on_failure(DefaultOnFailure::new().level(Level::DEBUG));
+        // Failures are logged where they happen, at the level they deserve (see status.rs);
+        // here the code only goes on the span.
+        .on_failure(RecordFailure::default());
 
     let methods = ServedMethods::new(&health.services());
     let names = method_names(&methods);
@@ -363,6 +352,7 @@ impl BoundServer {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         self.request_metrics.register(&mut registry);
+        crate::telemetry::register_metrics(&mut registry);
         self.metrics = Some(MetricsEndpoint {
             listener,
             local_addr,

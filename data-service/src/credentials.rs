@@ -6,7 +6,7 @@
 //! A load belongs to no single caller: it runs on its own task under the service's own
 //! auth timeout, so one caller's short deadline cannot fail the others waiting for it, and a
 //! waiter whose token is fine is not failed by another waiter's ended session. A load runs
-//! in the trace of the request that started it (`common::trace::bind`): its GetCredentials
+//! in the trace of the request that started it (instrumented with its span): its GetCredentials
 //! call and log lines carry that request's trace id, also when other requests share it.
 
 use std::{
@@ -22,6 +22,7 @@ use common::{
 };
 use secrecy::ExposeSecret;
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::{
     auth_channel::AuthChannel, error::DataError, interceptor::BearerToken, metrics::Metrics,
@@ -177,7 +178,8 @@ impl UserClients {
         token: &BearerToken,
     ) -> impl Future<Output = Result<Arc<UserClient>, LoadError>> + Send + 'static {
         let (this, principal, token) = (self.clone(), principal.clone(), token.clone());
-        common::trace::bind(async move { this.load(&principal, &token).await })
+        // In the request's span wherever the load runs, so in its trace.
+        async move { this.load(&principal, &token).await }.in_current_span()
     }
 
     async fn load(
@@ -191,7 +193,8 @@ impl UserClients {
         };
         let mut request = tonic::Request::new(GetCredentialsRequest {});
         request.set_timeout(self.config.auth_timeout);
-        common::trace::inject(&mut request);
+        let span = common::trace::client_span("dynagate.auth.v1.AuthService/GetCredentials");
+        common::trace::inject(&span, &mut request);
         let bearer = format!("Bearer {}", token.0.expose_secret())
             .parse()
             .map_err(|_| refused())?;
@@ -200,6 +203,7 @@ impl UserClients {
             .auth
             .clone()
             .get_credentials(request)
+            .instrument(span)
             .await
             .map_err(|status| match status.code() {
                 Code::Unauthenticated => refused(),
