@@ -211,7 +211,7 @@ pub fn cache_sizes(
     limiter: &AddressLimiter,
     hub: &Arc<Hub>,
 ) -> CacheSizes {
-    let (limiter, hub) = (limiter.clone(), Arc::clone(hub));
+    let (limiter, log, watched) = (limiter.clone(), Arc::clone(hub), Arc::clone(hub));
     let mut sizes = CacheSizes::default()
         .with(
             "throttled_addresses",
@@ -219,8 +219,13 @@ pub fn cache_sizes(
             move || limiter.tracked(),
         )
         .with("revocation_log", None, move || {
-            u64::try_from(hub.len()).unwrap_or(u64::MAX)
-        });
+            u64::try_from(log.len()).unwrap_or(u64::MAX)
+        })
+        .with(
+            "revocation_watchers",
+            Some(u64::from(settings.revocations.max_watchers)),
+            move || u64::try_from(watched.subscribers()).unwrap_or(u64::MAX),
+        );
     if let Some(vendor) = vendor.cloned() {
         let capacity = Some(vendor.config().cache_capacity);
         sizes = sizes.with("credentials", capacity, move || vendor.cached());

@@ -28,7 +28,6 @@ use crate::{
     error::AuthError,
     mfa::SecondFactor,
     policy::StsUserId,
-    revocations::watch,
     sessions::ListedSession,
     throttle::AddressLimiter,
 };
@@ -321,9 +320,11 @@ impl AuthService for AuthApi {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let since = watch::since_millis(request.into_inner().since)?;
-        let feed = self.accounts.revocations();
-        let stream = watch::open(Arc::clone(feed.hub()), feed.timing(), since).await?;
+        let stream = self
+            .accounts
+            .revocations()
+            .watch(request.into_inner())
+            .await?;
         Ok(Response::new(stream))
     }
 

@@ -287,6 +287,7 @@ fn revocations(
         Duration::from_secs(settings.access_token_ttl_secs),
         aws_timeout,
         metrics.session_repairs.clone(),
+        usize::try_from(settings.revocations.max_watchers)?,
     ))
 }
 

@@ -82,7 +82,7 @@ fn benches(c: &mut Criterion) {
     for i in 0..10_000 {
         revocations.revoke("user", &format!("revoked-{i}"), not_after);
     }
-    revocations.freshness().heard();
+    revocations.freshness().heard(std::time::Duration::ZERO);
     let watched = AuthInterceptor::new(verifier.clone(), store, revocations, Arc::default());
     let cached = token(&pair, 0);
     interceptor.authenticate(&cached).unwrap();

@@ -64,9 +64,11 @@ pub struct Settings {
     pub auth_url: Vec<String>,
 
     /// Seconds the data-service may go without word (a revocation or a heartbeat) from any
-    /// auth-service's revocation feed before it stops trusting tokens: data calls then answer
-    /// UNAVAILABLE and health turns NOT_SERVING until a stream is back. 0 turns the feed off:
-    /// tokens are then valid until they expire, even after Logout.
+    /// auth-service's revocation feed before it stops trusting tokens, counted from when the
+    /// replica that sent it last read the revocations table (so a replica that cannot read
+    /// DynamoDB keeps it trusting nothing): data calls then answer UNAVAILABLE and health turns
+    /// NOT_SERVING until a stream is back. 0 turns the feed off: tokens are then valid until
+    /// they expire, even after Logout.
     #[arg(long, env = "DYNAGATE_REVOCATION_MAX_STALENESS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub revocation_max_staleness: u64,

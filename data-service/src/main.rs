@@ -9,13 +9,13 @@ use data_service::{
 };
 use secrecy::ExposeSecret;
 
-/// mimalloc rather than glibc malloc: the AWS SDK and the gRPC stack allocate a great deal
-/// per request, and mimalloc's thread-local free lists make that cheaper (see the README's
-/// performance section for the measured difference). The auth-service keeps glibc: its idle
-/// memory stays lower that way.
 /// The service's name: in its logs and as the `service.name` of its spans.
 const NAME: &str = "data-service";
 
+/// mimalloc rather than glibc malloc: the AWS SDK and the gRPC stack allocate a great deal
+/// per request, and mimalloc's thread-local free lists make that cheaper (docs/performance.md
+/// has the measured difference). The auth-service keeps glibc: its idle memory stays lower
+/// that way.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -364,7 +364,7 @@ async fn a_typescript_client_type_checks_against_the_protos_and_runs_the_whole_s
 
 /// Generates the message and service types from the protos with proto-loader-gen-types into
 /// `target/node/types` and compiles `tests/node` with tsc (strict) into `target/node/build`,
-/// the commands the README gives; returns the build directory. Any type error fails the test.
+/// the commands docs/clients.md gives; returns the build directory. Any type error fails the test.
 async fn compile_the_typescript_client() -> std::path::PathBuf {
     let root = workspace_root();
     let out = root.join("target/node");

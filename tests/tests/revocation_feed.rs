@@ -30,7 +30,10 @@ async fn watch(
     since: Option<prost_types::Timestamp>,
 ) -> Streaming<WatchRevocationsResponse> {
     client
-        .watch_revocations(WatchRevocationsRequest { since })
+        .watch_revocations(WatchRevocationsRequest {
+            since,
+            ..Default::default()
+        })
         .await
         .expect("WatchRevocations")
         .into_inner()
@@ -327,7 +330,10 @@ async fn a_since_no_date_can_hold_is_invalid() {
     let refused = auth
         .client()
         .await
-        .watch_revocations(WatchRevocationsRequest { since: Some(since) })
+        .watch_revocations(WatchRevocationsRequest {
+            since: Some(since),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);

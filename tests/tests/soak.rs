@@ -337,6 +337,7 @@ async fn mixed_traffic_keeps_memory_and_caches_bounded() {
     let caches = [
         "auth-service {cache=\"credentials\"}",
         "auth-service {cache=\"revocation_log\"}",
+        "auth-service {cache=\"revocation_watchers\"}",
         "auth-service {cache=\"throttled_addresses\"}",
         "data-service {cache=\"refused_tokens\"}",
         "data-service {cache=\"revoked_sessions\"}",

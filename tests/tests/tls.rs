@@ -10,7 +10,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use common::{
     health_check::{self, HEALTH_CHECK_TIMEOUT},
     proto::auth::v1::{
-        ListSigningKeysRequest, RegisterRequest, auth_service_client::AuthServiceClient,
+        ListSigningKeysRequest, RegisterRequest, WatchRevocationsRequest,
+        auth_service_client::AuthServiceClient,
     },
     tls::ServerTlsSettings,
 };
@@ -306,6 +307,37 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
     assert!(!error.is_empty());
 
     sign_up_over_tls(&pki, auth.addr, Some("client")).await;
+}
+
+#[tokio::test]
+async fn mtls_guards_the_revocation_feed_like_every_other_rpc() {
+    let pki = Pki::new();
+    let auth = tls_auth(&pki, true).await;
+    let watch = |channel| async move {
+        let mut stream = bounded(
+            AuthServiceClient::new(channel).watch_revocations(WatchRevocationsRequest::default()),
+        )
+        .await?
+        .into_inner();
+        bounded(stream.message()).await.map(|first| first.is_some())
+    };
+
+    let without = tls_channel(&pki, auth.addr, "ca.pem", None)
+        .await
+        .expect("the handshake allows no certificate");
+    let refused = watch(without)
+        .await
+        .expect_err("a watch without a client certificate");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
+    let with = tls_channel(&pki, auth.addr, "ca.pem", Some("client"))
+        .await
+        .expect("TLS connect");
+    assert!(
+        watch(with)
+            .await
+            .expect("a watch with a client certificate")
+    );
 }
 
 #[tokio::test]

@@ -296,6 +296,11 @@ fn auth_message(path: &str, user: &AuthUser, rng: &mut StdRng) -> Vec<u8> {
                 seconds: rng.random_range(-100_000_000_000..100_000_000_000),
                 nanos: rng.random_range(-2_000_000_000..2_000_000_000),
             }),
+            resume_token: if rng.random_bool(0.5) {
+                String::new()
+            } else {
+                text(rng, 40)
+            },
         }
         .encode_to_vec(),
         // LogoutAll, ListSigningKeys, GetCredentials, ListSessions: empty.

@@ -26,19 +26,25 @@
 //! made elsewhere, within a poll interval plus a Query.
 //!
 //! Each replica keeps a [`hub::Hub`]: the revocations still relevant, deduplicated by
-//! session, and a broadcast of new ones that each WatchRevocations stream ([`watch`])
-//! subscribes to.
+//! session, in a log that every WatchRevocations stream ([`watch`]) reads through one shared
+//! [`snapshot`], resuming by positions in it ([`resume`]) rather than by anyone's clock.
 
 use std::{sync::Arc, time::Duration};
 
 use common::{clock::Clock, metrics::LabeledCounter, server::BackgroundTask};
 
 use crate::{error::AuthError, sessions::RevokeReason};
+use common::proto::auth::v1::WatchRevocationsRequest;
+use tonic::Status;
+use watch::{WatchStream, Watchers};
 
 pub mod hub;
+mod pace;
 pub mod poller;
 pub mod repair;
+pub mod resume;
 mod settings;
+pub mod snapshot;
 pub mod table;
 pub mod watch;
 
@@ -74,14 +80,16 @@ pub struct Revocations {
     hub: Arc<Hub>,
     repairs: Arc<Repairs>,
     timing: Timing,
+    watchers: Watchers,
     /// How long after its revocation a session may still hold a valid access token.
     relevance: Duration,
 }
 
 impl Revocations {
-    /// A feed over `table`, for access tokens living `access_lifetime`; time read from `clock`.
-    /// Repairs fall due [`repair::repair_delay`] after their revocation (for AWS operations
-    /// lasting up to `aws_operation_timeout`) and are counted in `repair_outcomes`.
+    /// A feed over `table`, for access tokens living `access_lifetime`, serving at most
+    /// `max_watchers` streams; time read from `clock`. Repairs fall due
+    /// [`repair::repair_delay`] after their revocation (for AWS operations lasting up to
+    /// `aws_operation_timeout`) and are counted in `repair_outcomes`.
     pub fn new(
         table: RevocationTable,
         clock: Arc<dyn Clock>,
@@ -89,6 +97,7 @@ impl Revocations {
         access_lifetime: Duration,
         aws_operation_timeout: Duration,
         repair_outcomes: LabeledCounter,
+        max_watchers: usize,
     ) -> Self {
         let relevance = access_lifetime + NOT_AFTER_SLACK;
         let delay = repair::repair_delay(timing.lookback, aws_operation_timeout, relevance);
@@ -102,6 +111,7 @@ impl Revocations {
                 repair_outcomes,
             )),
             timing,
+            watchers: Watchers::new(max_watchers),
             relevance,
         }
     }
@@ -127,6 +137,12 @@ impl Revocations {
     /// The feed's intervals.
     pub fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// Opens a WatchRevocations stream for `request`.
+    pub async fn watch(&self, request: WatchRevocationsRequest) -> Result<WatchStream, Status> {
+        let start = resume::Start::from_request(request.since, &request.resume_token)?;
+        watch::open(Arc::clone(&self.hub), self.timing, &self.watchers, start).await
     }
 
     /// The table's name, for the health probe.

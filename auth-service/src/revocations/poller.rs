@@ -34,13 +34,14 @@ pub fn spawn(
         let mut failing = false;
         loop {
             ticker.tick().await;
+            let began = tokio::time::Instant::now();
             let started = hub.now_ms();
             // Never further back than a revocation can matter, however long reads failed.
             let horizon = started - relevance_ms;
             let from = next_from.map_or(horizon, |from| from.max(horizon));
             match read_since(&table, &hub, &repairs, from, started + lookback_ms).await {
                 Ok(added) => {
-                    hub.mark_read();
+                    hub.mark_read(began);
                     if !hub.is_loaded() {
                         hub.mark_loaded();
                         tracing::info!(revocations = hub.len(), "revocations loaded");

@@ -37,6 +37,20 @@ pub struct RevocationSettings {
     #[arg(long = "revocation-lookback-ms", env = "DYNAGATE_REVOCATION_LOOKBACK_MS",
           default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub lookback_ms: u64,
+
+    /// WatchRevocations streams this replica serves at most; beyond it a new one gets
+    /// RESOURCE_EXHAUSTED with RetryInfo. Each costs a cursor into the shared log plus one
+    /// message in flight (a few KiB), whatever the log holds.
+    #[arg(long = "max-revocation-watchers", env = "DYNAGATE_MAX_REVOCATION_WATCHERS",
+          default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_watchers: u32,
+
+    /// Milliseconds a WatchRevocations stream may wait for its reader to take a message (a
+    /// heartbeat goes out every --revocation-heartbeat-ms, so a reader that stops reading
+    /// always has one waiting); then the stream ends with UNAVAILABLE and frees its slot.
+    #[arg(long = "watch-send-timeout-ms", env = "DYNAGATE_WATCH_SEND_TIMEOUT_MS",
+          default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub send_timeout_ms: u64,
 }
 
 impl RevocationSettings {
@@ -55,6 +69,7 @@ impl RevocationSettings {
             poll: Duration::from_millis(self.poll_ms),
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             lookback,
+            send_timeout: Duration::from_millis(self.send_timeout_ms),
         })
     }
 }
@@ -68,6 +83,8 @@ pub struct Timing {
     pub heartbeat: Duration,
     /// How far before its last read each poll starts again.
     pub lookback: Duration,
+    /// How long a stream waits for its reader to take a message before it ends.
+    pub send_timeout: Duration,
 }
 
 impl Timing {

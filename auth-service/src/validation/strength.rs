@@ -3,7 +3,7 @@
 //! zxcvbn is slow on some inputs: its l33t matcher tries every substitution set the password's
 //! symbols allow against every substring, so a password drawn from its l33t table costs ≈ 1 s
 //! at 100 characters (the crate's own cap), 120 ms at 32, 50 ms at 20 and 11 ms at 16, against
-//! ≈ 20–30 ms for one argon2 hash (release, this machine; README "Security"). So only the
+//! ≈ 20–30 ms for one argon2 hash (release, this machine; docs/security.md). So only the
 //! first [`SCORED_CHARS`] characters are scored — a prefix that needs few guesses makes the
 //! whole password need few, and people's passphrases already score 3 or 4 on their first 16
 //! characters — on a blocking thread, one password at a time, with a bounded queue: hostile

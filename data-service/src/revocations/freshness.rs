@@ -1,6 +1,10 @@
 //! Whether this replica's view of revocations can be trusted now: it is, while some auth-service
 //! replica whose replay completed was heard from (a revocation or a heartbeat) within the
-//! maximum staleness. Before the first completed replay it cannot be.
+//! maximum staleness, *counting from when that replica last read the revocations table*: a
+//! message says how old the replica's view is (`view_age`), and it counts as news from that
+//! long before it arrived. So a replica that can no longer read DynamoDB keeps no verifier
+//! fresh, however often the verifier reconnects to it. Before the first completed replay
+//! nothing can be trusted.
 
 use std::{
     sync::{
@@ -23,7 +27,8 @@ pub struct Freshness {
     clock: Arc<dyn Clock>,
     /// `None`: the feed is off and tokens are trusted until they expire.
     max_staleness_ms: Option<i64>,
-    /// Unix milliseconds of the last message of a stream past its replay.
+    /// Unix milliseconds (this service's clock) of the latest read of the revocations table a
+    /// message past its stream's replay vouched for.
     last_heard: AtomicI64,
     /// Woken when the feed turns fresh, so health can follow at once.
     turned_fresh: Arc<Notify>,
@@ -55,12 +60,16 @@ impl Freshness {
         }
     }
 
-    /// A stream whose replay completed delivered a message (revocations or a heartbeat).
-    pub fn heard(&self) {
+    /// A stream whose replay completed delivered a message (revocations or a heartbeat) from
+    /// a replica whose view of the table is `view_age` old.
+    pub fn heard(&self, view_age: Duration) {
         let now = self.now();
-        let before = self.last_heard.fetch_max(now, Ordering::AcqRel);
+        let age = i64::try_from(view_age.as_millis()).unwrap_or(i64::MAX);
+        let read_at = now.saturating_sub(age);
+        let before = self.last_heard.fetch_max(read_at, Ordering::AcqRel);
         if let Some(max) = self.max_staleness_ms
             && !self.fresh_at_heard(before, now, max)
+            && self.fresh_at_heard(read_at, now, max)
         {
             tracing::info!("revocation feed current again: trusting tokens");
             self.turned_fresh.notify_one();
@@ -101,29 +110,29 @@ mod tests {
         let (feed, _) = freshness(Duration::from_secs(30));
         assert!(feed.is_on());
         assert!(!feed.is_fresh());
-        feed.heard();
+        feed.heard(Duration::ZERO);
         assert!(feed.is_fresh());
     }
 
     #[test]
     fn the_feed_goes_stale_after_the_maximum_and_recovers_when_heard() {
         let (feed, clock) = freshness(Duration::from_secs(30));
-        feed.heard();
+        feed.heard(Duration::ZERO);
         clock.advance(Duration::from_secs(30));
         assert!(feed.is_fresh(), "exactly the maximum is still fresh");
         clock.advance(Duration::from_millis(1));
         assert!(!feed.is_fresh());
-        feed.heard();
+        feed.heard(Duration::ZERO);
         assert!(feed.is_fresh());
     }
 
     #[test]
     fn a_clock_stepping_back_never_makes_the_feed_look_older() {
         let (feed, clock) = freshness(Duration::from_secs(30));
-        feed.heard();
+        feed.heard(Duration::ZERO);
         let later = clock.now();
         clock.set(later - Duration::from_secs(60));
-        feed.heard();
+        feed.heard(Duration::ZERO);
         clock.set(later + Duration::from_secs(20));
         assert!(feed.is_fresh(), "the later hearing counts");
     }
@@ -137,19 +146,43 @@ mod tests {
         assert!(feed.is_fresh());
     }
 
+    #[test]
+    fn news_counts_from_when_the_replica_last_read_the_table() {
+        let (feed, clock) = freshness(Duration::from_secs(30));
+        feed.heard(Duration::from_secs(31));
+        assert!(
+            !feed.is_fresh(),
+            "a replica that has not read for 31 s keeps nobody fresh"
+        );
+        feed.heard(Duration::from_secs(20));
+        assert!(feed.is_fresh());
+        clock.advance(Duration::from_secs(10));
+        assert!(feed.is_fresh(), "30 s after the replica's read");
+        clock.advance(Duration::from_millis(1));
+        assert!(!feed.is_fresh());
+        for _ in 0..10 {
+            // Reconnecting to a stale replica again and again changes nothing.
+            clock.advance(Duration::from_secs(6));
+            feed.heard(Duration::from_secs(31));
+        }
+        assert!(!feed.is_fresh());
+        feed.heard(Duration::from_millis(300));
+        assert!(feed.is_fresh());
+    }
+
     #[tokio::test]
     async fn turning_fresh_wakes_health_once() {
         let (feed, clock) = freshness(Duration::from_secs(5));
         let woken = feed.turned_fresh();
-        feed.heard();
+        feed.heard(Duration::ZERO);
         tokio::time::timeout(Duration::from_secs(1), woken.notified())
             .await
             .expect("woken when the first replay completes");
-        feed.heard();
+        feed.heard(Duration::ZERO);
         let again = tokio::time::timeout(Duration::from_millis(20), woken.notified()).await;
         assert!(again.is_err(), "a heartbeat while fresh wakes nobody");
         clock.advance(Duration::from_secs(6));
-        feed.heard();
+        feed.heard(Duration::ZERO);
         tokio::time::timeout(Duration::from_secs(1), woken.notified())
             .await
             .expect("woken on recovery");

@@ -233,7 +233,7 @@ mod tests {
     fn a_revoked_session_is_refused_like_any_bad_token_and_others_pass() {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let set = revocations(clock.clone());
-        set.freshness().heard();
+        set.freshness().heard(Duration::ZERO);
         set.revoke("alice", "s1", clock.now() + Duration::from_secs(900));
         let refused = set.admit(&principal("s1"));
         assert!(matches!(
@@ -251,7 +251,7 @@ mod tests {
             set.admit(&principal("s1")),
             Err(DataError::RevocationsStale)
         ));
-        set.freshness().heard();
+        set.freshness().heard(Duration::ZERO);
         assert!(set.admit(&principal("s1")).is_ok());
         clock.advance(Duration::from_secs(31));
         assert!(matches!(
@@ -295,7 +295,7 @@ mod tests {
     fn a_revocation_naming_its_user_drops_the_users_client_while_other_sessions_live() {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let set = revocations(clock.clone());
-        set.freshness().heard();
+        set.freshness().heard(Duration::ZERO);
         set.track(&principal("s1"), Arc::from("t1"));
         set.track(&principal("s2"), Arc::from("t2"));
         let not_after = clock.now() + Duration::from_secs(900);
@@ -321,7 +321,7 @@ mod tests {
     fn an_unnamed_revocation_leaves_the_client_of_a_user_with_other_sessions() {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let set = revocations(clock.clone());
-        set.freshness().heard();
+        set.freshness().heard(Duration::ZERO);
         set.track(&principal("s1"), Arc::from("t1"));
         set.track(&principal("s2"), Arc::from("t2"));
 

@@ -1,8 +1,11 @@
 //! One task per auth-service address holding a `WatchRevocations` stream open: it applies each
-//! batch, marks the feed heard once the stream's replay completed, and on an error, an end or
-//! a silence longer than [`WatcherConfig::idle_timeout`] reconnects with exponential backoff
-//! and jitter, resuming from the latest `revoked_at` it applied (the auth-service replays a
-//! little before it; duplicates are harmless).
+//! batch, marks the feed heard once the stream's replay completed (as of the replica's last
+//! read of the table, which each message states as `view_age`), and on an error, an end or a
+//! silence longer than [`WatcherConfig::idle_timeout`] reconnects with exponential backoff
+//! and jitter. It resumes with the `resume_token` of the last message applied: a position in
+//! the replica's own log, so no clock decides what is replayed (another replica, or a
+//! restarted one, replays everything). `since`, the latest `revoked_at` applied, goes along
+//! for auth-services older than resume tokens; duplicates are harmless.
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,16 +28,18 @@ pub type Batches = BoxStream<'static, Result<WatchRevocationsResponse, Status>>;
 
 /// Where revocations come from: an auth-service, or a script in tests.
 pub trait Feed: Send + 'static {
-    /// Opens a stream resuming at `since`.
-    fn watch(&mut self, since: Option<Timestamp>) -> BoxFuture<'_, Result<Batches, Status>>;
+    /// Opens a stream resuming where `request` says.
+    fn watch(&mut self, request: WatchRevocationsRequest)
+    -> BoxFuture<'_, Result<Batches, Status>>;
 }
 
 impl Feed for AuthServiceClient<Channel> {
-    fn watch(&mut self, since: Option<Timestamp>) -> BoxFuture<'_, Result<Batches, Status>> {
+    fn watch(
+        &mut self,
+        request: WatchRevocationsRequest,
+    ) -> BoxFuture<'_, Result<Batches, Status>> {
         Box::pin(async move {
-            let response = self
-                .watch_revocations(WatchRevocationsRequest { since })
-                .await?;
+            let response = self.watch_revocations(request).await?;
             Ok(response.into_inner().boxed())
         })
     }
@@ -131,8 +136,11 @@ pub struct Watcher<F> {
     revocations: Revocations,
     release: Arc<dyn Release>,
     config: WatcherConfig,
-    /// The latest `revoked_at` applied from this address.
+    /// The latest `revoked_at` applied from this address (for auth-services without resume
+    /// tokens).
     since: Option<Timestamp>,
+    /// The `resume_token` of the last message applied from this address.
+    resume_token: String,
 }
 
 /// How one stream ended.
@@ -158,6 +166,7 @@ impl<F: Feed> Watcher<F> {
             release,
             config,
             since: None,
+            resume_token: String::new(),
         }
     }
 
@@ -204,9 +213,20 @@ impl<F: Feed> Watcher<F> {
             cause: format!("{} {}", status.code(), status.message()),
             unimplemented: status.code() == Code::Unimplemented,
         };
-        let mut batches = match self.feed.watch(self.since).await {
+        let request = WatchRevocationsRequest {
+            since: self.since,
+            resume_token: self.resume_token.clone(),
+        };
+        let mut batches = match self.feed.watch(request).await {
             Ok(batches) => batches,
-            Err(status) => return ended(false, &status),
+            Err(status) => {
+                if status.code() == Code::InvalidArgument && !self.resume_token.is_empty() {
+                    // Not a position this auth-service knows: start over with a full replay.
+                    self.resume_token.clear();
+                    self.since = None;
+                }
+                return ended(false, &status);
+            }
         };
         let mut replayed = false;
         loop {
@@ -232,6 +252,7 @@ impl<F: Feed> Watcher<F> {
                 Ok(Some(Err(status))) => return ended(replayed, &status),
                 Ok(Some(Ok(batch))) => {
                     let completes = batch.replay_complete;
+                    let view_age = view_age(batch.view_age);
                     self.apply(batch).await;
                     if completes && !replayed {
                         replayed = true;
@@ -239,17 +260,22 @@ impl<F: Feed> Watcher<F> {
                         tracing::info!(address = self.address, "revocation replay complete");
                     }
                     if replayed {
-                        self.revocations.freshness().heard();
+                        self.revocations.freshness().heard(view_age);
                     }
                 }
             }
         }
     }
 
-    /// Applies one batch's revocations (not its freshness).
+    /// Applies one batch's revocations (not its freshness), then takes its resume token.
     async fn apply(&mut self, batch: WatchRevocationsResponse) {
         let now = OffsetDateTime::now_utc();
-        for revocation in batch.revocations {
+        let WatchRevocationsResponse {
+            revocations,
+            resume_token,
+            ..
+        } = batch;
+        for revocation in revocations {
             if revocation.session_id.is_empty() {
                 tracing::warn!(
                     address = self.address,
@@ -273,8 +299,18 @@ impl<F: Feed> Watcher<F> {
                 self.since = Some(at);
             }
         }
+        if !resume_token.is_empty() {
+            self.resume_token = resume_token;
+        }
         tracing::debug!(address = self.address, "revocation batch applied");
     }
+}
+
+/// How old the sending replica's view of the table is; zero from auth-services that do not
+/// say (older than the field), and for a negative one.
+fn view_age(age: Option<prost_types::Duration>) -> Duration {
+    age.and_then(|age| Duration::try_from(age).ok())
+        .unwrap_or_default()
 }
 
 fn later(a: &Timestamp, b: &Timestamp) -> bool {
@@ -305,12 +341,12 @@ mod tests {
         Stream(Vec<Result<WatchRevocationsResponse, Status>>, bool),
     }
 
-    /// A feed answering from a script, then with streams that stay silent; it records the
-    /// `since` of every call.
+    /// A feed answering from a script, then with streams that stay silent; it records every
+    /// request.
     #[derive(Clone, Default)]
     struct Script {
         replies: Arc<Mutex<VecDeque<Reply>>>,
-        calls: Arc<Mutex<Vec<Option<Timestamp>>>>,
+        calls: Arc<Mutex<Vec<WatchRevocationsRequest>>>,
     }
 
     impl Script {
@@ -321,7 +357,7 @@ mod tests {
             }
         }
 
-        fn calls(&self) -> Vec<Option<Timestamp>> {
+        fn calls(&self) -> Vec<WatchRevocationsRequest> {
             self.calls
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -330,8 +366,11 @@ mod tests {
     }
 
     impl Feed for Script {
-        fn watch(&mut self, since: Option<Timestamp>) -> BoxFuture<'_, Result<Batches, Status>> {
-            self.calls.lock().unwrap().push(since);
+        fn watch(
+            &mut self,
+            request: WatchRevocationsRequest,
+        ) -> BoxFuture<'_, Result<Batches, Status>> {
+            self.calls.lock().unwrap().push(request);
             let reply = self.replies.lock().unwrap().pop_front();
             Box::pin(async move {
                 match reply {
@@ -379,6 +418,22 @@ mod tests {
         Ok(WatchRevocationsResponse {
             revocations,
             replay_complete,
+            ..Default::default()
+        })
+    }
+
+    /// A message with a resume token, from a replica whose view is `view_age` old.
+    fn marked(
+        revocations: Vec<Revocation>,
+        replay_complete: bool,
+        token: &str,
+        view_age: Duration,
+    ) -> Result<WatchRevocationsResponse, Status> {
+        Ok(WatchRevocationsResponse {
+            revocations,
+            replay_complete,
+            resume_token: token.into(),
+            view_age: Some(view_age.try_into().unwrap()),
         })
     }
 
@@ -474,7 +529,7 @@ mod tests {
             eventually(|| script.calls().len() >= 4).await,
             "reconnects after the end"
         );
-        let calls = script.calls();
+        let calls: Vec<_> = script.calls().into_iter().map(|call| call.since).collect();
         assert_eq!(
             calls[0], None,
             "the first stream replays everything still relevant"
@@ -487,6 +542,67 @@ mod tests {
         assert_eq!(calls[2], Some(at(30)));
         assert_eq!(calls[3], Some(at(40)));
         assert!(revocations.freshness().is_fresh());
+    }
+
+    #[tokio::test]
+    async fn a_stream_resumes_with_the_token_of_the_last_message_applied() {
+        let fresh = Duration::from_millis(200);
+        let script = Script::new([
+            Reply::Stream(
+                vec![
+                    marked(vec![revoked("s1", 30)], true, "t1", fresh),
+                    marked(vec![revoked("s2", 10)], false, "t2", fresh),
+                    Err(Status::unavailable("connection reset")),
+                ],
+                false,
+            ),
+            Reply::Refuse(Status::unavailable("connection refused")),
+            Reply::Stream(vec![marked(vec![], true, "t3", fresh)], true),
+        ]);
+        let (revocations, _task) = watch(&script, LONG);
+        assert!(eventually(|| script.calls().len() >= 4).await);
+        let calls = script.calls();
+        let tokens: Vec<&str> = calls.iter().map(|c| c.resume_token.as_str()).collect();
+        assert_eq!(tokens, ["", "t2", "t2", "t3"]);
+        assert_eq!(
+            calls[1].since,
+            Some(at(30)),
+            "for auth-services without tokens"
+        );
+        assert!(revocations.freshness().is_fresh());
+    }
+
+    #[tokio::test]
+    async fn a_token_the_auth_service_refuses_is_dropped_for_a_full_replay() {
+        let fresh = Duration::ZERO;
+        let script = Script::new([
+            Reply::Stream(
+                vec![marked(vec![revoked("s1", 30)], true, "t1", fresh)],
+                true,
+            ),
+            Reply::Refuse(Status::invalid_argument("not a token of this feed")),
+        ]);
+        let (_revocations, _task) = watch(&script, LONG);
+        assert!(eventually(|| script.calls().len() >= 3).await);
+        let calls = script.calls();
+        assert_eq!(calls[1].resume_token, "t1");
+        assert_eq!(calls[2], WatchRevocationsRequest::default());
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_cannot_read_the_table_keeps_nobody_fresh_however_often_it_answers() {
+        let stale = Duration::from_secs(31);
+        let replies = (0..20).map(|n| {
+            let token = format!("t{n}");
+            Reply::Stream(vec![marked(vec![], true, &token, stale)], true)
+        });
+        let script = Script::new(replies);
+        let (revocations, _task) = watch(&script, LONG);
+        assert!(
+            eventually(|| script.calls().len() >= 20).await,
+            "reconnected"
+        );
+        assert!(!revocations.freshness().is_fresh());
     }
 
     #[tokio::test]
