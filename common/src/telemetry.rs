@@ -3,10 +3,11 @@
 //! outermost first), so a line logged inside an AWS SDK call still names the `grpc` request
 //! span and its `trace_id`. Spans: OpenTelemetry's, made from the same `tracing` spans by
 //! `tracing-opentelemetry` and exported over OTLP when an endpoint is configured ([`Spans`];
-//! the request and client spans are made in [`crate::trace`]).
+//! the request and client spans are made in the `trace` module).
 //! Text a client sent goes into a line only through [`typed`], which bounds it.
 
 mod log_fields;
+mod on_runtime;
 mod queue;
 mod sampler;
 mod spans;
@@ -32,6 +33,10 @@ pub const MAX_TYPED_CHARS: usize = 64;
 
 /// Characters kept of a longer text; the rest of the field is the marker and the length.
 const KEPT_CHARS: usize = 48;
+
+/// The target of the request and client spans (made in the `trace` module): the ones every
+/// subscriber of ours turns into OpenTelemetry spans, whatever the log level.
+pub const TRACE_TARGET: &str = "dynagate::trace";
 
 /// Targets whose spans and events are never exported: the transport under the exporter's own
 /// connection (exporting their spans would make spans of its own), and the audit trail, whose
@@ -113,15 +118,15 @@ where
 }
 
 /// The layer that makes OpenTelemetry spans of `tracing` spans: always our request and client
-/// spans ([`crate::trace`], whatever the log level, so trace ids and propagation never depend on
+/// spans ([`TRACE_TARGET`], whatever the log level, so trace ids and propagation never depend on
 /// `RUST_LOG`); when exporting, also the other spans and events `directives` let through (as
 /// the logs do), the transport's and the audit trail's aside.
 fn span_layer<S>(spans: &Spans, directives: &str) -> impl Layer<S> + Send + Sync
 where
     S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
 {
-    let ours = filter_fn(crate::trace::is_trace_span)
-        .with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
+    let ours =
+        filter_fn(is_trace_span).with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
     let filter: Box<dyn Filter<S> + Send + Sync> = match spans.exported_to() {
         None => Box::new(ours),
         Some(_) => Box::new(ours.or(EnvFilter::new(directives).and(filter_fn(exported)))),
@@ -134,6 +139,11 @@ where
         // Our propagation reads each span's own context; no thread-local context to keep.
         .with_context_activation(false)
         .with_filter(filter)
+}
+
+/// Whether `metadata` is a request or client span (see [`TRACE_TARGET`]).
+fn is_trace_span(metadata: &Metadata<'_>) -> bool {
+    metadata.is_span() && metadata.target() == TRACE_TARGET
 }
 
 /// Whether spans and events of `metadata`'s target may be exported.

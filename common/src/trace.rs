@@ -28,37 +28,32 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_http::{
-    classify::GrpcFailureClass,
-    trace::{DefaultOnFailure, OnFailure},
+    classify::{GrpcErrorsAsFailures, GrpcFailureClass, SharedClassifier},
+    trace::{
+        DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnResponse, MakeSpan, OnFailure,
+        TraceLayer,
+    },
 };
-use tracing::{Level, Metadata, Span, field::Empty};
+use tracing::{Level, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::telemetry::typed;
+use crate::telemetry::{TRACE_TARGET, typed};
 
 /// The header that carries the context between services.
 pub const TRACEPARENT: &str = "traceparent";
 /// The response header that tells a client the trace id of its call.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
-/// The target of the spans made here: the ones every subscriber of ours turns into
-/// OpenTelemetry spans, whatever the log level.
-const TARGET: &str = "dynagate::trace";
 /// gRPC codes that mark a server span as failed (OpenTelemetry's semantic conventions): the
 /// server's fault, not the caller's (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 /// UNAVAILABLE, DATA_LOSS).
 const SERVER_ERRORS: [i32; 6] = [2, 4, 12, 13, 14, 15];
-
-/// Whether `metadata` is one of the spans made here (see [`TARGET`]).
-pub fn is_trace_span(metadata: &Metadata<'_>) -> bool {
-    metadata.is_span() && metadata.target() == TARGET
-}
 
 /// The `grpc` span of an incoming call to `path` with `headers`, and its trace id (`None`
 /// when no OpenTelemetry layer is installed, as in tests that capture no logs).
 pub fn request_span(path: &str, headers: &http::HeaderMap) -> (Span, Option<TraceId>) {
     let method = typed(path);
     let span = tracing::info_span!(
-        target: TARGET,
+        target: TRACE_TARGET,
         "grpc",
         // Any path a client sends gets here, known method or not.
         method = %method,
@@ -91,7 +86,7 @@ pub fn request_span(path: &str, headers: &http::HeaderMap) -> (Span, Option<Trac
 /// a child of the current span, so of the request it is made for, if any.
 pub fn client_span(method: &'static str) -> Span {
     tracing::info_span!(
-        target: TARGET,
+        target: TRACE_TARGET,
         "grpc_client",
         otel.name = method,
         otel.kind = "client",
@@ -129,6 +124,41 @@ impl Injector for OutgoingMetadata<'_> {
         if let (Ok(key), Ok(value)) = (key, value.parse()) {
             self.0.insert(key, value);
         }
+    }
+}
+
+/// tower-http's `TraceLayer` for gRPC, as the servers run it: in the span
+/// [`TraceContextLayer`] made (so it goes inside that layer), logging the response and the end
+/// of the stream at debug level, and recording a failure's code on the span ([`RecordFailure`]).
+pub type CallTraceLayer = TraceLayer<
+    SharedClassifier<GrpcErrorsAsFailures>,
+    CurrentSpan,
+    (),
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    RecordFailure,
+>;
+
+/// The [`CallTraceLayer`] of a server.
+pub fn call_layer() -> CallTraceLayer {
+    TraceLayer::new_for_grpc()
+        .make_span_with(CurrentSpan)
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+        .on_eos(DefaultOnEos::new().level(Level::DEBUG))
+        // Failures are logged where they happen, at the level they deserve (see status.rs);
+        // here the code only goes on the span.
+        .on_failure(RecordFailure::default())
+}
+
+/// Makes no span of its own: a call's span is the one [`TraceContextLayer`] entered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CurrentSpan;
+
+impl<B> MakeSpan<B> for CurrentSpan {
+    fn make_span(&mut self, _: &http::Request<B>) -> Span {
+        Span::current()
     }
 }
 
