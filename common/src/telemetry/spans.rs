@@ -14,6 +14,7 @@ use opentelemetry_sdk::{
 use tonic::transport::Endpoint;
 
 use super::{
+    on_runtime::OnRuntime,
     queue::{Bounded, Dequeuing, Queue},
     sampler::Sampler,
 };
@@ -27,8 +28,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest shutdown waits for the last spans to be exported.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The default of `--otlp-queue-spans`: the batch processor's standard queue size.
+pub const DEFAULT_QUEUE_SPANS: u64 = 2048;
+
 /// Where spans go: the OTLP collector and what may wait for it.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct TracingSettings {
     /// OTLP/gRPC endpoint spans are exported to (an OpenTelemetry Collector, or Jaeger's
     /// OTLP port), e.g. `http://127.0.0.1:4317`. When unset, the standard
@@ -39,7 +43,9 @@ pub struct TracingSettings {
     #[arg(long, env = "DYNAGATE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
-    /// PEM CA certificate(s) to trust for an https:// --otlp-endpoint (and only those).
+    /// PEM CA certificate(s) to trust for an https:// --otlp-endpoint, and only those; an
+    /// https:// endpoint needs it (no system roots are built in: for a public intake, give the
+    /// system's bundle, e.g. /etc/ssl/certs/ca-certificates.crt).
     #[arg(long, env = "DYNAGATE_OTLP_CA")]
     pub otlp_ca: Option<PathBuf>,
 
@@ -47,21 +53,37 @@ pub struct TracingSettings {
     /// (`dynagate_trace_spans_dropped_total{reason="queue_full"}`), so a slow or dead collector
     /// costs at most this many spans of memory (plus one batch being sent) and never delays a
     /// call.
-    #[arg(long, env = "DYNAGATE_OTLP_QUEUE_SPANS", default_value_t = 2048,
+    #[arg(long, env = "DYNAGATE_OTLP_QUEUE_SPANS", default_value_t = DEFAULT_QUEUE_SPANS,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub otlp_queue_spans: u64,
+}
+
+impl Default for TracingSettings {
+    /// Nothing exported; the flags' defaults.
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_ca: None,
+            otlp_queue_spans: DEFAULT_QUEUE_SPANS,
+        }
+    }
 }
 
 impl TracingSettings {
     /// The endpoint spans are exported to, if any: the flag (or `DYNAGATE_OTLP_ENDPOINT`), else
     /// the standard variables. An empty value counts as unset.
     pub fn endpoint(&self) -> Option<String> {
+        self.endpoint_with(|variable| std::env::var(variable).ok())
+    }
+
+    /// [`TracingSettings::endpoint`], reading the standard variables with `env`.
+    fn endpoint_with(&self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
         let standard = [
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
         ]
         .into_iter()
-        .filter_map(|variable| std::env::var(variable).ok());
+        .filter_map(env);
         self.otlp_endpoint
             .clone()
             .into_iter()
@@ -118,6 +140,7 @@ impl Spans {
             .with_channel(settings.channel(&endpoint)?)
             .build()
             .context("the OTLP span exporter")?;
+        let exporter = OnRuntime::current(exporter).context("exporting spans needs a runtime")?;
         let queue = Queue::new(bound);
         // The environment may set the delay between exports; never the queue's size, which is
         // ours so that the queue counts what it drops.
@@ -165,4 +188,53 @@ fn resource(service: &'static str) -> Resource {
             env!("CARGO_PKG_VERSION"),
         ))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn endpoint(flag: Option<&str>, env: &[(&str, &str)]) -> Option<String> {
+        let env: HashMap<_, _> = env.iter().copied().collect();
+        let settings = TracingSettings {
+            otlp_endpoint: flag.map(str::to_owned),
+            ..TracingSettings::default()
+        };
+        settings.endpoint_with(|variable| env.get(variable).map(|value| (*value).to_owned()))
+    }
+
+    #[test]
+    fn the_flag_comes_first_then_the_traces_variable_then_the_general_one() {
+        let traces = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317");
+        let general = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://general:4317");
+        let flag = Some("http://flag:4317");
+        assert_eq!(endpoint(flag, &[traces, general]).as_deref(), flag);
+        assert_eq!(
+            endpoint(None, &[traces, general]).as_deref(),
+            Some("http://traces:4317")
+        );
+        assert_eq!(
+            endpoint(None, &[general]).as_deref(),
+            Some("http://general:4317")
+        );
+    }
+
+    #[test]
+    fn nothing_set_or_only_blanks_is_no_endpoint_and_no_exporter() {
+        assert_eq!(endpoint(None, &[]), None);
+        let blank = [("OTEL_EXPORTER_OTLP_ENDPOINT", " ")];
+        assert_eq!(endpoint(Some(""), &blank), None);
+    }
+
+    #[tokio::test]
+    async fn an_https_endpoint_without_a_ca_is_refused_at_startup() {
+        let settings = TracingSettings {
+            otlp_endpoint: Some("https://collector:4317".into()),
+            ..TracingSettings::default()
+        };
+        let error = Spans::new("test", &settings).expect_err("no CA to trust");
+        assert!(format!("{error:#}").contains("no CA"), "{error:#}");
+    }
 }
