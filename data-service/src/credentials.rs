@@ -17,7 +17,9 @@ use std::{
 use aws_credential_types::Credentials;
 use common::{
     cache::{Expiring, LoadAborted, LoadingCache},
-    proto::auth::v1::{GetCredentialsRequest, auth_service_client::AuthServiceClient},
+    proto::auth::v1::{
+        GetCredentialsRequest, GetCredentialsResponse, auth_service_client::AuthServiceClient,
+    },
     tokens::{Principal, TokenError},
 };
 use secrecy::ExposeSecret;
@@ -188,37 +190,7 @@ impl UserClients {
         token: &BearerToken,
     ) -> Result<Arc<UserClient>, LoadError> {
         self.metrics.credential_loads.increment();
-        let refused = || LoadError::Unauthenticated {
-            session_id: principal.session_id.clone(),
-        };
-        let mut request = tonic::Request::new(GetCredentialsRequest {});
-        request.set_timeout(self.config.auth_timeout);
-        let span = common::trace::client_span("dynagate.auth.v1.AuthService/GetCredentials");
-        common::trace::inject(&span, &mut request);
-        let bearer = format!("Bearer {}", token.0.expose_secret())
-            .parse()
-            .map_err(|_| refused())?;
-        request.metadata_mut().insert("authorization", bearer);
-        let vended = self
-            .auth
-            .clone()
-            .get_credentials(request)
-            .instrument(span)
-            .await
-            .map_err(|status| match status.code() {
-                Code::Unauthenticated => refused(),
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::ResourceExhausted
-                | Code::Unknown => LoadError::Unavailable(format!(
-                    "GetCredentials: {} {}",
-                    status.code(),
-                    status.message()
-                )),
-                code => LoadError::Internal(format!("GetCredentials: {code} {}", status.message())),
-            })?
-            .into_inner();
+        let vended = self.get_credentials(principal, token).await?;
         if vended.partition_key != principal.user_id || vended.table_name != self.config.items_table
         {
             return Err(LoadError::Internal(format!(
@@ -248,5 +220,41 @@ impl UserClients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(config),
             expires_at,
         }))
+    }
+
+    /// The auth-service's GetCredentials for `token`'s user, in a client span of the current
+    /// request's trace.
+    async fn get_credentials(
+        &self,
+        principal: &Principal,
+        token: &BearerToken,
+    ) -> Result<GetCredentialsResponse, LoadError> {
+        let refused = || LoadError::Unauthenticated {
+            session_id: principal.session_id.clone(),
+        };
+        let mut request = tonic::Request::new(GetCredentialsRequest {});
+        request.set_timeout(self.config.auth_timeout);
+        let span = common::trace::client_span("dynagate.auth.v1.AuthService/GetCredentials");
+        common::trace::inject(&span, &mut request);
+        let bearer = format!("Bearer {}", token.0.expose_secret())
+            .parse()
+            .map_err(|_| refused())?;
+        request.metadata_mut().insert("authorization", bearer);
+        let mut auth = self.auth.clone();
+        let vended = auth.get_credentials(request).instrument(span);
+        let vended = vended.await.map_err(|status| match status.code() {
+            Code::Unauthenticated => refused(),
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted
+            | Code::Unknown => LoadError::Unavailable(format!(
+                "GetCredentials: {} {}",
+                status.code(),
+                status.message()
+            )),
+            code => LoadError::Internal(format!("GetCredentials: {code} {}", status.message())),
+        })?;
+        Ok(vended.into_inner())
     }
 }
