@@ -264,6 +264,18 @@ impl ServiceProcess {
         })
     }
 
+    /// The names of its threads now (`/proc/PID/task/*/comm`, at most 15 bytes each).
+    pub fn thread_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            // A thread that has ended since the listing has no name to read.
+            if let Ok(name) = std::fs::read_to_string(task?.path().join("comm")) {
+                names.push(name.trim_end().to_owned());
+            }
+        }
+        Ok(names)
+    }
+
     /// The `/proc` stat files of the hashing threads (named `hash-worker-N`).
     pub fn hashing_threads(&self) -> anyhow::Result<Vec<PathBuf>> {
         let mut threads = Vec::new();
