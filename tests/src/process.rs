@@ -157,6 +157,10 @@ impl ServiceProcess {
             command
                 .env_remove("AWS_PROFILE")
                 .env_remove("AWS_ENDPOINT_URL")
+                // Spans go where a test says, never to a collector of the caller's environment.
+                .env_remove("DYNAGATE_OTLP_ENDPOINT")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 .env("RUST_LOG", "info")
                 .envs(env.iter().map(|(key, value)| (key, value)))
                 .env(format!("DYNAGATE_{prefix}_LISTEN_ADDR"), "127.0.0.1:0")

@@ -2,14 +2,15 @@
 //! TraceService from the `opentelemetry-proto` package): one GetItem that loads credentials
 //! is one trace with spans from both services, linked parent to child across the hop; a
 //! service without an endpoint exports nothing and runs no exporter, yet still passes the
-//! trace on. The services run as processes (each its own `service.name`, its own exporter,
+//! trace on; a collector that never answers holds at most the queue's bound of spans and
+//! delays no call nor the shutdown. The services run as processes (each its own `service.name`, its own exporter,
 //! flushed when it stops): build them first (`cargo build --workspace --bins`).
 
 use std::collections::HashMap;
 
 use common::{
     proto::{
-        auth::v1::auth_service_client::AuthServiceClient,
+        auth::v1::{ListSigningKeysRequest, auth_service_client::AuthServiceClient},
         data::v1::{GetItemRequest, data_service_client::DataServiceClient},
     },
     trace::TRACE_ID_HEADER,
@@ -18,7 +19,7 @@ use tests::{
     auth::{TestUser, with_bearer},
     emulators::Emulator,
     otlp::{OtlpReceiver, ReceivedSpan},
-    process::{ServiceProcess, auth_tables_env, aws_env, owned_env},
+    process::{ServiceProcess, auth_tables_env, aws_env, http_get, owned_env},
     unique_prefix,
 };
 use tonic::Code;
@@ -37,18 +38,8 @@ struct Pair {
 impl Pair {
     async fn start(auth_env: &[(&str, String)], data_env: &[(&str, String)]) -> Self {
         let dynalite = Emulator::shared_dynalite().await.endpoint();
-        let moto = Emulator::shared_moto().await.endpoint();
         let prefix = unique_prefix();
-        let auth: HashMap<_, _> = aws_env(&dynalite, Some(&moto))
-            .into_iter()
-            .chain(auth_tables_env(&prefix, &format!("{prefix}-items")))
-            .chain(owned_env(&[
-                ("DYNAGATE_ARGON2_MEMORY_KIB", "256".into()),
-                ("DYNAGATE_ARGON2_ITERATIONS", "1".into()),
-            ]))
-            .chain(owned_env(auth_env))
-            .collect();
-        let auth = ServiceProcess::start("auth-service", &auth).expect("start auth-service");
+        let auth = start_auth(&prefix, auth_env).await;
         let data: HashMap<_, _> = aws_env(&dynalite, None)
             .into_iter()
             .chain(owned_env(&[
@@ -92,6 +83,33 @@ impl Pair {
         self.data.stop().expect("data-service stops cleanly");
         self.auth.stop().expect("auth-service stops cleanly");
     }
+}
+
+/// An auth-service on tables named after `prefix`, with `env` added to its settings.
+async fn start_auth(prefix: &str, env: &[(&str, String)]) -> ServiceProcess {
+    let dynalite = Emulator::shared_dynalite().await.endpoint();
+    let moto = Emulator::shared_moto().await.endpoint();
+    let auth: HashMap<_, _> = aws_env(&dynalite, Some(&moto))
+        .into_iter()
+        .chain(auth_tables_env(prefix, &format!("{prefix}-items")))
+        .chain(owned_env(&[
+            ("DYNAGATE_ARGON2_MEMORY_KIB", "256".into()),
+            ("DYNAGATE_ARGON2_ITERATIONS", "1".into()),
+        ]))
+        .chain(owned_env(env))
+        .collect();
+    ServiceProcess::start("auth-service", &auth).expect("start auth-service")
+}
+
+/// The value of `series` on `process`'s metrics page.
+async fn metric(process: &ServiceProcess, series: &str) -> f64 {
+    let (status, text) = http_get(process.metrics_addr, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
+    let value = value.unwrap_or_else(|| panic!("{series} in {text}"));
+    value.parse().expect("a number")
 }
 
 /// Whether `process` runs the batch exporter's thread.
@@ -190,4 +208,48 @@ async fn without_an_endpoint_nothing_is_exported_and_the_trace_still_crosses() {
     assert_eq!(served.parent_span_id.len(), 16, "{served:#?}");
     let received_ids: Vec<_> = received.iter().map(|span| span.span_id.as_str()).collect();
     assert!(!received_ids.contains(&served.parent_span_id.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_holds_at_most_the_queue_and_delays_nothing() {
+    const QUEUE: f64 = 4.0;
+    const MAX_CALLS: usize = 2000;
+    // Accepts connections and never says a word: every export waits for its timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let auth = start_auth(
+        &unique_prefix(),
+        &[
+            ("DYNAGATE_OTLP_ENDPOINT", endpoint),
+            ("DYNAGATE_OTLP_QUEUE_SPANS", QUEUE.to_string()),
+        ],
+    )
+    .await;
+    let mut client = AuthServiceClient::connect(auth.url())
+        .await
+        .expect("connect");
+    let full = r#"dynagate_trace_spans_dropped_total{reason="queue_full"}"#;
+
+    // Anonymous calls, each a span, until spans are turned away at the bound.
+    let mut calls = 0;
+    while metric(&auth, full).await == 0.0 {
+        assert!(calls < MAX_CALLS, "no span turned away after {calls} calls");
+        for _ in 0..10 {
+            let listed = client.list_signing_keys(ListSigningKeysRequest {}).await;
+            listed.expect("answered whatever the collector does");
+            calls += 1;
+        }
+        assert!(metric(&auth, "dynagate_trace_spans_queued").await <= QUEUE);
+    }
+
+    // The shutdown gives up on the collector after its timeout and exits cleanly.
+    auth.stop().expect("auth-service stops cleanly");
 }

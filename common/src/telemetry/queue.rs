@@ -187,3 +187,81 @@ impl<E: SpanExporter> SpanExporter for Dequeuing<E> {
         self.inner.set_resource(resource);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::{
+        error::OTelSdkError,
+        trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
+    };
+    use tokio::sync::watch;
+
+    use super::*;
+
+    /// A collector that takes no batch until the gate opens, then refuses every one.
+    #[derive(Debug)]
+    struct GatedCollector {
+        gate: watch::Receiver<bool>,
+        batches: Arc<AtomicUsize>,
+    }
+
+    impl SpanExporter for GatedCollector {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            let mut gate = self.gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+            Err(OTelSdkError::InternalFailure("refused".into()))
+        }
+    }
+
+    #[test]
+    fn a_collector_that_never_answers_holds_at_most_the_bound_and_the_rest_is_counted() {
+        const BOUND: usize = 8;
+        const SPANS: usize = 1000;
+        let (open, gate) = watch::channel(false);
+        let batches = Arc::new(AtomicUsize::new(0));
+        let collector = GatedCollector {
+            gate,
+            batches: Arc::clone(&batches),
+        };
+        let queue = Queue::new(BOUND);
+        let config = BatchConfigBuilder::default()
+            .with_max_queue_size(BOUND)
+            .build();
+        let batch = BatchSpanProcessor::new(Dequeuing::new(collector, queue.clone()), config);
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Bounded::new(batch, queue.clone()))
+            .build();
+        let (full_before, failed_before) = (dropped("queue_full"), dropped("export_failed"));
+
+        let tracer = provider.tracer("test");
+        for _ in 0..SPANS {
+            tracer.start("call").end();
+            assert!(queue.waiting.load(Ordering::SeqCst) <= BOUND);
+        }
+
+        // Every span not turned away is waiting or in the one batch handed to the collector.
+        let turned_away = usize::try_from(dropped("queue_full") - full_before).unwrap();
+        let waiting = queue.waiting.load(Ordering::SeqCst);
+        assert!(
+            turned_away >= SPANS - 2 * BOUND,
+            "{turned_away} turned away"
+        );
+        assert!(
+            batches.load(Ordering::SeqCst) <= 1,
+            "one export at a time, held"
+        );
+        assert!(waiting <= BOUND);
+
+        // Once the collector answers (refusing), what it was given is counted as failed.
+        open.send_replace(true);
+        let _ = provider.shutdown();
+        let failed = usize::try_from(dropped("export_failed") - failed_before).unwrap();
+        assert_eq!(
+            turned_away + failed + queue.waiting.load(Ordering::SeqCst),
+            SPANS,
+            "every span is exported, counted or still waiting"
+        );
+    }
+}
