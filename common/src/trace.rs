@@ -43,6 +43,11 @@ use crate::telemetry::{TRACE_TARGET, typed};
 pub const TRACEPARENT: &str = "traceparent";
 /// The response header that tells a client the trace id of its call.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
+/// The longest `tracestate` a call's span keeps and passes on, the 512 characters W3C Trace
+/// Context asks every hop to carry at least; a longer one is dropped whole (the `traceparent`
+/// still counts), so an anonymous caller cannot make each span it causes, queued for the
+/// collector and sent to the auth-service, carry kilobytes of its text.
+pub const MAX_TRACESTATE_BYTES: usize = 512;
 /// gRPC codes that mark a server span as failed (OpenTelemetry's semantic conventions): the
 /// server's fault, not the caller's (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 /// UNAVAILABLE, DATA_LOSS).
@@ -107,7 +112,9 @@ struct Headers<'a>(&'a http::HeaderMap);
 
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        let value = self.0.get(key)?.to_str().ok()?;
+        let too_long = key == "tracestate" && value.len() > MAX_TRACESTATE_BYTES;
+        (!too_long).then_some(value)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -119,7 +126,12 @@ impl Extractor for Headers<'_> {
 struct OutgoingMetadata<'a>(&'a mut tonic::metadata::MetadataMap);
 
 impl Injector for OutgoingMetadata<'_> {
+    /// Sets `key`, unless `value` is empty (the propagator's `tracestate` of a trace without
+    /// one).
     fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
         let key = key.parse::<tonic::metadata::MetadataKey<_>>();
         if let (Ok(key), Ok(value)) = (key, value.parse()) {
             self.0.insert(key, value);

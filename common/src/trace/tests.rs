@@ -74,6 +74,39 @@ fn a_missing_or_malformed_traceparent_starts_a_sampled_trace_of_its_own() {
     }
 }
 
+/// The `tracestate` an outgoing call sends from a request that came with [`VALID`] and
+/// `tracestate`; asserts the request continued [`VALID`]'s trace.
+fn passed_on_tracestate(tracestate: &str) -> Option<String> {
+    traced(|| {
+        let mut incoming = headers(Some(VALID));
+        incoming.insert("tracestate", tracestate.parse().unwrap());
+        let (span, trace_id) = request_span("/a.v1.A/B", &incoming);
+        assert_eq!(
+            trace_id.unwrap().to_string(),
+            TRACE_ID,
+            "the traceparent counts"
+        );
+        let client = span.in_scope(|| client_span("b.v1.B/C"));
+        let mut request = tonic::Request::new(());
+        inject(&client, &mut request);
+        let sent = request.metadata().get("tracestate");
+        sent.map(|value| value.to_str().unwrap().to_owned())
+    })
+}
+
+#[test]
+fn a_tracestate_is_passed_on_up_to_its_bound_and_dropped_past_it() {
+    let short = "vendor=abc,other=def";
+    assert_eq!(passed_on_tracestate(short).as_deref(), Some(short));
+    // Two members (a value is at most 256 characters): 512 characters, then 513.
+    let members = |second: usize| format!("a={},b={}", "x".repeat(254), "y".repeat(second));
+    let at_bound = members(253);
+    assert_eq!(at_bound.len(), MAX_TRACESTATE_BYTES);
+    assert_eq!(passed_on_tracestate(&at_bound), Some(at_bound));
+    let over = members(254);
+    assert_eq!(passed_on_tracestate(&over), None);
+}
+
 #[test]
 fn a_later_version_is_read_as_far_as_version_00_goes() {
     // W3C Trace Context: a parser meeting a higher version reads the version 00 fields and
