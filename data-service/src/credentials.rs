@@ -22,13 +22,16 @@ use common::{
     },
     tokens::{Principal, TokenError},
 };
-use secrecy::ExposeSecret;
-use tonic::Code;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{Code, Status};
 use tracing::Instrument;
 
-use crate::{
-    auth_channel::AuthChannel, error::DataError, interceptor::BearerToken, metrics::Metrics,
-};
+use crate::{auth_channel::AuthChannel, error::DataError, metrics::Metrics};
+
+/// The caller's bearer token, which the interceptor keeps in the request so that credentials
+/// can be asked for on the caller's behalf.
+#[derive(Clone, Debug)]
+pub struct BearerToken(pub SecretString);
 
 /// A DynamoDB client acting as one user.
 #[derive(Debug)]
@@ -190,7 +193,44 @@ impl UserClients {
         token: &BearerToken,
     ) -> Result<Arc<UserClient>, LoadError> {
         self.metrics.credential_loads.increment();
-        let vended = self.get_credentials(principal, token).await?;
+        let refused = || LoadError::Unauthenticated {
+            session_id: principal.session_id.clone(),
+        };
+        let span = common::trace::client_span("dynagate.auth.v1.AuthService/GetCredentials");
+        let request = self.request(token, &span).ok_or_else(refused)?;
+        let vended = self
+            .auth
+            .clone()
+            .get_credentials(request)
+            .instrument(span)
+            .await
+            .map_err(|status| load_error(&status, refused))?
+            .into_inner();
+        self.client_from(principal, vended)
+    }
+
+    /// A GetCredentials request bearing the caller's token, in the trace of `span` (the
+    /// call's client span); `None` for a token no header can carry.
+    fn request(
+        &self,
+        token: &BearerToken,
+        span: &tracing::Span,
+    ) -> Option<tonic::Request<GetCredentialsRequest>> {
+        let mut request = tonic::Request::new(GetCredentialsRequest {});
+        request.set_timeout(self.config.auth_timeout);
+        common::trace::inject(span, &mut request);
+        let bearer = format!("Bearer {}", token.0.expose_secret()).parse().ok()?;
+        request.metadata_mut().insert("authorization", bearer);
+        Some(request)
+    }
+
+    /// A client signing with the vended credentials, which must be for the caller's partition
+    /// of our table.
+    fn client_from(
+        &self,
+        principal: &Principal,
+        vended: GetCredentialsResponse,
+    ) -> Result<Arc<UserClient>, LoadError> {
         if vended.partition_key != principal.user_id || vended.table_name != self.config.items_table
         {
             return Err(LoadError::Internal(format!(
@@ -221,40 +261,22 @@ impl UserClients {
             expires_at,
         }))
     }
+}
 
-    /// The auth-service's GetCredentials for `token`'s user, in a client span of the current
-    /// request's trace.
-    async fn get_credentials(
-        &self,
-        principal: &Principal,
-        token: &BearerToken,
-    ) -> Result<GetCredentialsResponse, LoadError> {
-        let refused = || LoadError::Unauthenticated {
-            session_id: principal.session_id.clone(),
-        };
-        let mut request = tonic::Request::new(GetCredentialsRequest {});
-        request.set_timeout(self.config.auth_timeout);
-        let span = common::trace::client_span("dynagate.auth.v1.AuthService/GetCredentials");
-        common::trace::inject(&span, &mut request);
-        let bearer = format!("Bearer {}", token.0.expose_secret())
-            .parse()
-            .map_err(|_| refused())?;
-        request.metadata_mut().insert("authorization", bearer);
-        let mut auth = self.auth.clone();
-        let vended = auth.get_credentials(request).instrument(span);
-        let vended = vended.await.map_err(|status| match status.code() {
-            Code::Unauthenticated => refused(),
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::ResourceExhausted
-            | Code::Unknown => LoadError::Unavailable(format!(
-                "GetCredentials: {} {}",
-                status.code(),
-                status.message()
-            )),
-            code => LoadError::Internal(format!("GetCredentials: {code} {}", status.message())),
-        })?;
-        Ok(vended.into_inner())
+/// What a failed GetCredentials call means for the load: `refused` for a token the
+/// auth-service did not accept, unavailable for what a retry may cure, internal otherwise.
+fn load_error(status: &Status, refused: impl FnOnce() -> LoadError) -> LoadError {
+    match status.code() {
+        Code::Unauthenticated => refused(),
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Unknown => LoadError::Unavailable(format!(
+            "GetCredentials: {} {}",
+            status.code(),
+            status.message()
+        )),
+        code => LoadError::Internal(format!("GetCredentials: {code} {}", status.message())),
     }
 }
