@@ -252,6 +252,10 @@ pub struct Settings {
     #[command(flatten)]
     pub aws: AwsSettings,
 
+    /// Where spans are exported (--otlp-endpoint and the others).
+    #[command(flatten)]
+    pub tracing: common::telemetry::TracingSettings,
+
     /// Brute-force lockout per username.
     #[command(flatten)]
     pub lockout: crate::lockout::LockoutSettings,

@@ -17,6 +17,7 @@ use common::{
 };
 use secrecy::SecretString;
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use crate::{
     error::AuthError,
@@ -157,7 +158,8 @@ impl CredentialVendor {
     ) -> Result<Arc<TemporaryCredentials>, AuthError> {
         let this = self.clone();
         let owned = user.clone();
-        let load = common::trace::bind(async move { this.assume_role(&owned).await });
+        // In the request's span wherever the load runs, so in its trace.
+        let load = async move { this.assume_role(&owned).await }.in_current_span();
         let key = (user.clone(), generation);
         Ok(self.cache.get_or_load(&key, load).await?)
     }

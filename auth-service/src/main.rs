@@ -1,4 +1,4 @@
-//! `auth-service`: settings → telemetry → build → run until SIGTERM.
+//! `auth-service`: settings → telemetry → build → run until SIGTERM → export the last spans.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -10,11 +10,21 @@ use auth_service::{
 };
 use secrecy::ExposeSecret;
 
+/// The service's name: in its logs and as the `service.name` of its spans.
+const NAME: &str = "auth-service";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = common::cli::parse();
-    common::telemetry::init("info");
-    common::server::exit_code("auth-service", run(cli).await)
+    let result = match common::telemetry::init(NAME, "info", &cli.settings.tracing) {
+        Ok(telemetry) => {
+            let result = run(cli).await;
+            telemetry.shutdown().await;
+            result
+        }
+        Err(error) => Err(error),
+    };
+    common::server::exit_code(NAME, result)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -200,6 +200,10 @@ pub struct Settings {
     /// AWS call timeouts and retries.
     #[command(flatten)]
     pub aws: AwsSettings,
+
+    /// Where spans are exported (--otlp-endpoint and the others).
+    #[command(flatten)]
+    pub tracing: common::telemetry::TracingSettings,
 }
 
 impl Settings {

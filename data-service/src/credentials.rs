@@ -6,7 +6,7 @@
 //! A load belongs to no single caller: it runs on its own task under the service's own
 //! auth timeout, so one caller's short deadline cannot fail the others waiting for it, and a
 //! waiter whose token is fine is not failed by another waiter's ended session. A load runs
-//! in the trace of the request that started it (`common::trace::bind`): its GetCredentials
+//! in the trace of the request that started it (instrumented with its span): its GetCredentials
 //! call and log lines carry that request's trace id, also when other requests share it.
 
 use std::{
@@ -25,6 +25,7 @@ use common::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use crate::{auth_channel::AuthChannel, error::DataError, metrics::Metrics};
 
@@ -184,7 +185,8 @@ impl UserClients {
         token: &BearerToken,
     ) -> impl Future<Output = Result<Arc<UserClient>, LoadError>> + Send + 'static {
         let (this, principal, token) = (self.clone(), principal.clone(), token.clone());
-        common::trace::bind(async move { this.load(&principal, &token).await })
+        // In the request's span wherever the load runs, so in its trace.
+        async move { this.load(&principal, &token).await }.in_current_span()
     }
 
     async fn load(
@@ -196,23 +198,29 @@ impl UserClients {
         let refused = || LoadError::Unauthenticated {
             session_id: principal.session_id.clone(),
         };
-        let request = self.request(token).ok_or_else(refused)?;
+        let span = common::trace::client_span("dynagate.auth.v1.AuthService/GetCredentials");
+        let request = self.request(token, &span).ok_or_else(refused)?;
         let vended = self
             .auth
             .clone()
             .get_credentials(request)
+            .instrument(span)
             .await
             .map_err(|status| load_error(&status, refused))?
             .into_inner();
         self.client_from(principal, vended)
     }
 
-    /// A GetCredentials request bearing the caller's token; `None` for a token no header can
-    /// carry.
-    fn request(&self, token: &BearerToken) -> Option<tonic::Request<GetCredentialsRequest>> {
+    /// A GetCredentials request bearing the caller's token, in the trace of `span` (the
+    /// call's client span); `None` for a token no header can carry.
+    fn request(
+        &self,
+        token: &BearerToken,
+        span: &tracing::Span,
+    ) -> Option<tonic::Request<GetCredentialsRequest>> {
         let mut request = tonic::Request::new(GetCredentialsRequest {});
         request.set_timeout(self.config.auth_timeout);
-        common::trace::inject(&mut request);
+        common::trace::inject(span, &mut request);
         let bearer = format!("Bearer {}", token.0.expose_secret()).parse().ok()?;
         request.metadata_mut().insert("authorization", bearer);
         Some(request)

@@ -21,6 +21,7 @@ use common::{
 use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 pub use self::sightings::Sightings;
 use crate::{
@@ -166,9 +167,11 @@ impl KeyStore {
         self.inner.metrics.key_refreshes.increment();
         let mut request = tonic::Request::new(ListSigningKeysRequest {});
         request.set_timeout(self.inner.timeout);
-        // Continues the trace of the request whose unknown kid caused this refresh, if any.
-        common::trace::inject(&mut request);
-        let listed = tokio::time::timeout(self.inner.timeout, client.list_signing_keys(request))
+        // In the trace of the request whose unknown kid caused this refresh, if any.
+        let span = common::trace::client_span("dynagate.auth.v1.AuthService/ListSigningKeys");
+        common::trace::inject(&span, &mut request);
+        let listed = client.list_signing_keys(request).instrument(span);
+        let listed = tokio::time::timeout(self.inner.timeout, listed)
             .await
             .map_err(|_| format!("ListSigningKeys: no answer within {:?}", self.inner.timeout))?
             .map_err(|status| format!("ListSigningKeys: {} {}", status.code(), status.message()))?

@@ -1,4 +1,4 @@
-//! `data-service`: settings → telemetry → build → run until SIGTERM.
+//! `data-service`: settings → telemetry → build → run until SIGTERM → export the last spans.
 
 use std::process::ExitCode;
 
@@ -8,6 +8,9 @@ use data_service::{
     startup::{self, Application},
 };
 use secrecy::ExposeSecret;
+
+/// The service's name: in its logs and as the `service.name` of its spans.
+const NAME: &str = "data-service";
 
 /// mimalloc rather than glibc malloc: the AWS SDK and the gRPC stack allocate a great deal
 /// per request, and mimalloc's thread-local free lists make that cheaper (docs/performance.md
@@ -19,8 +22,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = common::cli::parse();
-    common::telemetry::init("info");
-    common::server::exit_code("data-service", run(cli).await)
+    let result = match common::telemetry::init(NAME, "info", &cli.settings.tracing) {
+        Ok(telemetry) => {
+            let result = run(cli).await;
+            telemetry.shutdown().await;
+            result
+        }
+        Err(error) => Err(error),
+    };
+    common::server::exit_code(NAME, result)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

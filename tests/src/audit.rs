@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracing_subscriber::{EnvFilter, fmt::MakeWriter, prelude::*};
+use tracing_subscriber::{fmt::MakeWriter, util::SubscriberInitExt};
 
 /// Everything logged in this process since the capture began.
 #[derive(Clone, Debug)]
@@ -21,28 +21,21 @@ pub struct AuditLog {
 static CAPTURE: OnceLock<AuditLog> = OnceLock::new();
 
 impl AuditLog {
-    /// Installs the capturing subscriber for this process (once; later calls share it): JSON
-    /// lines formatted as `common::telemetry::init` formats them, at debug level for our own
-    /// crates so the secret search sees more than production would log.
+    /// Installs the capturing subscriber for this process (once; later calls share it): the
+    /// subscriber `common::telemetry::init` installs (JSON lines, trace ids from local spans,
+    /// nothing exported), at debug level for our own crates so the secret search sees more
+    /// than production would log.
     pub fn capture() -> Self {
         CAPTURE
             .get_or_init(|| {
                 let log = Self {
                     buffer: Arc::default(),
                 };
-                let filter = EnvFilter::new(
-                    "debug,h2=info,hyper=info,hyper_util=info,tower=info,aws_smithy_runtime=info,\
-                     aws_smithy_runtime_api=info,aws_config=info",
-                );
-                let json = tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(true)
-                    .with_target(true)
-                    .with_writer(log.clone());
-                tracing_subscriber::registry()
-                    .with(filter)
-                    .with(json)
+                let directives = "debug,h2=info,hyper=info,hyper_util=info,tower=info,\
+                                  aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
+                                  aws_config=info";
+                let spans = common::telemetry::Spans::local("tests");
+                common::telemetry::subscriber(directives, log.clone(), &spans)
                     .try_init()
                     .expect(
                         "AuditLog::capture must run before anything else installs a subscriber",

@@ -137,6 +137,10 @@ impl ServiceProcess {
             command
                 .env_remove("AWS_PROFILE")
                 .env_remove("AWS_ENDPOINT_URL")
+                // Spans go where a test says, never to a collector of the caller's environment.
+                .env_remove("DYNAGATE_OTLP_ENDPOINT")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 .env("RUST_LOG", "info")
                 .envs(env.iter().map(|(key, value)| (key, value)))
                 .env(format!("DYNAGATE_{prefix}_LISTEN_ADDR"), "127.0.0.1:0")
@@ -222,6 +226,18 @@ impl ServiceProcess {
             .with_context(|| format!("{key} in /proc/PID/status"))?;
         let value = line.split_whitespace().nth(1).context("a value")?;
         Ok(value.parse()?)
+    }
+
+    /// The names of its threads now (`/proc/PID/task/*/comm`, at most 15 bytes each).
+    pub fn thread_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            // A thread that has ended since the listing has no name to read.
+            if let Ok(name) = std::fs::read_to_string(task?.path().join("comm")) {
+                names.push(name.trim_end().to_owned());
+            }
+        }
+        Ok(names)
     }
 
     /// Stops it with SIGTERM, as an orchestrator would, checks it exited cleanly, and returns

@@ -1,7 +1,8 @@
 //! W3C trace context across both services, read from their own JSON log lines captured in
 //! this process: a data-service request's trace id is in its lines and in the auth-service's
 //! lines for the GetCredentials call it caused; a missing or malformed `traceparent` starts a
-//! new trace and never fails the call.
+//! new trace and never fails the call. The spans themselves, exported to a collector, are
+//! checked in `otlp.rs`.
 
 use common::{
     proto::{auth::v1::LoginRequest, data::v1::PutItemRequest},
@@ -123,7 +124,7 @@ async fn a_malformed_traceparent_is_ignored_and_the_call_succeeds_in_a_new_trace
     let zero_trace = "00000000000000000000000000000000";
     for (round, bad) in [
         format!("00-{zero_trace}-00f067aa0ba902b7-01"),
-        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".to_owned(),
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7".to_owned(),
         "not a traceparent at all".to_owned(),
@@ -142,6 +143,23 @@ async fn a_malformed_traceparent_is_ignored_and_the_call_succeeds_in_a_new_trace
         assert!(methods.contains(AUTH_GET_CREDENTIALS), "round {round}");
     }
     assert!(log.of_trace(zero_trace).is_empty());
+}
+
+#[tokio::test]
+async fn a_later_version_of_traceparent_is_continued_as_the_spec_says() {
+    // W3C Trace Context: a parser meeting a version above 00 (ff aside) reads the version 00
+    // fields and ignores what follows; the hand-written parser we had refused it.
+    let log = AuditLog::capture();
+    let stack = TestStack::spawn().await;
+    let mut alice = stack.user().await;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let later = format!("01-{trace_id}-00f067aa0ba902b7-01-what-version-01-adds");
+
+    let answered = first_put(&mut alice, Some(&later)).await;
+
+    assert_eq!(answered, trace_id);
+    let methods = methods(&log.of_trace(trace_id)).join(" ");
+    assert!(methods.contains(AUTH_GET_CREDENTIALS), "{methods}");
 }
 
 #[tokio::test]
