@@ -3,14 +3,12 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use std::sync::Arc;
-
-use common::metrics::{CacheSizes, Counter, LabeledCounter};
-
-use crate::{
-    config::Settings, credentials::CredentialVendor, revocations::Hub, throttle::AddressLimiter,
-};
+use common::metrics::{Counter, LabeledCounter};
 use prometheus_client::{metrics::gauge::Gauge as PromGauge, registry::Registry};
+
+/// What a session repair can come to (`revocations::repair`), the label values of
+/// `dynagate_session_repairs_total`.
+pub const SESSION_REPAIR_OUTCOMES: &[&str] = &["marked", "already_ended", "failed", "dropped"];
 
 /// Counters shared by every part of one service instance.
 #[derive(Debug)]
@@ -62,7 +60,7 @@ impl Default for Metrics {
             lockout_refusals: Counter::default(),
             rate_limited: Counter::default(),
             token_failures_throttled: Counter::default(),
-            session_repairs: LabeledCounter::new("outcome", crate::revocations::repair::OUTCOMES),
+            session_repairs: LabeledCounter::new("outcome", SESSION_REPAIR_OUTCOMES),
         }
     }
 }
@@ -70,7 +68,38 @@ impl Default for Metrics {
 impl Metrics {
     /// Exports every counter into `registry` (names under the `dynagate_` prefix).
     pub fn register(&self, registry: &mut Registry) {
-        let counters = [
+        for (counter, name, help) in self
+            .hashing_counters()
+            .into_iter()
+            .chain(self.refusal_counters())
+        {
+            counter.register(registry, name, help);
+        }
+        self.assume_role_calls.register(
+            registry,
+            "sts_assume_role_calls",
+            "STS AssumeRole calls made (GetCredentials cache misses), by outcome",
+        );
+        self.session_repairs.register(
+            registry,
+            "session_repairs",
+            "Repairs of sessions ended in the revocation log but not in the sessions table, by outcome",
+        );
+        self.hash_jobs_running.register(
+            registry,
+            "password_jobs_running",
+            "Hashing jobs computing now (and the most ever at once, _peak)",
+        );
+        self.hash_jobs_queued.register(
+            registry,
+            "password_jobs_queued",
+            "Hashing jobs waiting for a worker (and the most ever waiting, _peak)",
+        );
+    }
+
+    /// The password hashing counters, with their exported names and help.
+    fn hashing_counters(&self) -> [(&Counter, &'static str, &'static str); 5] {
+        [
             (
                 &self.password_hashes,
                 "password_hashes",
@@ -96,6 +125,12 @@ impl Metrics {
                 "password_jobs_skipped",
                 "Queued hashing jobs dropped because their caller had gone",
             ),
+        ]
+    }
+
+    /// The counters of calls refused before their work, with their exported names and help.
+    fn refusal_counters(&self) -> [(&Counter, &'static str, &'static str); 4] {
+        [
             (
                 &self.lockouts,
                 "lockouts",
@@ -116,30 +151,7 @@ impl Metrics {
                 "token_failures_throttled",
                 "Refresh and Logout calls refused unread: their address's failures budget was spent",
             ),
-        ];
-        for (counter, name, help) in counters {
-            counter.register(registry, name, help);
-        }
-        self.assume_role_calls.register(
-            registry,
-            "sts_assume_role_calls",
-            "STS AssumeRole calls made (GetCredentials cache misses), by outcome",
-        );
-        self.session_repairs.register(
-            registry,
-            "session_repairs",
-            "Repairs of sessions ended in the revocation log but not in the sessions table, by outcome",
-        );
-        self.hash_jobs_running.register(
-            registry,
-            "password_jobs_running",
-            "Hashing jobs computing now (and the most ever at once, _peak)",
-        );
-        self.hash_jobs_queued.register(
-            registry,
-            "password_jobs_queued",
-            "Hashing jobs waiting for a worker (and the most ever waiting, _peak)",
-        );
+        ]
     }
 
     /// Logs the password hashing figures in one line (at shutdown; the bench reads it).
@@ -201,36 +213,6 @@ impl Gauge {
     pub fn peak(&self) -> u64 {
         u64::try_from(self.peak.get()).unwrap_or(0)
     }
-}
-
-/// The in-memory caches and their bounds, for the metrics endpoint. The revocation log is
-/// bounded by time (an entry leaves when the last token it refuses would have expired).
-pub fn cache_sizes(
-    settings: &Settings,
-    vendor: Option<&CredentialVendor>,
-    limiter: &AddressLimiter,
-    hub: &Arc<Hub>,
-) -> CacheSizes {
-    let (limiter, log, watched) = (limiter.clone(), Arc::clone(hub), Arc::clone(hub));
-    let mut sizes = CacheSizes::default()
-        .with(
-            "throttled_addresses",
-            Some(settings.throttle.throttle_max_addresses),
-            move || limiter.tracked(),
-        )
-        .with("revocation_log", None, move || {
-            u64::try_from(log.len()).unwrap_or(u64::MAX)
-        })
-        .with(
-            "revocation_watchers",
-            Some(u64::from(settings.revocations.max_watchers)),
-            move || u64::try_from(watched.subscribers()).unwrap_or(u64::MAX),
-        );
-    if let Some(vendor) = vendor.cloned() {
-        let capacity = Some(vendor.config().cache_capacity);
-        sizes = sizes.with("credentials", capacity, move || vendor.cached());
-    }
-    sizes
 }
 
 #[cfg(test)]

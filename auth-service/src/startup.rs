@@ -14,6 +14,9 @@ use tonic::service::RoutesBuilder;
 
 use common::clock::{Clock, SystemClock};
 
+mod cache_sizes;
+use cache_sizes::cache_sizes;
+
 use crate::{
     accounts::{Accounts, Parts},
     audit::AuditKey,
@@ -24,7 +27,7 @@ use crate::{
     key_reload,
     keys::KeyRing,
     lockout::{AttemptsTable, Lockout},
-    metrics::{Metrics, cache_sizes},
+    metrics::Metrics,
     mfa::Mfa,
     password::{Cost, PasswordHasher, Priority},
     revocations::{Hub, RevocationTable, Revocations},

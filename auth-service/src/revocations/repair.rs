@@ -36,7 +36,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What a repair can come to, the label values of `dynagate_session_repairs_total`.
-pub const OUTCOMES: &[&str] = &["marked", "already_ended", "failed", "dropped"];
+pub use crate::metrics::SESSION_REPAIR_OUTCOMES as OUTCOMES;
 
 /// How long after its revocation a session is checked: the revocation lookback (which
 /// exceeds the AWS operation timeout plus the clock skew between replicas) plus one more AWS
