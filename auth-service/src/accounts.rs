@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::{AuditKey, Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     family::{Families, Issued},
     lockout::Lockout,

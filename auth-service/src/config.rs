@@ -226,7 +226,7 @@ pub struct Settings {
     /// reads it). From any other peer the header is ignored and the peer address counts.
     /// Empty by default.
     #[arg(long, env = "DYNAGATE_TRUSTED_PROXIES", value_delimiter = ',',
-          value_parser = crate::client::parse_network)]
+          value_parser = crate::end_user::parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Seconds between dependency probes that drive the health status.

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::{Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     refresh_token::{RefreshToken, RotationNonce},
     revocations::Revocations,

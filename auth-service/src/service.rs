@@ -23,8 +23,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     accounts::{Accounts, LoginAttempt, PasswordChange, SignedIn},
-    client::{ClientInfo, TrustedProxies},
     credentials::CredentialVendor,
+    end_user::{ClientInfo, TrustedProxies},
     error::AuthError,
     mfa::SecondFactor,
     policy::StsUserId,

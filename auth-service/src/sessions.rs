@@ -16,7 +16,7 @@
 //! | `revoked_at`     | N    | Unix milliseconds; present once the session is ended          |
 //! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected`, `session_limit`, `password_changed` or `revoke_session`; absent when a repair marked the session without knowing why it ended |
 //! | `username`       | S    | the folded username the session was started for              |
-//! | `client_addr`    | S    | the end user's address at Login (`client.rs`'s rule)          |
+//! | `client_addr`    | S    | the end user's address at Login (`end_user.rs`'s rule)        |
 //! | `user_agent`     | S    | Login's `user-agent`, at most 256 chars; absent if none sent  |
 //! | `ttl`            | N    | Unix seconds, for DynamoDB TTL: see below                     |
 //!
@@ -45,7 +45,7 @@ use common::dynamo::{key_element, string_attribute};
 use time::OffsetDateTime;
 
 use crate::{
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::{AuthError, conditional},
     refresh_token::SecretHash,
 };

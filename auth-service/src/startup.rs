@@ -20,9 +20,9 @@ use cache_sizes::cache_sizes;
 use crate::{
     accounts::{Accounts, Parts},
     audit::AuditKey,
-    client::TrustedProxies,
     config::Settings,
     credentials::CredentialVendor,
+    end_user::TrustedProxies,
     family::{Families, SessionPolicy},
     key_reload,
     keys::KeyRing,

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::{Accounts, SignedIn, step_up::audit_account as audit};
 use crate::{
     audit::{Event, Outcome},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     mfa::{Enrolment, SecondFactor},
 };
