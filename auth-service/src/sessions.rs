@@ -41,7 +41,10 @@ use aws_sdk_dynamodb::{
     operation::query::builders::QueryFluentBuilder,
     types::{AttributeValue, BillingMode, KeyType},
 };
-use common::dynamo::{key_element, string_attribute};
+use common::dynamo::{
+    attrs::{self, blob, number, string},
+    key_element, string_attribute,
+};
 use time::OffsetDateTime;
 
 use crate::{
@@ -52,7 +55,7 @@ use crate::{
 
 mod record;
 use common::clock::unix_millis;
-use record::{LISTED_ATTRIBUTES, blob, integer, malformed, number, parse_listed, parse_session};
+use record::{LISTED_ATTRIBUTES, integer, malformed, parse_listed, parse_session};
 pub use record::{ListedSession, LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
 
 /// A session about to start.
@@ -89,11 +92,8 @@ impl SessionStore {
 
     fn key(&self, user_id: &str, session_id: &str) -> HashMap<String, AttributeValue> {
         HashMap::from([
-            ("user_id".to_owned(), AttributeValue::S(user_id.to_owned())),
-            (
-                "session_id".to_owned(),
-                AttributeValue::S(session_id.to_owned()),
-            ),
+            ("user_id".to_owned(), string(user_id)),
+            ("session_id".to_owned(), string(session_id)),
         ])
     }
 
@@ -104,31 +104,25 @@ impl SessionStore {
         now: OffsetDateTime,
         expires_at: i64,
     ) -> Result<(), AuthError> {
-        let now_ms = unix_millis(now).to_string();
+        let now_ms = unix_millis(now);
         let mut item = self.key(session.user_id, session.session_id);
         if let Some(addr) = session.client.addr {
-            item.insert(
-                "client_addr".to_owned(),
-                AttributeValue::S(addr.to_string()),
-            );
+            item.insert("client_addr".to_owned(), string(addr));
         }
         if let Some(agent) = &session.client.user_agent {
-            item.insert("user_agent".to_owned(), AttributeValue::S(agent.clone()));
+            item.insert("user_agent".to_owned(), string(agent));
         }
         self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .item("username", AttributeValue::S(session.username.to_owned()))
+            .item("username", string(session.username))
             .item("token_hash", blob(session.token_hash))
-            .item("generation", AttributeValue::N("0".to_owned()))
-            .item("created_at", AttributeValue::N(now_ms.clone()))
-            .item("rotated_at", AttributeValue::N(now_ms))
-            .item("expires_at", AttributeValue::N(expires_at.to_string()))
-            .item(
-                "ttl",
-                AttributeValue::N((expires_at + TTL_GRACE_SECS).to_string()),
-            )
+            .item("generation", number(0))
+            .item("created_at", number(now_ms))
+            .item("rotated_at", number(now_ms))
+            .item("expires_at", number(expires_at))
+            .item("ttl", number(expires_at + TTL_GRACE_SECS))
             // Session ids are random UUIDs; the condition makes a collision an error, not an overwrite.
             .condition_expression("attribute_not_exists(session_id)")
             .send()
@@ -213,10 +207,7 @@ impl SessionStore {
         update = match reason {
             Some(reason) => update
                 .update_expression("SET revoked_at = :now, revoked_reason = :reason, #ttl = :ttl")
-                .expression_attribute_values(
-                    ":reason",
-                    AttributeValue::S(reason.as_str().to_owned()),
-                ),
+                .expression_attribute_values(":reason", string(reason.as_str())),
             None => update.update_expression("SET revoked_at = :now, #ttl = :ttl"),
         };
         conditional("revoke session", update.send().await)
@@ -255,12 +246,12 @@ impl SessionStore {
         let mut live = Vec::new();
         while let Some(item) = pages.next().await {
             let item = item.map_err(|error| AuthError::aws("list sessions", error))?;
-            let Some(AttributeValue::S(session_id)) = item.get("session_id") else {
+            let Some(session_id) = attrs::get_string(&item, "session_id").ok().flatten() else {
                 return Err(malformed("session_id"));
             };
             live.push(LiveSession {
                 created_at_ms: integer(&item, "created_at")?.unwrap_or(0),
-                session_id: session_id.clone(),
+                session_id: session_id.to_owned(),
             });
         }
         Ok(live)
@@ -306,7 +297,7 @@ impl SessionStore {
             .table_name(&self.table)
             .key_condition_expression("user_id = :user")
             .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
-            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
+            .expression_attribute_values(":user", string(user_id))
             .expression_attribute_values(":now", number(now.unix_timestamp()))
             .consistent_read(true)
     }
