@@ -176,7 +176,7 @@ impl Accounts {
                 &username,
                 &user_id,
                 &password_hash,
-                common::clock::now_unix(),
+                self.clock.now().unix_timestamp(),
             )
             .await
             .map_err(refused)?;
@@ -269,7 +269,12 @@ impl Accounts {
         let outcome = match self.hasher.hash(password).await {
             Ok(new_hash) => self
                 .users
-                .replace_hash(username, old_hash, &new_hash, common::clock::now_unix())
+                .replace_hash(
+                    username,
+                    old_hash,
+                    &new_hash,
+                    self.clock.now().unix_timestamp(),
+                )
                 .await
                 .map(|_| ()),
             Err(error) => Err(error),

@@ -96,7 +96,7 @@ impl Accounts {
         new_password: SecretString,
     ) -> Result<u32, AuthError> {
         let new_hash = self.hasher.hash(new_password).await?;
-        let now = common::clock::now_unix();
+        let now = self.clock.now().unix_timestamp();
         let landed = self
             .users
             .change_password(username, old_hash, &new_hash, now)
