@@ -51,15 +51,8 @@ impl Accounts {
         )
         .await?;
         let audit = |outcome| audit_change(outcome, &client, principal, &username);
-        let attempt = self
-            .lockout
-            .begin(&username, &client)
-            .await
-            .inspect_err(|error| {
-                if matches!(error, AuthError::Locked { .. }) {
-                    audit(Outcome::Refused);
-                }
-            })?;
+        let refused = || audit(Outcome::Refused);
+        let attempt = self.count_attempt(&username, &client, refused).await?;
         let user = self
             .users
             .find(&username)
