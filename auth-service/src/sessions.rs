@@ -31,18 +31,14 @@
 //! No secret is stored: the current secret is HMAC(previous secret, nonce ‖ generation), which
 //! only the holder of the previous token can compute.
 
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
-};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     Client,
-    operation::query::builders::QueryFluentBuilder,
     types::{AttributeValue, BillingMode, KeyType},
 };
 use common::dynamo::{
-    attrs::{self, blob, number, string},
+    attrs::{blob, number, string},
     key_element, string_attribute,
 };
 use time::OffsetDateTime;
@@ -53,9 +49,10 @@ use crate::{
     refresh_token::SecretHash,
 };
 
+mod listing;
 mod record;
 use common::clock::unix_millis;
-use record::{LISTED_ATTRIBUTES, integer, malformed, parse_listed, parse_session};
+use record::parse_session;
 pub use record::{ListedSession, LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
 
 /// A session about to start.
@@ -229,77 +226,6 @@ impl SessionStore {
         Ok(output
             .item
             .is_some_and(|item| !item.contains_key("revoked_at")))
-    }
-
-    /// The user's sessions that are neither revoked nor expired at `now`, in no order.
-    pub async fn live_sessions(
-        &self,
-        user_id: &str,
-        now: OffsetDateTime,
-    ) -> Result<Vec<LiveSession>, AuthError> {
-        let mut pages = self
-            .live_query(user_id, now)
-            .projection_expression("session_id, created_at")
-            .into_paginator()
-            .items()
-            .send();
-        let mut live = Vec::new();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|error| AuthError::aws("list sessions", error))?;
-            let Some(session_id) = attrs::get_string(&item, "session_id").ok().flatten() else {
-                return Err(malformed("session_id"));
-            };
-            live.push(LiveSession {
-                created_at_ms: integer(&item, "created_at")?.unwrap_or(0),
-                session_id: session_id.to_owned(),
-            });
-        }
-        Ok(live)
-    }
-
-    /// The user's newest `limit` sessions that are neither revoked nor expired at `now`,
-    /// newest first. Every page of the user's partition is read (the filter drops ended
-    /// sessions server-side), keeping only the newest `limit` in memory.
-    pub async fn list_live(
-        &self,
-        user_id: &str,
-        now: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<ListedSession>, AuthError> {
-        let mut pages = self
-            .live_query(user_id, now)
-            .projection_expression(LISTED_ATTRIBUTES)
-            .into_paginator()
-            .items()
-            .send();
-        // A min-heap of the newest `limit`: the oldest kept is the first to go.
-        let mut newest = BinaryHeap::with_capacity(limit.saturating_add(1));
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|error| AuthError::aws("list sessions", error))?;
-            newest.push(Reverse(parse_listed(&item)?));
-            if newest.len() > limit {
-                newest.pop();
-            }
-        }
-        // Ascending order of `Reverse` is newest first.
-        Ok(newest
-            .into_sorted_vec()
-            .into_iter()
-            .map(|Reverse(session)| session)
-            .collect())
-    }
-
-    /// The query of the user's sessions that are neither revoked nor expired at `now` (the
-    /// filter runs server-side), strongly consistent.
-    fn live_query(&self, user_id: &str, now: OffsetDateTime) -> QueryFluentBuilder {
-        self.client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("user_id = :user")
-            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
-            .expression_attribute_values(":user", string(user_id))
-            .expression_attribute_values(":now", number(now.unix_timestamp()))
-            .consistent_read(true)
     }
 
     /// Creates the sessions table if it does not exist (local stacks; production uses IaC,
