@@ -6,19 +6,18 @@ mod totp;
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use common::{clock::Clock, detached, tokens::Principal};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
     audit::{AuditKey, Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     family::{Families, Issued},
-    lockout::Lockout,
-    mfa::{Mfa, SecondFactor},
+    lockout::{Attempt, Lockout},
+    mfa::Mfa,
     password::PasswordHasher,
     refresh_token::RefreshToken,
     revocations::Revocations,
@@ -28,23 +27,12 @@ use crate::{
     validation::{self, PasswordRules},
 };
 
+mod login;
 mod password_change;
 mod session_list;
 mod vending;
+pub use login::LoginAttempt;
 pub use password_change::PasswordChange;
-
-/// A login as the client asked for it.
-#[derive(Debug)]
-pub struct LoginAttempt {
-    /// The username as typed.
-    pub username: String,
-    /// The password.
-    pub password: SecretString,
-    /// A TOTP or recovery code, if given.
-    pub second_factor: SecondFactor,
-    /// Who is asking.
-    pub client: ClientInfo,
-}
 
 /// The tokens of a started or continued session.
 #[derive(Debug)]
@@ -176,7 +164,7 @@ impl Accounts {
                 &username,
                 &user_id,
                 &password_hash,
-                common::clock::now_unix(),
+                self.clock.now().unix_timestamp(),
             )
             .await
             .map_err(refused)?;
@@ -187,111 +175,22 @@ impl Accounts {
         Ok(user_id)
     }
 
-    /// Checks credentials and starts a session. Unknown users and wrong passwords cost the
-    /// same argon2 work and fail with the same error. The attempt is counted against the
-    /// username before any of that work, and only a complete success (password and, when the
-    /// account has one, second factor) clears the count.
-    pub async fn login(&self, attempt: LoginAttempt) -> Result<SessionTokens, AuthError> {
-        let LoginAttempt {
-            username: typed,
-            password,
-            second_factor,
-            client,
-        } = attempt;
-        validation::password_length(password.expose_secret())
-            .map_err(|violation| AuthError::InvalidArgument(vec![violation]))?;
-        // Counted by what was typed, folded, so unknown and malformed names lock alike.
-        let folded = typed.to_lowercase();
-        // What was typed may be the password, in the wrong field: the log gets its keyed hash,
-        // and the name itself only once it is known to be an account's.
-        let hash = self.audit_key.username_hash(&folded);
-        let audit = |event, outcome| Record::new(event, outcome, &client).username_hash(&hash);
-        let counted = self
-            .lockout
-            .begin(&folded, &client)
+    /// Counts an attempt against `username`'s lockout; `refused` runs (to audit it) when the
+    /// name is locked and the attempt is refused unchecked.
+    async fn count_attempt(
+        &self,
+        username: &str,
+        client: &ClientInfo,
+        refused: impl FnOnce(),
+    ) -> Result<Attempt, AuthError> {
+        self.lockout
+            .begin(username, client)
             .await
             .inspect_err(|error| {
                 if matches!(error, AuthError::Locked { .. }) {
-                    audit(Event::Login, Outcome::Refused).log();
+                    refused();
                 }
-            })?;
-        // A malformed username cannot exist: verify against the dummy hash like any unknown user.
-        let username = validation::username(&typed).ok();
-        let user = match &username {
-            Some(username) => self.users.find(username).await?,
-            None => None,
-        };
-        let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-        let verified = self.hasher.verify(password.clone(), stored_hash).await?;
-        let Some((user, username)) = user.zip(username) else {
-            audit(Event::Login, Outcome::Failed).log();
-            return Err(AuthError::InvalidCredentials);
-        };
-        let audit = |event, outcome| audit(event, outcome).username(&username);
-        if !verified.matches {
-            audit(Event::Login, Outcome::Failed).log();
-            return Err(AuthError::InvalidCredentials);
-        }
-        if let Err(error) = self.mfa.check(&user, &second_factor, &client).await {
-            let event = match error {
-                AuthError::MfaRequired => Event::MfaRequired,
-                _ => Event::Login,
-            };
-            audit(event, Outcome::Failed).user(&user.user_id).log();
-            return Err(error);
-        }
-        counted.succeeded().await;
-        if verified.needs_rehash {
-            self.rehash(&username, &user.password_hash, password).await;
-        }
-        let tokens = self
-            .start_session(&user.user_id, &username, &client)
-            .await?;
-        if let Err(error) = self
-            .ensure_password_unchanged(&username, &user, &tokens.session_id)
-            .await
-        {
-            audit(Event::Login, Outcome::Failed)
-                .user(&user.user_id)
-                .log();
-            return Err(error);
-        }
-        audit(Event::Login, Outcome::Succeeded)
-            .user(&user.user_id)
-            .session(&tokens.session_id)
-            .log();
-        Ok(tokens)
-    }
-
-    /// Stores the password again at the configured cost. Failure only delays the upgrade to
-    /// the next login, so it is logged and not returned.
-    async fn rehash(&self, username: &str, old_hash: &str, password: SecretString) {
-        let outcome = match self.hasher.hash(password).await {
-            Ok(new_hash) => self
-                .users
-                .replace_hash(username, old_hash, &new_hash, common::clock::now_unix())
-                .await
-                .map(|_| ()),
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(()) => tracing::info!("password rehashed at the configured cost"),
-            Err(error) => {
-                tracing::warn!(%error, "password rehash failed; will retry at next login")
-            }
-        }
-    }
-
-    async fn start_session(
-        &self,
-        user_id: &str,
-        username: &str,
-        client: &ClientInfo,
-    ) -> Result<SessionTokens, AuthError> {
-        let user_uuid = Uuid::parse_str(user_id)
-            .with_context(|| format!("stored user id {user_id:?} is not a UUID"))?;
-        let issued = self.families.start(user_uuid, username, client).await?;
-        self.session_tokens(issued)
+            })
     }
 
     /// Trades a refresh token for new tokens. Within the retry grace the token rotated out

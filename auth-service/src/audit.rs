@@ -9,7 +9,7 @@ mod key;
 
 pub use key::{AuditKey, AuditSettings};
 
-use crate::client::ClientInfo;
+use crate::end_user::ClientInfo;
 
 /// The tracing target of every audit line (`RUST_LOG=audit=info`, or route it by target).
 pub const TARGET: &str = "audit";

@@ -1,14 +1,15 @@
 //! Settings: every flag has an environment fallback, and `--help` documents them all.
 //! AWS region, endpoints and credentials come from the standard aws-config chain instead.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
-use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 use common::aws::AwsSettings;
 use secrecy::SecretString;
 
-use crate::{credentials::VendingConfig, password::HashSched, policy::TableArn};
+use crate::password::HashSched;
+
+mod vending;
 
 /// Dynagate auth-service: users, passwords, PASETO access tokens, refresh tokens.
 #[derive(Parser)]
@@ -226,7 +227,7 @@ pub struct Settings {
     /// reads it). From any other peer the header is ignored and the peer address counts.
     /// Empty by default.
     #[arg(long, env = "DYNAGATE_TRUSTED_PROXIES", value_delimiter = ',',
-          value_parser = crate::client::parse_network)]
+          value_parser = crate::end_user::parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Seconds between dependency probes that drive the health status.
@@ -281,59 +282,7 @@ pub struct Settings {
     pub audit: crate::audit::AuditSettings,
 }
 
-/// Credential lifetimes STS accepts: 15 minutes to 12 hours.
-const STS_DURATION_SECS: std::ops::RangeInclusive<u64> = 900..=43_200;
-/// The one-hour cap STS puts on role-chained sessions, our default maximum.
-const CHAINED_MAX_SECS: u64 = 3600;
-
 impl Settings {
-    /// The credential-vending configuration, checked here because STS emulators accept
-    /// anything: `None` when vending is not configured.
-    pub fn vending(&self) -> anyhow::Result<Option<VendingConfig>> {
-        let (role_arn, table_arn) = match (&self.credentials_role_arn, &self.items_table_arn) {
-            (None, None) => return Ok(None),
-            (Some(role), Some(table)) => (role, table),
-            _ => bail!("--credentials-role-arn and --items-table-arn go together"),
-        };
-        let role_ok = role_arn.starts_with("arn:")
-            && role_arn.contains(":iam::")
-            && role_arn.contains(":role/");
-        if !role_ok {
-            bail!("--credentials-role-arn {role_arn:?} is not an IAM role ARN");
-        }
-        let table =
-            TableArn::parse(table_arn).map_err(|e| anyhow::anyhow!("--items-table-arn: {e}"))?;
-        let max = if self.allow_long_credentials {
-            *STS_DURATION_SECS.end()
-        } else {
-            CHAINED_MAX_SECS
-        };
-        let duration = self.credentials_duration_secs;
-        if !(*STS_DURATION_SECS.start()..=max).contains(&duration) {
-            bail!(
-                "--credentials-duration-secs {duration} is outside {}..={max}{}",
-                STS_DURATION_SECS.start(),
-                if self.allow_long_credentials {
-                    ""
-                } else {
-                    " (see --allow-long-credentials)"
-                }
-            );
-        }
-        let margin = self.credentials_refresh_margin_secs;
-        if margin >= duration {
-            bail!(
-                "--credentials-refresh-margin-secs {margin} must be below the duration {duration}"
-            );
-        }
-        Ok(Some(VendingConfig {
-            role_arn: role_arn.clone(),
-            table,
-            duration: Duration::from_secs(duration),
-            refresh_margin: Duration::from_secs(margin),
-            cache_capacity: self.credentials_cache_capacity,
-        }))
-    }
     /// The defaults, as if no flag and no environment variable were given; tests start here.
     pub fn defaults() -> Self {
         #[derive(Parser)]
@@ -349,17 +298,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with_vending(duration: u64, margin: u64, long: bool) -> Settings {
-        let mut settings = Settings::defaults();
-        settings.credentials_role_arn = Some("arn:aws:iam::123456789012:role/dynagate-data".into());
-        settings.items_table_arn =
-            Some("arn:aws:dynamodb:us-east-1:123456789012:table/dynagate-items".into());
-        settings.credentials_duration_secs = duration;
-        settings.credentials_refresh_margin_secs = margin;
-        settings.allow_long_credentials = long;
-        settings
-    }
 
     #[test]
     fn hashing_threads_run_idle_unless_told_otherwise() {
@@ -384,66 +322,10 @@ mod tests {
     }
 
     #[test]
-    fn credential_durations_are_limited_to_an_hour_unless_allowed() {
-        assert!(with_vending(900, 300, false).vending().unwrap().is_some());
-        assert!(with_vending(3600, 300, false).vending().unwrap().is_some());
-        assert!(with_vending(899, 300, false).vending().is_err());
-        assert!(with_vending(3601, 300, false).vending().is_err());
-        assert!(with_vending(43_200, 300, true).vending().unwrap().is_some());
-        assert!(with_vending(43_201, 300, true).vending().is_err());
-        assert!(with_vending(899, 300, true).vending().is_err());
-    }
-
-    #[test]
-    fn credentials_last_an_access_tokens_lifetime_by_default() {
-        let overridden = [
-            "DYNAGATE_CREDENTIALS_DURATION_SECS",
-            "DYNAGATE_CREDENTIALS_REFRESH_MARGIN_SECS",
-            "DYNAGATE_ACCESS_TOKEN_TTL_SECS",
-        ]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-        if overridden {
-            return;
-        }
-        let defaults = Settings::defaults();
-        assert_eq!(defaults.credentials_duration_secs, 900);
-        assert_eq!(
-            defaults.credentials_duration_secs,
-            defaults.access_token_ttl_secs
-        );
-        let mut settings = with_vending(900, 300, false);
-        settings.credentials_duration_secs = defaults.credentials_duration_secs;
-        settings.credentials_refresh_margin_secs = defaults.credentials_refresh_margin_secs;
-        assert!(
-            settings.vending().unwrap().is_some(),
-            "the defaults validate"
-        );
-    }
-
-    #[test]
-    fn the_margin_must_leave_some_lifetime() {
-        assert!(with_vending(900, 900, false).vending().is_err());
-        assert!(with_vending(900, 899, false).vending().is_ok());
-    }
-
-    #[test]
     fn signing_keys_are_never_a_flag() {
         let refused = Cli::try_parse_from(["auth-service", "--signing-keys", "k4.secret.x"]);
         let kind = refused.err().map(|error| error.kind());
         assert_eq!(kind, Some(clap::error::ErrorKind::UnknownArgument));
         assert!(Cli::try_parse_from(["auth-service", "--signing-keys-file", "keys"]).is_ok());
-    }
-
-    #[test]
-    fn vending_needs_a_role_and_a_table_or_neither() {
-        let mut settings = with_vending(3600, 300, false);
-        settings.items_table_arn = None;
-        assert!(settings.vending().is_err());
-        settings.credentials_role_arn = None;
-        assert!(settings.vending().unwrap().is_none());
-        let mut bad_role = with_vending(3600, 300, false);
-        bad_role.credentials_role_arn = Some("dynagate-data".into());
-        assert!(bad_role.vending().is_err());
     }
 }

@@ -4,9 +4,9 @@
 
 pub mod accounts;
 pub mod audit;
-pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod end_user;
 pub mod error;
 #[cfg(all(feature = "failpoints", debug_assertions))]
 pub mod failpoints;

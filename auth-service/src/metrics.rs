@@ -3,14 +3,12 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use std::sync::Arc;
-
-use common::metrics::{CacheSizes, Counter, LabeledCounter};
-
-use crate::{
-    config::Settings, credentials::CredentialVendor, revocations::Hub, throttle::AddressLimiter,
-};
+use common::metrics::{Counter, LabeledCounter};
 use prometheus_client::{metrics::gauge::Gauge as PromGauge, registry::Registry};
+
+/// What a session repair can come to (`revocations::repair`), the label values of
+/// `dynagate_session_repairs_total`.
+pub const SESSION_REPAIR_OUTCOMES: &[&str] = &["marked", "already_ended", "failed", "dropped"];
 
 /// Counters shared by every part of one service instance.
 #[derive(Debug)]
@@ -65,7 +63,7 @@ impl Default for Metrics {
             lockout_refusals: Counter::default(),
             rate_limited: Counter::default(),
             token_failures_throttled: Counter::default(),
-            session_repairs: LabeledCounter::new("outcome", crate::revocations::repair::OUTCOMES),
+            session_repairs: LabeledCounter::new("outcome", SESSION_REPAIR_OUTCOMES),
             signing_key_reloads: LabeledCounter::new("outcome", &["applied", "refused"]),
         }
     }
@@ -74,54 +72,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Exports every counter into `registry` (names under the `dynagate_` prefix).
     pub fn register(&self, registry: &mut Registry) {
-        let counters = [
-            (
-                &self.password_hashes,
-                "password_hashes",
-                "argon2id hashes computed",
-            ),
-            (
-                &self.password_verifications,
-                "password_verifications",
-                "argon2id verifications computed (logins, including unknown users)",
-            ),
-            (
-                &self.password_verifications_padded,
-                "password_verifications_padded",
-                "Verifications of an older, cheaper hash padded to the current cost",
-            ),
-            (
-                &self.hash_jobs_rejected,
-                "password_jobs_rejected",
-                "Hashing jobs refused because the queue was full",
-            ),
-            (
-                &self.hash_jobs_skipped,
-                "password_jobs_skipped",
-                "Queued hashing jobs dropped because their caller had gone",
-            ),
-            (
-                &self.lockouts,
-                "lockouts",
-                "Usernames locked after too many failed attempts",
-            ),
-            (
-                &self.lockout_refusals,
-                "lockout_refusals",
-                "Attempts refused unchecked because their username was locked",
-            ),
-            (
-                &self.rate_limited,
-                "rate_limited",
-                "Login and Register calls refused by the per-address throttle",
-            ),
-            (
-                &self.token_failures_throttled,
-                "token_failures_throttled",
-                "Refresh and Logout calls refused unread: their address's failures budget was spent",
-            ),
-        ];
-        for (counter, name, help) in counters {
+        for (counter, name, help) in self
+            .hashing_counters()
+            .into_iter()
+            .chain(self.refusal_counters())
+        {
             counter.register(registry, name, help);
         }
         self.assume_role_calls.register(
@@ -149,6 +104,63 @@ impl Metrics {
             "password_jobs_queued",
             "Hashing jobs waiting for a worker (and the most ever waiting, _peak)",
         );
+    }
+
+    /// The password hashing counters, with their exported names and help.
+    fn hashing_counters(&self) -> [(&Counter, &'static str, &'static str); 5] {
+        [
+            (
+                &self.password_hashes,
+                "password_hashes",
+                "argon2id hashes computed",
+            ),
+            (
+                &self.password_verifications,
+                "password_verifications",
+                "argon2id verifications computed (logins, including unknown users)",
+            ),
+            (
+                &self.password_verifications_padded,
+                "password_verifications_padded",
+                "Verifications of an older, cheaper hash padded to the current cost",
+            ),
+            (
+                &self.hash_jobs_rejected,
+                "password_jobs_rejected",
+                "Hashing jobs refused because the queue was full",
+            ),
+            (
+                &self.hash_jobs_skipped,
+                "password_jobs_skipped",
+                "Queued hashing jobs dropped because their caller had gone",
+            ),
+        ]
+    }
+
+    /// The counters of calls refused before their work, with their exported names and help.
+    fn refusal_counters(&self) -> [(&Counter, &'static str, &'static str); 4] {
+        [
+            (
+                &self.lockouts,
+                "lockouts",
+                "Usernames locked after too many failed attempts",
+            ),
+            (
+                &self.lockout_refusals,
+                "lockout_refusals",
+                "Attempts refused unchecked because their username was locked",
+            ),
+            (
+                &self.rate_limited,
+                "rate_limited",
+                "Login and Register calls refused by the per-address throttle",
+            ),
+            (
+                &self.token_failures_throttled,
+                "token_failures_throttled",
+                "Refresh and Logout calls refused unread: their address's failures budget was spent",
+            ),
+        ]
     }
 
     /// Logs the password hashing figures in one line (at shutdown; the bench reads it).
@@ -210,36 +222,6 @@ impl Gauge {
     pub fn peak(&self) -> u64 {
         u64::try_from(self.peak.get()).unwrap_or(0)
     }
-}
-
-/// The in-memory caches and their bounds, for the metrics endpoint. The revocation log is
-/// bounded by time (an entry leaves when the last token it refuses would have expired).
-pub fn cache_sizes(
-    settings: &Settings,
-    vendor: Option<&CredentialVendor>,
-    limiter: &AddressLimiter,
-    hub: &Arc<Hub>,
-) -> CacheSizes {
-    let (limiter, log, watched) = (limiter.clone(), Arc::clone(hub), Arc::clone(hub));
-    let mut sizes = CacheSizes::default()
-        .with(
-            "throttled_addresses",
-            Some(settings.throttle.throttle_max_addresses),
-            move || limiter.tracked(),
-        )
-        .with("revocation_log", None, move || {
-            u64::try_from(log.len()).unwrap_or(u64::MAX)
-        })
-        .with(
-            "revocation_watchers",
-            Some(u64::from(settings.revocations.max_watchers)),
-            move || u64::try_from(watched.subscribers()).unwrap_or(u64::MAX),
-        );
-    if let Some(vendor) = vendor.cloned() {
-        let capacity = Some(vendor.config().cache_capacity);
-        sizes = sizes.with("credentials", capacity, move || vendor.cached());
-    }
-    sizes
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use common::{
             ListSessionsResponse, ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest,
             LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse,
             RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
-            RevokeSessionRequest, RevokeSessionResponse, Session, SigningKey,
-            WatchRevocationsRequest, WatchRevocationsResponse, auth_service_server::AuthService,
+            RevokeSessionRequest, RevokeSessionResponse, WatchRevocationsRequest,
+            WatchRevocationsResponse, auth_service_server::AuthService,
         },
         timestamp,
     },
@@ -21,14 +21,17 @@ use common::{
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
+mod caller;
+mod convert;
+use caller::record_user;
+
 use crate::{
-    accounts::{Accounts, LoginAttempt, PasswordChange, SignedIn},
-    client::{ClientInfo, TrustedProxies},
+    accounts::{Accounts, LoginAttempt, PasswordChange},
     credentials::CredentialVendor,
+    end_user::TrustedProxies,
     error::AuthError,
     mfa::SecondFactor,
     policy::StsUserId,
-    sessions::ListedSession,
     throttle::AddressLimiter,
 };
 
@@ -58,57 +61,6 @@ impl AuthApi {
             trusted_proxies,
             limiter,
         }
-    }
-
-    /// The end user of a call that costs a password hash, once the limiter lets it through.
-    fn admit<T>(&self, request: &Request<T>) -> Result<ClientInfo, AuthError> {
-        let client = self.client(request);
-        self.limiter.check(&client)?;
-        Ok(client)
-    }
-
-    /// The end user of a call, for the audit log.
-    fn client<T>(&self, request: &Request<T>) -> ClientInfo {
-        ClientInfo::of(request, &self.trusted_proxies)
-    }
-
-    /// The caller, from the bearer access token, whose session must still be live: the one
-    /// check of every bearer call. Recorded on the request span.
-    async fn signed_in<T>(&self, request: &Request<T>) -> Result<SignedIn, AuthError> {
-        let token = bearer_token(request.metadata())?;
-        let caller = self.accounts.signed_in(token).await?;
-        record_user(&caller.principal.user_id);
-        Ok(caller)
-    }
-
-    /// The caller of a bearer call on the user's own account, and its end user (for the
-    /// audit log; these calls are not throttled by address).
-    async fn caller<T>(&self, request: &Request<T>) -> Result<(SignedIn, ClientInfo), AuthError> {
-        let caller = self.signed_in(request).await?;
-        Ok((caller, ClientInfo::of(request, &self.trusted_proxies)))
-    }
-}
-
-fn record_user(user_id: &str) {
-    tracing::Span::current().record("user_id", user_id);
-}
-
-/// A live session as ListSessions reports it; `current` names the caller's own.
-fn listed(session: ListedSession, current: &str) -> Session {
-    let at_millis = |millis| common::clock::from_unix_millis(millis).map(timestamp);
-    Session {
-        created_at: at_millis(session.created_at_ms),
-        // Rotation 0 is the login itself: never refreshed.
-        last_refreshed_at: (session.generation > 0)
-            .then(|| at_millis(session.rotated_at_ms))
-            .flatten(),
-        expires_at: time::OffsetDateTime::from_unix_timestamp(session.expires_at)
-            .ok()
-            .map(timestamp),
-        current: session.session_id == current,
-        session_id: session.session_id,
-        client_addr: session.client_addr,
-        user_agent: session.user_agent,
     }
 }
 
@@ -149,13 +101,7 @@ impl AuthService for AuthApi {
             })
             .await?;
         record_user(&tokens.user_id);
-        Ok(Response::new(LoginResponse {
-            access_token: tokens.access.token.expose_secret().to_owned(),
-            access_token_expires_at: Some(timestamp(tokens.access.expires_at)),
-            refresh_token: tokens.refresh_token.expose_secret().to_owned(),
-            refresh_token_expires_at: Some(timestamp(tokens.refresh_expires_at)),
-            user_id: tokens.user_id,
-        }))
+        Ok(Response::new(convert::login_response(tokens)))
     }
 
     async fn refresh(
@@ -171,12 +117,7 @@ impl AuthService for AuthApi {
         charge.settle(&refreshed);
         let tokens = refreshed?;
         record_user(&tokens.user_id);
-        Ok(Response::new(RefreshResponse {
-            access_token: tokens.access.token.expose_secret().to_owned(),
-            access_token_expires_at: Some(timestamp(tokens.access.expires_at)),
-            refresh_token: tokens.refresh_token.expose_secret().to_owned(),
-            refresh_token_expires_at: Some(timestamp(tokens.refresh_expires_at)),
-        }))
+        Ok(Response::new(convert::refresh_response(tokens)))
     }
 
     async fn logout(
@@ -207,18 +148,7 @@ impl AuthService for AuthApi {
         &self,
         _request: Request<ListSigningKeysRequest>,
     ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        let tokens = self.accounts.tokens();
-        let ring = tokens.ring();
-        let active = &tokens.signer(&ring).kid;
-        let keys = ring
-            .keys()
-            .iter()
-            .map(|key| SigningKey {
-                kid: key.kid.clone(),
-                public_key: key.public_paserk.clone(),
-                active: &key.kid == active,
-            })
-            .collect();
+        let keys = convert::signing_keys(self.accounts.tokens());
         Ok(Response::new(ListSigningKeysResponse { keys }))
     }
 
@@ -339,7 +269,7 @@ impl AuthService for AuthApi {
             .list_sessions(&caller)
             .await?
             .into_iter()
-            .map(|session| listed(session, current))
+            .map(|session| convert::listed(session, current))
             .collect();
         Ok(Response::new(ListSessionsResponse { sessions }))
     }

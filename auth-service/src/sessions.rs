@@ -16,7 +16,7 @@
 //! | `revoked_at`     | N    | Unix milliseconds; present once the session is ended          |
 //! | `revoked_reason` | S    | `logout`, `logout_all`, `reuse_detected`, `session_limit`, `password_changed` or `revoke_session`; absent when a repair marked the session without knowing why it ended |
 //! | `username`       | S    | the folded username the session was started for              |
-//! | `client_addr`    | S    | the end user's address at Login (`client.rs`'s rule)          |
+//! | `client_addr`    | S    | the end user's address at Login (`end_user.rs`'s rule)        |
 //! | `user_agent`     | S    | Login's `user-agent`, at most 256 chars; absent if none sent  |
 //! | `ttl`            | N    | Unix seconds, for DynamoDB TTL: see below                     |
 //!
@@ -31,28 +31,28 @@
 //! No secret is stored: the current secret is HMAC(previous secret, nonce ‖ generation), which
 //! only the holder of the previous token can compute.
 
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
-};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     Client,
-    operation::query::builders::QueryFluentBuilder,
     types::{AttributeValue, BillingMode, KeyType},
 };
-use common::dynamo::{key_element, string_attribute};
+use common::dynamo::{
+    attrs::{blob, number, string},
+    key_element, string_attribute,
+};
 use time::OffsetDateTime;
 
 use crate::{
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::{AuthError, conditional},
     refresh_token::SecretHash,
 };
 
+mod listing;
 mod record;
 use common::clock::unix_millis;
-use record::{LISTED_ATTRIBUTES, blob, integer, malformed, number, parse_listed, parse_session};
+use record::parse_session;
 pub use record::{ListedSession, LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
 
 /// A session about to start.
@@ -89,11 +89,8 @@ impl SessionStore {
 
     fn key(&self, user_id: &str, session_id: &str) -> HashMap<String, AttributeValue> {
         HashMap::from([
-            ("user_id".to_owned(), AttributeValue::S(user_id.to_owned())),
-            (
-                "session_id".to_owned(),
-                AttributeValue::S(session_id.to_owned()),
-            ),
+            ("user_id".to_owned(), string(user_id)),
+            ("session_id".to_owned(), string(session_id)),
         ])
     }
 
@@ -104,31 +101,25 @@ impl SessionStore {
         now: OffsetDateTime,
         expires_at: i64,
     ) -> Result<(), AuthError> {
-        let now_ms = unix_millis(now).to_string();
+        let now_ms = unix_millis(now);
         let mut item = self.key(session.user_id, session.session_id);
         if let Some(addr) = session.client.addr {
-            item.insert(
-                "client_addr".to_owned(),
-                AttributeValue::S(addr.to_string()),
-            );
+            item.insert("client_addr".to_owned(), string(addr));
         }
         if let Some(agent) = &session.client.user_agent {
-            item.insert("user_agent".to_owned(), AttributeValue::S(agent.clone()));
+            item.insert("user_agent".to_owned(), string(agent));
         }
         self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .item("username", AttributeValue::S(session.username.to_owned()))
+            .item("username", string(session.username))
             .item("token_hash", blob(session.token_hash))
-            .item("generation", AttributeValue::N("0".to_owned()))
-            .item("created_at", AttributeValue::N(now_ms.clone()))
-            .item("rotated_at", AttributeValue::N(now_ms))
-            .item("expires_at", AttributeValue::N(expires_at.to_string()))
-            .item(
-                "ttl",
-                AttributeValue::N((expires_at + TTL_GRACE_SECS).to_string()),
-            )
+            .item("generation", number(0))
+            .item("created_at", number(now_ms))
+            .item("rotated_at", number(now_ms))
+            .item("expires_at", number(expires_at))
+            .item("ttl", number(expires_at + TTL_GRACE_SECS))
             // Session ids are random UUIDs; the condition makes a collision an error, not an overwrite.
             .condition_expression("attribute_not_exists(session_id)")
             .send()
@@ -213,10 +204,7 @@ impl SessionStore {
         update = match reason {
             Some(reason) => update
                 .update_expression("SET revoked_at = :now, revoked_reason = :reason, #ttl = :ttl")
-                .expression_attribute_values(
-                    ":reason",
-                    AttributeValue::S(reason.as_str().to_owned()),
-                ),
+                .expression_attribute_values(":reason", string(reason.as_str())),
             None => update.update_expression("SET revoked_at = :now, #ttl = :ttl"),
         };
         conditional("revoke session", update.send().await)
@@ -238,77 +226,6 @@ impl SessionStore {
         Ok(output
             .item
             .is_some_and(|item| !item.contains_key("revoked_at")))
-    }
-
-    /// The user's sessions that are neither revoked nor expired at `now`, in no order.
-    pub async fn live_sessions(
-        &self,
-        user_id: &str,
-        now: OffsetDateTime,
-    ) -> Result<Vec<LiveSession>, AuthError> {
-        let mut pages = self
-            .live_query(user_id, now)
-            .projection_expression("session_id, created_at")
-            .into_paginator()
-            .items()
-            .send();
-        let mut live = Vec::new();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|error| AuthError::aws("list sessions", error))?;
-            let Some(AttributeValue::S(session_id)) = item.get("session_id") else {
-                return Err(malformed("session_id"));
-            };
-            live.push(LiveSession {
-                created_at_ms: integer(&item, "created_at")?.unwrap_or(0),
-                session_id: session_id.clone(),
-            });
-        }
-        Ok(live)
-    }
-
-    /// The user's newest `limit` sessions that are neither revoked nor expired at `now`,
-    /// newest first. Every page of the user's partition is read (the filter drops ended
-    /// sessions server-side), keeping only the newest `limit` in memory.
-    pub async fn list_live(
-        &self,
-        user_id: &str,
-        now: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<ListedSession>, AuthError> {
-        let mut pages = self
-            .live_query(user_id, now)
-            .projection_expression(LISTED_ATTRIBUTES)
-            .into_paginator()
-            .items()
-            .send();
-        // A min-heap of the newest `limit`: the oldest kept is the first to go.
-        let mut newest = BinaryHeap::with_capacity(limit.saturating_add(1));
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|error| AuthError::aws("list sessions", error))?;
-            newest.push(Reverse(parse_listed(&item)?));
-            if newest.len() > limit {
-                newest.pop();
-            }
-        }
-        // Ascending order of `Reverse` is newest first.
-        Ok(newest
-            .into_sorted_vec()
-            .into_iter()
-            .map(|Reverse(session)| session)
-            .collect())
-    }
-
-    /// The query of the user's sessions that are neither revoked nor expired at `now` (the
-    /// filter runs server-side), strongly consistent.
-    fn live_query(&self, user_id: &str, now: OffsetDateTime) -> QueryFluentBuilder {
-        self.client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("user_id = :user")
-            .filter_expression("attribute_not_exists(revoked_at) AND expires_at > :now")
-            .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
-            .expression_attribute_values(":now", number(now.unix_timestamp()))
-            .consistent_read(true)
     }
 
     /// Creates the sessions table if it does not exist (local stacks; production uses IaC,

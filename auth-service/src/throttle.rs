@@ -27,7 +27,7 @@ use self::buckets::{Buckets, Budget, Cache, WallClock, bucket_key};
 pub use self::{failures::FailureCharge, settings::ThrottleSettings};
 use crate::{
     audit::{Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
 };
 

@@ -78,6 +78,12 @@ pub fn unix_millis(t: OffsetDateTime) -> i64 {
     })
 }
 
+/// `duration` in whole milliseconds, for arithmetic with Unix milliseconds (saturating at
+/// `i64::MAX`, some 292 million years).
+pub fn duration_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The point in time `millis` Unix milliseconds name, if `time` can represent it.
 pub fn from_unix_millis(millis: i64) -> Option<OffsetDateTime> {
     let nanos = i128::from(millis).checked_mul(1_000_000)?;
@@ -105,6 +111,12 @@ mod tests {
         let t = t + time::Duration::milliseconds(123);
         assert_eq!(unix_millis(t), 1_700_000_000_123);
         assert_eq!(from_unix_millis(1_700_000_000_123), Some(t));
+    }
+
+    #[test]
+    fn durations_in_milliseconds_saturate() {
+        assert_eq!(duration_millis(Duration::from_micros(1_999)), 1);
+        assert_eq!(duration_millis(Duration::MAX), i64::MAX);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! DynamoDB helpers shared by the services: idempotent table creation for local stacks and
-//! the table probe behind health checks.
+//! the table probe behind health checks; item attributes in [`attrs`].
+
+pub mod attrs;
 
 use std::time::Duration;
 

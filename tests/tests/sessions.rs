@@ -1,15 +1,17 @@
 //! Sessions through the auth-service's API, against dynalite: refresh-token rotation, the
 //! retry grace, reuse detection, logout and the per-user session cap.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use auth_service::config::Settings;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use common::clock::ManualClock;
 use common::proto::auth::v1::{
     LogoutAllRequest, LogoutRequest, auth_service_client::AuthServiceClient,
 };
 use tests::auth::{Endpoints, TestAuth, TestUser, refresh, with_bearer};
+use time::OffsetDateTime;
 use tonic::{Code, Status, transport::Channel};
 
 type Client = AuthServiceClient<Channel>;
@@ -114,14 +116,18 @@ async fn a_retry_within_the_grace_gets_the_same_successor() {
 
 #[tokio::test]
 async fn reused_refresh_token_revokes_the_session() {
-    let auth = auth_with(|s| s.refresh_retry_grace_secs = 1).await;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let mut settings = TestAuth::settings();
+    settings.refresh_retry_grace_secs = 1;
+    let endpoints = Endpoints::dynalite_only().await;
+    let auth = TestAuth::spawn_with_clock(settings, endpoints, clock.clone()).await;
     let mut client = auth.client().await;
     let user = TestUser::register(&mut client).await;
     let first = user.login(&mut client).await.refresh_token;
     let second = refresh(&mut client, &first).await.unwrap().refresh_token;
 
     let grace = Duration::from_secs(auth.settings.refresh_retry_grace_secs);
-    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+    clock.advance(grace + Duration::from_millis(500));
     let reuse = refresh(&mut client, &first).await.unwrap_err();
     let newest = refresh(&mut client, &second).await.unwrap_err();
 

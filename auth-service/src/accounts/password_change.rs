@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{Accounts, SignedIn};
 use crate::{
     audit::{Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     sessions::RevokeReason,
     users::{EpochOwner, User},
@@ -51,15 +51,8 @@ impl Accounts {
         )
         .await?;
         let audit = |outcome| audit_change(outcome, &client, principal, &username);
-        let attempt = self
-            .lockout
-            .begin(&username, &client)
-            .await
-            .inspect_err(|error| {
-                if matches!(error, AuthError::Locked { .. }) {
-                    audit(Outcome::Refused);
-                }
-            })?;
+        let refused = || audit(Outcome::Refused);
+        let attempt = self.count_attempt(&username, &client, refused).await?;
         let user = self
             .users
             .find(&username)
@@ -96,7 +89,7 @@ impl Accounts {
         new_password: SecretString,
     ) -> Result<u32, AuthError> {
         let new_hash = self.hasher.hash(new_password).await?;
-        let now = common::clock::now_unix();
+        let now = self.clock.now().unix_timestamp();
         let landed = self
             .users
             .change_password(username, old_hash, &new_hash, now)

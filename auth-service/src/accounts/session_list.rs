@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{Accounts, SignedIn};
 use crate::{
     audit::{Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     family::Families,
     sessions::{ListedSession, RevokeReason},

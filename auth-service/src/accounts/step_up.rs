@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{Accounts, SignedIn};
 use crate::{
     audit::{Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     validation,
 };

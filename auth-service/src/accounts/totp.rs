@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::{Accounts, SignedIn, step_up::audit_account as audit};
 use crate::{
     audit::{Event, Outcome},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     mfa::{Enrolment, SecondFactor},
 };
@@ -80,51 +80,21 @@ impl Accounts {
             .mfa
             .ready_to_disable(&principal.user_id, username, &factor)
             .await?;
-        let attempt = match self.lockout.begin(username, client).await {
-            Ok(attempt) => attempt,
-            Err(error) => {
-                if matches!(error, AuthError::Locked { .. }) {
-                    audit(
-                        Event::MfaDisabled,
-                        Outcome::Refused,
-                        principal,
-                        username,
-                        client,
-                    );
-                }
-                return Err(error);
-            }
-        };
+        let audit = |event, outcome| audit(event, outcome, principal, username, client);
+        let refused = || audit(Event::MfaDisabled, Outcome::Refused);
+        let attempt = self.count_attempt(username, client, refused).await?;
         match self.mfa.disable(&user, &factor).await {
             Ok(used_recovery_code) => {
                 attempt.succeeded().await;
                 if used_recovery_code {
-                    audit(
-                        Event::RecoveryCodeUsed,
-                        Outcome::Succeeded,
-                        principal,
-                        username,
-                        client,
-                    );
+                    audit(Event::RecoveryCodeUsed, Outcome::Succeeded);
                 }
-                audit(
-                    Event::MfaDisabled,
-                    Outcome::Succeeded,
-                    principal,
-                    username,
-                    client,
-                );
+                audit(Event::MfaDisabled, Outcome::Succeeded);
                 Ok(())
             }
             Err(error) => {
                 if matches!(error, AuthError::InvalidCode) {
-                    audit(
-                        Event::MfaDisabled,
-                        Outcome::Failed,
-                        principal,
-                        username,
-                        client,
-                    );
+                    audit(Event::MfaDisabled, Outcome::Failed);
                 }
                 Err(error)
             }

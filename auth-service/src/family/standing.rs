@@ -5,7 +5,7 @@ use std::time::Duration;
 use subtle::{Choice, ConstantTimeEq};
 use time::OffsetDateTime;
 
-use common::clock::unix_millis;
+use common::clock::{duration_millis, unix_millis};
 
 use crate::{refresh_token::SecretHash, sessions::Session};
 
@@ -35,7 +35,7 @@ pub fn standing(
     }
     if session.previous_hash.as_ref().is_some_and(matches) {
         let elapsed_ms = unix_millis(now).saturating_sub(session.rotated_at_ms);
-        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let grace_ms = duration_millis(grace);
         return if elapsed_ms <= grace_ms {
             Standing::RetryOfPrevious
         } else {

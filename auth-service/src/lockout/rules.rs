@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use common::clock::duration_millis;
+
 /// The numbers of the lockout, from the settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
@@ -49,7 +51,7 @@ impl Rules {
     /// The decision for an attempt at `now_ms`, given the `stored` state (none: never tried,
     /// or reset by a success).
     pub fn decide(&self, stored: Option<&State>, now_ms: i64) -> Decision {
-        let quiet_ms = millis(self.quiet);
+        let quiet_ms = duration_millis(self.quiet);
         let state = stored
             .filter(|state| now_ms < state.quiet_from_ms().saturating_add(quiet_ms))
             .copied()
@@ -59,8 +61,8 @@ impl Rules {
             return Decision::Refuse(Duration::from_millis(remaining));
         }
         let count = state.count.saturating_add(1);
-        let locked_until_ms =
-            (count >= self.threshold).then(|| now_ms.saturating_add(millis(self.lock_for(count))));
+        let locked_until_ms = (count >= self.threshold)
+            .then(|| now_ms.saturating_add(duration_millis(self.lock_for(count))));
         Decision::Count(State {
             count,
             last_at_ms: now_ms,
@@ -81,13 +83,11 @@ impl Rules {
     /// When DynamoDB TTL may delete a stored `state`: once its quiet period is over it means
     /// nothing any more. Unix seconds, rounded up.
     pub fn expires_at_secs(&self, state: &State) -> i64 {
-        let end_ms = state.quiet_from_ms().saturating_add(millis(self.quiet));
+        let end_ms = state
+            .quiet_from_ms()
+            .saturating_add(duration_millis(self.quiet));
         end_ms.saturating_add(999).div_euclid(1000)
     }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

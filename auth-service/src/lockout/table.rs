@@ -14,9 +14,10 @@
 //! The key is a hash so that what a client types (of any length, or a password typed into the
 //! username field) is neither stored nor able to make the item large.
 
-use std::{collections::HashMap, fmt::Write};
+use std::fmt::Write;
 
-use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use aws_sdk_dynamodb::Client;
+use common::dynamo::attrs::{self, Item, number, string};
 use sha2::{Digest, Sha256};
 
 use super::rules::State;
@@ -68,7 +69,7 @@ impl AttemptsTable {
             .client
             .get_item()
             .table_name(&self.table)
-            .key(KEY, AttributeValue::S(key.to_owned()))
+            .key(KEY, string(key))
             .consistent_read(true)
             .send()
             .await
@@ -90,10 +91,10 @@ impl AttemptsTable {
             .client
             .put_item()
             .table_name(&self.table)
-            .item(KEY, AttributeValue::S(key.to_owned()))
+            .item(KEY, string(key))
             .item("count", number(state.count))
             .item("last_at", number(state.last_at_ms))
-            .item("rev", AttributeValue::S(rev.to_owned()))
+            .item("rev", string(rev))
             .item("ttl", number(ttl));
         if let Some(until) = state.locked_until_ms {
             request = request.item("locked_until", number(until));
@@ -105,7 +106,7 @@ impl AttemptsTable {
             Some(read) => request
                 .condition_expression("#rev = :read")
                 .expression_attribute_names("#rev", "rev")
-                .expression_attribute_values(":read", AttributeValue::S(read.to_owned())),
+                .expression_attribute_values(":read", string(read)),
         };
         conditional("count login attempt", request.send().await)
     }
@@ -115,7 +116,7 @@ impl AttemptsTable {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key(KEY, AttributeValue::S(key.to_owned()))
+            .key(KEY, string(key))
             .send()
             .await
             .map_err(|error| AuthError::aws("reset login attempts", error))?;
@@ -129,22 +130,12 @@ impl AttemptsTable {
     }
 }
 
-fn number(n: impl ToString) -> AttributeValue {
-    AttributeValue::N(n.to_string())
-}
-
-fn parse(item: &HashMap<String, AttributeValue>) -> Result<Stored, AuthError> {
+fn parse(item: &Item) -> Result<Stored, AuthError> {
     let malformed =
         |name: &str| AuthError::Internal(anyhow::anyhow!("login-attempts item: bad {name}"));
-    let integer = |name: &str| -> Result<Option<i64>, AuthError> {
-        match item.get(name) {
-            None => Ok(None),
-            Some(AttributeValue::N(n)) => n.parse().map(Some).map_err(|_| malformed(name)),
-            Some(_) => Err(malformed(name)),
-        }
-    };
+    let integer = |name: &str| attrs::get_number::<i64>(item, name).map_err(|_| malformed(name));
     let count = integer("count")?.ok_or_else(|| malformed("count"))?;
-    let Some(AttributeValue::S(rev)) = item.get("rev") else {
+    let Some(rev) = attrs::get_string(item, "rev").ok().flatten() else {
         return Err(malformed("rev"));
     };
     Ok(Stored {
@@ -153,7 +144,7 @@ fn parse(item: &HashMap<String, AttributeValue>) -> Result<Stored, AuthError> {
             last_at_ms: integer("last_at")?.ok_or_else(|| malformed("last_at"))?,
             locked_until_ms: integer("locked_until")?,
         },
-        rev: rev.clone(),
+        rev: rev.to_owned(),
     })
 }
 

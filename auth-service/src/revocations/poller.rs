@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use common::server::BackgroundTask;
+use common::{clock::duration_millis, server::BackgroundTask};
 
 use super::{
     hub::Hub,
@@ -26,8 +26,8 @@ pub fn spawn(
     relevance: Duration,
 ) -> BackgroundTask {
     let handle = tokio::spawn(async move {
-        let relevance_ms = millis(relevance);
-        let lookback_ms = millis(timing.lookback);
+        let relevance_ms = duration_millis(relevance);
+        let lookback_ms = duration_millis(timing.lookback);
         let mut ticker = tokio::time::interval(timing.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_from: Option<i64> = None;
@@ -105,8 +105,4 @@ fn learn(hub: &Hub, repairs: &Repairs, recorded: Recorded) -> bool {
         repairs.schedule(repair, revoked_at_ms);
     }
     new
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

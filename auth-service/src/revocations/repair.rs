@@ -22,7 +22,7 @@ use std::{
 };
 
 use common::{
-    clock::{Clock, unix_millis},
+    clock::{Clock, duration_millis, unix_millis},
     metrics::LabeledCounter,
 };
 
@@ -36,7 +36,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What a repair can come to, the label values of `dynagate_session_repairs_total`.
-pub const OUTCOMES: &[&str] = &["marked", "already_ended", "failed", "dropped"];
+pub use crate::metrics::SESSION_REPAIR_OUTCOMES as OUTCOMES;
 
 /// How long after its revocation a session is checked: the revocation lookback (which
 /// exceeds the AWS operation timeout plus the clock skew between replicas) plus one more AWS
@@ -160,7 +160,7 @@ impl RepairQueue {
         let entry = self.entries.get_mut(session_id)?;
         entry.failures = entry.failures.saturating_add(1);
         let backoff = backoff(entry.failures);
-        let due_ms = now_ms.saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX));
+        let due_ms = now_ms.saturating_add(duration_millis(backoff));
         if let Some(old) = entry.due_ms.replace(due_ms) {
             self.waiting.remove(&(old, session_id.to_owned()));
         }
@@ -234,7 +234,7 @@ impl Repairs {
     /// Queues `repair` of a revocation made at `revoked_at_ms`; false if the queue is full
     /// (counted as `dropped`).
     pub fn schedule(&self, repair: Repair, revoked_at_ms: i64) -> bool {
-        let delay_ms = i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX);
+        let delay_ms = duration_millis(self.delay);
         let queued = self
             .queue()
             .push(repair, revoked_at_ms.saturating_add(delay_ms));

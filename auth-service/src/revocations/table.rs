@@ -16,9 +16,8 @@
 //! and readers deduplicate by session id. Expired items are filtered on read, since real
 //! DynamoDB TTL deletes them only eventually and dynalite never does.
 
-use std::collections::HashMap;
-
-use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use aws_sdk_dynamodb::Client;
+use common::dynamo::attrs::{self, Item, number, string};
 
 use super::Revocation;
 use crate::{error::AuthError, sessions::RevokeReason};
@@ -154,38 +153,24 @@ impl RevocationTable {
     }
 }
 
-fn string(value: impl ToString) -> AttributeValue {
-    AttributeValue::S(value.to_string())
-}
-
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
 /// A revocation from an item, or `None` if any attribute it needs is missing or out of shape.
-fn parse(item: &HashMap<String, AttributeValue>) -> Option<Recorded> {
-    let integer = |name: &str| match item.get(name) {
-        Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
-        _ => None,
+fn parse(item: &Item) -> Option<Recorded> {
+    let integer = |name: &str| attrs::get_number::<i64>(item, name).ok().flatten();
+    let valid = |id: &str| !id.is_empty() && id.len() <= MAX_SESSION_ID_LEN;
+    let session_id = attrs::get_string(item, "session_id")
+        .ok()?
+        .filter(|id| valid(id))?;
+    let user_id = match attrs::get_string(item, "user_id").ok()? {
+        Some(id) if !valid(id) => return None,
+        user_id => user_id.map(str::to_owned),
     };
-    let session_id = match item.get("session_id") {
-        Some(AttributeValue::S(id)) if !id.is_empty() && id.len() <= MAX_SESSION_ID_LEN => id,
-        _ => return None,
-    };
-    let user_id = match item.get("user_id") {
-        None => None,
-        Some(AttributeValue::S(id)) if !id.is_empty() && id.len() <= MAX_SESSION_ID_LEN => {
-            Some(id.clone())
-        }
-        Some(_) => return None,
-    };
-    let reason = match item.get("reason") {
-        Some(AttributeValue::S(reason)) => RevokeReason::parse(reason),
-        _ => None,
-    };
+    let reason = attrs::get_string(item, "reason")
+        .ok()
+        .flatten()
+        .and_then(RevokeReason::parse);
     Some(Recorded {
         revocation: Revocation {
-            session_id: session_id.clone(),
+            session_id: session_id.to_owned(),
             user_id,
             revoked_at_ms: integer("revoked_at")?,
             not_after: integer("not_after")?,

@@ -97,7 +97,7 @@ pub async fn open(
         ));
     }
     let Subscription { snapshot, updates } = hub.subscribe();
-    let lookback = i64::try_from(timing.lookback.as_millis()).unwrap_or(i64::MAX);
+    let lookback = common::clock::duration_millis(timing.lookback);
     let replay = start.replay(&hub, &snapshot, lookback);
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);

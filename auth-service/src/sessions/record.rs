@@ -1,9 +1,8 @@
 //! The session record: what one item of the sessions table says, and the rotation that
 //! changes it.
 
-use std::collections::HashMap;
-
-use aws_sdk_dynamodb::{primitives::Blob, types::AttributeValue};
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::dynamo::attrs::{self, Item};
 use time::OffsetDateTime;
 
 use crate::{
@@ -160,13 +159,10 @@ pub(super) const LISTED_ATTRIBUTES: &str =
     "session_id, created_at, generation, rotated_at, expires_at, client_addr, user_agent";
 
 /// Reads a session for ListSessions.
-pub(super) fn parse_listed(
-    item: &HashMap<String, AttributeValue>,
-) -> Result<ListedSession, AuthError> {
-    let text = |name: &str| match item.get(name) {
-        None => Ok(String::new()),
-        Some(AttributeValue::S(value)) => Ok(value.clone()),
-        Some(_) => Err(malformed(name)),
+pub(super) fn parse_listed(item: &Item) -> Result<ListedSession, AuthError> {
+    let text = |name: &str| {
+        let text = attrs::get_string(item, name).map_err(|_| malformed(name))?;
+        Ok::<_, AuthError>(text.unwrap_or_default().to_owned())
     };
     let session_id = text("session_id")?;
     if session_id.is_empty() {
@@ -183,29 +179,18 @@ pub(super) fn parse_listed(
     })
 }
 
-pub(super) fn blob(bytes: &[u8]) -> AttributeValue {
-    AttributeValue::B(Blob::new(bytes))
-}
-
-pub(super) fn number(n: impl ToString) -> AttributeValue {
-    AttributeValue::N(n.to_string())
-}
-
 pub(super) fn malformed(attribute: &str) -> AuthError {
     AuthError::Internal(anyhow::anyhow!(
         "session item has a missing or malformed {attribute}"
     ))
 }
 
+/// The number `name` of a session item, if it has one.
 pub(super) fn integer<T: std::str::FromStr>(
-    item: &HashMap<String, AttributeValue>,
+    item: &Item,
     name: &str,
 ) -> Result<Option<T>, AuthError> {
-    match item.get(name) {
-        None => Ok(None),
-        Some(AttributeValue::N(n)) => n.parse().map(Some).map_err(|_| malformed(name)),
-        Some(_) => Err(malformed(name)),
-    }
+    attrs::get_number(item, name).map_err(|_| malformed(name))
 }
 
 fn hash_of(value: &AttributeValue, name: &str) -> Result<SecretHash, AuthError> {
@@ -217,7 +202,7 @@ fn hash_of(value: &AttributeValue, name: &str) -> Result<SecretHash, AuthError> 
 
 /// Reads a stored session. Attributes a session gains only at its first rotation
 /// (`previous_hash`, `nonce`, `retired`) may be absent; anything present must be well-formed.
-pub(super) fn parse_session(item: &HashMap<String, AttributeValue>) -> Result<Session, AuthError> {
+pub(super) fn parse_session(item: &Item) -> Result<Session, AuthError> {
     let required = |name: &str| item.get(name).ok_or_else(|| malformed(name));
     let optional_hash = |name: &str| item.get(name).map(|v| hash_of(v, name)).transpose();
     let retired = match item.get("retired") {
@@ -244,16 +229,18 @@ pub(super) fn parse_session(item: &HashMap<String, AttributeValue>) -> Result<Se
         rotated_at_ms: integer(item, "rotated_at")?.unwrap_or(0),
         expires_at: integer(item, "expires_at")?.ok_or_else(|| malformed("expires_at"))?,
         revoked: item.contains_key("revoked_at"),
-        username: match item.get("username") {
-            None => None,
-            Some(AttributeValue::S(name)) => Some(name.clone()),
-            Some(_) => return Err(malformed("username")),
-        },
+        username: attrs::get_string(item, "username")
+            .map_err(|_| malformed("username"))?
+            .map(str::to_owned),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use common::dynamo::attrs::{blob, number};
+
     use super::*;
 
     fn session(generation: u64, previous: Option<u8>, retired: u8) -> Session {

@@ -67,7 +67,7 @@ pub fn parse_entry(entry: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::parse_network;
+    use crate::end_user::parse_network;
 
     fn trusting(networks: &[&str]) -> TrustedProxies {
         TrustedProxies::new(networks.iter().map(|n| parse_network(n).unwrap()).collect())

@@ -19,7 +19,7 @@ pub use settings::MfaSettings;
 
 use crate::{
     audit::{Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     users::{Proof, User, UserStore},
 };

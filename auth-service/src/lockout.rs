@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::{AuditKey, Event, Outcome, Record},
-    client::ClientInfo,
+    end_user::ClientInfo,
     error::AuthError,
     metrics::Metrics,
 };
