@@ -8,7 +8,8 @@ use std::{collections::HashMap, time::Duration};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::data::v1::{
-    DeleteItemRequest, GetItemRequest, Item, PutItemRequest, QueryItemsRequest, UpdateItemRequest,
+    DeleteItemRequest, GetItemRequest, Item, ListValue, PutItemRequest, QueryItemsRequest,
+    StringSet, UpdateItemRequest, value::Kind,
 };
 use tests::{
     auth::Endpoints,
@@ -130,6 +131,7 @@ async fn every_write_is_one_dynamodb_call_in_every_mode() {
         set: HashMap::from([("f".to_owned(), string("6"))]),
         remove: vec!["d".into()],
         expected_version: None,
+        ..Default::default()
     };
     let updated = update_item(&mut user, update.clone()).await.unwrap();
     assert_eq!(sent(&proxy), ["UpdateItem"], "an unconditional update");
@@ -239,6 +241,7 @@ async fn items_of_the_older_layout_stay_readable_and_writable() {
         set: HashMap::from([("shade".to_owned(), string("dark"))]),
         remove: vec!["size".into()],
         expected_version: Some(3),
+        ..Default::default()
     };
     let updated = update_item(&mut user, update).await.unwrap();
     assert_eq!(sent(&proxy), ["UpdateItem", "GetItem", "UpdateItem"]);
@@ -345,4 +348,127 @@ async fn the_attribute_map_name_is_reserved() {
         tests::violated_fields(&status),
         [r#"attributes["$attributes"]"#]
     );
+}
+
+fn number(n: &str) -> common::proto::data::v1::Value {
+    common::proto::data::v1::Value {
+        kind: Some(Kind::NumberValue(n.to_owned())),
+    }
+}
+
+fn strings(members: &[&str]) -> common::proto::data::v1::Value {
+    common::proto::data::v1::Value {
+        kind: Some(Kind::StringSet(StringSet {
+            values: members.iter().map(|m| (*m).to_owned()).collect(),
+        })),
+    }
+}
+
+fn list(values: &[&str]) -> ListValue {
+    ListValue {
+        values: values.iter().map(|v| string(v)).collect(),
+    }
+}
+
+fn sorted_members(value: &common::proto::data::v1::Value) -> Vec<String> {
+    let Some(Kind::StringSet(set)) = &value.kind else {
+        panic!("a string set: {value:?}");
+    };
+    let mut members = set.values.clone();
+    members.sort();
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_appends_and_set_deletions_are_one_call_and_atomic() {
+    let (proxy, stack, mut user) = recorded().await;
+    put_item(&mut user, put("c", &[("text", "a string")]))
+        .await
+        .unwrap();
+    proxy.clear();
+
+    let first = UpdateItemRequest {
+        key: "c".into(),
+        add: HashMap::from([
+            ("count".to_owned(), number("2")),
+            ("tags".to_owned(), strings(&["a", "b"])),
+        ]),
+        append: HashMap::from([("log".to_owned(), list(&["x"]))]),
+        ..Default::default()
+    };
+    let item = update_item(&mut user, first).await.unwrap();
+    assert_eq!(sent(&proxy), ["UpdateItem"]);
+    assert_eq!(item.version, 2);
+    assert_eq!(
+        item.attributes["count"],
+        number("2"),
+        "a missing counter starts at 0"
+    );
+    assert_eq!(sorted_members(&item.attributes["tags"]), ["a", "b"]);
+
+    let second = UpdateItemRequest {
+        key: "c".into(),
+        add: HashMap::from([("count".to_owned(), number("-0.5"))]),
+        append: HashMap::from([("log".to_owned(), list(&["y"]))]),
+        delete_from_sets: HashMap::from([("tags".to_owned(), strings(&["a"]))]),
+        expected_version: Some(2),
+        ..Default::default()
+    };
+    let item = update_item(&mut user, second).await.unwrap();
+    assert_eq!(sent(&proxy), ["UpdateItem"]);
+    assert_eq!(item.attributes["count"], number("1.5"));
+    assert_eq!(sorted_members(&item.attributes["tags"]), ["b"]);
+    let log = common::proto::data::v1::Value {
+        kind: Some(Kind::ListValue(list(&["x", "y"]))),
+    };
+    assert_eq!(item.attributes["log"], log);
+
+    // Thirty increments at once: every one lands, each at a version of its own.
+    let increments = (0..30).map(|_| {
+        let mut client = user.client.clone();
+        let request = user.request(UpdateItemRequest {
+            key: "c".into(),
+            add: HashMap::from([("count".to_owned(), number("1"))]),
+            ..Default::default()
+        });
+        tokio::spawn(async move { client.update_item(request).await.map(|r| r.into_inner()) })
+    });
+    let mut versions = Vec::new();
+    for increment in increments.collect::<Vec<_>>() {
+        versions.push(increment.await.unwrap().unwrap().item.unwrap().version);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (4..34).collect::<Vec<u64>>());
+    let read = user.get("c").await.unwrap();
+    assert_eq!(
+        (read.version, &read.attributes["count"]),
+        (33, &number("31.5"))
+    );
+
+    // Adding a number to a string is refused by DynamoDB and changes nothing.
+    let wrong_type = UpdateItemRequest {
+        key: "c".into(),
+        add: HashMap::from([("text".to_owned(), number("1"))]),
+        ..Default::default()
+    };
+    let refused = update_item(&mut user, wrong_type).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(user.get("c").await.unwrap().version, 33);
+
+    // On an item of the older layout the same changes apply at the top level.
+    let direct = stack.direct_access(&user).await;
+    direct
+        .put_raw("old", vec![("version", n("1")), ("count", n("10"))])
+        .await;
+    let old = UpdateItemRequest {
+        key: "old".into(),
+        add: HashMap::from([("count".to_owned(), number("1"))]),
+        ..Default::default()
+    };
+    let item = update_item(&mut user, old).await.unwrap();
+    assert_eq!(
+        (item.version, &item.attributes["count"]),
+        (2, &number("11"))
+    );
+    assert_eq!(direct.get_raw("old").await.unwrap()["count"], n("11"));
 }

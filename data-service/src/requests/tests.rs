@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use common::proto::data::v1::{
     PutItemRequest, QueryItemsRequest, UpdateItemRequest, Value, value::Kind,
 };
@@ -86,7 +88,7 @@ fn update_needs_something_to_do_and_no_contradictions() {
         key: "k".into(),
         set: HashMap::from([("a".into(), string("x"))]),
         remove: vec!["a".into(), "created_at".into(), "b".into(), "b".into()],
-        expected_version: None,
+        ..Default::default()
     };
     let fields = fields(update(&both).unwrap_err());
     assert_eq!(fields, ["remove[1]", "remove[3]", "remove[0]"]);
@@ -220,7 +222,7 @@ proptest! {
     ) {
         let put_request = PutItemRequest { key: key.clone(), attributes: attributes.clone(), if_absent, expected_version };
         client_caused(put(&put_request).map(drop), &["key", "attributes", "if_absent", "expected_version"])?;
-        let update_request = UpdateItemRequest { key, set: attributes, remove, expected_version };
+        let update_request = UpdateItemRequest { key, set: attributes, remove, expected_version, ..Default::default() };
         client_caused(update(&update_request).map(drop), &["key", "set", "remove", "expected_version"])?;
     }
 
@@ -242,4 +244,87 @@ proptest! {
         }
         client_caused(attributes_to_get(&names).map(drop), &["attributes_to_get"])?;
     }
+}
+
+fn number(n: &str) -> Value {
+    Value {
+        kind: Some(Kind::NumberValue(n.into())),
+    }
+}
+
+fn strings(members: &[&str]) -> Value {
+    Value {
+        kind: Some(Kind::StringSet(common::proto::data::v1::StringSet {
+            values: members.iter().map(|m| (*m).to_owned()).collect(),
+        })),
+    }
+}
+
+#[test]
+fn counters_lists_and_set_deletions_are_checked_with_set_and_remove() {
+    let list = common::proto::data::v1::ListValue {
+        values: vec![string("x")],
+    };
+    let valid = UpdateItemRequest {
+        key: "k".into(),
+        add: HashMap::from([
+            ("n".into(), number("-2.5")),
+            ("tags".into(), strings(&["a"])),
+        ]),
+        append: HashMap::from([("log".into(), list.clone())]),
+        delete_from_sets: HashMap::from([("old".into(), strings(&["b"]))]),
+        ..Default::default()
+    };
+    let update = update(&valid).unwrap();
+    assert_eq!(
+        (
+            update.add.len(),
+            update.append.len(),
+            update.delete_from_sets.len()
+        ),
+        (2, 1, 1)
+    );
+    assert!(matches!(update.append["log"], AttributeValue::L(_)));
+
+    let hostile = UpdateItemRequest {
+        key: "k".into(),
+        set: HashMap::from([("n".into(), string("x"))]),
+        add: HashMap::from([
+            ("n".into(), number("1")),
+            ("text".into(), string("not a number")),
+            ("version".into(), number("1")),
+        ]),
+        append: HashMap::from([("log".into(), list)]),
+        delete_from_sets: HashMap::from([
+            ("log".into(), strings(&["a"])),
+            ("c".into(), number("1")),
+        ]),
+        remove: vec!["c".into()],
+        ..Default::default()
+    };
+    let mut found = fields(super::update(&hostile).unwrap_err());
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            r#"add["n"]"#,
+            r#"add["text"]"#,
+            r#"add["version"]"#,
+            r#"delete_from_sets["c"]"#,
+            r#"delete_from_sets["log"]"#,
+            "remove[0]",
+        ]
+    );
+}
+
+#[test]
+fn every_kind_of_change_counts_towards_the_update_limit() {
+    let half = MAX_SET_ATTRIBUTES / 2;
+    let request = UpdateItemRequest {
+        key: "k".into(),
+        set: (0..half).map(|i| (format!("s{i}"), string("x"))).collect(),
+        add: (0..=half).map(|i| (format!("a{i}"), number("1"))).collect(),
+        ..Default::default()
+    };
+    assert_eq!(fields(update(&request).unwrap_err()), ["set"]);
 }

@@ -61,14 +61,29 @@ pub struct Update {
     pub set: HashMap<String, AttributeValue>,
     /// Attribute names to remove.
     pub remove: Vec<String>,
+    /// Numbers to add and sets to merge (DynamoDB ADD), converted.
+    pub add: HashMap<String, AttributeValue>,
+    /// Lists to append, converted.
+    pub append: HashMap<String, AttributeValue>,
+    /// Sets whose members to delete (DynamoDB DELETE), converted.
+    pub delete_from_sets: HashMap<String, AttributeValue>,
     /// Only update the item at this version.
     pub expected: Option<u64>,
 }
 
 impl Update {
-    /// The request field a too-long expression is blamed on.
+    /// The request field a too-long expression is blamed on: the one with the most entries.
     pub fn largest_field(&self) -> &'static str {
-        if self.set.is_empty() { "remove" } else { "set" }
+        [
+            (self.set.len(), "set"),
+            (self.add.len(), "add"),
+            (self.append.len(), "append"),
+            (self.delete_from_sets.len(), "delete_from_sets"),
+            (self.remove.len(), "remove"),
+        ]
+        .into_iter()
+        .max_by_key(|(count, _)| *count)
+        .map_or("set", |(_, field)| field)
     }
 }
 

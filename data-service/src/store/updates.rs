@@ -94,33 +94,67 @@ pub fn put(
     }
 }
 
-/// The UpdateItem of `update` on an existing item of `layout`. Without `expected`, a missing
-/// version starts at 1 and a stored one must be a number that can grow (1 to u64::MAX - 1; a
-/// fraction in that range cannot be told apart by a condition).
+/// The update expression's text for `update`'s changes on `layout`, its placeholders added
+/// to `names` and `values` (the bookkeeping ones are there already).
+fn changes(
+    update: &Update,
+    layout: Layout,
+    names: &mut HashMap<String, String>,
+    values: &mut HashMap<String, AttributeValue>,
+) -> String {
+    let mut name = |placeholder: String, attribute: &String| {
+        let path = layout.path(&placeholder);
+        names.insert(placeholder, attribute.clone());
+        path
+    };
+    let mut sets = vec![BOOKKEEPING.to_owned()];
+    for (i, (attribute, value)) in update.set.iter().enumerate() {
+        sets.push(format!("{} = :s{i}", name(format!("#s{i}"), attribute)));
+        values.insert(format!(":s{i}"), value.clone());
+    }
+    for (i, (attribute, value)) in update.append.iter().enumerate() {
+        let path = name(format!("#p{i}"), attribute);
+        sets.push(format!(
+            "{path} = list_append(if_not_exists({path}, :empty), :p{i})"
+        ));
+        values.insert(format!(":p{i}"), value.clone());
+        values.insert(":empty".to_owned(), AttributeValue::L(Vec::new()));
+    }
+    let mut text = format!("SET {}", sets.join(", "));
+    for (clause, prefix, entries) in [
+        ("ADD", "a", &update.add),
+        ("DELETE", "d", &update.delete_from_sets),
+    ] {
+        let actions: Vec<String> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (attribute, value))| {
+                values.insert(format!(":{prefix}{i}"), value.clone());
+                format!("{} :{prefix}{i}", name(format!("#{prefix}{i}"), attribute))
+            })
+            .collect();
+        if !actions.is_empty() {
+            text.push_str(&format!(" {clause} {}", actions.join(", ")));
+        }
+    }
+    let removes: Vec<String> = (update.remove.iter().enumerate())
+        .map(|(i, attribute)| name(format!("#r{i}"), attribute))
+        .collect();
+    if !removes.is_empty() {
+        text.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    text
+}
+
+/// The UpdateItem of `update` on an existing item of `layout`: SET, ADD, DELETE and REMOVE in
+/// one expression. Without `expected`, a missing version starts at 1 and a stored one must be
+/// a number that can grow (1 to u64::MAX - 1; a fraction in that range cannot be told apart by
+/// a condition).
 pub fn update(update: &Update, now: i64, layout: Layout) -> Expression {
     let mut names = names(&["#k", "#v", "#u", "#m"]);
     let mut values = bookkeeping_values(now);
     values.insert(":map".to_owned(), s("M"));
-    let mut sets = vec![BOOKKEEPING.to_owned()];
-    for (i, (name, value)) in update.set.iter().enumerate() {
-        names.insert(format!("#s{i}"), name.clone());
-        values.insert(format!(":s{i}"), value.clone());
-        sets.push(format!("{} = :s{i}", layout.path(&format!("#s{i}"))));
-    }
-    let mut text = format!("SET {}", sets.join(", "));
-    if !update.remove.is_empty() {
-        let removes: Vec<String> = (0..update.remove.len())
-            .map(|i| layout.path(&format!("#r{i}")))
-            .collect();
-        names.extend(
-            update
-                .remove
-                .iter()
-                .enumerate()
-                .map(|(i, name)| (format!("#r{i}"), name.clone())),
-        );
-        text.push_str(&format!(" REMOVE {}", removes.join(", ")));
-    }
+    let text = changes(update, layout, &mut names, &mut values);
     let version = match update.expected {
         Some(expected) => {
             values.insert(":expected".to_owned(), n(expected));
@@ -159,7 +193,25 @@ mod tests {
                 .map(|name| (name, s("x")))
                 .collect(),
             remove: names(remove, "r"),
+            add: HashMap::new(),
+            append: HashMap::new(),
+            delete_from_sets: HashMap::new(),
             expected,
+        }
+    }
+
+    fn counters_and_lists(update: Update) -> Update {
+        let entries = |prefix: &str, value: AttributeValue| {
+            names(2, prefix)
+                .into_iter()
+                .map(|name| (name, value.clone()))
+                .collect()
+        };
+        Update {
+            add: entries("n", n(1)),
+            append: entries("l", AttributeValue::L(vec![s("x")])),
+            delete_from_sets: entries("t", AttributeValue::Ss(vec!["x".into()])),
+            ..update
         }
     }
 
@@ -178,8 +230,25 @@ mod tests {
                 placeholders_match(&update(&update_of(3, 2, expected), 1, layout));
                 placeholders_match(&update(&update_of(3, 0, expected), 1, layout));
                 placeholders_match(&update(&update_of(0, 2, expected), 1, layout));
+                let every = counters_and_lists(update_of(1, 1, expected));
+                placeholders_match(&update(&every, 1, layout));
+                placeholders_match(&update(
+                    &counters_and_lists(update_of(0, 0, expected)),
+                    1,
+                    layout,
+                ));
             }
         }
+        let every = update(&counters_and_lists(update_of(0, 0, None)), 1, Layout::Map);
+        assert!(every.text.contains(" ADD #m.#a"), "{}", every.text);
+        assert!(every.text.contains(" DELETE #m.#d"), "{}", every.text);
+        assert!(
+            every
+                .text
+                .contains("#m.#p0 = list_append(if_not_exists(#m.#p0, :empty), :p0)"),
+            "{}",
+            every.text
+        );
     }
 
     #[test]
