@@ -13,6 +13,7 @@ use aws_sdk_sts::types::Tag;
 use common::{
     aws::{self, AwsFailure},
     cache::{Expiring, LoadAborted, LoadingCache},
+    clock::Clock,
 };
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -117,9 +118,14 @@ impl std::fmt::Debug for CredentialVendor {
 }
 
 impl CredentialVendor {
-    /// A vendor assuming `config.role_arn` through `sts`.
-    pub fn new(sts: aws_sdk_sts::Client, config: VendingConfig, metrics: Arc<Metrics>) -> Self {
-        let cache = LoadingCache::new(config.cache_capacity, config.refresh_margin);
+    /// A vendor assuming `config.role_arn` through `sts`, judging the margin by `clock`.
+    pub fn new(
+        sts: aws_sdk_sts::Client,
+        config: VendingConfig,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let cache = LoadingCache::with_clock(config.cache_capacity, config.refresh_margin, clock);
         Self {
             sts,
             config: Arc::new(config),

@@ -2,25 +2,28 @@
 //! changes (checked every interval), so rotation is: add a key, reload (it is published at
 //! once and signs from its activation), wait until then plus one access-token lifetime, remove
 //! the old key, reload. A file that does not parse leaves the running keys in place and is
-//! reported, never half-applied.
+//! reported (logged, and counted as `refused`), never half-applied.
 
 use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use common::server::BackgroundTask;
+use common::{metrics::LabeledCounter, server::BackgroundTask};
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{keys::KeyRing, tokens::TokenIssuer};
 
 /// Watches `path` and installs its keys into `tokens` when SIGHUP arrives or the file's
-/// content differs from what was last loaded (an unchanged file is not reloaded).
+/// content differs from what was last loaded (an unchanged file is not reloaded); counts each
+/// reload in `reloads` by outcome: `applied` (the file's keys were installed) or `refused`
+/// (it did not parse).
 pub fn spawn(
     path: PathBuf,
     tokens: TokenIssuer,
     interval: Duration,
+    reloads: LabeledCounter,
 ) -> anyhow::Result<BackgroundTask> {
     let mut hangups = signal(SignalKind::hangup())?;
     let mut loaded = fingerprint(&path);
@@ -37,7 +40,12 @@ pub fn spawn(
                 // Remembered even when the file is invalid: one error per bad edit, not one
                 // per interval until it is fixed.
                 loaded = now;
-                reload(&path, &tokens, asked);
+                let outcome = if reload(&path, &tokens, asked) {
+                    "applied"
+                } else {
+                    "refused"
+                };
+                reloads.increment(outcome);
             }
         }
     });
@@ -51,7 +59,8 @@ fn fingerprint(path: &Path) -> Option<[u8; 32]> {
         .map(|bytes| Sha256::digest(bytes).into())
 }
 
-fn reload(path: &Path, tokens: &TokenIssuer, asked: bool) {
+/// Installs the keys of `path`: false (and logged) if the file does not parse.
+fn reload(path: &Path, tokens: &TokenIssuer, asked: bool) -> bool {
     let ring = match KeyRing::load(path) {
         Ok(ring) => ring,
         Err(error) => {
@@ -59,7 +68,7 @@ fn reload(path: &Path, tokens: &TokenIssuer, asked: bool) {
                 error = format!("{error:#}"),
                 "signing keys not reloaded: keeping the current keys"
             );
-            return;
+            return false;
         }
     };
     let before = tokens.ring();
@@ -88,4 +97,5 @@ fn reload(path: &Path, tokens: &TokenIssuer, asked: bool) {
         ?removed,
         "signing keys reloaded"
     );
+    true
 }

@@ -45,6 +45,9 @@ pub struct Metrics {
     /// `marked` (the session was unmarked: this repair marked it), `already_ended` (nothing to
     /// do), `failed` (an attempt failed; it is retried), `dropped` (the queue was full).
     pub session_repairs: LabeledCounter,
+    /// Reloads of the signing keys file (SIGHUP, or its content changed), by outcome:
+    /// `applied` (its keys are the ring now), `refused` (it did not parse; the ring is kept).
+    pub signing_key_reloads: LabeledCounter,
 }
 
 impl Default for Metrics {
@@ -63,6 +66,7 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             token_failures_throttled: Counter::default(),
             session_repairs: LabeledCounter::new("outcome", crate::revocations::repair::OUTCOMES),
+            signing_key_reloads: LabeledCounter::new("outcome", &["applied", "refused"]),
         }
     }
 }
@@ -129,6 +133,11 @@ impl Metrics {
             registry,
             "session_repairs",
             "Repairs of sessions ended in the revocation log but not in the sessions table, by outcome",
+        );
+        self.signing_key_reloads.register(
+            registry,
+            "signing_key_reloads",
+            "Reloads of the signing keys file, by outcome: applied, or refused (the file did not parse)",
         );
         self.hash_jobs_running.register(
             registry,

@@ -119,7 +119,13 @@ impl Application {
         let mut tasks = Vec::new();
         if let Some(path) = &settings.signing_keys_file {
             let interval = Duration::from_secs(settings.signing_keys_reload_secs);
-            tasks.push(key_reload::spawn(path.clone(), tokens.clone(), interval)?);
+            let reloads = metrics.signing_key_reloads.clone();
+            tasks.push(key_reload::spawn(
+                path.clone(),
+                tokens.clone(),
+                interval,
+                reloads,
+            )?);
         }
         let revocations = revocations(settings, &aws, Arc::clone(&clock), &metrics)?;
         tasks.push(revocations.spawn_poller());
@@ -160,6 +166,7 @@ impl Application {
                 aws.sts.clone(),
                 config,
                 Arc::clone(&metrics),
+                Arc::clone(&clock),
             )),
             None => {
                 tracing::warn!("no --credentials-role-arn: GetCredentials is disabled");

@@ -4,6 +4,8 @@
 //! client reset the stream) neither cancels the load others wait for nor starts a second one.
 //! Invalidating a key also disowns a load running for it: what that load returns answers the
 //! callers already waiting for it but is not cached, so the next caller loads afresh.
+//! Whether a value may still be handed out is asked of an injected [`Clock`] (the wall clock
+//! unless a test moves a manual one) at every read, so tests move time instead of sleeping.
 
 use std::{
     collections::HashMap,
@@ -21,6 +23,8 @@ use futures::{
     future::{BoxFuture, Shared},
 };
 use moka::{Expiry, future::Cache};
+
+use crate::clock::{Clock, SystemClock};
 
 /// A value that stops being usable at some point in time.
 pub trait Expiring {
@@ -40,18 +44,46 @@ impl<T: Expiring> Expiring for Arc<T> {
 pub struct UntilMargin(pub Duration);
 
 impl UntilMargin {
-    /// How long a value may still be handed out.
-    pub fn usable_for(&self, value: &impl Expiring) -> Duration {
+    /// How long a value may still be handed out, seen from `now`.
+    pub fn usable_for(&self, value: &impl Expiring, now: SystemTime) -> Duration {
         value
             .expires_at()
-            .duration_since(SystemTime::now())
+            .duration_since(now)
             .unwrap_or_default()
             .saturating_sub(self.0)
     }
 }
 
-impl<K, V: Expiring> Expiry<K, V> for UntilMargin {
+/// [`UntilMargin`] seen from a [`Clock`]: what every read asks, and when moka drops an entry
+/// (which only frees its slot: a read never hands out what the clock says is past its margin,
+/// whatever moka's own timer thinks).
+#[derive(Clone, Debug)]
+struct ByClock {
+    margin: UntilMargin,
+    clock: Arc<dyn Clock>,
+}
+
+impl ByClock {
+    /// How long `value` may still be handed out, now.
+    fn usable_for(&self, value: &impl Expiring) -> Duration {
+        self.margin.usable_for(value, self.clock.now().into())
+    }
+}
+
+impl<K, V: Expiring> Expiry<K, V> for ByClock {
     fn expire_after_create(&self, _key: &K, value: &V, _now: Instant) -> Option<Duration> {
+        Some(self.usable_for(value))
+    }
+
+    /// A value loaded over one the clock called past its margin lives as long as it itself
+    /// may, not for what was left of the value it replaces (moka's default).
+    fn expire_after_update(
+        &self,
+        _key: &K,
+        value: &V,
+        _now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
         Some(self.usable_for(value))
     }
 }
@@ -77,7 +109,7 @@ pub struct LoadingCache<K, V, E> {
     next_load: Arc<AtomicU64>,
     /// Invalidations so far, of any key: what a [`LoadingCache::load_now`] checks.
     invalidations: Arc<AtomicU64>,
-    margin: UntilMargin,
+    expiry: ByClock,
 }
 
 impl<K, V, E> Clone for LoadingCache<K, V, E> {
@@ -87,7 +119,7 @@ impl<K, V, E> Clone for LoadingCache<K, V, E> {
             loads: Arc::clone(&self.loads),
             next_load: Arc::clone(&self.next_load),
             invalidations: Arc::clone(&self.invalidations),
-            margin: self.margin,
+            expiry: self.expiry.clone(),
         }
     }
 }
@@ -96,7 +128,7 @@ impl<K, V, E> fmt::Debug for LoadingCache<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadingCache")
             .field("entries", &self.cache.entry_count())
-            .field("margin", &self.margin.0)
+            .field("margin", &self.expiry.margin.0)
             .finish_non_exhaustive()
     }
 }
@@ -107,24 +139,36 @@ where
     V: Expiring + Clone + Send + Sync + 'static,
     E: From<LoadAborted> + Clone + Send + Sync + 'static,
 {
-    /// At most `capacity` entries, each dropped `margin` before its value expires.
+    /// At most `capacity` entries, each dropped `margin` before its value expires by the
+    /// wall clock.
     pub fn new(capacity: u64, margin: Duration) -> Self {
-        let margin = UntilMargin(margin);
+        Self::with_clock(capacity, margin, Arc::new(SystemClock))
+    }
+
+    /// [`LoadingCache::new`] with the time read from `clock`: tests move time instead of
+    /// waiting for entries to expire.
+    pub fn with_clock(capacity: u64, margin: Duration, clock: Arc<dyn Clock>) -> Self {
+        let expiry = ByClock {
+            margin: UntilMargin(margin),
+            clock,
+        };
         Self {
             cache: Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(margin)
+                .expire_after(expiry.clone())
                 .build(),
             loads: Arc::default(),
             next_load: Arc::default(),
             invalidations: Arc::default(),
-            margin,
+            expiry,
         }
     }
 
-    /// The cached value, if it still has more than the margin to live.
+    /// The cached value, if it still has more than the margin to live by the clock.
     pub async fn get(&self, key: &K) -> Option<V> {
-        self.cache.get(key).await
+        let value = self.cache.get(key).await?;
+        // moka expires entries on its own timer; the clock decides what may be handed out.
+        (!self.expiry.usable_for(&value).is_zero()).then_some(value)
     }
 
     /// The cached value, or the result of the load running for `key`, starting `load` on its
@@ -134,7 +178,7 @@ where
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
     {
-        if let Some(value) = self.cache.get(key).await {
+        if let Some(value) = self.get(key).await {
             return Ok(value);
         }
         self.join_or_start(key, load).await
@@ -177,7 +221,7 @@ where
     async fn insert(&self, key: &K, value: &V) -> bool {
         // A value that is already within its margin would be expired on arrival; callers
         // still get it (it works), but it is not worth a cache slot.
-        let worth_it = !self.margin.usable_for(value).is_zero();
+        let worth_it = !self.expiry.usable_for(value).is_zero();
         if worth_it {
             self.cache.insert(key.clone(), value.clone()).await;
         }
@@ -250,6 +294,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Clone, Debug, PartialEq)]
@@ -409,6 +454,33 @@ mod tests {
         release.notify_waiters();
         assert_eq!(loading.await.unwrap().unwrap().id, 0);
         assert_eq!(cache.get(&"alice").await, None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_expires_at_its_margin_by_the_clock_not_by_waiting() {
+        let start = time::OffsetDateTime::now_utc();
+        let clock = Arc::new(ManualClock::new(start));
+        let cache: LoadingCache<&'static str, Ticket, Failure> =
+            LoadingCache::with_clock(100, Duration::from_secs(60), clock.clone());
+        let ticket = move |id, lives| Ticket {
+            id,
+            expires_at: (start + Duration::from_secs(lives)).into(),
+        };
+        let first = cache.get_or_load(&"alice", async move { Ok(ticket(0, 120)) });
+        assert_eq!(first.await.unwrap().id, 0);
+
+        clock.advance(Duration::from_secs(59));
+        let cached = cache.get_or_load(&"alice", async move { Ok(ticket(1, 300)) });
+        assert_eq!(cached.await.unwrap().id, 0, "a minute and a second left");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(cache.get(&"alice").await, None, "inside the margin");
+        let reloaded = cache.get_or_load(&"alice", async move { Ok(ticket(2, 300)) });
+        assert_eq!(reloaded.await.unwrap().id, 2, "loaded afresh");
+        assert_eq!(
+            cache.get(&"alice").await.map(|t| t.id),
+            Some(2),
+            "and cached"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Time as the services store it: Unix seconds and milliseconds of the one wall clock, with
 //! saturating and checked conversions so no stored or hostile value can overflow; and a
-//! [`Clock`] that logic whose rules depend on time (lockouts, one-time codes) reads, so tests
-//! can move time instead of sleeping.
+//! [`Clock`] that logic whose rules depend on time (lockouts, one-time codes, cache expiry)
+//! reads, so tests can move time instead of sleeping.
 
 use std::{
     fmt,

@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod timestamp;
 pub mod tls;
 pub mod tokens;
 pub mod trace;

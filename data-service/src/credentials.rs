@@ -17,15 +17,21 @@ use std::{
 use aws_credential_types::Credentials;
 use common::{
     cache::{Expiring, LoadAborted, LoadingCache},
-    proto::auth::v1::{GetCredentialsRequest, auth_service_client::AuthServiceClient},
+    clock::Clock,
+    proto::auth::v1::{
+        GetCredentialsRequest, GetCredentialsResponse, auth_service_client::AuthServiceClient,
+    },
     tokens::{Principal, TokenError},
 };
-use secrecy::ExposeSecret;
-use tonic::Code;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{Code, Status};
 
-use crate::{
-    auth_channel::AuthChannel, error::DataError, interceptor::BearerToken, metrics::Metrics,
-};
+use crate::{auth_channel::AuthChannel, error::DataError, metrics::Metrics};
+
+/// The caller's bearer token, which the interceptor keeps in the request so that credentials
+/// can be asked for on the caller's behalf.
+#[derive(Clone, Debug)]
+pub struct BearerToken(pub SecretString);
 
 /// A DynamoDB client acting as one user.
 #[derive(Debug)]
@@ -104,14 +110,15 @@ impl std::fmt::Debug for UserClients {
 
 impl UserClients {
     /// Clients derived from `base` (endpoint, region, timeouts, HTTP client), with
-    /// credentials from `auth`.
+    /// credentials from `auth`; whether cached credentials are still usable reads `clock`.
     pub fn new(
         auth: AuthServiceClient<AuthChannel>,
         base: aws_sdk_dynamodb::Config,
         config: UserClientsConfig,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
-        let cache = LoadingCache::new(config.capacity, config.refresh_margin);
+        let cache = LoadingCache::with_clock(config.capacity, config.refresh_margin, clock);
         Self {
             auth,
             base,
@@ -189,32 +196,35 @@ impl UserClients {
         let refused = || LoadError::Unauthenticated {
             session_id: principal.session_id.clone(),
         };
-        let mut request = tonic::Request::new(GetCredentialsRequest {});
-        request.set_timeout(self.config.auth_timeout);
-        common::trace::inject(&mut request);
-        let bearer = format!("Bearer {}", token.0.expose_secret())
-            .parse()
-            .map_err(|_| refused())?;
-        request.metadata_mut().insert("authorization", bearer);
+        let request = self.request(token).ok_or_else(refused)?;
         let vended = self
             .auth
             .clone()
             .get_credentials(request)
             .await
-            .map_err(|status| match status.code() {
-                Code::Unauthenticated => refused(),
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::ResourceExhausted
-                | Code::Unknown => LoadError::Unavailable(format!(
-                    "GetCredentials: {} {}",
-                    status.code(),
-                    status.message()
-                )),
-                code => LoadError::Internal(format!("GetCredentials: {code} {}", status.message())),
-            })?
+            .map_err(|status| load_error(&status, refused))?
             .into_inner();
+        self.client_from(principal, vended)
+    }
+
+    /// A GetCredentials request bearing the caller's token; `None` for a token no header can
+    /// carry.
+    fn request(&self, token: &BearerToken) -> Option<tonic::Request<GetCredentialsRequest>> {
+        let mut request = tonic::Request::new(GetCredentialsRequest {});
+        request.set_timeout(self.config.auth_timeout);
+        common::trace::inject(&mut request);
+        let bearer = format!("Bearer {}", token.0.expose_secret()).parse().ok()?;
+        request.metadata_mut().insert("authorization", bearer);
+        Some(request)
+    }
+
+    /// A client signing with the vended credentials, which must be for the caller's partition
+    /// of our table.
+    fn client_from(
+        &self,
+        principal: &Principal,
+        vended: GetCredentialsResponse,
+    ) -> Result<Arc<UserClient>, LoadError> {
         if vended.partition_key != principal.user_id || vended.table_name != self.config.items_table
         {
             return Err(LoadError::Internal(format!(
@@ -244,5 +254,23 @@ impl UserClients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(config),
             expires_at,
         }))
+    }
+}
+
+/// What a failed GetCredentials call means for the load: `refused` for a token the
+/// auth-service did not accept, unavailable for what a retry may cure, internal otherwise.
+fn load_error(status: &Status, refused: impl FnOnce() -> LoadError) -> LoadError {
+    match status.code() {
+        Code::Unauthenticated => refused(),
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Unknown => LoadError::Unavailable(format!(
+            "GetCredentials: {} {}",
+            status.code(),
+            status.message()
+        )),
+        code => LoadError::Internal(format!("GetCredentials: {code} {}", status.message())),
     }
 }

@@ -17,11 +17,10 @@ use secrecy::SecretString;
 use tonic::{Request, Status, server::NamedService, service::Interceptor};
 use tower::Service;
 
-use crate::{error::DataError, keys::KeyStore, metrics::Metrics, revocations::Revocations};
-
-/// The caller's bearer token, kept to call GetCredentials on the caller's behalf.
-#[derive(Clone, Debug)]
-pub struct BearerToken(pub SecretString);
+use crate::{
+    credentials::BearerToken, error::DataError, keys::KeyStore, metrics::Metrics,
+    revocations::Revocations,
+};
 
 /// Verifies access tokens (cached until expiry), refuses those of ended sessions, and attaches
 /// the caller to the request.

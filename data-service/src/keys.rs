@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 pub use self::sightings::Sightings;
 use crate::{
     auth_channel::AuthChannel,
+    backoff::Backoff,
     metrics::Metrics,
     token_cache::{REFUSED_CAPACITY, TokenCache},
 };
@@ -234,30 +235,29 @@ impl KeyStore {
         }
     }
 
-    /// Refreshes every `interval` (and at once). Failures are retried after 1 s, doubling up
-    /// to `interval`, and logged once per outage rather than once per attempt.
+    /// Refreshes every `interval` (and at once). Failures are retried with [`Backoff`] from
+    /// 1 s up to `interval`, and logged once per outage rather than once per attempt.
     pub fn spawn_refresher(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
-            let mut backoff: Option<Duration> = None;
+            let mut backoff = Backoff::new(Duration::from_secs(1), interval);
+            let mut failing = false;
             loop {
-                let wait = match (store.refresh().await, backoff) {
-                    (Ok(()), failing) => {
-                        if failing.is_some() {
+                let wait = match store.refresh().await {
+                    Ok(()) => {
+                        if failing {
                             tracing::info!("signing keys refreshed again");
                         }
-                        backoff = None;
+                        failing = false;
+                        backoff.reset();
                         interval
                     }
-                    (Err(error), None) => {
-                        tracing::warn!(%error, "refreshing signing keys failed; retrying with backoff");
-                        backoff = Some(Duration::from_secs(1).min(interval));
-                        Duration::from_secs(1).min(interval)
-                    }
-                    (Err(_), Some(last)) => {
-                        let next = (last * 2).min(interval);
-                        backoff = Some(next);
-                        next
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, "refreshing signing keys failed; retrying with backoff");
+                        }
+                        failing = true;
+                        backoff.next_delay()
                     }
                 };
                 tokio::time::sleep(wait).await;

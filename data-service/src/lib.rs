@@ -4,6 +4,7 @@
 //! drive everything through [`startup::Application`].
 
 pub mod auth_channel;
+pub mod backoff;
 pub mod config;
 pub mod convert;
 pub mod credentials;

@@ -19,9 +19,8 @@ use common::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    credentials::UserClients,
+    credentials::{BearerToken, UserClients},
     error::DataError,
-    interceptor::BearerToken,
     page_token::PageTokens,
     requests,
     store::{ItemStore, StoredItem},

@@ -25,6 +25,7 @@ use tonic::{Request, Status, transport::Channel};
 use crate::{
     RunningService, dynamodb_client,
     emulators::{Emulator, dead_addr},
+    ports::HeldPort,
     sts_client, test_aws_settings, unique_prefix,
 };
 
@@ -77,6 +78,8 @@ pub struct TestAuth {
     /// Where it found DynamoDB and STS, for replicas.
     pub endpoints: Endpoints,
     service: RunningService,
+    /// Holds `addr` across a [`TestAuth::restart`] (none if it could not be held).
+    port: Option<HeldPort>,
 }
 
 impl TestAuth {
@@ -155,7 +158,13 @@ impl TestAuth {
         startup::create_tables(&settings, &aws)
             .await
             .expect("create tables");
-        let app = Application::build_with_clock(&settings, aws, clock)
+        // Port 0 becomes a held port (kept in `settings` as given, for replicas and copies).
+        let port = hold(settings.listen_addr);
+        let mut bound = settings.clone();
+        if let Some(port) = &port {
+            bound.listen_addr = port.addr();
+        }
+        let app = Application::build_with_clock(&bound, aws, clock)
             .await
             .expect("build auth-service");
         let addr = app.local_addr();
@@ -178,6 +187,7 @@ impl TestAuth {
             revocations,
             endpoints: endpoints_kept,
             service,
+            port,
         }
     }
 
@@ -294,18 +304,38 @@ impl TestAuth {
     }
 
     /// Stops the service and starts it again on the same address with `change` applied to
-    /// its settings (e.g. a new key ring), like a rolling restart.
+    /// its settings (e.g. a new key ring), like a rolling restart. The address stays held
+    /// meanwhile: refused, and nobody else's.
     pub async fn restart(
         mut self,
         endpoints: Endpoints,
         change: impl FnOnce(&mut Settings),
     ) -> Self {
+        let held = self.port.take();
         self.service.stop().await;
         let mut settings = self.settings.clone();
         settings.listen_addr = self.addr;
         change(&mut settings);
-        Self::spawn_with(settings, endpoints).await
+        let restarted = Self::spawn_with(settings, endpoints).await;
+        drop(held);
+        restarted
     }
+
+    /// Stops the service gracefully and returns its port, still held, to serve on again.
+    pub async fn stop_holding_port(mut self) -> HeldPort {
+        let held = self.port.take().expect("a held port");
+        self.service.stop().await;
+        held
+    }
+}
+
+/// `addr` held for the service to bind: a fresh port for port 0, else `addr` itself if it is
+/// free or only held (a restart's); `None` leaves the bind (and its error) to the service.
+fn hold(addr: SocketAddr) -> Option<HeldPort> {
+    if addr.port() == 0 {
+        return Some(HeldPort::new());
+    }
+    HeldPort::at(addr).ok()
 }
 
 /// A registered user and its credentials.

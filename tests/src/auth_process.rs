@@ -1,5 +1,7 @@
 //! The auth-service as a real process of its own, so a test can kill it with SIGKILL and start
 //! it again on the same port, the way a crash and a supervisor restart look to its clients.
+//! The test process holds that port ([`HeldPort`]) from start to drop: while the child is
+//! dead, connections are refused and nobody else can take the port.
 //!
 //! `cargo test` builds no other package's binaries, so the process is this very test binary
 //! run again with `--ignored --exact <entry test>`: that test calls [`serve_if_child`], which
@@ -9,7 +11,7 @@
 
 use std::{
     io::Read,
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -18,16 +20,14 @@ use auth_service::{
     config::{Cli, Settings},
     startup::{self, Application, AwsClients},
 };
-use clap::Parser;
+use rustix::process::{Pid, Signal, kill_process};
 use secrecy::ExposeSecret;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{auth::Endpoints, dynamodb_client, sts_client};
+use crate::{auth::Endpoints, dynamodb_client, ports::HeldPort, sts_client};
 
 /// Set (to `1`) in the child's environment: serve instead of returning.
 const CHILD_VARIABLE: &str = "DYNAGATE_TEST_AUTH_PROCESS";
-/// Ports to choose from: below Linux's default ephemeral range, like the emulators'.
-const PORTS: std::ops::Range<u16> = 20_000..32_768;
 /// Longest the process may take to serve (a loaded machine, a test binary to load).
 const START_LIMIT: Duration = Duration::from_secs(30);
 
@@ -50,7 +50,8 @@ pub async fn serve_if_child() {
         std::process::exit(0);
     });
     common::telemetry::init_for_tests();
-    let settings = Cli::try_parse_from(["auth-service"])
+    // As the binary parses them (`common::cli`: every boolean spelling).
+    let settings = common::cli::try_parse_from::<Cli, _, _>(["auth-service"])
         .expect("settings from the environment")
         .settings;
     let sdk = common::aws::load_sdk_config(&settings.aws).await;
@@ -63,10 +64,12 @@ pub async fn serve_if_child() {
     std::process::exit(0);
 }
 
-/// An auth-service child process on a fixed loopback port.
+/// An auth-service child process on a loopback port held for it.
 pub struct AuthProcess {
     /// Where it listens (kept across restarts).
     pub addr: SocketAddr,
+    /// Holds `addr` while the child is dead (and while it lives, with it).
+    _port: HeldPort,
     /// Its settings (tables, keys, issuer and audience).
     pub settings: Settings,
     entry_test: &'static str,
@@ -76,8 +79,8 @@ pub struct AuthProcess {
 
 impl AuthProcess {
     /// Creates `settings`' tables on `endpoints.dynamodb`, then starts the process (this test
-    /// binary's test `entry_test`, which calls [`serve_if_child`]) on a free port and waits
-    /// until it is SERVING.
+    /// binary's test `entry_test`, which calls [`serve_if_child`]) on a port held for it and
+    /// waits until it is SERVING.
     pub async fn start(
         mut settings: Settings,
         endpoints: &Endpoints,
@@ -90,10 +93,12 @@ impl AuthProcess {
         startup::create_tables(&settings, &aws)
             .await
             .expect("create tables");
-        settings.listen_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let port = HeldPort::new();
+        settings.listen_addr = port.addr();
         let environment = environment(&settings, endpoints);
         let mut process = Self {
             addr: settings.listen_addr,
+            _port: port,
             settings,
             entry_test,
             environment,
@@ -109,6 +114,16 @@ impl AuthProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends it SIGHUP (it reloads its keys file); only this process gets the signal.
+    pub fn hang_up(&self) {
+        let child = self.child.as_ref().expect("the auth-service is running");
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .expect("a process id");
+        kill_process(pid, Signal::HUP).expect("SIGHUP to the auth-service process");
     }
 
     /// Starts it again on the same port with the same settings and waits until SERVING.
@@ -131,7 +146,7 @@ impl AuthProcess {
             command.stdout(Stdio::null());
         }
         self.child = Some(command.spawn().expect("start the auth-service process"));
-        // tokio binds with SO_REUSEADDR: the killed process's port is free again at once.
+        // tokio binds with SO_REUSEADDR, as the held port needs.
         let deadline = tokio::time::Instant::now() + START_LIMIT;
         loop {
             let status = self
@@ -168,24 +183,9 @@ impl Drop for AuthProcess {
     }
 }
 
-/// A port nobody listens on now, below the ephemeral range so no outgoing connection takes
-/// it meanwhile.
-fn free_port() -> u16 {
-    loop {
-        let port = rand::random_range(PORTS);
-        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// The child's environment: `settings` through the auth-service's documented variables,
 /// and the AWS SDK's standard ones for `endpoints`.
 fn environment(settings: &Settings, endpoints: &Endpoints) -> Vec<(&'static str, String)> {
-    let keys = settings
-        .signing_keys
-        .as_ref()
-        .expect("test settings carry a signing key");
     let mut environment = vec![
         ("AWS_ENDPOINT_URL_DYNAMODB", endpoints.dynamodb.clone()),
         ("AWS_ENDPOINT_URL_STS", endpoints.sts.clone()),
@@ -198,7 +198,6 @@ fn environment(settings: &Settings, endpoints: &Endpoints) -> Vec<(&'static str,
             settings.listen_addr.to_string(),
         ),
         ("DYNAGATE_AUTH_METRICS_ADDR", "127.0.0.1:0".to_owned()),
-        ("DYNAGATE_SIGNING_KEYS", keys.expose_secret().to_owned()),
         ("DYNAGATE_USERS_TABLE", settings.users_table.clone()),
         ("DYNAGATE_SESSIONS_TABLE", settings.sessions_table.clone()),
         (
@@ -250,9 +249,30 @@ fn environment(settings: &Settings, endpoints: &Endpoints) -> Vec<(&'static str,
             settings.aws.aws_max_attempts.to_string(),
         ),
     ];
+    environment.extend(signing_keys(settings));
     if let (Some(role), Some(table)) = (&settings.credentials_role_arn, &settings.items_table_arn) {
         environment.push(("DYNAGATE_CREDENTIALS_ROLE_ARN", role.clone()));
         environment.push(("DYNAGATE_ITEMS_TABLE_ARN", table.clone()));
     }
     environment
+}
+
+/// The signing keys of `settings`: its keys file (with its reload interval and activation
+/// delay), or else its keys themselves.
+fn signing_keys(settings: &Settings) -> Vec<(&'static str, String)> {
+    match (&settings.signing_keys_file, &settings.signing_keys) {
+        (Some(path), _) => vec![
+            ("DYNAGATE_SIGNING_KEYS_FILE", path.display().to_string()),
+            (
+                "DYNAGATE_SIGNING_KEYS_RELOAD_SECS",
+                settings.signing_keys_reload_secs.to_string(),
+            ),
+            (
+                "DYNAGATE_SIGNING_KEY_ACTIVATION_SECS",
+                settings.signing_key_activation_secs.to_string(),
+            ),
+        ],
+        (None, Some(keys)) => vec![("DYNAGATE_SIGNING_KEYS", keys.expose_secret().to_owned())],
+        (None, None) => panic!("test settings carry a signing key or a keys file"),
+    }
 }

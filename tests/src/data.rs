@@ -7,11 +7,14 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::proto::{
-    auth::v1::GetCredentialsRequest,
-    data::v1::{
-        GetItemRequest, Item, PutItemRequest, QueryItemsRequest, Value,
-        data_service_client::DataServiceClient, value::Kind,
+use common::{
+    clock::{Clock, SystemClock},
+    proto::{
+        auth::v1::GetCredentialsRequest,
+        data::v1::{
+            GetItemRequest, Item, PutItemRequest, QueryItemsRequest, Value,
+            data_service_client::DataServiceClient, value::Kind,
+        },
     },
 };
 use data_service::{
@@ -62,12 +65,23 @@ impl TestData {
     /// Spawns a data-service with `settings`, its table created on the DynamoDB at `endpoint`,
     /// and waits until it is SERVING (unless `wait` is false).
     pub async fn spawn_with(settings: Settings, dynamodb_endpoint: &str, wait: bool) -> Self {
+        Self::spawn_with_clock(settings, dynamodb_endpoint, wait, Arc::new(SystemClock)).await
+    }
+
+    /// [`TestData::spawn_with`], its revocations (the feed's freshness, their expiry) reading
+    /// `clock`, so a test moves time (a `common::clock::ManualClock`) instead of sleeping.
+    pub async fn spawn_with_clock(
+        settings: Settings,
+        dynamodb_endpoint: &str,
+        wait: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         common::telemetry::init_for_tests();
         let dynamodb = aws_sdk_dynamodb::Config::from(&sdk_config(dynamodb_endpoint));
         startup::create_tables(&settings, dynamodb.clone())
             .await
             .expect("create items table");
-        let app = Application::build(&settings, dynamodb)
+        let app = Application::build_with_clock(&settings, dynamodb, clock)
             .await
             .expect("build data-service");
         let addr = app.local_addr();

@@ -1,13 +1,14 @@
 //! A TCP proxy that delays every byte the target sends back by a fixed time, without reordering
-//! or throttling: how tests make a dependency slow enough that concurrent callers are sure to
-//! meet inside one of its calls.
+//! or throttling, and can hold the answers back until told to let them through: how tests make
+//! a dependency slow enough that concurrent callers are sure to meet inside one of its calls
+//! (held: for as long as the test needs, not for a time it hopes is long enough).
 
 use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, copy},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -16,6 +17,7 @@ use tokio::{
 pub struct DelayProxy {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    held: watch::Sender<bool>,
 }
 
 impl DelayProxy {
@@ -24,12 +26,24 @@ impl DelayProxy {
     pub async fn start(target: SocketAddr, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
+        let (held, holding) = watch::channel(false);
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                tokio::spawn(relay(inbound, target, delay));
+                tokio::spawn(relay(inbound, target, delay, holding.clone()));
             }
         });
-        Self { addr, task }
+        Self { addr, task, held }
+    }
+
+    /// From now on, every answer (on every connection) waits until [`Self::release`];
+    /// requests still reach the target.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Lets the held answers through, and every later one.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// The address to connect to instead of the target.
@@ -44,7 +58,12 @@ impl Drop for DelayProxy {
     }
 }
 
-async fn relay(inbound: TcpStream, target: SocketAddr, delay: Duration) {
+async fn relay(
+    inbound: TcpStream,
+    target: SocketAddr,
+    delay: Duration,
+    mut holding: watch::Receiver<bool>,
+) {
     let Ok(outbound) = TcpStream::connect(target).await else {
         return;
     };
@@ -70,6 +89,8 @@ async fn relay(inbound: TcpStream, target: SocketAddr, delay: Duration) {
     });
     while let Some((at, chunk)) = due.recv().await {
         tokio::time::sleep_until(at).await;
+        // A dropped proxy holds nothing back (the error says the sender is gone).
+        let _ = holding.wait_for(|held| !held).await;
         if client_write.write_all(&chunk).await.is_err() {
             break;
         }

@@ -1,7 +1,8 @@
 //! A TCP relay in front of an in-process server that can be cut and restored on the same
 //! port: cutting closes the listener and every relayed connection at once, which is what
 //! clients see of a `kill -9` (an in-process server cannot be killed that way: aborting its
-//! task leaves its accepted connections serving).
+//! task leaves its accepted connections serving). The port stays held ([`HeldPort`]) while
+//! cut, so connections are refused and the restored listener gets it back for sure.
 
 use std::{
     net::SocketAddr,
@@ -13,9 +14,11 @@ use tokio::{
     task::JoinSet,
 };
 
+use crate::ports::HeldPort;
+
 /// The relay; [`Gate::addr`] is where clients connect.
 pub struct Gate {
-    addr: SocketAddr,
+    port: HeldPort,
     target: SocketAddr,
     /// The accept loop and every relayed connection, all dropped by a cut.
     tasks: Arc<Mutex<Option<JoinSet<()>>>>,
@@ -24,10 +27,10 @@ pub struct Gate {
 impl Gate {
     /// Relays a fresh port on loopback to `target`.
     pub async fn open(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a gate");
-        let addr = listener.local_addr().expect("the gate's address");
+        let port = HeldPort::new();
+        let listener = TcpListener::bind(port.addr()).await.expect("bind a gate");
         let gate = Self {
-            addr,
+            port,
             target,
             tasks: Arc::default(),
         };
@@ -37,7 +40,7 @@ impl Gate {
 
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.port.addr()
     }
 
     /// Closes the listener and every connection: from outside, the server died.
@@ -48,7 +51,7 @@ impl Gate {
 
     /// Listens again on the same port: from outside, the server came back.
     pub async fn restore(&self) {
-        let listener = TcpListener::bind(self.addr)
+        let listener = TcpListener::bind(self.addr())
             .await
             .expect("bind the gate's port again");
         self.serve(listener);

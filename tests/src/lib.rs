@@ -13,6 +13,7 @@ pub mod feed_proxy;
 pub mod gate;
 pub mod moto;
 pub mod mutate;
+pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod raw;

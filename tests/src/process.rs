@@ -1,8 +1,7 @@
 //! The service binaries as child processes, observed from outside: their address and metrics
-//! endpoint (from their JSON logs), their memory and CPU time (whole process, and the
-//! `hash-worker-N` threads apart) from /proc, the auth-service's hashing stats logged at
-//! shutdown, a graceful stop. For tests and the load report (`loadgen`), whose figures must be
-//! the service's own (a soak's RSS, CPU per call), not the caller's.
+//! endpoint (from their JSON logs), their memory from /proc, the auth-service's hashing stats
+//! logged at shutdown, a graceful stop. For tests and the measuring programs (`tools`, which
+//! add CPU time), whose figures must be the service's own (a soak's RSS), not the caller's.
 //!
 //! Each service runs in a session of its own (`setsid`), as `scripts/stack` starts them, so
 //! the kernel's autogroup scheduling weighs it apart from the caller and from the other
@@ -26,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
@@ -90,25 +89,6 @@ pub struct ServiceProcess {
     pub metrics_addr: SocketAddr,
     stats: Arc<Mutex<Option<Value>>>,
     reader: Option<JoinHandle<()>>,
-}
-
-/// CPU time of a process: all its threads, and its `hash-worker-N` threads.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Cpu {
-    /// Every thread, user + system.
-    pub total: Duration,
-    /// The `hash-worker-N` threads (zero for the data-service).
-    pub hashing: Duration,
-}
-
-impl std::ops::Sub for Cpu {
-    type Output = Self;
-    fn sub(self, other: Self) -> Self {
-        Self {
-            total: self.total.saturating_sub(other.total),
-            hashing: self.hashing.saturating_sub(other.hashing),
-        }
-    }
 }
 
 /// Where the binary `name` of this build is.
@@ -244,39 +224,6 @@ impl ServiceProcess {
         Ok(value.parse()?)
     }
 
-    /// CPU time used so far by every thread, user + system.
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        cpu_time(self.pid())
-    }
-
-    /// CPU time used so far, all threads and the hashing threads apart.
-    pub fn cpu(&self) -> anyhow::Result<Cpu> {
-        let mut hashing = Duration::ZERO;
-        for thread in self.hashing_threads()? {
-            // A thread that has ended since the listing no longer counts.
-            if let Ok(fields) = stat_fields(&thread.to_string_lossy()) {
-                hashing += ticks(&fields)?;
-            }
-        }
-        Ok(Cpu {
-            total: self.cpu_time()?,
-            hashing,
-        })
-    }
-
-    /// The `/proc` stat files of the hashing threads (named `hash-worker-N`).
-    pub fn hashing_threads(&self) -> anyhow::Result<Vec<PathBuf>> {
-        let mut threads = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
-            let task = task?.path();
-            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if name.starts_with("hash-worker-") {
-                threads.push(task.join("stat"));
-            }
-        }
-        Ok(threads)
-    }
-
     /// Stops it with SIGTERM, as an orchestrator would, checks it exited cleanly, and returns
     /// the fields of its "password hashing stats" line (the auth-service's; `None` for the
     /// data-service).
@@ -298,30 +245,6 @@ impl Drop for ServiceProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU time process `pid` has used so far, every thread, user + system (`/proc/PID/stat`,
-/// clock-tick resolution).
-pub fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
-    ticks(&stat_fields(&format!("/proc/{pid}/stat"))?)
-}
-
-/// utime + stime of a `/proc/.../stat` line's fields (from [`stat_fields`]).
-fn ticks(fields: &[String]) -> anyhow::Result<Duration> {
-    // After the name: state is field 3, utime 14 and stime 15 (in clock ticks).
-    ensure!(fields.len() > 12, "a short stat line");
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let per_second = rustix::param::clock_ticks_per_second();
-    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
-}
-
-/// The fields of a `/proc/.../stat` line after the parenthesised name (state first).
-pub fn stat_fields(path: &str) -> anyhow::Result<Vec<String>> {
-    let stat = std::fs::read_to_string(path)?;
-    let Some((_, rest)) = stat.rsplit_once(") ") else {
-        bail!("unexpected {path}: {stat}");
-    };
-    Ok(rest.split(' ').map(str::to_owned).collect())
 }
 
 /// Follows the JSON log lines (all of them: the pipe must not fill), sending the gRPC

@@ -2,13 +2,16 @@
 //! session policy, so these tests check what STS *received*; the golden policy test in
 //! auth-service/src/policy.rs checks what the policy *says*.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::types::{AttributeValue, BillingMode, KeyType};
-use common::proto::auth::v1::{
-    GetCredentialsRequest, GetCredentialsResponse, LogoutRequest,
-    auth_service_client::AuthServiceClient,
+use common::{
+    clock::ManualClock,
+    proto::auth::v1::{
+        GetCredentialsRequest, GetCredentialsResponse, LogoutRequest,
+        auth_service_client::AuthServiceClient,
+    },
 };
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
@@ -240,14 +243,15 @@ async fn many_users_with_many_concurrent_requests_cost_one_call_per_user() {
 async fn an_sts_outage_is_unavailable_but_cached_credentials_serve_until_their_margin() {
     let mut sts = Emulator::start(Kind::Moto, false).await;
     let mut settings = TestAuth::settings_with_vending();
-    // 900 s credentials handed out until 896 s before expiry: a 4-second cache window.
+    // 900 s credentials handed out until 300 s before expiry, by the auth-service's clock.
     settings.credentials_duration_secs = 900;
-    settings.credentials_refresh_margin_secs = 896;
+    settings.credentials_refresh_margin_secs = 300;
     let endpoints = Endpoints {
         dynamodb: Emulator::shared_dynalite().await.endpoint(),
         sts: sts.endpoint(),
     };
-    let auth = TestAuth::spawn_with(settings, endpoints).await;
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let auth = TestAuth::spawn_with_clock(settings, endpoints, clock.clone()).await;
     let mut client = auth.client().await;
     let (_, cached_token) = logged_in(&mut client).await;
     let (_, new_token) = logged_in(&mut client).await;
@@ -264,7 +268,10 @@ async fn an_sts_outage_is_unavailable_but_cached_credentials_serve_until_their_m
         "RetryInfo tells when to retry"
     );
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let expiration = cached.expiration.expect("an expiration");
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(expiration.seconds).unwrap();
+    let margin = Duration::from_secs(auth.settings.credentials_refresh_margin_secs);
+    clock.set(expires_at - margin + Duration::from_secs(1));
     let past_margin = get_credentials(&mut client, &cached_token)
         .await
         .unwrap_err();

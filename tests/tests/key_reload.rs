@@ -1,17 +1,33 @@
 //! Key rotation without a restart: the auth-service re-reads its keys file when it changes and
 //! on SIGHUP, publishes and signs with the new ring, stops accepting removed keys, and keeps its
-//! keys when the file turns out to be broken.
+//! keys when the file turns out to be broken. Each step waits for an event (the published ring,
+//! the reload counter), never for a time; the signal goes to an auth-service process of its
+//! own, never to the test process (whose in-process services would all take it).
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use auth_service::keys;
-use common::proto::auth::v1::{ListSessionsRequest, ListSigningKeysRequest};
+use auth_service::{config::Settings, keys};
+use common::proto::auth::v1::{
+    ListSessionsRequest, ListSigningKeysRequest, auth_service_client::AuthServiceClient,
+};
 use secrecy::ExposeSecret;
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, kid_of, with_bearer},
+    auth_process::{AuthProcess, serve_if_child},
     eventually,
 };
-use tonic::Code;
+use tonic::{Code, transport::Channel};
+
+/// The bound on waiting for an event (a loaded machine is slow, never this slow).
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The test whose process is the auth-service of the SIGHUP test (see `tests::auth_process`).
+const AUTH_ENTRY: &str = "auth_service_process";
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the auth-service process of the SIGHUP test, which starts it itself"]
+async fn auth_service_process() {
+    serve_if_child().await;
+}
 
 /// A keys file of its own in the temporary directory.
 struct KeysFile(PathBuf);
@@ -39,7 +55,7 @@ fn new_key() -> (String, String) {
     (key.expose_secret().to_owned(), kid)
 }
 
-async fn spawn_with_file(file: &KeysFile, reload_secs: u64) -> TestAuth {
+fn settings_with_file(file: &KeysFile, reload_secs: u64) -> Settings {
     let mut settings = TestAuth::settings();
     settings.signing_keys = None;
     settings.signing_keys_file = Some(file.0.clone());
@@ -47,13 +63,18 @@ async fn spawn_with_file(file: &KeysFile, reload_secs: u64) -> TestAuth {
     // Reload mechanics only: an added key signs at once (tests/tests/key_rollout.rs holds
     // keys back).
     settings.signing_key_activation_secs = 0;
-    TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await
+    settings
+}
+
+async fn client(addr: SocketAddr) -> AuthServiceClient<Channel> {
+    AuthServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the auth-service")
 }
 
 /// The published kids, oldest first, and the active one.
-async fn published(auth: &TestAuth) -> (Vec<String>, String) {
-    let keys = auth
-        .client()
+async fn published(addr: SocketAddr) -> (Vec<String>, String) {
+    let keys = client(addr)
         .await
         .list_signing_keys(ListSigningKeysRequest {})
         .await
@@ -65,6 +86,11 @@ async fn published(auth: &TestAuth) -> (Vec<String>, String) {
         keys.into_iter().map(|k| k.kid).collect(),
         active.unwrap_or_default(),
     )
+}
+
+/// True once `addr` publishes `ring` (kids oldest first, and the active one).
+async fn publishes(addr: SocketAddr, ring: &(Vec<String>, String)) -> bool {
+    eventually(PATIENCE, || async { published(addr).await == *ring }).await
 }
 
 /// The code of a bearer call that changes nothing (ListSessions) made with `token`.
@@ -81,7 +107,9 @@ async fn added_and_removed_keys_take_effect_without_a_restart() {
     let file = KeysFile::new();
     let (old_key, old_kid) = new_key();
     file.write(&[&old_key]);
-    let auth = spawn_with_file(&file, 1).await;
+    let settings = settings_with_file(&file, 1);
+    let auth = TestAuth::spawn_with(settings, Endpoints::dynalite_only().await).await;
+    let reloads = &auth.metrics.signing_key_reloads;
     let mut client = auth.client().await;
     let user = TestUser::register(&mut client).await;
     let old_token = user.login(&mut client).await.access_token;
@@ -91,10 +119,10 @@ async fn added_and_removed_keys_take_effect_without_a_restart() {
     let (new_key, new_kid) = new_key();
     file.write(&[&old_key, &new_key]);
     let both = (vec![old_kid.clone(), new_kid.clone()], new_kid.clone());
-    let rotated = eventually(Duration::from_secs(10), || async {
-        published(&auth).await == both
-    });
-    assert!(rotated.await, "the added key is published and active");
+    assert!(
+        publishes(auth.addr, &both).await,
+        "the added key is published and active"
+    );
     let new_token = user.login(&mut client).await.access_token;
     assert_eq!(kid_of(&new_token), new_kid);
     assert_eq!(bearer_code(&auth, &old_token).await, Code::Ok);
@@ -102,19 +130,26 @@ async fn added_and_removed_keys_take_effect_without_a_restart() {
     // Remove the old key: its tokens stop verifying, the new key's keep working.
     file.write(&[&new_key]);
     let only_new = (vec![new_kid.clone()], new_kid.clone());
-    let withdrawn = eventually(Duration::from_secs(10), || async {
-        published(&auth).await == only_new
-    });
-    assert!(withdrawn.await, "the removed key is no longer published");
+    assert!(
+        publishes(auth.addr, &only_new).await,
+        "the removed key is no longer published"
+    );
     assert_eq!(bearer_code(&auth, &old_token).await, Code::Unauthenticated);
     assert_eq!(bearer_code(&auth, &new_token).await, Code::Ok);
+    assert_eq!(
+        (reloads.count("applied"), reloads.count("refused")),
+        (2, 0),
+        "one reload per change"
+    );
 
-    // A broken file changes nothing (the test's interval is 1 s: wait out two checks).
+    // A broken file is read, refused, and changes nothing.
     file.write(&["k4.secret.not-a-key"]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(published(&auth).await, only_new);
+    let refused = eventually(PATIENCE, || async { reloads.count("refused") == 1 });
+    assert!(refused.await, "the broken file was read and refused");
+    assert_eq!(published(auth.addr).await, only_new);
     let after = user.login(&mut client).await.access_token;
     assert_eq!(kid_of(&after), new_kid);
+    assert_eq!(reloads.count("applied"), 2, "nothing applied since");
 }
 
 #[tokio::test]
@@ -123,19 +158,17 @@ async fn sighup_reloads_the_keys_at_once() {
     let (old_key, old_kid) = new_key();
     file.write(&[&old_key]);
     // An interval far longer than the test: only the signal can explain a reload.
-    let auth = spawn_with_file(&file, 3600).await;
+    let settings = settings_with_file(&file, 3600);
+    let endpoints = Endpoints::dynalite_only().await;
+    let auth = AuthProcess::start(settings, &endpoints, AUTH_ENTRY).await;
     let (new_key, new_kid) = new_key();
     file.write(&[&old_key, &new_key]);
 
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &std::process::id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    auth.hang_up();
 
     let both = (vec![old_kid, new_kid.clone()], new_kid);
-    let reloaded = eventually(Duration::from_secs(10), || async {
-        published(&auth).await == both
-    });
-    assert!(reloaded.await, "SIGHUP made the service read the file");
+    assert!(
+        publishes(auth.addr, &both).await,
+        "SIGHUP made the service read the file"
+    );
 }

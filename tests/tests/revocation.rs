@@ -11,14 +11,17 @@
 //! [`FeedProxy`]) never counts as current, so the data-service stays NOT_SERVING and answers
 //! UNAVAILABLE with RetryInfo rather than trust tokens that may have been revoked.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use common::proto::{
-    auth::v1::{
-        ChangePasswordRequest, ListSessionsRequest, LoginResponse, LogoutAllRequest, LogoutRequest,
-        RevokeSessionRequest, auth_service_client::AuthServiceClient,
+use common::{
+    clock::ManualClock,
+    proto::{
+        auth::v1::{
+            ChangePasswordRequest, ListSessionsRequest, LoginResponse, LogoutAllRequest,
+            LogoutRequest, RevokeSessionRequest, auth_service_client::AuthServiceClient,
+        },
+        data::v1::GetItemRequest,
     },
-    data::v1::GetItemRequest,
 };
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, refresh, with_bearer},
@@ -27,6 +30,7 @@ use tests::{
     feed_proxy::FeedProxy,
     unique_prefix, wait_serving, wait_status,
 };
+use time::OffsetDateTime;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
@@ -327,19 +331,18 @@ async fn a_revocation_made_while_every_stream_was_cut_still_arrives() {
     let second = fleet.auth.pop().expect("two replicas");
     let first = fleet.auth.pop().expect("two replicas");
     second.stop().await;
-    let first_settings = first.settings.clone();
-    let first_addr = first.addr;
-    first.stop().await;
+    let mut settings = first.settings.clone();
+    settings.listen_addr = first.addr;
+    let held = first.stop_holding_port().await;
 
     logout(&mut unwatched.client().await, &fleet.a.refresh_token).await;
 
     // One watched replica comes back on its address; the data replicas reconnect to it and
     // it replays what they missed.
-    let mut settings = first_settings;
-    settings.listen_addr = first_addr;
     fleet
         .auth
         .push(TestAuth::spawn_with(settings, fleet.endpoints.clone()).await);
+    drop(held);
     for data in &fleet.data {
         // Reconnecting is a backoff away (at most 5 s); the 2 s bound is for live streams.
         refused_within(data, &fleet.a.access_token, Duration::from_secs(8)).await;
@@ -354,12 +357,16 @@ async fn a_data_replica_that_hears_no_feed_stops_trusting_tokens_and_recovers_by
     let mut settings = fleet.data[0].settings.clone();
     settings.auth_url = vec![proxy.url()];
     settings.revocation_max_staleness = 2;
-    let data = TestData::spawn_with(settings, &fleet.endpoints.dynamodb, true).await;
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let dynamodb = &fleet.endpoints.dynamodb;
+    let data = TestData::spawn_with_clock(settings, dynamodb, true, clock.clone()).await;
     accepted(&data, &fleet.a.access_token).await;
 
     proxy.block_feed();
 
+    // Past the maximum staleness at each look, whatever the cut stream still delivered.
     let stale = eventually(Duration::from_secs(5), || async {
+        clock.advance(Duration::from_secs(3));
         get(&data, &fleet.a.access_token)
             .await
             .is_err_and(|status| status.code() == Code::Unavailable)

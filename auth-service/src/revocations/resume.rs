@@ -7,7 +7,6 @@
 
 use common::status::Violation;
 use prost_types::Timestamp;
-use time::OffsetDateTime;
 
 use super::{Hub, snapshot::Snapshot};
 use crate::error::AuthError;
@@ -107,14 +106,9 @@ fn since_millis(since: Option<Timestamp>) -> Result<Option<i64>, AuthError> {
     let Some(since) = since else {
         return Ok(None);
     };
-    let nanos = i128::from(since.seconds) * 1_000_000_000 + i128::from(since.nanos);
-    let at = (0..1_000_000_000)
-        .contains(&since.nanos)
-        .then(|| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
-        .flatten()
-        .ok_or_else(|| {
-            AuthError::InvalidArgument(vec![Violation::new("since", "must be a valid timestamp")])
-        })?;
+    let at = common::timestamp::to_time(&since).ok_or_else(|| {
+        AuthError::InvalidArgument(vec![Violation::new("since", "must be a valid timestamp")])
+    })?;
     Ok(Some(common::clock::unix_millis(at)))
 }
 
@@ -124,6 +118,7 @@ mod tests {
 
     use common::clock::ManualClock;
     use proptest::prelude::*;
+    use time::OffsetDateTime;
 
     use super::*;
     use crate::revocations::Revocation;

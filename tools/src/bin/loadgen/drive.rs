@@ -21,9 +21,9 @@ use common::proto::data::v1::{
     GetItemRequest, PutItemRequest, QueryItemsRequest, data_service_client::DataServiceClient,
 };
 use serde_json::{Value, json};
-use tests::process::cpu_time;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tools::cpu::cpu_time;
 
 use crate::{
     datapath::CONCURRENT,

@@ -12,6 +12,7 @@ use tests::auth::{TestUser, with_bearer};
 use tonic::transport::Channel;
 
 use tests::process::ServiceProcess as Service;
+use tools::cpu::CpuUse;
 
 use crate::{
     drive::GET_KEY,

@@ -1,7 +1,7 @@
 //! GetItem latency through the data-service against a direct AWS SDK GetItem on the same
 //! dynalite, measured in the same run, interleaved, one request at a time.
 //!
-//! Run: `cargo bench -p tests --bench data_path` (needs `scripts/install-tools`).
+//! Run: `cargo bench -p tools --bench data_path` (needs `scripts/install-tools`).
 //! Prints p50/p90/p99 of both paths and what the data-service adds, plus a health Check on
 //! the same server as the cost of the gRPC hop alone.
 

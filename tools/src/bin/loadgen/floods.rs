@@ -17,7 +17,7 @@ use tests::auth::{TestUser, hopeless_login};
 use tokio::task::JoinSet;
 use tonic::{Code, Status, transport::Channel};
 
-use tests::process::stat_fields;
+use tools::cpu::stat_fields;
 
 /// How the calls of a flood ended.
 #[derive(Debug, Default, Clone, Copy)]

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
 use tests::process::ServiceProcess as Service;
+use tools::cpu::CpuUse;
 
 use crate::report::{Row, millis, row, times};
 

@@ -31,6 +31,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::proto::auth::v1::auth_service_client::AuthServiceClient;
 use tests::{auth::TestUser, emulators::workspace_root};
+use tools::cpu::CpuUse;
 
 use crate::{
     argon2_cpu::{ITERATIONS, MEMORY_KIB},

@@ -2,14 +2,15 @@
 //! session ids that every request is checked against (one in-memory lookup), each kept only
 //! until no access token of its session can still be valid, so memory is bounded by the
 //! revocations of one access-token lifetime. [`watcher`] fills it; [`freshness`] says whether
-//! it can be trusted; [`sessions`] maps a session to its user and tokens for clean-up.
+//! it can be trusted; [`token_index`] maps a session to its user and the tokens verified
+//! here, for clean-up.
 //!
 //! No cap on the set: evicting a revocation early would make a revoked token valid again, and
 //! refusing everyone when full would let logouts take the service down. Its size follows the
 //! auth-services' (throttled) logins; each entry costs about 150 bytes.
 
 pub mod freshness;
-pub mod sessions;
+pub mod token_index;
 pub mod watcher;
 
 use std::{
@@ -27,7 +28,7 @@ use time::OffsetDateTime;
 
 use crate::error::DataError;
 pub use freshness::Freshness;
-pub use sessions::{Ended, SessionIndex};
+pub use token_index::{Ended, TokenIndex};
 
 /// The longest a revocation is kept, whatever its `not_after` says: an access token lives at
 /// most a day (the auth-service's upper bound on its lifetime).
@@ -85,7 +86,8 @@ pub struct Revocations {
 struct Inner {
     /// Session id → `not_after`.
     revoked: Cache<String, OffsetDateTime>,
-    sessions: SessionIndex,
+    /// The tokens verified here, by session and user.
+    index: TokenIndex,
     freshness: Freshness,
     clock: Arc<dyn Clock>,
 }
@@ -94,7 +96,7 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Revocations")
             .field("revoked", &self.revoked.entry_count())
-            .field("sessions", &self.sessions)
+            .field("index", &self.index)
             .field("freshness", &self.freshness)
             .finish()
     }
@@ -111,7 +113,7 @@ impl Revocations {
         Self {
             inner: Arc::new(Inner {
                 revoked,
-                sessions: SessionIndex::new(config.index_capacity),
+                index: TokenIndex::new(config.index_capacity, Arc::clone(&clock)),
                 freshness: Freshness::new(config.max_staleness, Arc::clone(&clock)),
                 clock,
             }),
@@ -158,7 +160,7 @@ impl Revocations {
     /// Records a token this replica just verified, so a revocation can find its user.
     pub fn track(&self, principal: &Principal, token: Arc<str>) {
         if self.inner.freshness.is_on() && !self.is_revoked(&principal.session_id) {
-            self.inner.sessions.track(principal, token);
+            self.inner.index.track(principal, token);
         }
     }
 
@@ -178,11 +180,17 @@ impl Revocations {
         if not_after > self.inner.clock.now() {
             self.inner.revoked.insert(session_id.to_owned(), not_after);
         }
-        let mut ended = self.inner.sessions.end(session_id);
+        let mut ended = self.inner.index.end(session_id);
         if !user_id.is_empty() && !repeated {
             ended.client_of = Some(Arc::from(user_id));
         }
         ended
+    }
+
+    /// Until when to keep a revocation whose `not_after` is missing or unusable: as long as
+    /// any token can live, from now on the service clock.
+    pub fn longest_keep(&self) -> OffsetDateTime {
+        self.inner.clock.now() + MAX_KEEP
     }
 
     /// The feed's freshness.
@@ -198,7 +206,7 @@ impl Revocations {
 
     /// Sessions and users the index of verified tokens holds.
     pub fn index_len(&self) -> (u64, u64) {
-        self.inner.sessions.len()
+        self.inner.index.len()
     }
 
     /// True when no revocation is held.
@@ -335,6 +343,6 @@ mod tests {
         let set = Revocations::off();
         assert!(set.admit(&principal("s1")).is_ok());
         set.track(&principal("s1"), Arc::from("token"));
-        assert_eq!(set.inner.sessions.len(), (0, 0));
+        assert_eq!(set.inner.index.len(), (0, 0));
     }
 }

@@ -1,10 +1,12 @@
-//! Which user each session belongs to, and which of its tokens this replica verified, learned
-//! from the tokens it verified: a revocation names a session (and, from current auth-services,
-//! its user), yet ending it should evict its tokens and, when the revocation does not name the
-//! user and the user has no other session this replica knows of, the user's cached DynamoDB
-//! client. Bounded every way (sessions, users, sessions per user, tokens per session)
-//! and forgotten when the tokens expire. Best effort: it never decides who is refused (the
-//! revoked set does); a miss costs at most a credential reload or a cache slot held until expiry.
+//! The index of the tokens this replica verified: which user each session belongs to, and
+//! which of its tokens were verified here, learned from those tokens (not the auth-service's
+//! sessions table, which the data-service never reads). A revocation names a session (and,
+//! from current auth-services, its user), yet ending it should evict its tokens and, when the
+//! revocation does not name the user and the user has no other session this replica knows
+//! of, the user's cached DynamoDB client. Bounded every way (sessions, users, sessions per
+//! user, tokens per session) and forgotten when the tokens expire. Best effort: it never
+//! decides who is refused (the revoked set does); a miss costs at most a credential reload or
+//! a cache slot held until expiry.
 
 use std::{
     collections::HashMap,
@@ -15,9 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{clock::unix_millis, tokens::Principal};
+use common::{
+    clock::{Clock, unix_millis},
+    tokens::Principal,
+};
 use moka::{Expiry, sync::Cache};
-use time::OffsetDateTime;
 
 /// Sessions remembered per user: the auth-service allows 50 live ones by default. Beyond it
 /// the soonest to expire is forgotten.
@@ -64,17 +68,21 @@ struct UserEntry {
     sessions: Mutex<UserSessions>,
 }
 
-/// Forgets an entry when its latest token expires.
-struct UntilLatest;
+/// Forgets an entry when its latest token expires (on the service clock).
+struct UntilLatest {
+    clock: Arc<dyn Clock>,
+}
 
-fn until(expires_at_ms: i64) -> Duration {
-    let left = expires_at_ms.saturating_sub(unix_millis(OffsetDateTime::now_utc()));
-    Duration::from_millis(u64::try_from(left).unwrap_or(0))
+impl UntilLatest {
+    fn until(&self, expires_at_ms: i64) -> Duration {
+        let left = expires_at_ms.saturating_sub(unix_millis(self.clock.now()));
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    }
 }
 
 impl Expiry<String, Owner> for UntilLatest {
     fn expire_after_create(&self, _: &String, owner: &Owner, _: Instant) -> Option<Duration> {
-        Some(until(owner.expires_at_ms))
+        Some(self.until(owner.expires_at_ms))
     }
     fn expire_after_update(
         &self,
@@ -83,7 +91,7 @@ impl Expiry<String, Owner> for UntilLatest {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(until(owner.expires_at_ms))
+        Some(self.until(owner.expires_at_ms))
     }
 }
 
@@ -94,7 +102,7 @@ impl Expiry<Arc<str>, Arc<UserEntry>> for UntilLatest {
         user: &Arc<UserEntry>,
         _: Instant,
     ) -> Option<Duration> {
-        Some(until(user.latest_ms.load(Ordering::Acquire)))
+        Some(self.until(user.latest_ms.load(Ordering::Acquire)))
     }
     fn expire_after_update(
         &self,
@@ -103,37 +111,42 @@ impl Expiry<Arc<str>, Arc<UserEntry>> for UntilLatest {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(until(user.latest_ms.load(Ordering::Acquire)))
+        Some(self.until(user.latest_ms.load(Ordering::Acquire)))
     }
 }
 
-/// The session → user index, and each user's known sessions.
-pub struct SessionIndex {
+/// The session → user index of verified tokens, and each user's known sessions.
+pub struct TokenIndex {
     owners: Cache<String, Owner>,
     users: Cache<Arc<str>, Arc<UserEntry>>,
+    clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for SessionIndex {
+impl std::fmt::Debug for TokenIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionIndex")
+        f.debug_struct("TokenIndex")
             .field("sessions", &self.owners.entry_count())
             .field("users", &self.users.entry_count())
             .finish()
     }
 }
 
-impl SessionIndex {
-    /// At most `capacity` sessions and `capacity` users.
-    pub fn new(capacity: u64) -> Self {
+impl TokenIndex {
+    /// At most `capacity` sessions and `capacity` users, expiring on `clock`.
+    pub fn new(capacity: u64, clock: Arc<dyn Clock>) -> Self {
+        let until_latest = || UntilLatest {
+            clock: Arc::clone(&clock),
+        };
         Self {
             owners: Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(UntilLatest)
+                .expire_after(until_latest())
                 .build(),
             users: Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(UntilLatest)
+                .expire_after(until_latest())
                 .build(),
+            clock,
         }
     }
 
@@ -157,7 +170,7 @@ impl SessionIndex {
             if sessions.closed {
                 continue;
             }
-            let now = unix_millis(OffsetDateTime::now_utc());
+            let now = unix_millis(self.clock.now());
             sessions
                 .sessions
                 .retain(|_, known| known.expires_at_ms > now);
@@ -197,7 +210,7 @@ impl SessionIndex {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let known = sessions.sessions.remove(session_id).unwrap_or_default();
-        let now = unix_millis(OffsetDateTime::now_utc());
+        let now = unix_millis(self.clock.now());
         sessions
             .sessions
             .retain(|_, known| known.expires_at_ms > now);
@@ -233,6 +246,9 @@ fn forget_soonest_but(sessions: &mut HashMap<String, Known>, keep: &str) {
 
 #[cfg(test)]
 mod tests {
+    use common::clock::{ManualClock, SystemClock};
+    use time::OffsetDateTime;
+
     use super::*;
 
     fn principal(user: &str, session: &str) -> Principal {
@@ -250,7 +266,7 @@ mod tests {
 
     #[test]
     fn ending_the_last_known_session_releases_the_user_and_its_tokens() {
-        let index = SessionIndex::new(100);
+        let index = TokenIndex::new(100, Arc::new(SystemClock));
         index.track(&principal("alice", "s1"), token("a1"));
         index.track(&principal("alice", "s1"), token("a2"));
         index.track(&principal("alice", "s2"), token("b1"));
@@ -266,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_session_tracked_again_after_its_user_was_released_starts_over() {
-        let index = SessionIndex::new(100);
+        let index = TokenIndex::new(100, Arc::new(SystemClock));
         index.track(&principal("bob", "s1"), token("x"));
         index.end("s1");
         index.track(&principal("bob", "s2"), token("y"));
@@ -276,19 +292,23 @@ mod tests {
     }
 
     #[test]
-    fn expired_sessions_do_not_count_as_live() {
-        let index = SessionIndex::new(100);
+    fn sessions_expired_on_the_service_clock_do_not_count_as_live() {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+        let index = TokenIndex::new(100, clock.clone());
         let mut old = principal("carol", "old");
-        old.expires_at = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        old.expires_at = clock.now() + time::Duration::minutes(1);
         index.track(&old, token("o"));
         index.track(&principal("carol", "new"), token("n"));
+
+        clock.advance(std::time::Duration::from_secs(61));
         let ended = index.end("new");
-        assert_eq!(ended.client_of.as_deref(), Some("carol"));
+
+        assert_eq!(ended.client_of.as_deref(), Some("carol"), "old has expired");
     }
 
     #[test]
     fn the_index_is_bounded_every_way() {
-        let index = SessionIndex::new(100);
+        let index = TokenIndex::new(100, Arc::new(SystemClock));
         for i in 0..10_000 {
             index.track(&principal(&format!("u{i}"), &format!("s{i}")), token("t"));
         }
@@ -298,7 +318,7 @@ mod tests {
             "{sessions} sessions, {users} users"
         );
 
-        let index = SessionIndex::new(10_000);
+        let index = TokenIndex::new(10_000, Arc::new(SystemClock));
         for i in 0..1000 {
             for t in 0..10 {
                 index.track(

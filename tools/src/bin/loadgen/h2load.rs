@@ -19,6 +19,7 @@ use tonic_health::pb::{
 };
 
 use ::tests::process::ServiceProcess as Service;
+use tools::cpu::CpuUse;
 
 use crate::{
     drive::{DATA_SERVICE, GET_KEY},
