@@ -35,14 +35,8 @@ const KINDS: [&str; 9] = [
 
 /// The data-service's DynamoDB requests so far, all operations and outcomes.
 async fn dynamodb_calls(metrics: SocketAddr) -> anyhow::Result<f64> {
-    let url = format!("http://{metrics}/metrics");
-    let text = tokio::task::spawn_blocking(move || {
-        ureq::get(&url)
-            .call()
-            .and_then(|mut response| response.body_mut().read_to_string())
-            .with_context(|| format!("GET {url}"))
-    })
-    .await??;
+    let (status, text) = tests::process::http_get(metrics, "/metrics").await;
+    ensure!(status == 200, "GET /metrics on {metrics}: {status}");
     Ok(text
         .lines()
         .filter(|line| line.starts_with("dynagate_dynamodb_calls_total{"))
