@@ -20,14 +20,30 @@ pub use from_dynamo::{attributes_from_dynamo, value_from_dynamo};
 pub use size::{MAX_ITEM_VALUES, check_item_size, check_value_count, item_size, value_count};
 pub use to_dynamo::attributes_to_dynamo;
 
-/// Attribute names the service keeps for its own bookkeeping (partition, sort key, version and
-/// timestamps); a client attribute of the same name would overwrite them.
-pub const RESERVED_ATTRIBUTES: [&str; 5] = ["owner", "key", "version", "created_at", "updated_at"];
+/// The stored attribute (a map) that holds an item's client attributes, so that one UpdateItem
+/// can replace them all (see the layout in `store`).
+pub const ATTRIBUTES_MAP: &str = "$attributes";
+
+/// Attribute names the service keeps for its own bookkeeping (partition, sort key, version,
+/// timestamps and the map of client attributes); a client attribute of the same name would
+/// overwrite them.
+pub const RESERVED_ATTRIBUTES: [&str; 6] = [
+    "owner",
+    "key",
+    "version",
+    "created_at",
+    "updated_at",
+    ATTRIBUTES_MAP,
+];
 
 /// DynamoDB's nesting limit. A top-level attribute value is level 1 and the elements of a list or
-/// map at level `n` are at level `n + 1`; no value may be deeper than level 32, so at most 31
-/// lists or maps can nest (real DynamoDB accepts a leaf at level 32 and rejects one at level 33).
+/// map at level `n` are at level `n + 1`; no value may be deeper than level 32 (real DynamoDB
+/// accepts a leaf at level 32 and rejects one at level 33).
 pub const MAX_DEPTH: usize = 32;
+
+/// The level of a client attribute: level 2, inside the item's [`ATTRIBUTES_MAP`], so at most 30
+/// lists or maps can nest in it.
+pub const ATTRIBUTE_LEVEL: usize = 2;
 
 /// DynamoDB's item size limit, which counts names as well as values.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;

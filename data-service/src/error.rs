@@ -144,7 +144,8 @@ impl From<DataError> for Status {
                 tracing::warn!(%cause, "DynamoDB refused a request as invalid");
                 Status::invalid_argument(
                     "DynamoDB refused the request as invalid (an update that would grow the \
-                     item past 400 KB, or a key range it orders differently); nothing was changed",
+                     item past 400 KB or add, append or delete to an attribute of another \
+                     type, or a key range it orders differently); nothing was changed",
                 )
             }
             DataError::Contention => {

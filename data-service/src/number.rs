@@ -2,7 +2,7 @@
 //! which equal values are equal whatever their spelling (so number sets can reject "1" and
 //! "1.0" as duplicates, as DynamoDB does).
 
-use std::fmt;
+use std::{cmp::Ordering, fmt};
 
 /// Significant digits and adjusted-exponent range of a DynamoDB number: magnitudes from 1E-130 up
 /// to 9.9999999999999999999999999999999999999E+125, or zero.
@@ -137,6 +137,44 @@ impl Decimal {
     }
 }
 
+impl Decimal {
+    /// -1, 0 or 1.
+    fn signum(&self) -> i8 {
+        match (self.digits.is_empty(), self.negative) {
+            (true, _) => 0,
+            (false, true) => -1,
+            (false, false) => 1,
+        }
+    }
+}
+
+/// Numbers ordered by value, as DynamoDB compares them in conditions: how the service judges a
+/// stored number the way a condition on it was judged.
+impl Ord for Decimal {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let by_sign = self.signum().cmp(&other.signum());
+        if by_sign != Ordering::Equal || self.signum() == 0 {
+            return by_sign;
+        }
+        // Canonical digits (no leading or trailing zeros) compare like the magnitudes.
+        let magnitude = self
+            .exponent
+            .cmp(&other.exponent)
+            .then_with(|| self.digits.cmp(&other.digits));
+        if self.negative {
+            magnitude.reverse()
+        } else {
+            magnitude
+        }
+    }
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Scientific notation with no redundant digits (`-1.5E3`), the same for every spelling of a
 /// number, so messages can show why two members are equal.
 impl fmt::Display for Decimal {
@@ -178,4 +216,51 @@ fn parse_exponent(bytes: &[u8]) -> Result<i64, NumberError> {
         return Err(NumberError::Exponent);
     }
     Ok(if negative { -magnitude } else { magnitude })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn d(number: &str) -> Decimal {
+        Decimal::parse(number).unwrap_or_else(|e| panic!("{number}: {e:?}"))
+    }
+
+    #[test]
+    fn numbers_order_by_value_whatever_their_spelling() {
+        let ascending = [
+            "-1e10",
+            "-12.5",
+            "-12",
+            "-1.5",
+            "-1",
+            "-0.001",
+            "0",
+            "1e-130",
+            "0.5",
+            "1",
+            "1.5",
+            "2",
+            "10",
+            "18446744073709551614",
+            "18446744073709551615",
+            "1.8446744073709551616e19",
+            "9.9e125",
+        ];
+        for pair in ascending.windows(2) {
+            assert!(d(pair[0]) < d(pair[1]), "{} < {}", pair[0], pair[1]);
+        }
+        assert_eq!(d("1.50").cmp(&d("15e-1")), Ordering::Equal);
+        assert_eq!(d("-0").cmp(&d("0.000")), Ordering::Equal);
+    }
+
+    proptest! {
+        #[test]
+        fn ordering_agrees_with_integer_ordering(a in any::<i64>(), b in any::<i64>(), scale in 0_u32..4) {
+            let spell = |n: i64| format!("{n}{}", ".0".repeat(usize::from(scale > 0)));
+            prop_assert_eq!(d(&spell(a)).cmp(&d(&format!("{b}e0"))), a.cmp(&b));
+        }
+    }
 }

@@ -124,9 +124,7 @@ impl DataService for DataApi {
         let put = requests::put(&request)?;
         let item = self
             .run(&caller, async |db, owner| {
-                self.store
-                    .put(db, owner, &request.key, put.attributes, put.precondition)
-                    .await
+                self.store.put(db, owner, put).await
             })
             .await?;
         Ok(Response::new(PutItemResponse {
@@ -168,8 +166,7 @@ impl DataService for DataApi {
         let update = requests::update(&request)?;
         let item = self
             .run(&caller, async |db, owner| {
-                let (key, expected) = (&request.key, request.expected_version);
-                self.store.update(db, owner, key, update, expected).await
+                self.store.update(db, owner, update).await
             })
             .await?;
         Ok(Response::new(UpdateItemResponse {

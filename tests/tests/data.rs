@@ -61,6 +61,7 @@ async fn the_whole_story_put_get_update_query_delete() {
             set: HashMap::from([("title".into(), string("second"))]),
             remove: vec!["stars".into()],
             expected_version: Some(1),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -81,6 +82,7 @@ async fn the_whole_story_put_get_update_query_delete() {
             set: HashMap::from([("title".into(), string("lost update"))]),
             remove: vec![],
             expected_version: Some(1),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -399,6 +401,7 @@ async fn concurrent_writers_with_one_expected_version_have_exactly_one_winner() 
             set: HashMap::from([("updater".into(), number(&i.to_string()))]),
             remove: vec![],
             expected_version: Some(2),
+            ..Default::default()
         });
         async move { client.update_item(request).await }
     });

@@ -604,6 +604,7 @@ async fn names_that_look_like_expressions_are_only_names() {
             set: HashMap::from([("#v".into(), string("set")), (":now".into(), string("set"))]),
             remove: vec![":one".into(), "#k".into(), "SET #v = :one".into()],
             expected_version: Some(1),
+            ..Default::default()
         }))
         .await
         .expect("update with hostile names")

@@ -226,6 +226,7 @@ async fn conditional_writes_against_a_malformed_item_are_malformed_item() {
                     set: HashMap::from([("text".into(), string("new"))]),
                     remove: vec![],
                     expected_version: Some(expected),
+                    ..Default::default()
                 }))
                 .await
                 .unwrap_err();
@@ -372,6 +373,7 @@ async fn an_unconditional_update_starts_a_missing_version_and_refuses_a_malforme
         set: HashMap::from([("text".into(), string("updated"))]),
         remove: vec![],
         expected_version: None,
+        ..Default::default()
     };
 
     let started = user

@@ -178,7 +178,8 @@ async fn a_write_whose_answer_was_lost_is_applied_once_or_reported_unavailable()
     let mut user = stack.user().await;
     assert_eq!(user.put_text("k", "first").await, 1);
 
-    proxy.drop_next_response("PutItem", &table);
+    // A put is one UpdateItem.
+    proxy.drop_next_response("UpdateItem", &table);
     let put = PutItemRequest {
         key: "k".into(),
         attributes: [("text".to_owned(), string("second"))].into(),

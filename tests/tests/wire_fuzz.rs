@@ -192,6 +192,7 @@ fn data_message(path: &str, rng: &mut StdRng) -> Vec<u8> {
                 .map(|_| format!("a{}", rng.random_range(0..5)))
                 .collect(),
             expected_version: version(rng),
+            ..Default::default()
         }
         .encode_to_vec(),
         "DeleteItem" => DeleteItemRequest {

@@ -9,7 +9,7 @@ use common::{
     status::Violation,
 };
 
-use super::MAX_ITEM_BYTES;
+use super::{ATTRIBUTES_MAP, MAX_ITEM_BYTES};
 use crate::number::Decimal;
 
 /// Size allowances for the bookkeeping attributes the store adds to every item: a UUID owner and
@@ -20,7 +20,8 @@ const TIMESTAMP_BYTES: usize = 35;
 const VERSION_BYTES: usize = 20_usize.div_ceil(2) + 1;
 
 /// The item's size as DynamoDB counts it, including the service's bookkeeping attributes at
-/// their largest, so a write we accept is never refused by DynamoDB for its size.
+/// their largest and the map that holds the client attributes (its name, 3 bytes, and a byte
+/// per entry), so a write we accept is never refused by DynamoDB for its size.
 pub fn item_size(key: &str, attributes: &HashMap<String, AttributeValue>) -> usize {
     let bookkeeping = "owner".len()
         + OWNER_ID_BYTES
@@ -31,10 +32,12 @@ pub fn item_size(key: &str, attributes: &HashMap<String, AttributeValue>) -> usi
         + "created_at".len()
         + TIMESTAMP_BYTES
         + "updated_at".len()
-        + TIMESTAMP_BYTES;
+        + TIMESTAMP_BYTES
+        + ATTRIBUTES_MAP.len()
+        + 3;
     attributes
         .iter()
-        .map(|(name, value)| name.len() + value_size(value))
+        .map(|(name, value)| name.len() + value_size(value) + 1)
         .sum::<usize>()
         + bookkeeping
 }
@@ -224,15 +227,17 @@ mod tests {
     #[test]
     fn bookkeeping_is_counted_at_its_largest() {
         let base = item_size("", &HashMap::new());
-        // owner 5+36, key 3+0, version 7+11, created_at and updated_at 10+35 each.
-        assert_eq!(base, 41 + 3 + 18 + 45 + 45);
+        // owner 5+36, key 3+0, version 7+11, created_at and updated_at 10+35 each, and the
+        // empty attribute map, $attributes 11+3.
+        assert_eq!(base, 41 + 3 + 18 + 45 + 45 + 14);
         assert_eq!(item_size("ké", &HashMap::new()), base + 3);
     }
 
     #[test]
     fn item_size_follows_dynamodbs_rules() {
         let base = item_size("", &HashMap::new());
-        let size = |pairs| item_size("", &dynamo_item(pairs)) - base;
+        // Less the byte each entry of the attribute map costs.
+        let size = |pairs| item_size("", &dynamo_item(pairs)) - base - 1;
         assert_eq!(size(vec![("id", AttributeValue::S("abc".into()))]), 2 + 3);
         assert_eq!(size(vec![("é", AttributeValue::S("é".into()))]), 2 + 2);
         assert_eq!(
@@ -279,7 +284,7 @@ mod tests {
     fn items_up_to_400_kb_pass_the_size_check() {
         let base = item_size("k", &HashMap::new());
         let filler = |bytes: usize| {
-            dynamo_item(vec![("a", AttributeValue::S("x".repeat(bytes - base - 1)))])
+            dynamo_item(vec![("a", AttributeValue::S("x".repeat(bytes - base - 2)))])
         };
         assert_eq!(item_size("k", &filler(MAX_ITEM_BYTES)), MAX_ITEM_BYTES);
         assert_eq!(check_item_size("k", &filler(MAX_ITEM_BYTES)), Ok(()));

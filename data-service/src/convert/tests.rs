@@ -325,30 +325,33 @@ fn null_must_be_the_null_value_enum() {
 
 #[test]
 fn values_may_nest_down_to_level_32() {
-    accepts(nested_lists(MAX_DEPTH - 1, string("leaf at level 32")));
-    accepts(nested_maps(MAX_DEPTH - 1, string("leaf at level 32")));
-    accepts(nested_lists(MAX_DEPTH - 1, list(vec![])));
-    accepts(nested_maps(MAX_DEPTH - 1, map_of(&[])));
+    // An attribute is level 2 (inside the item's attribute map): 30 lists or maps, then a leaf.
+    let levels = MAX_DEPTH - ATTRIBUTE_LEVEL;
+    accepts(nested_lists(levels, string("leaf at level 32")));
+    accepts(nested_maps(levels, string("leaf at level 32")));
+    accepts(nested_lists(levels, list(vec![])));
+    accepts(nested_maps(levels, map_of(&[])));
 }
 
 #[test]
 fn values_at_level_33_are_rejected_at_the_containing_list() {
-    let violation = only_violation(nested_lists(MAX_DEPTH, string("leaf at level 33")));
+    let levels = MAX_DEPTH - ATTRIBUTE_LEVEL + 1;
+    let violation = only_violation(nested_lists(levels, string("leaf at level 33")));
     let expected = format!(
         r#"attributes["x"]{}.list_value"#,
-        ".list_value[0]".repeat(MAX_DEPTH - 1)
+        ".list_value[0]".repeat(levels - 1)
     );
     assert_eq!(violation.field, expected);
     assert!(violation.description.contains("level 33"), "{violation:?}");
 
-    let violation = only_violation(nested_maps(MAX_DEPTH, null()));
+    let violation = only_violation(nested_maps(levels, null()));
     let expected = format!(
         r#"attributes["x"]{}.map_value"#,
-        r#".map_value["m"]"#.repeat(MAX_DEPTH - 1)
+        r#".map_value["m"]"#.repeat(levels - 1)
     );
     assert_eq!(violation.field, expected);
 
-    only_violation(nested_lists(MAX_DEPTH, list(vec![])));
+    only_violation(nested_lists(levels, list(vec![])));
     only_violation(nested_lists(100, null()));
 }
 
@@ -363,8 +366,8 @@ fn mixed_lists_and_maps_count_the_same_levels() {
             }
         })
     };
-    accepts(mixed(MAX_DEPTH - 1));
-    only_violation(mixed(MAX_DEPTH));
+    accepts(mixed(MAX_DEPTH - ATTRIBUTE_LEVEL));
+    only_violation(mixed(MAX_DEPTH - ATTRIBUTE_LEVEL + 1));
 }
 
 #[test]

@@ -12,7 +12,9 @@ use common::{
     status::Violation,
 };
 
-use super::{MAX_DEPTH, MAX_NAME_BYTES, Path, RESERVED_ATTRIBUTES, quote, report::Report};
+use super::{
+    ATTRIBUTE_LEVEL, MAX_DEPTH, MAX_NAME_BYTES, Path, RESERVED_ATTRIBUTES, quote, report::Report,
+};
 use crate::number::Decimal;
 
 /// Converts a request's attributes (`field` is the request field, `attributes` or `set`) into a
@@ -31,7 +33,7 @@ pub fn attributes_to_dynamo(
         check_name(name, true, &path, &mut report);
         if let Some(value) = attributes
             .get(name)
-            .and_then(|value| value_to_dynamo(value, &path, 1, &mut report))
+            .and_then(|value| value_to_dynamo(value, &path, ATTRIBUTE_LEVEL, &mut report))
         {
             item.insert(name.clone(), value);
         }
@@ -70,7 +72,8 @@ fn check_name(name: &str, top_level: bool, path: Path, report: &mut Report) -> b
     false
 }
 
-/// Converts one value at nesting `depth` (1 for an attribute), reporting problems under `path`.
+/// Converts one value at nesting `depth` ([`ATTRIBUTE_LEVEL`] for an attribute), reporting
+/// problems under `path`.
 /// Returns `None` when the value, or anything inside it, is invalid.
 pub(super) fn value_to_dynamo(
     value: &Value,
@@ -121,7 +124,7 @@ fn too_deep(here: Path, depth: usize, report: &mut Report) -> bool {
         here,
         format!(
             "nests too deep: its elements would be at level {}, DynamoDB allows {MAX_DEPTH} \
-             (a top-level attribute is level 1)",
+             (an attribute is level {ATTRIBUTE_LEVEL}: the service keeps them in one map)",
             depth + 1
         ),
     );

@@ -1,7 +1,7 @@
-//! Reading stored items back. Stored items are untrusted: the owner can write anything into
-//! their partition with the credentials GetCredentials hands out, so every bookkeeping
-//! attribute is checked here and read with a documented default (see the module docs of
-//! `store`), with checked arithmetic throughout.
+//! Reading stored items back, in either layout (see the module docs of `store`). Stored items
+//! are untrusted: the owner can write anything into their partition with the credentials
+//! GetCredentials hands out, so every bookkeeping attribute is checked here and read with a
+//! documented default, with checked arithmetic throughout.
 
 use std::collections::HashMap;
 
@@ -9,7 +9,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use super::StoredItem;
-use crate::{convert, error::DataError};
+use crate::{
+    convert::{self, ATTRIBUTES_MAP},
+    error::DataError,
+    number::Decimal,
+};
 
 /// The earliest and latest instants a protobuf `Timestamp` may hold (0001-01-01T00:00:00Z and
 /// 9999-12-31T23:59:59.999999999Z), in Unix seconds.
@@ -58,7 +62,7 @@ pub fn item(raw: &HashMap<String, AttributeValue>) -> Result<StoredItem, DataErr
             "a stored item has no string key".to_owned(),
         ));
     };
-    let attributes = convert::attributes_from_dynamo(raw).map_err(|unreadable| {
+    let attributes = client_attributes(raw).map_err(|unreadable| {
         DataError::DataLoss(format!(
             "item {} cannot be read: {}; delete or replace it",
             clip(&format!("{key:?}")),
@@ -72,6 +76,21 @@ pub fn item(raw: &HashMap<String, AttributeValue>) -> Result<StoredItem, DataErr
         created_at: instant(raw.get("created_at")),
         updated_at: instant(raw.get("updated_at")),
     })
+}
+
+/// The client attributes: those at the top level (the older layout) and the entries of the
+/// attribute map, which win a name both hold. Reserved names are never client attributes,
+/// wherever they are stored.
+fn client_attributes(
+    raw: &HashMap<String, AttributeValue>,
+) -> Result<HashMap<String, common::proto::data::v1::Value>, String> {
+    let mut attributes = convert::attributes_from_dynamo(raw)?;
+    if let Some(AttributeValue::M(map)) = raw.get(ATTRIBUTES_MAP) {
+        let inside = convert::attributes_from_dynamo(map)
+            .map_err(|unreadable| format!("in {ATTRIBUTES_MAP}: {unreadable}"))?;
+        attributes.extend(inside);
+    }
+    Ok(attributes)
 }
 
 /// At most [`MAX_DETAIL_BYTES`] of `text`, so a message naming a stored key or attribute path
@@ -122,6 +141,27 @@ impl Stamp {
     /// The version a write replacing this one gets, if the stored one is valid and can grow.
     pub fn next_version(&self) -> Option<u64> {
         self.version()?.checked_add(1)
+    }
+
+    /// Whether the condition of an unconditional update lets this version be bumped: missing,
+    /// or any number from 1 to u64::MAX - 1 (a fraction too: DynamoDB compares it as such).
+    pub fn bumpable(&self) -> bool {
+        let Some(raw) = &self.raw_version else {
+            return true;
+        };
+        let (Ok(number), Ok(one), Ok(largest)) = (
+            raw.as_n().map(|n| Decimal::parse(n)),
+            Decimal::parse("1"),
+            Decimal::parse(&(u64::MAX - 1).to_string()),
+        ) else {
+            return false;
+        };
+        number.is_ok_and(|number| one <= number && number <= largest)
+    }
+
+    /// The stored version, whatever its type and value.
+    pub fn raw_version(&self) -> Option<&AttributeValue> {
+        self.raw_version.as_ref()
     }
 
     /// The stored version as written when it is a number (whatever its value), for a
@@ -238,6 +278,40 @@ mod tests {
         let clipped = clip(&long);
         assert!(clipped.len() <= MAX_DETAIL_BYTES + "…".len());
         assert!(clipped.ends_with('…'));
+    }
+
+    #[test]
+    fn client_attributes_come_from_the_map_and_the_top_level_and_the_map_wins() {
+        let map = AttributeValue::M(HashMap::from([
+            ("color".to_owned(), AttributeValue::S("map".into())),
+            ("size".to_owned(), n("2")),
+            ("version".to_owned(), n("99")),
+        ]));
+        let read = item(&raw(vec![
+            ("version", n("3")),
+            ("color", AttributeValue::S("top".into())),
+            ("legacy", AttributeValue::Bool(true)),
+            (ATTRIBUTES_MAP, map),
+        ]))
+        .unwrap();
+        let mut names: Vec<&str> = read.attributes.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["color", "legacy", "size"],
+            "reserved names stay out"
+        );
+        assert_eq!(
+            read.attributes["color"].kind,
+            Some(common::proto::data::v1::value::Kind::StringValue(
+                "map".into()
+            ))
+        );
+        assert_eq!(read.version, 3);
+
+        // A map attribute of another type is not the layout's map: it is left out.
+        let odd = item(&raw(vec![(ATTRIBUTES_MAP, AttributeValue::S("x".into()))])).unwrap();
+        assert!(odd.attributes.is_empty());
     }
 
     // An attribute of a type the SDK does not know cannot be built here (the SDK's `Unknown`

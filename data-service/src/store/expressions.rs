@@ -14,18 +14,19 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{KeyRange, decode::Stamp, n, s};
-use crate::error::DataError;
+use crate::{convert::ATTRIBUTES_MAP, error::DataError};
 
 /// DynamoDB's limit on the length of one expression string.
 pub const MAX_EXPRESSION_BYTES: usize = 4 * 1024;
 
 /// Names used in every expression (`key` and others are DynamoDB reserved words).
-const NAMES: [(&str, &str); 5] = [
+const NAMES: [(&str, &str); 6] = [
     ("#o", "owner"),
     ("#k", "key"),
     ("#v", "version"),
     ("#c", "created_at"),
     ("#u", "updated_at"),
+    ("#m", ATTRIBUTES_MAP),
 ];
 
 /// An expression (and the condition of a write) with the placeholders they use.
@@ -42,7 +43,7 @@ pub struct Expression {
 }
 
 /// The bookkeeping names `wanted` (`#k`, `#v`, …) mapped to their attributes.
-fn names(wanted: &[&str]) -> HashMap<String, String> {
+pub(super) fn names(wanted: &[&str]) -> HashMap<String, String> {
     NAMES
         .iter()
         .filter(|(placeholder, _)| wanted.contains(placeholder))
@@ -50,72 +51,24 @@ fn names(wanted: &[&str]) -> HashMap<String, String> {
         .collect()
 }
 
-/// A GetItem projection of the bookkeeping attributes and `attributes`.
+/// A GetItem projection of the bookkeeping attributes and `attributes`, each from the
+/// attribute map and from the top level (the older layout).
 pub fn projection(attributes: &[String]) -> Expression {
     let mut text = "#k, #v, #c, #u".to_owned();
-    let mut names = names(&["#k", "#v", "#c", "#u"]);
+    let wanted: &[&str] = if attributes.is_empty() {
+        &["#k", "#v", "#c", "#u"]
+    } else {
+        &["#k", "#v", "#c", "#u", "#m"]
+    };
+    let mut names = names(wanted);
     for (i, name) in attributes.iter().enumerate() {
-        text.push_str(&format!(", #p{i}"));
+        text.push_str(&format!(", #m.#p{i}, #p{i}"));
         names.insert(format!("#p{i}"), name.clone());
     }
     Expression {
         text,
         names,
         ..Default::default()
-    }
-}
-
-/// The update that sets `set`, removes `remove`, bumps the version and stamps `now`, on an
-/// existing item at version `expected`. Without `expected`, a missing version starts at 1 and a
-/// stored one must be a number that can grow (1 to u64::MAX - 1; a fraction in that range
-/// cannot be told apart by a condition).
-pub fn update(
-    set: HashMap<String, AttributeValue>,
-    remove: &[String],
-    now: i64,
-    expected: Option<u64>,
-) -> Expression {
-    let mut names = names(&["#k", "#v", "#u"]);
-    let mut values = HashMap::from([
-        (":zero".to_owned(), n(0)),
-        (":one".to_owned(), n(1)),
-        (":now".to_owned(), n(now)),
-    ]);
-    let mut sets = vec![
-        "#v = if_not_exists(#v, :zero) + :one".to_owned(),
-        "#u = :now".to_owned(),
-    ];
-    for (i, (name, value)) in set.into_iter().enumerate() {
-        names.insert(format!("#s{i}"), name);
-        values.insert(format!(":s{i}"), value);
-        sets.push(format!("#s{i} = :s{i}"));
-    }
-    let mut text = format!("SET {}", sets.join(", "));
-    if !remove.is_empty() {
-        let removes: Vec<String> = (0..remove.len()).map(|i| format!("#r{i}")).collect();
-        names.extend(
-            remove
-                .iter()
-                .enumerate()
-                .map(|(i, name)| (format!("#r{i}"), name.clone())),
-        );
-        text.push_str(&format!(" REMOVE {}", removes.join(", ")));
-    }
-    let condition = match expected {
-        Some(expected) => {
-            values.insert(":expected".to_owned(), n(expected));
-            "attribute_exists(#k) AND #v = :expected"
-        }
-        None => {
-            values.insert(":largest".to_owned(), n(u64::MAX - 1));
-            "attribute_exists(#k) AND (attribute_not_exists(#v) OR #v BETWEEN :one AND :largest)"
-        }
-    };
-    Expression {
-        text,
-        condition: Some(condition.to_owned()),
-        names,
-        values,
     }
 }
 
@@ -223,6 +176,28 @@ impl Expression {
     }
 }
 
+/// Every placeholder an expression uses is defined, and every one defined is used
+/// (DynamoDB refuses both unknown and unused placeholders).
+#[cfg(test)]
+pub(super) fn placeholders_match(expression: &Expression) {
+    let text = format!(
+        "{} {}",
+        expression.text,
+        expression.condition.as_deref().unwrap_or_default()
+    );
+    let used: std::collections::HashSet<&str> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '#' || c == ':' || c == '_'))
+        .filter(|token| token.starts_with('#') || token.starts_with(':'))
+        .collect();
+    let defined: std::collections::HashSet<&str> = expression
+        .names
+        .keys()
+        .chain(expression.values.keys())
+        .map(String::as_str)
+        .collect();
+    assert_eq!(used, defined, "{text}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,36 +206,9 @@ mod tests {
         (0..count).map(|i| format!("{prefix}{i}")).collect()
     }
 
-    /// Every placeholder an expression uses is defined, and every one defined is used
-    /// (DynamoDB refuses both unknown and unused placeholders).
-    fn placeholders_match(expression: &Expression) {
-        let text = format!(
-            "{} {}",
-            expression.text,
-            expression.condition.as_deref().unwrap_or_default()
-        );
-        let used: std::collections::HashSet<&str> = text
-            .split(|c: char| !(c.is_alphanumeric() || c == '#' || c == ':' || c == '_'))
-            .filter(|token| token.starts_with('#') || token.starts_with(':'))
-            .collect();
-        let defined: std::collections::HashSet<&str> = expression
-            .names
-            .keys()
-            .chain(expression.values.keys())
-            .map(String::as_str)
-            .collect();
-        assert_eq!(used, defined, "{text}");
-    }
-
     #[test]
     fn every_expression_defines_exactly_the_placeholders_it_uses() {
-        let set: HashMap<String, AttributeValue> = names(3, "a")
-            .into_iter()
-            .map(|name| (name, s("x")))
-            .collect();
         for expected in [None, Some(4)] {
-            placeholders_match(&update(set.clone(), &names(2, "r"), 1, expected));
-            placeholders_match(&update(set.clone(), &[], 1, expected));
             placeholders_match(&delete_condition(expected));
         }
         placeholders_match(&projection(&names(3, "p")));
@@ -288,18 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_requests_make_expressions_within_dynamodbs_limit() {
-        let set: HashMap<String, AttributeValue> = names(100, "a")
-            .into_iter()
-            .map(|name| (name, s("x")))
-            .collect();
-        let largest = update(set, &names(100, "r"), i64::MAX, Some(u64::MAX));
-        assert!(
-            largest.text.len() < MAX_EXPRESSION_BYTES / 2,
-            "{}",
-            largest.text.len()
-        );
-        assert!(largest.within_limit("set").is_ok());
+    fn the_largest_projection_is_within_dynamodbs_limit() {
         assert!(
             projection(&names(100, "p"))
                 .within_limit("attributes_to_get")
@@ -315,19 +252,5 @@ mod tests {
             end: Some(long),
         };
         assert!(key_condition("owner", &range).text.len() < 64);
-    }
-
-    #[test]
-    fn an_expression_over_4_kb_is_refused_naming_the_field() {
-        let set: HashMap<String, AttributeValue> = names(400, "a")
-            .into_iter()
-            .map(|name| (name, s("x")))
-            .collect();
-        match update(set, &[], 1, None).within_limit("set") {
-            Err(DataError::InvalidArgument(violations)) => {
-                assert_eq!(violations[0].field, "set");
-            }
-            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
-        }
     }
 }

@@ -1,69 +1,100 @@
-//! PutItem's read-modify-write loop: read the stored version, write its successor on the
-//! condition that what was read is still stored, and read again when another writer got in
-//! first.
+//! PutItem: one UpdateItem that replaces the attribute map, bumps the version and keeps the
+//! creation time under the put's condition. Only when that condition fails does the put read
+//! the stored version, to tell the client's failed condition from an item it can still replace
+//! (older layout, malformed version) with a whole-item PutItem conditional on what it read.
 
-use std::collections::HashMap;
-
-use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use aws_sdk_dynamodb::{
+    Client,
+    types::{AttributeValue, ReturnValue},
+};
 use common::aws;
 
 use super::{
-    ItemStore, Precondition, StoredItem, decode, decode::Stamp, expressions, key_of, n, now_millis,
-    sent_once,
+    ItemStore, Precondition, Put, StoredItem,
+    conflict::{expect_version, refusal},
+    decode::{self, Stamp},
+    expressions, key_of, n, now_millis, sent_once, updates,
 };
-use crate::error::DataError;
+use crate::{convert::ATTRIBUTES_MAP, error::DataError};
 
-/// Attempts of an unconditional put before reporting contention.
+/// Attempts of a put before reporting contention.
 pub const PUT_ATTEMPTS: usize = 5;
 
+/// What a put does after its one call failed its condition, judged by what is stored.
+enum Next {
+    /// Replace what was found (None: nothing) with a whole-item PutItem.
+    Replace(Option<Stamp>),
+    /// Try the one call again: what stood in the way is gone.
+    Retry,
+}
+
 impl ItemStore {
-    /// Writes a whole item under `precondition`. The read before the write keeps a valid
-    /// `created_at` and computes the next version; the conditional write makes the pair atomic.
-    /// An unconditional put replaces a malformed item (version 1); a conditional one refuses
-    /// it (MALFORMED_ITEM), since its condition cannot be judged.
-    pub async fn put(
-        &self,
-        db: &Client,
-        owner: &str,
-        key: &str,
-        attributes: HashMap<String, AttributeValue>,
-        precondition: Precondition,
-    ) -> Result<StoredItem, DataError> {
+    /// Writes a whole item under its precondition: one call, unless what is stored is in the
+    /// way (see the module docs). An unconditional put replaces a malformed item (version 1);
+    /// a conditional one refuses it (MALFORMED_ITEM), since its condition cannot be judged.
+    pub async fn put(&self, db: &Client, owner: &str, put: Put) -> Result<StoredItem, DataError> {
+        if put.precondition == Precondition::Version(u64::MAX) {
+            // No successor version exists: judge the request by what is stored.
+            return Err(self.conflict(db, owner, &put.key, true).await);
+        }
         for _ in 0..PUT_ATTEMPTS {
-            let found = match precondition {
-                Precondition::IfAbsent => None,
-                Precondition::None | Precondition::Version(_) => self.stamp(db, owner, key).await?,
-            };
-            if let Precondition::Version(expected) = precondition {
-                expect_version(found.as_ref(), expected)?;
-            }
-            if let Some(item) = self
-                .put_at(db, owner, key, attributes.clone(), found.as_ref())
-                .await?
-            {
+            if let Some(item) = self.put_once(db, owner, &put).await? {
                 return Ok(item);
             }
-            // Another writer got in between. A plain put reads again and retries; a conditional
-            // one reports what it ran into (unless the item vanished again meanwhile).
-            if precondition != Precondition::None {
-                match self.stamp(db, owner, key).await? {
-                    None if precondition == Precondition::IfAbsent => {}
-                    None => return Err(DataError::VersionMismatch { current: 0 }),
-                    Some(stamp) => return Err(refusal(&stamp, true)),
-                }
+            let found = self.stamp(db, owner, &put.key).await?;
+            if let Next::Replace(found) = next(found, put.precondition)?
+                && let Some(item) = self.put_at(db, owner, &put, found.as_ref()).await?
+            {
+                return Ok(item);
             }
         }
         Err(DataError::Contention)
     }
 
-    /// Puts the item as the successor of what was `found` (or as new), conditional on that
-    /// still being stored. `Ok(None)` when it was not.
+    /// The one-call put. `Ok(None)` when its condition failed.
+    async fn put_once(
+        &self,
+        db: &Client,
+        owner: &str,
+        put: &Put,
+    ) -> Result<Option<StoredItem>, DataError> {
+        let expression = updates::put(put.attributes.clone(), now_millis(), put.precondition);
+        let result = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "UpdateItem",
+                db.update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_of(owner, &put.key)))
+                    .update_expression(expression.text)
+                    .set_condition_expression(expression.condition)
+                    .set_expression_attribute_names(Some(expression.names))
+                    .set_expression_attribute_values(Some(expression.values))
+                    .return_values(ReturnValue::UpdatedNew)
+                    .customize()
+                    .config_override(sent_once())
+                    .send(),
+            )
+            .await;
+        match result {
+            Ok(output) => {
+                let mut stored = output.attributes.unwrap_or_default();
+                stored.extend(key_of(owner, &put.key));
+                decode::written(&stored, "written").map(Some)
+            }
+            Err(error) if aws::condition_failed(&error) => Ok(None),
+            Err(error) => Err(DataError::aws("UpdateItem", error)),
+        }
+    }
+
+    /// Puts the whole item as the successor of what was `found` (or as new), conditional on
+    /// that still being stored. `Ok(None)` when it was not.
     async fn put_at(
         &self,
         db: &Client,
         owner: &str,
-        key: &str,
-        attributes: HashMap<String, AttributeValue>,
+        put: &Put,
         found: Option<&Stamp>,
     ) -> Result<Option<StoredItem>, DataError> {
         let now = now_millis();
@@ -74,8 +105,11 @@ impl ItemStore {
                 stamp.created_at().unwrap_or(now),
             ),
         };
-        let mut item = attributes;
-        item.extend(key_of(owner, key));
+        let mut item = key_of(owner, &put.key);
+        item.insert(
+            ATTRIBUTES_MAP.to_owned(),
+            AttributeValue::M(put.attributes.clone()),
+        );
         item.insert("version".to_owned(), n(version));
         item.insert("created_at".to_owned(), n(created_at));
         item.insert("updated_at".to_owned(), n(now));
@@ -107,26 +141,70 @@ impl ItemStore {
     }
 }
 
-/// Checks `expected_version` against what was found (absent items are at version 0).
-fn expect_version(found: Option<&Stamp>, expected: u64) -> Result<(), DataError> {
-    match found {
-        None if expected == 0 => Ok(()),
-        None => Err(DataError::VersionMismatch { current: 0 }),
-        Some(stamp) => match stamp.version() {
-            Some(current) if current == expected && stamp.next_version().is_some() => Ok(()),
-            _ => Err(refusal(stamp, true)),
-        },
+/// What a put under `precondition` does after its one call failed and `found` is stored: the
+/// client's condition failed (an error), or the item is one the put may replace, or nothing is
+/// in the way any more.
+fn next(found: Option<Stamp>, precondition: Precondition) -> Result<Next, DataError> {
+    match (precondition, found) {
+        // The item vanished since the one call: try it again.
+        (Precondition::None | Precondition::IfAbsent | Precondition::Version(0), None) => {
+            Ok(Next::Retry)
+        }
+        (Precondition::IfAbsent, Some(stamp)) => Err(refusal(&stamp, true)),
+        (Precondition::Version(expected), found) => {
+            expect_version(found.as_ref(), expected)?;
+            // The version is as expected: the layout was in the way (or a writer got in
+            // between, which the conditional replacement finds out).
+            Ok(Next::Replace(found))
+        }
+        // Older layout or malformed version: replace it, conditional on what was read.
+        (Precondition::None, found) => Ok(Next::Replace(found)),
     }
 }
 
-/// Why a conditional write cannot go ahead on the item `stamp` describes: a version the
-/// service could not have written (or, for a write that bumps it, one that cannot grow) is
-/// MALFORMED_ITEM, any other is the version the client did not expect.
-pub fn refusal(stamp: &Stamp, bumps: bool) -> DataError {
-    let current = stamp.version();
-    match current {
-        Some(u64::MAX) if bumps => DataError::MalformedItem,
-        Some(current) => DataError::VersionMismatch { current },
-        None => DataError::MalformedItem,
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn stamp(version: &str) -> Option<Stamp> {
+        Some(Stamp::of(&HashMap::from([(
+            "version".to_owned(),
+            n(version),
+        )])))
+    }
+
+    #[test]
+    fn after_a_failed_call_the_clients_condition_is_judged_by_what_is_stored() {
+        assert!(matches!(next(None, Precondition::None), Ok(Next::Retry)));
+        assert!(matches!(
+            next(None, Precondition::IfAbsent),
+            Ok(Next::Retry)
+        ));
+        assert!(matches!(
+            next(stamp("2"), Precondition::IfAbsent),
+            Err(DataError::VersionMismatch { current: 2 })
+        ));
+        assert!(matches!(
+            next(None, Precondition::Version(2)),
+            Err(DataError::VersionMismatch { current: 0 })
+        ));
+        assert!(matches!(
+            next(stamp("3"), Precondition::Version(2)),
+            Err(DataError::VersionMismatch { current: 3 })
+        ));
+        assert!(matches!(
+            next(stamp("2"), Precondition::Version(2)),
+            Ok(Next::Replace(Some(_)))
+        ));
+        assert!(matches!(
+            next(stamp("1.5"), Precondition::Version(1)),
+            Err(DataError::MalformedItem)
+        ));
+        assert!(matches!(
+            next(stamp("1.5"), Precondition::None),
+            Ok(Next::Replace(Some(_)))
+        ));
     }
 }

@@ -146,8 +146,8 @@ proptest! {
             if as_list { list(vec![inner]) } else { map_of(&[("m", inner)]) }
         });
         let result = attributes_to_dynamo("attributes", &attributes(&[("x", value)]));
-        // The leaf sits at level shape.len() + 1.
-        prop_assert_eq!(result.is_ok(), shape.len() < MAX_DEPTH);
+        // The leaf sits at level shape.len() + ATTRIBUTE_LEVEL (inside the attribute map).
+        prop_assert_eq!(result.is_ok(), shape.len() + ATTRIBUTE_LEVEL <= MAX_DEPTH);
     }
 
     #[test]
@@ -185,7 +185,8 @@ proptest! {
         };
         let before = item_size(&key, &item);
         prop_assert!(before >= item_size("", &HashMap::new()) + key.len());
-        let added: usize = extra.iter().map(|(n, v)| n.len() + value_size(v)).sum();
+        // Its name, its value and its entry in the attribute map.
+        let added: usize = extra.iter().map(|(n, v)| n.len() + value_size(v) + 1).sum();
         item.extend(extra);
         let after = item_size(&key, &item);
         prop_assert!(after > before);

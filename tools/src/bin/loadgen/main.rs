@@ -11,6 +11,7 @@
 //! in; `loadgen frame` writes a gRPC request frame for h2load.
 
 mod argon2_cpu;
+mod calls;
 mod datapath;
 mod drive;
 mod floods;
@@ -113,6 +114,10 @@ struct BenchArgs {
     /// Do not run revbench (the table then names its command).
     #[arg(long, env = "LOADGEN_NO_REVBENCH")]
     no_revbench: bool,
+    /// Only the data path (loads, DynamoDB calls per RPC, h2load): no STS, refresh, login,
+    /// cancellation or revocation rows.
+    #[arg(long, env = "LOADGEN_DATA_PATH_ONLY")]
+    data_path_only: bool,
     /// Extra environment for the auth-service, `NAME=VALUE` (repeatable; space-separated in
     /// the variable), e.g. `DYNAGATE_HASH_SCHED=normal`.
     #[arg(long = "auth-env", env = "LOADGEN_AUTH_ENV", value_delimiter = ' ')]
@@ -194,6 +199,8 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let (data_rows, baselines) = datapath::measure(&driver).await?;
     rows.extend(data_rows);
+    let metrics = stack.data.metrics_addr;
+    rows.push(calls::per_rpc(data_channel.clone(), metrics, &bench_user.token).await?);
     if let Some(h2load) = h2load::find() {
         eprintln!("loadgen: h2load");
         rows.extend(
@@ -219,6 +226,11 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         format!("{data_after:.1} MiB ({data_peak:.1} MiB), idle {data_idle:.1} MiB"),
     ));
 
+    if args.data_path_only {
+        stack.auth.stop()?;
+        stack.data.stop()?;
+        return print_table(args, &rows);
+    }
     eprintln!("loadgen: STS first requests, refresh, logins");
     rows.push(
         sts::first_requests(
@@ -383,8 +395,12 @@ async fn auth_rows(
 
 fn print_table(args: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let binaries = args.bin_dir.as_ref().map_or_else(
+        || "target/release".to_owned(),
+        |dir| dir.display().to_string(),
+    );
     let header = format!(
-        "Release binaries, {cores} cores; argon2id m={MEMORY_KIB} t={ITERATIONS} p=1, \
+        "Binaries of {binaries}, {cores} cores; argon2id m={MEMORY_KIB} t={ITERATIONS} p=1, \
          --hash-workers {}; data-path loads {} × {} s each{}",
         args.workers,
         args.rounds,

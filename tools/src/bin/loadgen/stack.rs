@@ -71,6 +71,8 @@ impl Stack {
             ("DYNAGATE_ITEMS_TABLE", items_table.clone()),
             ("DYNAGATE_AUTH_URL", auth.url()),
             ("DYNAGATE_DEV_EPHEMERAL_PAGE_TOKEN_KEY", "true".to_owned()),
+            // The auth-service's 7200 s tokens (above), or every call is refused.
+            ("DYNAGATE_MAX_TOKEN_LIFETIME_SECS", "7200".to_owned()),
         ]));
         let data = Service::start_binary(&bin_dir.join("data-service"), &data_env)?;
         let serving = tests::wait_serving(data.addr, DATA_SERVICE).await;

@@ -1,0 +1,51 @@
+//! QueryItems: one Query of the caller's partition, a page at a time.
+
+use aws_sdk_dynamodb::Client;
+
+use super::{ItemStore, Query, StoredItem, decode, expressions, key_of};
+use crate::error::DataError;
+
+/// One page of a query.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The items, in the requested order.
+    pub items: Vec<StoredItem>,
+    /// The last key evaluated, when DynamoDB says there may be more.
+    pub last_key: Option<String>,
+}
+
+impl ItemStore {
+    /// One page of the owner's items selected by `query`.
+    pub async fn query(&self, db: &Client, owner: &str, query: &Query) -> Result<Page, DataError> {
+        // A fixed handful of placeholders whatever the request: never near the 4 KB limit.
+        let condition = expressions::key_condition(owner, &query.range);
+        let output = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "Query",
+                db.query()
+                    .table_name(&self.table)
+                    .key_condition_expression(condition.text)
+                    .set_expression_attribute_names(Some(condition.names))
+                    .set_expression_attribute_values(Some(condition.values))
+                    .limit(query.limit)
+                    .scan_index_forward(!query.descending)
+                    .consistent_read(query.consistent)
+                    .set_exclusive_start_key(query.after.as_ref().map(|key| key_of(owner, key)))
+                    .send(),
+            )
+            .await
+            .map_err(|e| DataError::aws("Query", e))?;
+        let items = output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(decode::item)
+            .collect::<Result<_, _>>()?;
+        let last_key = output
+            .last_evaluated_key
+            .and_then(|key| key.get("key").and_then(|k| k.as_s().ok().cloned()));
+        Ok(Page { items, last_key })
+    }
+}

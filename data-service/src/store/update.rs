@@ -1,0 +1,98 @@
+//! UpdateItem: one UpdateItem call on an item in the map layout. When its condition fails, the
+//! stored version says whether the client's condition failed; if it held, the item is of the
+//! other layout (or a writer got in between) and the same changes go to the other layout.
+
+use aws_sdk_dynamodb::{Client, types::ReturnValue};
+use common::aws;
+
+use super::{
+    ItemStore, StoredItem, Update,
+    conflict::{growable, refusal},
+    decode, key_of, now_millis,
+    put::PUT_ATTEMPTS,
+    sent_once,
+    updates::{self, Layout},
+};
+use crate::error::DataError;
+
+impl ItemStore {
+    /// Changes attributes of an existing item (at version `update.expected`): one call for an
+    /// item in the map layout, three for one of the older layout.
+    pub async fn update(
+        &self,
+        db: &Client,
+        owner: &str,
+        update: Update,
+    ) -> Result<StoredItem, DataError> {
+        if let Some(0 | u64::MAX) = update.expected {
+            // No item can be updated from these: judge the request by what is stored.
+            return Err(self.conflict(db, owner, &update.key, true).await);
+        }
+        let mut layout = Layout::Map;
+        for _ in 0..PUT_ATTEMPTS {
+            if let Some(item) = self.update_once(db, owner, &update, layout).await? {
+                return Ok(item);
+            }
+            let Some(stamp) = self.stamp(db, owner, &update.key).await? else {
+                return Err(DataError::NotFound);
+            };
+            match update.expected {
+                Some(expected) if stamp.version() != Some(expected) => {
+                    return Err(refusal(&stamp, true));
+                }
+                Some(_) => {}
+                None => growable(&stamp)?,
+            }
+            // The client's condition holds: the item is of the other layout (or changed in
+            // between, and the next attempt finds out).
+            layout = layout.other();
+        }
+        Err(DataError::Contention)
+    }
+
+    /// One UpdateItem of `update` on an item of `layout`. `Ok(None)` when its condition failed.
+    async fn update_once(
+        &self,
+        db: &Client,
+        owner: &str,
+        update: &Update,
+        layout: Layout,
+    ) -> Result<Option<StoredItem>, DataError> {
+        let expression =
+            updates::update(update, now_millis(), layout).within_limit(update.largest_field())?;
+        let result = self
+            .metrics
+            .dynamodb_calls
+            .send(
+                "UpdateItem",
+                db.update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_of(owner, &update.key)))
+                    .update_expression(expression.text)
+                    .set_condition_expression(expression.condition)
+                    .set_expression_attribute_names(Some(expression.names))
+                    .set_expression_attribute_values(Some(expression.values))
+                    .return_values(ReturnValue::AllNew)
+                    .customize()
+                    .config_override(sent_once())
+                    .send(),
+            )
+            .await;
+        match result {
+            Ok(output) => {
+                decode::written(&output.attributes.unwrap_or_default(), "updated").map(Some)
+            }
+            Err(error) if aws::condition_failed(&error) => Ok(None),
+            // DynamoDB may refuse the arithmetic on a version of the wrong type outright.
+            Err(error) if aws::classify(&error) == aws::AwsFailure::InvalidRequest => {
+                match self.stamp(db, owner, &update.key).await? {
+                    Some(stamp) if stamp.version().is_none() && stamp.raw_version().is_some() => {
+                        Err(DataError::MalformedItem)
+                    }
+                    _ => Err(DataError::aws("UpdateItem", error)),
+                }
+            }
+            Err(error) => Err(DataError::aws("UpdateItem", error)),
+        }
+    }
+}
