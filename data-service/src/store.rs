@@ -81,7 +81,10 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, BillingMode, KeyType},
 };
 use common::{
-    dynamo::{key_element, string_attribute},
+    dynamo::{
+        attrs::{number as n, string as s},
+        key_element, string_attribute,
+    },
     proto::data::v1::Value,
 };
 use time::OffsetDateTime;
@@ -114,14 +117,6 @@ pub struct StoredItem {
 pub struct ItemStore {
     table: String,
     metrics: Arc<Metrics>,
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn key_of(owner: &str, key: &str) -> HashMap<String, AttributeValue> {
