@@ -6,7 +6,7 @@ mod totp;
 
 use std::sync::Arc;
 
-use common::{clock::Clock, detached, tokens::Principal};
+use common::{clock::Clock, detached};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::{
     audit::{AuditKey, Event, Outcome, Record},
     end_user::ClientInfo,
+    erasure::Erasure,
     error::AuthError,
     family::{Families, Issued},
     lockout::{Attempt, Lockout},
@@ -27,12 +28,16 @@ use crate::{
     validation::{self, PasswordRules},
 };
 
+mod deletion;
 mod login;
 mod password_change;
 mod session_list;
+mod signed_in;
 mod vending;
+pub use deletion::AccountDeletion;
 pub use login::LoginAttempt;
 pub use password_change::PasswordChange;
+pub use signed_in::SignedIn;
 
 /// The tokens of a started or continued session.
 #[derive(Debug)]
@@ -61,6 +66,7 @@ pub struct Accounts {
     clock: Arc<dyn Clock>,
     password_rules: PasswordRules,
     audit_key: AuditKey,
+    erasure: Erasure,
 }
 
 /// The parts [`Accounts`] is made of.
@@ -84,6 +90,8 @@ pub struct Parts {
     pub password_rules: PasswordRules,
     /// Hashes names as typed for the audit log.
     pub audit_key: AuditKey,
+    /// Account erasure (DeleteAccount).
+    pub erasure: Erasure,
 }
 
 impl Accounts {
@@ -99,6 +107,7 @@ impl Accounts {
             clock,
             password_rules,
             audit_key,
+            erasure,
         } = parts;
         Self {
             users,
@@ -110,6 +119,7 @@ impl Accounts {
             clock,
             password_rules,
             audit_key,
+            erasure,
         }
     }
 
@@ -262,39 +272,5 @@ impl Accounts {
             Ok(count)
         })
         .await
-    }
-
-    /// The caller of a bearer call: `token` must be an access token of ours whose session is
-    /// still live (neither ended nor expired, in the table or in the revocation log). Every
-    /// bearer RPC passes this one check, so an access token outliving its session buys nothing
-    /// here; it fails like a bad token.
-    pub async fn signed_in(&self, token: &str) -> Result<SignedIn, AuthError> {
-        let principal = self.tokens.verify(token)?;
-        let (user_id, session_id) = (&principal.user_id, &principal.session_id);
-        let session = self.sessions().get(user_id, session_id).await?;
-        match session {
-            Some(session) if self.families.is_live(user_id, session_id, &session) => Ok(SignedIn {
-                principal,
-                username: session.username,
-            }),
-            _ => Err(AuthError::SessionEnded),
-        }
-    }
-}
-
-/// The caller of a bearer call, its session checked live by [`Accounts::signed_in`].
-#[derive(Clone, Debug)]
-pub struct SignedIn {
-    /// The access token's claims.
-    pub principal: Principal,
-    username: Option<String>,
-}
-
-impl SignedIn {
-    /// The folded username the caller's session was started for: how calls that act on the
-    /// user's own record (password, second factor) find it. Sessions started before usernames
-    /// were recorded have none and cannot make those calls.
-    pub fn username(&self) -> Result<&str, AuthError> {
-        self.username.as_deref().ok_or(AuthError::SessionEnded)
     }
 }

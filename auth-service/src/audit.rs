@@ -46,6 +46,15 @@ pub enum Event {
     RateLimited,
     /// Attempts for a username are being refused until a lock expires.
     Locked,
+    /// DeleteAccount: `Succeeded` once the account is marked for deletion (unusable), `Failed`
+    /// for a wrong password or code, `Refused` while the name is locked.
+    AccountDeletion,
+    /// Every session of an account being deleted was ended.
+    AccountSessionsEnded,
+    /// A pass over an account's items partition deleted everything in it.
+    AccountItemsErased,
+    /// The last row of an account was deleted: the username is free.
+    AccountErased,
 }
 
 impl Event {
@@ -66,6 +75,10 @@ impl Event {
             Self::PasswordChanged => "password_changed",
             Self::RateLimited => "rate_limited",
             Self::Locked => "locked",
+            Self::AccountDeletion => "account_deletion",
+            Self::AccountSessionsEnded => "account_sessions_ended",
+            Self::AccountItemsErased => "account_items_erased",
+            Self::AccountErased => "account_erased",
         }
     }
 }

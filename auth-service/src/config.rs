@@ -280,6 +280,10 @@ pub struct Settings {
     /// The audit log: the key of its username hashes.
     #[command(flatten)]
     pub audit: crate::audit::AuditSettings,
+
+    /// Account erasure (DeleteAccount): how often replicas sweep for erasures to carry on.
+    #[command(flatten)]
+    pub erasure: crate::erasure::ErasureSettings,
 }
 
 impl Settings {

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 pub mod credentials;
 pub mod end_user;
+pub mod erasure;
 pub mod error;
 #[cfg(all(feature = "failpoints", debug_assertions))]
 pub mod failpoints;

@@ -90,6 +90,15 @@ impl Lockout {
         self.inner.as_ref().map(|inner| inner.table.name())
     }
 
+    /// Forgets every attempt counted for `username` (folded): an erased account leaves no
+    /// row behind. Nothing to do when the lockout is off.
+    pub async fn forget(&self, username: &str) -> Result<(), AuthError> {
+        match &self.inner {
+            Some(inner) => inner.table.delete(&key_of(username)).await,
+            None => Ok(()),
+        }
+    }
+
     /// Counts an attempt for `username` (folded, as the client typed it, whether or not such a
     /// user exists) by `client`, before its password is checked; `AuthError::Locked` while
     /// locked. The attempt stays counted as a failure unless [`Attempt::succeeded`] is called.

@@ -6,13 +6,13 @@ use common::{
     proto::{
         auth::v1::{
             ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
-            DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
-            GetCredentialsRequest, GetCredentialsResponse, ListSessionsRequest,
-            ListSessionsResponse, ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest,
-            LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse,
-            RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
-            RevokeSessionRequest, RevokeSessionResponse, WatchRevocationsRequest,
-            WatchRevocationsResponse, auth_service_server::AuthService,
+            DeleteAccountRequest, DeleteAccountResponse, DisableTotpRequest, DisableTotpResponse,
+            EnrollTotpRequest, EnrollTotpResponse, GetCredentialsRequest, GetCredentialsResponse,
+            ListSessionsRequest, ListSessionsResponse, ListSigningKeysRequest,
+            ListSigningKeysResponse, LoginRequest, LoginResponse, LogoutAllRequest,
+            LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
+            RegisterRequest, RegisterResponse, RevokeSessionRequest, RevokeSessionResponse,
+            WatchRevocationsRequest, WatchRevocationsResponse, auth_service_server::AuthService,
         },
         timestamp,
     },
@@ -284,5 +284,17 @@ impl AuthService for AuthApi {
             .revoke_session(&caller, &session_id, &client)
             .await?;
         Ok(Response::new(RevokeSessionResponse {}))
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<DeleteAccountRequest>,
+    ) -> Result<Response<DeleteAccountResponse>, Status> {
+        // Throttled by address like ChangePassword: the password check costs a hash.
+        let client = self.admit(&request)?;
+        let caller = self.signed_in(&request).await?;
+        let deletion = convert::account_deletion(request.into_inner(), client);
+        self.accounts.delete_account(&caller, deletion).await?;
+        Ok(Response::new(DeleteAccountResponse {}))
     }
 }

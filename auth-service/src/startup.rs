@@ -68,7 +68,7 @@ impl Application {
         let vending = settings.vending()?;
         let tls = ServerTls::load(&settings.tls, settings.tls_client_ca.as_deref())?;
         let mut parts = Builder::new(settings, aws, clock);
-        let accounts = parts.accounts(ring)?;
+        let accounts = parts.accounts(ring, vending.as_ref())?;
         let hub = Arc::clone(accounts.revocations().hub());
         let vendor = parts.vendor(vending);
         let (health, health_service) = Health::new(&[SERVICE_NAME]).await;

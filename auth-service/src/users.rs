@@ -11,11 +11,14 @@
 //! | `credentials_epoch` | N    | bumped by LogoutAll, ChangePassword, token reuse   |
 //!
 //! The TOTP attributes are described in `users/totp.rs`; the credentials epoch (absent: 0;
-//! part of the credential cache's key) in `users/epoch.rs`.
+//! part of the credential cache's key) in `users/epoch.rs`; the deletion record and the
+//! sparse index `deletions` in `users/deletion.rs`.
 
+mod deletion;
 mod epoch;
 mod totp;
 
+pub use deletion::{DeletionRecord, Lease};
 pub use epoch::{CredentialsEpochs, EpochOwner};
 pub use totp::{Proof, StoredTotp};
 
@@ -37,6 +40,8 @@ pub struct User {
     pub password_version: u64,
     /// The second factor, if the user enrolled one.
     pub totp: StoredTotp,
+    /// The deletion under way, if any: the account cannot be used while it is set.
+    pub deletion: Option<DeletionRecord>,
 }
 
 /// Reads and writes the users table.
@@ -130,12 +135,18 @@ impl UserStore {
         let totp = StoredTotp::from_item(&item).map_err(|problem| {
             AuthError::Internal(anyhow::anyhow!("user item {username:?}: {problem}"))
         })?;
+        let deletion = DeletionRecord::from_item(&item).map_err(|_| {
+            AuthError::Internal(anyhow::anyhow!(
+                "user item {username:?} has a malformed deletion record"
+            ))
+        })?;
         Ok(Some(User {
             username: username.to_owned(),
             user_id: text("user_id")?,
             password_hash: text("password_hash")?,
             password_version,
             totp,
+            deletion,
         }))
     }
 
@@ -195,8 +206,9 @@ impl UserStore {
         conditional("update password hash", update.send().await)
     }
 
-    /// Creates the users table if it does not exist (local stacks; production uses IaC).
+    /// Creates the users table, with its index of deletion records, if it does not exist
+    /// (local stacks; production uses IaC).
     pub async fn create_table(&self) -> Result<(), String> {
-        common::dynamo::ensure_string_keyed_table(&self.client, &self.table, "username", None).await
+        deletion::create_table(&self.client, &self.table).await
     }
 }

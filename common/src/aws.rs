@@ -11,9 +11,9 @@ use aws_config::{
 };
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_dynamodb::operation::{
-    create_table::CreateTableError, delete_item::DeleteItemError,
-    describe_table::DescribeTableError, get_item::GetItemError, put_item::PutItemError,
-    query::QueryError, update_item::UpdateItemError,
+    batch_write_item::BatchWriteItemError, create_table::CreateTableError,
+    delete_item::DeleteItemError, describe_table::DescribeTableError, get_item::GetItemError,
+    put_item::PutItemError, query::QueryError, update_item::UpdateItemError,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
@@ -205,6 +205,11 @@ dynamodb_modeled! {
         is_throttling_exception => Throttled,
         is_transaction_conflict_exception => Unavailable,
         is_replicated_write_conflict_exception => Unavailable,
+    }
+    BatchWriteItemError {
+        is_internal_server_error => Unavailable, is_throttling_exception => Throttled,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
     }
     DescribeTableError {
         is_internal_server_error => Unavailable,

@@ -79,6 +79,8 @@ class Renderer:
                 return str(self.values[name])
             if name in self.names:
                 return self.names[name]
+            if name.endswith(".Arn") and name[: -len(".Arn")] in self.names:
+                return self.arn(name[: -len(".Arn")])
             raise ValueError(f"cannot render ${{{name}}}")
 
         return re.sub(r"\$\{([^}]+)\}", one, text)

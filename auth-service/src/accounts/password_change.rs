@@ -112,7 +112,7 @@ impl Accounts {
     }
 
     /// Fails (and ends `session_id`) when the password of `user`, as read before its check,
-    /// has been changed since. A change ends the sessions it can list; a login that checked
+    /// has been changed since, or the account is being deleted. A change ends the sessions it can list; a login that checked
     /// the old password while the change ran may start its session after that listing, and
     /// this, run after the session is started, catches it. Detached from its read on.
     pub(super) async fn ensure_password_unchanged(
@@ -126,7 +126,10 @@ impl Accounts {
             (username.to_owned(), user.clone(), session_id.to_owned());
         detached::run(async move {
             let current = users.find(&username).await?;
-            if current.is_some_and(|now| now.password_version == user.password_version) {
+            // A deletion requested meanwhile is a change too: the account must not be used.
+            if current.is_some_and(|now| {
+                now.password_version == user.password_version && now.deletion.is_none()
+            }) {
                 return Ok(());
             }
             families

@@ -3,7 +3,8 @@
 //! cannot take the account. The password is checked exactly like a login's: counted by the
 //! username's lockout before any work, verified on the argon2 pool, the same uniform failure
 //! when wrong, and only a right password clears the count. ChangePassword follows the same
-//! rule with its `old_password`; DisableTotp proves the factor it removes instead.
+//! rule with its `old_password`; DisableTotp proves the factor it removes instead; DeleteAccount
+//! proves the password and, when TOTP is on, the second factor too.
 
 use common::tokens::Principal;
 use secrecy::{ExposeSecret, SecretString};
@@ -13,6 +14,8 @@ use crate::{
     audit::{Event, Outcome, Record},
     end_user::ClientInfo,
     error::AuthError,
+    mfa::SecondFactor,
+    users::User,
     validation,
 };
 
@@ -27,7 +30,23 @@ impl Accounts {
         password: &SecretString,
         event: Event,
         client: &ClientInfo,
-    ) -> Result<(), AuthError> {
+    ) -> Result<User, AuthError> {
+        self.step_up_with(caller, password, None, event, client)
+            .await
+    }
+
+    /// [`Accounts::step_up`], and when `factor` is given and the user has TOTP on, the second
+    /// factor too, checked (and spent) like a Login's: the count is cleared only once both
+    /// are right. Returns the user as read for the check. A user being deleted has no session
+    /// left to act for (`SessionEnded`).
+    pub(super) async fn step_up_with(
+        &self,
+        caller: &SignedIn,
+        password: &SecretString,
+        factor: Option<&SecondFactor>,
+        event: Event,
+        client: &ClientInfo,
+    ) -> Result<User, AuthError> {
         let (principal, username) = (&caller.principal, caller.username()?);
         let given = !password.expose_secret().is_empty();
         if given {
@@ -35,33 +54,32 @@ impl Accounts {
                 .map_err(|violation| AuthError::InvalidArgument(vec![violation]))?;
         }
         let audit = |outcome| audit_account(event, outcome, principal, username, client);
-        let attempt = self
-            .lockout
-            .begin(username, client)
-            .await
-            .inspect_err(|error| {
-                if matches!(error, AuthError::Locked { .. }) {
-                    audit(Outcome::Refused);
-                }
-            })?;
+        let refused = || audit(Outcome::Refused);
+        let attempt = self.count_attempt(username, client, refused).await?;
         let user = self
             .users
             .find(username)
             .await?
-            .filter(|user| user.user_id == principal.user_id)
+            .filter(|user| user.user_id == principal.user_id && user.deletion.is_none())
             .ok_or(AuthError::SessionEnded)?;
         let matches = given
             && self
                 .hasher
-                .verify(password.clone(), Some(user.password_hash))
+                .verify(password.clone(), Some(user.password_hash.clone()))
                 .await?
                 .matches;
         if !matches {
             audit(Outcome::Failed);
             return Err(AuthError::InvalidCredentials);
         }
+        if let Some(factor) = factor
+            && let Err(error) = self.mfa.check(&user, factor, client).await
+        {
+            audit(Outcome::Failed);
+            return Err(error);
+        }
         attempt.succeeded().await;
-        Ok(())
+        Ok(user)
     }
 }
 

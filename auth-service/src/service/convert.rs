@@ -1,12 +1,36 @@
-//! Messages built from what the accounts return: tokens, sessions, signing keys.
+//! Messages built from what the accounts return (tokens, sessions, signing keys), and the
+//! requests the accounts take built from messages.
 
 use common::proto::{
-    auth::v1::{LoginResponse, RefreshResponse, Session, SigningKey},
+    auth::v1::{DeleteAccountRequest, LoginResponse, RefreshResponse, Session, SigningKey},
     timestamp,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::{accounts::SessionTokens, sessions::ListedSession, tokens::TokenIssuer};
+use crate::{
+    accounts::{AccountDeletion, SessionTokens},
+    end_user::ClientInfo,
+    mfa::SecondFactor,
+    sessions::ListedSession,
+    tokens::TokenIssuer,
+};
+
+/// A DeleteAccount as the accounts take it.
+pub(super) fn account_deletion(
+    request: DeleteAccountRequest,
+    client: ClientInfo,
+) -> AccountDeletion {
+    let DeleteAccountRequest {
+        password,
+        totp_code,
+        recovery_code,
+    } = request;
+    AccountDeletion {
+        password: SecretString::from(password),
+        second_factor: SecondFactor::new(totp_code, recovery_code),
+        client,
+    }
+}
 
 /// A successful Login's answer.
 pub(super) fn login_response(tokens: SessionTokens) -> LoginResponse {

@@ -13,6 +13,9 @@ use common::{
 use prometheus_client::registry::Registry;
 use tonic::service::RoutesBuilder;
 
+mod erasure;
+mod sessions;
+
 use super::{Application, AwsClients, cache_sizes::cache_sizes};
 use crate::{
     accounts::{Accounts, Parts},
@@ -20,7 +23,6 @@ use crate::{
     config::Settings,
     credentials::{CredentialVendor, VendingConfig},
     end_user::TrustedProxies,
-    family::{Families, SessionPolicy},
     key_reload,
     keys::KeyRing,
     lockout::{AttemptsTable, Lockout},
@@ -29,10 +31,9 @@ use crate::{
     password::{Cost, PasswordHasher, Priority},
     revocations::{Hub, RevocationTable, Revocations},
     service::AuthApi,
-    sessions::SessionStore,
     throttle::AddressLimiter,
     tokens::TokenIssuer,
-    users::{CredentialsEpochs, UserStore},
+    users::UserStore,
     validation::PasswordRules,
 };
 
@@ -78,8 +79,13 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The account flows and every part they use, signing with `ring`.
-    pub(super) fn accounts(&mut self, ring: KeyRing) -> anyhow::Result<Arc<Accounts>> {
+    /// The account flows and every part they use, signing with `ring`; erasures reach the
+    /// items table of `vending`, if any.
+    pub(super) fn accounts(
+        &mut self,
+        ring: KeyRing,
+        vending: Option<&VendingConfig>,
+    ) -> anyhow::Result<Arc<Accounts>> {
         let settings = self.settings;
         let hasher = self.hasher()?;
         let users = UserStore::new(self.aws.dynamodb.clone(), settings.users_table.clone());
@@ -93,6 +99,7 @@ impl<'a> Builder<'a> {
             settings.mfa.sealer()?,
             Arc::clone(&self.clock),
         );
+        let erasure = self.erasure(&users, &families, &lockout, vending);
         Ok(Arc::new(Accounts::new(Parts {
             users,
             families,
@@ -103,6 +110,7 @@ impl<'a> Builder<'a> {
             clock: Arc::clone(&self.clock),
             password_rules: PasswordRules::new(&settings.passwords),
             audit_key,
+            erasure,
         })))
     }
 
@@ -142,38 +150,6 @@ impl<'a> Builder<'a> {
             self.tasks.push(reload);
         }
         Ok(tokens)
-    }
-
-    /// Sessions under the family policy, with the revocation feed's poller and the repairer
-    /// running.
-    fn families(&mut self, users: &UserStore) -> anyhow::Result<Families> {
-        let sessions = SessionStore::new(
-            self.aws.dynamodb.clone(),
-            self.settings.sessions_table.clone(),
-        );
-        let revocations = self.revocations()?;
-        self.tasks.push(revocations.spawn_poller());
-        let repair_tick = revocations.timing().poll;
-        let families = Families::new(
-            sessions,
-            self.session_policy()?,
-            revocations,
-            CredentialsEpochs::new(users.clone()),
-            Arc::clone(&self.clock),
-        );
-        self.tasks.push(families.spawn_repairer(repair_tick));
-        Ok(families)
-    }
-
-    /// How sessions behave, from the settings.
-    fn session_policy(&self) -> anyhow::Result<SessionPolicy> {
-        let settings = self.settings;
-        Ok(SessionPolicy {
-            refresh_lifetime: Duration::from_secs(settings.refresh_token_ttl_secs),
-            retry_grace: Duration::from_secs(settings.refresh_retry_grace_secs),
-            max_per_user: usize::try_from(settings.max_sessions_per_user)?,
-            access_lifetime: Duration::from_secs(settings.access_token_ttl_secs),
-        })
     }
 
     /// The revocation feed the settings describe, its repairs counted in the metrics.

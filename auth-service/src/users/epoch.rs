@@ -45,7 +45,8 @@ impl UserStore {
     }
 
     /// The user's credentials epoch, read strongly consistent; `None` when `username` is not
-    /// (or no longer) `user_id`'s.
+    /// (or no longer) `user_id`'s, or is being deleted: an erasure waits out only credentials
+    /// vended before its record was written (`erasure`).
     pub async fn credentials_epoch(
         &self,
         username: &str,
@@ -56,8 +57,9 @@ impl UserStore {
             .get_item()
             .table_name(&self.table)
             .key("username", AttributeValue::S(username.to_owned()))
-            .projection_expression("user_id, #epoch")
+            .projection_expression("user_id, #epoch, #deleting")
             .expression_attribute_names("#epoch", ATTRIBUTE)
+            .expression_attribute_names("#deleting", super::deletion::REQUESTED_AT)
             .consistent_read(true)
             .send()
             .await
@@ -65,7 +67,8 @@ impl UserStore {
         let Some(item) = output.item else {
             return Ok(None);
         };
-        if !matches!(item.get("user_id"), Some(AttributeValue::S(id)) if id == user_id) {
+        let theirs = matches!(item.get("user_id"), Some(AttributeValue::S(id)) if id == user_id);
+        if !theirs || item.contains_key(super::deletion::REQUESTED_AT) {
             return Ok(None);
         }
         let epoch = match item.get(ATTRIBUTE) {

@@ -16,6 +16,11 @@ impl Counter {
         self.0.inc();
     }
 
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.inc_by(n);
+    }
+
     /// The count so far.
     pub fn get(&self) -> u64 {
         self.0.get()
