@@ -111,6 +111,7 @@ fn to_proto(item: StoredItem) -> Item {
         version: item.version,
         created_at: item.created_at.map(timestamp),
         updated_at: item.updated_at.map(timestamp),
+        expires_at: item.expires_at.map(timestamp),
     }
 }
 
