@@ -212,6 +212,7 @@ impl DataService for DataApi {
         Ok(Response::new(QueryItemsResponse {
             items: page.items.into_iter().map(to_proto).collect(),
             next_page_token,
+            count: page.count,
         }))
     }
 }

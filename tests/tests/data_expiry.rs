@@ -317,3 +317,94 @@ async fn thirty_if_absent_puts_racing_over_an_expired_item_have_one_winner() {
     let stored = user.get("raced").await.unwrap();
     assert_eq!(stored.attributes, winner.attributes);
 }
+
+/// Every page of a count query: (count, items returned) per page.
+async fn count_pages(user: &mut SignedIn, request: QueryItemsRequest) -> Vec<(u64, usize)> {
+    let (mut pages, mut token) = (Vec::new(), String::new());
+    loop {
+        let request = user.request(QueryItemsRequest {
+            page_token: token,
+            consistent_read: true,
+            select_count: true,
+            ..request.clone()
+        });
+        let page = (user.client.query_items(request).await)
+            .expect("QueryItems")
+            .into_inner();
+        pages.push((page.count, page.items.len()));
+        if page.next_page_token.is_empty() {
+            return pages;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn select_count_counts_live_items_a_page_at_a_time_and_returns_none() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    let direct = stack.direct_access(&user).await;
+    for i in 0..25 {
+        user.put_text(&format!("c/{i:02}"), "live").await;
+    }
+    for i in [0, 5, 9, 20, 24] {
+        let attributes = vec![("version", n(1)), ("expires_at", n(now() - 1))];
+        direct
+            .put_raw(&format!("c/{i:02}-expired"), attributes)
+            .await;
+    }
+    user.put_text("d/1", "elsewhere").await;
+
+    let prefix = QueryItemsRequest {
+        key_prefix: "c/".into(),
+        ..Default::default()
+    };
+    let whole = count_pages(&mut user, prefix.clone()).await;
+    let paged = count_pages(
+        &mut user,
+        QueryItemsRequest {
+            limit: 7,
+            ..prefix.clone()
+        },
+    )
+    .await;
+    let range = QueryItemsRequest {
+        start_key: "c/05".into(),
+        end_key: "c/09".into(),
+        ..Default::default()
+    };
+    let ranged = count_pages(&mut user, range).await;
+    let descending = QueryItemsRequest {
+        descending: true,
+        limit: 4,
+        ..prefix
+    };
+    let backwards = count_pages(&mut user, descending).await;
+
+    let total = |pages: &[(u64, usize)]| pages.iter().map(|(count, _)| count).sum::<u64>();
+    assert_eq!(total(&whole), 25, "{whole:?}");
+    assert_eq!(total(&paged), 25, "{paged:?}");
+    assert!(paged.len() >= 5, "30 items read 7 at a time: {paged:?}");
+    assert!(paged.iter().all(|&(count, _)| count <= 7), "{paged:?}");
+    assert_eq!(
+        total(&ranged),
+        5,
+        "c/05..=c/09 but not the expired c/05-expired: {ranged:?}"
+    );
+    assert_eq!(total(&backwards), 25, "{backwards:?}");
+    let all = [whole, paged, ranged, backwards].concat();
+    assert!(all.iter().all(|&(_, items)| items == 0), "{all:?}");
+    let listed = (user.client.query_items(user.request(QueryItemsRequest {
+        key_prefix: "d/".into(),
+        consistent_read: true,
+        ..Default::default()
+    })))
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(
+        (listed.count, listed.items.len()),
+        (1, 1),
+        "count is set on listings too"
+    );
+}

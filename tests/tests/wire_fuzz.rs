@@ -229,6 +229,7 @@ fn data_message(path: &str, rng: &mut StdRng) -> Vec<u8> {
                 text(rng, 80)
             },
             consistent_read: rng.random(),
+            select_count: rng.random_bool(0.3),
         }
         .encode_to_vec(),
     }

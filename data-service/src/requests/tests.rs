@@ -170,6 +170,15 @@ fn query_rules() {
         }
     );
     assert_eq!(from.limit, 1000);
+    assert!(!from.count_only);
+    let counted = QueryItemsRequest {
+        key_prefix: "n/".into(),
+        select_count: true,
+        ..Default::default()
+    };
+    let counted = query_of(counted).unwrap();
+    assert!(counted.count_only);
+    assert_eq!(counted.limit, 100, "counting pages like listing");
 }
 
 fn any_value() -> impl Strategy<Value = Value> {

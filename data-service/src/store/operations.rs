@@ -104,4 +104,6 @@ pub struct Query {
     pub descending: bool,
     /// A strongly consistent read.
     pub consistent: bool,
+    /// Count the items instead of returning them (DynamoDB `Select: COUNT`).
+    pub count_only: bool,
 }
