@@ -1,7 +1,6 @@
 //! AWS SDK setup and error classification shared by both services. Endpoints, region and
-//! credentials come from the standard aws-config chain (`AWS_REGION`,
-//! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_STS`, …); only timeouts, retries and the HTTP
-//! client are ours.
+//! credentials come from the standard aws-config chain (`AWS_REGION`, `AWS_ENDPOINT_URL_*`,
+//! …); only timeouts, retries and the HTTP client are ours.
 
 use std::time::Duration;
 
@@ -11,9 +10,9 @@ use aws_config::{
 };
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_dynamodb::operation::{
-    create_table::CreateTableError, delete_item::DeleteItemError,
-    describe_table::DescribeTableError, get_item::GetItemError, put_item::PutItemError,
-    query::QueryError, update_item::UpdateItemError,
+    batch_get_item::BatchGetItemError, create_table::CreateTableError,
+    delete_item::DeleteItemError, describe_table::DescribeTableError, get_item::GetItemError,
+    put_item::PutItemError, query::QueryError, update_item::UpdateItemError,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
@@ -205,6 +204,12 @@ dynamodb_modeled! {
         is_throttling_exception => Throttled,
         is_transaction_conflict_exception => Unavailable,
         is_replicated_write_conflict_exception => Unavailable,
+    }
+    BatchGetItemError {
+        is_internal_server_error => Unavailable,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
+        is_throttling_exception => Throttled,
     }
     DescribeTableError {
         is_internal_server_error => Unavailable,

@@ -3,8 +3,10 @@
 //! operation types: this module depends on the store, never the other way).
 //!
 //! - `writes`: PutItem and UpdateItem;
-//! - `query`: QueryItems and its page token.
+//! - `query`: QueryItems and its page token;
+//! - `batch`: BatchGetItems.
 
+mod batch;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -21,6 +23,7 @@ use crate::{
     store::Projection,
 };
 
+pub use batch::batch_get;
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, query, shape};
 pub use writes::{MAX_SET_ATTRIBUTES, put, update};
 

@@ -8,9 +8,10 @@ use common::{
     deadline,
     proto::{
         data::v1::{
-            DeleteItemRequest, DeleteItemResponse, GetItemRequest, GetItemResponse, Item,
-            PutItemRequest, PutItemResponse, QueryItemsRequest, QueryItemsResponse,
-            UpdateItemRequest, UpdateItemResponse, data_service_server::DataService,
+            BatchGetItemsRequest, BatchGetItemsResponse, DeleteItemRequest, DeleteItemResponse,
+            GetItemRequest, GetItemResponse, Item, PutItemRequest, PutItemResponse,
+            QueryItemsRequest, QueryItemsResponse, UpdateItemRequest, UpdateItemResponse,
+            data_service_server::DataService,
         },
         timestamp,
     },
@@ -190,6 +191,33 @@ impl DataService for DataApi {
             .await?;
         Ok(Response::new(DeleteItemResponse {
             item: Some(to_proto(item)),
+        }))
+    }
+
+    async fn batch_get_items(
+        &self,
+        request: Request<BatchGetItemsRequest>,
+    ) -> Result<Response<BatchGetItemsResponse>, Status> {
+        let (caller, request) = self.accept(request)?;
+        let projection = requests::batch_get(&request)?;
+        let consistent = request.consistent_read;
+        let mut found = self
+            .run(&caller, async |db, owner| {
+                (self.store)
+                    .batch_get(db, owner, &request.keys, consistent, &projection)
+                    .await
+            })
+            .await?;
+        let (mut items, mut missing_keys) = (Vec::new(), Vec::new());
+        for key in request.keys {
+            match found.remove(&key) {
+                Some(item) => items.push(to_proto(item)),
+                None => missing_keys.push(key),
+            }
+        }
+        Ok(Response::new(BatchGetItemsResponse {
+            items,
+            missing_keys,
         }))
     }
 

@@ -73,6 +73,7 @@
 //!   number from 1 to u64::MAX - 1 is MALFORMED_ITEM (a fraction in that range cannot be told
 //!   apart by a DynamoDB condition: it is incremented and still read as 0).
 
+mod batch_get;
 mod conflict;
 mod decode;
 mod delete;
@@ -99,6 +100,7 @@ use time::OffsetDateTime;
 
 use crate::{convert::EXPIRES_AT, error::DataError, metrics::Metrics};
 
+pub use batch_get::MAX_BATCH_GET_KEYS;
 pub use expressions::MAX_EXPRESSION_BYTES;
 pub use operations::{KeyRange, Precondition, Projection, Put, Query, Update};
 pub use put::PUT_ATTEMPTS;
