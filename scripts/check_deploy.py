@@ -6,7 +6,8 @@ with the deploy tools' Python, after cfn-lint and kubernetes-validate):
         (REGION, ACCOUNT_ID, the default name prefix), equals its JSON file; the IRSA trust
         policies (JSON text inside !Sub, which cfn-lint does not parse) parse and name the
         right service accounts; each table's key attributes appear in the Rust module that
-        creates it, and a table has TTL on `ttl` exactly when that module writes `ttl`.
+        creates it; a table with TTL has its attribute named in that module, and one without
+        TTL has a module that never writes `ttl`.
   k8s   every resource a kustomization lists exists, and every YAML file in deploy/k8s is
         listed or is a `*.example.yaml`; every variable a ConfigMap gives a service is one that
         service reads (its `env = "…"` declarations); every file under /etc/dynagate a

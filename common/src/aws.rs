@@ -1,7 +1,6 @@
 //! AWS SDK setup and error classification shared by both services. Endpoints, region and
-//! credentials come from the standard aws-config chain (`AWS_REGION`,
-//! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_STS`, …); only timeouts, retries and the HTTP
-//! client are ours.
+//! credentials come from the standard aws-config chain (`AWS_REGION`, `AWS_ENDPOINT_URL_*`,
+//! …); only timeouts, retries and the HTTP client are ours.
 
 use std::time::Duration;
 
@@ -10,14 +9,13 @@ use aws_config::{
     stalled_stream_protection::StalledStreamProtectionConfig, timeout::TimeoutConfig,
 };
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
-use aws_sdk_dynamodb::operation::{
-    batch_write_item::BatchWriteItemError, create_table::CreateTableError,
-    delete_item::DeleteItemError, describe_table::DescribeTableError, get_item::GetItemError,
-    put_item::PutItemError, query::QueryError, update_item::UpdateItemError,
-};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+mod modeled;
+
+pub use modeled::Modeled;
 
 /// Timeouts and retries for every AWS call, so a slow dependency fails fast and visibly
 /// instead of holding a gRPC request until the client gives up.
@@ -148,91 +146,6 @@ impl AwsFailure {
     }
 }
 
-/// An operation error type of the SDK, classified by the variants its service model gives it.
-pub trait Modeled: ProvideErrorMetadata {
-    /// What a modeled variant means; `None` for errors the model leaves unnamed.
-    fn modeled(&self) -> Option<AwsFailure>;
-}
-
-/// Implements [`Modeled`] for DynamoDB operation errors from the `is_…` checks each has.
-macro_rules! dynamodb_modeled {
-    ($($error:ty { $($check:ident => $failure:ident),* $(,)? })*) => {$(
-        impl Modeled for $error {
-            fn modeled(&self) -> Option<AwsFailure> {
-                $(if self.$check() { return Some(AwsFailure::$failure); })*
-                None
-            }
-        }
-    )*};
-}
-
-dynamodb_modeled! {
-    GetItemError {
-        is_internal_server_error => Unavailable,
-        is_provisioned_throughput_exceeded_exception => Throttled,
-        is_request_limit_exceeded => Throttled,
-        is_throttling_exception => Throttled,
-    }
-    QueryError {
-        is_internal_server_error => Unavailable,
-        is_provisioned_throughput_exceeded_exception => Throttled,
-        is_request_limit_exceeded => Throttled,
-        is_throttling_exception => Throttled,
-    }
-    PutItemError {
-        is_conditional_check_failed_exception => ConditionFailed,
-        is_internal_server_error => Unavailable,
-        is_provisioned_throughput_exceeded_exception => Throttled,
-        is_request_limit_exceeded => Throttled,
-        is_throttling_exception => Throttled,
-        is_transaction_conflict_exception => Unavailable,
-        is_replicated_write_conflict_exception => Unavailable,
-    }
-    UpdateItemError {
-        is_conditional_check_failed_exception => ConditionFailed,
-        is_internal_server_error => Unavailable,
-        is_provisioned_throughput_exceeded_exception => Throttled,
-        is_request_limit_exceeded => Throttled,
-        is_throttling_exception => Throttled,
-        is_transaction_conflict_exception => Unavailable,
-        is_replicated_write_conflict_exception => Unavailable,
-    }
-    DeleteItemError {
-        is_conditional_check_failed_exception => ConditionFailed,
-        is_internal_server_error => Unavailable,
-        is_provisioned_throughput_exceeded_exception => Throttled,
-        is_request_limit_exceeded => Throttled,
-        is_throttling_exception => Throttled,
-        is_transaction_conflict_exception => Unavailable,
-        is_replicated_write_conflict_exception => Unavailable,
-    }
-    BatchWriteItemError {
-        is_internal_server_error => Unavailable, is_throttling_exception => Throttled,
-        is_provisioned_throughput_exceeded_exception => Throttled,
-        is_request_limit_exceeded => Throttled,
-    }
-    DescribeTableError {
-        is_internal_server_error => Unavailable,
-    }
-    CreateTableError {
-        is_internal_server_error => Unavailable,
-        is_limit_exceeded_exception => Throttled,
-    }
-}
-
-impl Modeled for aws_sdk_sts::operation::assume_role::AssumeRoleError {
-    fn modeled(&self) -> Option<AwsFailure> {
-        if self.is_expired_token_exception() {
-            Some(AwsFailure::CredentialsExpired)
-        } else if self.is_region_disabled_exception() {
-            Some(AwsFailure::AccessDenied)
-        } else {
-            // A malformed or oversized session policy is our bug, not the caller's.
-            None
-        }
-    }
-}
-
 /// Classifies an SDK error: the transport failure, else the operation's modeled variant, else
 /// (for errors the models leave unnamed: access denied, expired tokens, validation) the code,
 /// using the SDK's own lists of throttling and transient codes first.
@@ -302,6 +215,7 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::operation::{get_item::GetItemError, put_item::PutItemError};
     use aws_smithy_runtime_api::http::StatusCode;
     use aws_smithy_types::{body::SdkBody, error::ErrorMetadata};
 

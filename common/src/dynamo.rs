@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::{
     Client,
+    error::ProvideErrorMetadata,
     operation::create_table::builders::CreateTableFluentBuilder,
     types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TableStatus,
+        TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
     },
 };
 
@@ -59,6 +60,61 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), String> {
     Err(format!(
         "table {name} did not become ACTIVE within a minute"
     ))
+}
+
+/// Makes `attribute` the TTL attribute of `table` (DynamoDB then deletes items some time after
+/// the Unix second it holds). Idempotent. A backend without UpdateTimeToLive (dynalite) is
+/// tolerated with a warning: readers must hide expired items anyway, since DynamoDB deletes
+/// them late. A table whose TTL is on another attribute is an error (a table has one).
+pub async fn enable_ttl(client: &Client, table: &str, attribute: &str) -> Result<(), String> {
+    let described = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|error| format!("describe TTL of {table}: {}", crate::aws::describe(&error)))?;
+    let current = described.time_to_live_description();
+    let status = current.and_then(|d| d.time_to_live_status());
+    if matches!(
+        status,
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    ) {
+        let named = current.and_then(|d| d.attribute_name()).unwrap_or_default();
+        if named != attribute {
+            return Err(format!(
+                "table {table} has TTL on {named:?}, not {attribute:?}: disable it first"
+            ));
+        }
+        tracing::info!(table, attribute, "TTL already enabled");
+        return Ok(());
+    }
+    let specification = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(attribute)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(specification)
+        .send()
+        .await;
+    match result {
+        Ok(_) => tracing::info!(table, attribute, "TTL enabled"),
+        Err(error) if error.code() == Some("UnknownOperationException") => tracing::warn!(
+            table,
+            attribute,
+            "the DynamoDB backend has no UpdateTimeToLive (dynalite): TTL not enabled; expired \
+             items stay stored and the services still hide them"
+        ),
+        Err(error) => {
+            return Err(format!(
+                "enable TTL on {table}: {}",
+                crate::aws::describe(&error)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// [`ensure_table`] for the shape of all our tables: on-demand billing, a string partition

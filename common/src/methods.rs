@@ -150,9 +150,10 @@ mod tests {
             "UpdateItem",
             "DeleteItem",
             "QueryItems",
+            "BatchGetItems",
         ] {
             assert!(names.contains(&rpc), "{rpc} in {names:?}");
         }
-        assert_eq!(names.len(), 5);
+        assert_eq!(names.len(), 6);
     }
 }

@@ -1,5 +1,6 @@
-//! The one retry delay of the data-service's background tasks (the revocation watchers'
-//! reconnects, the signing-key refresher's retries): exponential with jitter.
+//! The one retry delay of the data-service: its background tasks (the revocation watchers'
+//! reconnects, the signing-key refresher's retries) and BatchGetItems' unprocessed keys;
+//! exponential with jitter.
 
 use std::time::Duration;
 

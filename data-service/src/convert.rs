@@ -24,15 +24,20 @@ pub use to_dynamo::attributes_to_dynamo;
 /// can replace them all (see the layout in `store`).
 pub const ATTRIBUTES_MAP: &str = "$attributes";
 
+/// The stored attribute that holds an item's expiry in Unix seconds: the items table's TTL
+/// attribute (`create-tables` and deploy/aws/dynagate.yaml name it too).
+pub const EXPIRES_AT: &str = "expires_at";
+
 /// Attribute names the service keeps for its own bookkeeping (partition, sort key, version,
-/// timestamps and the map of client attributes); a client attribute of the same name would
-/// overwrite them.
-pub const RESERVED_ATTRIBUTES: [&str; 6] = [
+/// timestamps, expiry and the map of client attributes); a client attribute of the same name
+/// would overwrite them.
+pub const RESERVED_ATTRIBUTES: [&str; 7] = [
     "owner",
     "key",
     "version",
     "created_at",
     "updated_at",
+    EXPIRES_AT,
     ATTRIBUTES_MAP,
 ];
 

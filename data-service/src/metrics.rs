@@ -109,7 +109,14 @@ impl Metrics {
 }
 
 /// The DynamoDB operations the data-service sends, as labelled.
-pub const OPERATIONS: [&str; 5] = ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"];
+pub const OPERATIONS: [&str; 6] = [
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "BatchGetItem",
+];
 
 /// One label pair, `("operation", "GetItem")`.
 type Label = (&'static str, &'static str);

@@ -3,8 +3,10 @@
 //! operation types: this module depends on the store, never the other way).
 //!
 //! - `writes`: PutItem and UpdateItem;
-//! - `query`: QueryItems and its page token.
+//! - `query`: QueryItems and its page token;
+//! - `batch`: BatchGetItems.
 
+mod batch;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -13,6 +15,7 @@ mod writes;
 use std::collections::HashSet;
 
 use common::status::Violation;
+use prost_types::Timestamp;
 
 use crate::{
     convert::{self, MAX_NAME_BYTES, RESERVED_ATTRIBUTES},
@@ -20,6 +23,7 @@ use crate::{
     store::Projection,
 };
 
+pub use batch::batch_get;
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, query, shape};
 pub use writes::{MAX_SET_ATTRIBUTES, put, update};
 
@@ -32,6 +36,34 @@ fn check(violations: Vec<Violation>) -> Result<(), DataError> {
     } else {
         Err(DataError::InvalidArgument(violations))
     }
+}
+
+/// Checks an `expires_at` against `now_millis`: a valid timestamp in the future. Returns it in
+/// whole Unix seconds (what DynamoDB's TTL reads), rounded up so an item never expires before
+/// the instant asked for; `None` when unset or invalid (then added to `violations`).
+fn expiry(at: Option<&Timestamp>, now_millis: i64, violations: &mut Vec<Violation>) -> Option<i64> {
+    expiry_seconds(at?, now_millis)
+        .map_err(|violation| violations.push(violation))
+        .ok()
+}
+
+/// [`expiry`] of a set timestamp.
+fn expiry_seconds(at: &Timestamp, now_millis: i64) -> Result<i64, Violation> {
+    let Some(instant) = common::timestamp::to_time(at) else {
+        return Err(Violation::new(
+            "expires_at",
+            "is not a valid timestamp (nanos must be 0 to 999,999,999, the date within years \
+             -9999 to 9999)",
+        ));
+    };
+    if instant.unix_timestamp_nanos() <= i128::from(now_millis) * 1_000_000 {
+        return Err(Violation::new(
+            "expires_at",
+            "must be in the future; to remove an item now, delete it",
+        ));
+    }
+    // Within the years to_time accepts, so no overflow.
+    Ok(at.seconds + i64::from(at.nanos > 0))
 }
 
 /// Checks an item key.

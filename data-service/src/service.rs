@@ -8,9 +8,10 @@ use common::{
     deadline,
     proto::{
         data::v1::{
-            DeleteItemRequest, DeleteItemResponse, GetItemRequest, GetItemResponse, Item,
-            PutItemRequest, PutItemResponse, QueryItemsRequest, QueryItemsResponse,
-            UpdateItemRequest, UpdateItemResponse, data_service_server::DataService,
+            BatchGetItemsRequest, BatchGetItemsResponse, DeleteItemRequest, DeleteItemResponse,
+            GetItemRequest, GetItemResponse, Item, PutItemRequest, PutItemResponse,
+            QueryItemsRequest, QueryItemsResponse, UpdateItemRequest, UpdateItemResponse,
+            data_service_server::DataService,
         },
         timestamp,
     },
@@ -111,6 +112,7 @@ fn to_proto(item: StoredItem) -> Item {
         version: item.version,
         created_at: item.created_at.map(timestamp),
         updated_at: item.updated_at.map(timestamp),
+        expires_at: item.expires_at.map(timestamp),
     }
 }
 
@@ -192,6 +194,33 @@ impl DataService for DataApi {
         }))
     }
 
+    async fn batch_get_items(
+        &self,
+        request: Request<BatchGetItemsRequest>,
+    ) -> Result<Response<BatchGetItemsResponse>, Status> {
+        let (caller, request) = self.accept(request)?;
+        let projection = requests::batch_get(&request)?;
+        let consistent = request.consistent_read;
+        let mut found = self
+            .run(&caller, async |db, owner| {
+                (self.store)
+                    .batch_get(db, owner, &request.keys, consistent, &projection)
+                    .await
+            })
+            .await?;
+        let (mut items, mut missing_keys) = (Vec::new(), Vec::new());
+        for key in request.keys {
+            match found.remove(&key) {
+                Some(item) => items.push(to_proto(item)),
+                None => missing_keys.push(key),
+            }
+        }
+        Ok(Response::new(BatchGetItemsResponse {
+            items,
+            missing_keys,
+        }))
+    }
+
     async fn query_items(
         &self,
         request: Request<QueryItemsRequest>,
@@ -211,6 +240,7 @@ impl DataService for DataApi {
         Ok(Response::new(QueryItemsResponse {
             items: page.items.into_iter().map(to_proto).collect(),
             next_page_token,
+            count: page.count,
         }))
     }
 }

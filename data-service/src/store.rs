@@ -10,6 +10,7 @@
 //! | `version`     | N    | 1 on creation, +1 on every write                          |
 //! | `created_at`  | N    | Unix milliseconds of the first write                     |
 //! | `updated_at`  | N    | Unix milliseconds of the last write                      |
+//! | `expires_at`  | N    | Unix seconds: the expiry (the table's TTL attribute)      |
 //! | `$attributes` | M    | the client's attributes, one map entry each              |
 //!
 //! Every write is **one DynamoDB call**, an UpdateItem whose expression bumps `version`
@@ -38,6 +39,15 @@
 //! - An item that has the map **and** top-level attributes (only a direct write makes one) reads
 //!   as their union; a PutItem replaces the map and leaves the top-level attributes alone.
 //!
+//! # Expiry
+//!
+//! A write may set `expires_at` (Unix seconds, the table's TTL attribute). From that second on
+//! the item is absent to every read (GetItem, QueryItems filter it out) and to the conditions
+//! of writes: an `if_absent` or unconditional PutItem replaces it as a new item (version 1,
+//! a new `created_at`) with the whole-item PutItem above, conditional on the expired item
+//! still being stored (three calls, once); UpdateItem and DeleteItem find NOT_FOUND. DynamoDB's
+//! TTL deletes it later (dynalite never does). See `expiry` for how expiry is judged.
+//!
 //! # Stored items are untrusted
 //!
 //! The credentials GetCredentials hands out let a user write anything into their own partition
@@ -63,9 +73,11 @@
 //!   number from 1 to u64::MAX - 1 is MALFORMED_ITEM (a fraction in that range cannot be told
 //!   apart by a DynamoDB condition: it is incremented and still read as 0).
 
+mod batch_get;
 mod conflict;
 mod decode;
 mod delete;
+mod expiry;
 mod expressions;
 mod operations;
 mod put;
@@ -89,8 +101,9 @@ use common::{
 };
 use time::OffsetDateTime;
 
-use crate::{error::DataError, metrics::Metrics};
+use crate::{convert::EXPIRES_AT, error::DataError, metrics::Metrics};
 
+pub use batch_get::MAX_BATCH_GET_KEYS;
 pub use expressions::MAX_EXPRESSION_BYTES;
 pub use operations::{KeyRange, Precondition, Projection, Put, Query, Update};
 pub use put::PUT_ATTEMPTS;
@@ -110,6 +123,8 @@ pub struct StoredItem {
     pub created_at: Option<OffsetDateTime>,
     /// Last write, when stored validly.
     pub updated_at: Option<OffsetDateTime>,
+    /// When the item expires, when stored as whole seconds (see `expiry`).
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// Item operations on one table.
@@ -146,7 +161,8 @@ impl ItemStore {
         &self.table
     }
 
-    /// Reads an item, with the client attributes `projection` selects: one GetItem.
+    /// Reads an item, with the client attributes `projection` selects: one GetItem. An expired
+    /// item is absent.
     pub async fn get(
         &self,
         db: &Client,
@@ -173,10 +189,15 @@ impl ItemStore {
             .send("GetItem", request.send())
             .await
             .map_err(|e| DataError::aws("GetItem", e))?;
-        output.item.as_ref().map(decode::item).transpose()
+        let now_s = expiry::now_seconds();
+        (output.item.as_ref())
+            .filter(|raw| !expiry::expired(raw.get(EXPIRES_AT), now_s))
+            .map(decode::item)
+            .transpose()
     }
 
-    /// Creates the items table if it does not exist (local stacks; production uses IaC).
+    /// Creates the items table if it does not exist (local stacks; production uses IaC), with
+    /// `expires_at` as its TTL attribute where the backend has TTL.
     pub async fn create_table(&self, db: &Client) -> Result<(), String> {
         let request = db
             .create_table()
@@ -186,6 +207,7 @@ impl ItemStore {
             .attribute_definitions(string_attribute("key")?)
             .key_schema(key_element("owner", KeyType::Hash)?)
             .key_schema(key_element("key", KeyType::Range)?);
-        common::dynamo::ensure_table(db, request).await
+        common::dynamo::ensure_table(db, request).await?;
+        common::dynamo::enable_ttl(db, &self.table, EXPIRES_AT).await
     }
 }

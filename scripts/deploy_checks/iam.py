@@ -30,7 +30,7 @@ TABLE_SOURCES = {
     "SessionsTable": ["auth-service/src/sessions.rs", "auth-service/src/sessions"],
     "LoginAttemptsTable": ["auth-service/src/lockout/table.rs"],
     "RevocationsTable": ["auth-service/src/revocations/table.rs"],
-    "ItemsTable": ["data-service/src/store"],
+    "ItemsTable": ["data-service/src/store.rs", "data-service/src/store", "data-service/src/convert.rs"],
 }
 
 
@@ -209,12 +209,13 @@ def check_tables(root, template):
         for key in props["KeySchema"]:
             if f'"{key["AttributeName"]}"' not in code:
                 fail(f"{TEMPLATE}: {logical} key {key['AttributeName']!r} not in {places}")
-        writes_ttl = '"ttl"' in code
         ttl = props.get("TimeToLiveSpecification", {})
-        has_ttl = ttl.get("Enabled") is True and ttl.get("AttributeName") == "ttl"
-        if writes_ttl != has_ttl:
-            fail(f"{TEMPLATE}: {logical} TTL on `ttl` is {has_ttl}, but the code "
-                 f"{'writes' if writes_ttl else 'does not write'} `ttl` ({places})")
+        ttl_name = ttl.get("AttributeName") if ttl.get("Enabled") is True else None
+        if ttl_name is None and '"ttl"' in code:
+            fail(f"{TEMPLATE}: {logical} has no TTL, but the code writes `ttl` ({places})")
+        if ttl_name is not None and f'"{ttl_name}"' not in code:
+            fail(f"{TEMPLATE}: {logical} has TTL on `{ttl_name}`, which the code never "
+                 f"names ({places})")
         for setting, want in [
             (("BillingMode",), "PAY_PER_REQUEST"),
             (("PointInTimeRecoverySpecification", "PointInTimeRecoveryEnabled"), True),

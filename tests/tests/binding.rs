@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use common::proto::data::v1::{
-    DeleteItemRequest, GetItemRequest, QueryItemsRequest, UpdateItemRequest,
+    BatchGetItemsRequest, DeleteItemRequest, GetItemRequest, QueryItemsRequest, UpdateItemRequest,
 };
 use serde_json::Value;
 use tests::{
@@ -21,7 +21,13 @@ use tests::{
 const USERS: usize = 5;
 const ROUNDS: usize = 3;
 /// Every call the RPCs below make (a PutItem is one UpdateItem).
-const ITEM_OPERATIONS: [&str; 4] = ["DeleteItem", "GetItem", "Query", "UpdateItem"];
+const ITEM_OPERATIONS: [&str; 5] = [
+    "BatchGetItem",
+    "DeleteItem",
+    "GetItem",
+    "Query",
+    "UpdateItem",
+];
 
 /// One user's share of the load: every kind of item call, a few times over.
 async fn work_as(mut user: SignedIn) -> SignedIn {
@@ -34,6 +40,11 @@ async fn work_as(mut user: SignedIn) -> SignedIn {
             ..Default::default()
         });
         user.client.get_item(get).await.expect("GetItem");
+        let batch = user.request(BatchGetItemsRequest {
+            keys: vec![key.clone(), "absent".to_owned()],
+            ..Default::default()
+        });
+        (user.client.batch_get_items(batch).await).expect("BatchGetItems");
         let update = user.request(UpdateItemRequest {
             key: key.clone(),
             set: [("n".to_owned(), string("x"))].into(),
@@ -51,9 +62,13 @@ async fn work_as(mut user: SignedIn) -> SignedIn {
 }
 
 /// Every partition key value a DynamoDB request names: its `Key`, `Item`, `ExclusiveStartKey`
-/// `owner`, and a Query's `:o`.
+/// `owner`, a Query's `:o`, and the `owner` of every key of a BatchGetItem.
 fn partitions(request: &Recorded) -> Vec<String> {
     let body = &request.body;
+    let batched = (body["RequestItems"].as_object().into_iter())
+        .flat_map(|tables| tables.values())
+        .flat_map(|table| table["Keys"].as_array().into_iter().flatten())
+        .map(|key| &key["owner"]);
     [
         &body["Key"]["owner"],
         &body["Item"]["owner"],
@@ -61,6 +76,7 @@ fn partitions(request: &Recorded) -> Vec<String> {
         &body["ExpressionAttributeValues"][":o"],
     ]
     .into_iter()
+    .chain(batched)
     .filter(|value| !value.is_null())
     .map(|value| match &value["S"] {
         Value::String(owner) => owner.clone(),

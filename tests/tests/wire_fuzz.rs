@@ -183,6 +183,11 @@ fn data_message(path: &str, rng: &mut StdRng) -> Vec<u8> {
             attributes: attributes(rng),
             if_absent: rng.random_bool(0.2),
             expected_version: version(rng),
+            // Past, future and invalid expiries alike.
+            expires_at: rng.random_bool(0.3).then(|| prost_types::Timestamp {
+                seconds: rng.random_range(-10..4_000_000_000),
+                nanos: rng.random_range(-1..=1_000_000_000),
+            }),
         }
         .encode_to_vec(),
         "UpdateItem" => UpdateItemRequest {
@@ -224,6 +229,7 @@ fn data_message(path: &str, rng: &mut StdRng) -> Vec<u8> {
                 text(rng, 80)
             },
             consistent_read: rng.random(),
+            select_count: rng.random_bool(0.3),
         }
         .encode_to_vec(),
     }

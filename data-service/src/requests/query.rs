@@ -104,5 +104,6 @@ pub fn query(
         after,
         descending: request.descending,
         consistent: request.consistent_read,
+        count_only: request.select_count,
     })
 }

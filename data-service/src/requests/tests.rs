@@ -38,6 +38,7 @@ fn put_reports_every_problem_at_once() {
         ]),
         if_absent: true,
         expected_version: Some(3),
+        expires_at: None,
     };
     let fields = fields(put(&request).unwrap_err());
     assert!(fields.contains(&"key".to_owned()), "{fields:?}");
@@ -169,6 +170,15 @@ fn query_rules() {
         }
     );
     assert_eq!(from.limit, 1000);
+    assert!(!from.count_only);
+    let counted = QueryItemsRequest {
+        key_prefix: "n/".into(),
+        select_count: true,
+        ..Default::default()
+    };
+    let counted = query_of(counted).unwrap();
+    assert!(counted.count_only);
+    assert_eq!(counted.limit, 100, "counting pages like listing");
 }
 
 fn any_value() -> impl Strategy<Value = Value> {
@@ -220,7 +230,7 @@ proptest! {
         if_absent in any::<bool>(),
         expected_version in proptest::option::of(0_u64..3),
     ) {
-        let put_request = PutItemRequest { key: key.clone(), attributes: attributes.clone(), if_absent, expected_version };
+        let put_request = PutItemRequest { key: key.clone(), attributes: attributes.clone(), if_absent, expected_version, expires_at: None };
         client_caused(put(&put_request).map(drop), &["key", "attributes", "if_absent", "expected_version"])?;
         let update_request = UpdateItemRequest { key, set: attributes, remove, expected_version, ..Default::default() };
         client_caused(update(&update_request).map(drop), &["key", "set", "remove", "expected_version"])?;
@@ -327,4 +337,66 @@ fn every_kind_of_change_counts_towards_the_update_limit() {
         ..Default::default()
     };
     assert_eq!(fields(update(&request).unwrap_err()), ["set"]);
+}
+
+#[test]
+fn expiries_are_future_whole_seconds_rounded_up() {
+    let now = 1_700_000_000_000;
+    let at = |seconds, nanos| Timestamp { seconds, nanos };
+    assert_eq!(
+        expiry_seconds(&at(1_700_000_001, 0), now).unwrap(),
+        1_700_000_001
+    );
+    assert_eq!(
+        expiry_seconds(&at(1_700_000_000, 1), now).unwrap(),
+        1_700_000_001
+    );
+    for refused in [
+        at(1_700_000_000, 0),
+        at(1_699_999_999, 999_999_999),
+        at(0, 0),
+        at(-1, 0),
+        at(1_700_000_001, -1),
+        at(1_700_000_001, 1_000_000_000),
+        at(i64::MAX, 0),
+        at(i64::MIN, 0),
+    ] {
+        let violation = expiry_seconds(&refused, now).unwrap_err();
+        assert_eq!(violation.field, "expires_at", "{refused:?}");
+    }
+}
+
+#[test]
+fn a_past_expiry_is_refused_in_puts_and_updates_and_an_update_may_change_only_the_expiry() {
+    let past = Some(Timestamp {
+        seconds: 1,
+        nanos: 0,
+    });
+    let put_request = PutItemRequest {
+        key: "k".into(),
+        expires_at: past,
+        ..Default::default()
+    };
+    assert_eq!(fields(put(&put_request).unwrap_err()), ["expires_at"]);
+    let update_request = UpdateItemRequest {
+        key: "k".into(),
+        expires_at: past,
+        ..Default::default()
+    };
+    assert_eq!(fields(update(&update_request).unwrap_err()), ["expires_at"]);
+    let year_3000 = 32_503_680_000;
+    let only_expiry = UpdateItemRequest {
+        key: "k".into(),
+        expires_at: Some(Timestamp {
+            seconds: year_3000,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(update(&only_expiry).unwrap().expires_at, Some(year_3000));
+    let unset = PutItemRequest {
+        key: "k".into(),
+        ..Default::default()
+    };
+    assert_eq!(put(&unset).unwrap().expires_at, None);
 }

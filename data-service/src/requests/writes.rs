@@ -9,12 +9,13 @@ use common::{
     status::Violation,
 };
 
-use super::{check, names};
+use super::{check, expiry, names};
 use crate::{
     convert,
     error::DataError,
     store::{Precondition, Put, Update},
 };
+use common::clock::now_millis;
 
 /// Most attributes one UpdateItem sets. Each costs about 14 bytes of update expression, and
 /// DynamoDB refuses expressions over 4 KB (about 250 attributes); emulators that do not refuse
@@ -50,6 +51,7 @@ fn converted(
 pub fn put(request: &PutItemRequest) -> Result<Put, DataError> {
     let mut violations = Vec::new();
     violations.extend(convert::validate_key("key", &request.key).err());
+    let expires_at = expiry(request.expires_at.as_ref(), now_millis(), &mut violations);
     if request.if_absent && request.expected_version.is_some() {
         violations.push(Violation::new(
             "expected_version",
@@ -74,6 +76,7 @@ pub fn put(request: &PutItemRequest) -> Result<Put, DataError> {
         key: request.key.clone(),
         attributes,
         precondition,
+        expires_at,
     })
 }
 
@@ -179,10 +182,10 @@ fn update_violations(request: &UpdateItemRequest) -> Vec<Violation> {
     let mut violations = Vec::new();
     violations.extend(convert::validate_key("key", &request.key).err());
     let changes = changes(request);
-    if changes == 0 && request.remove.is_empty() {
+    if changes == 0 && request.remove.is_empty() && request.expires_at.is_none() {
         violations.push(Violation::new(
             "set",
-            format!("name at least one attribute in {UPDATE_FIELDS}"),
+            format!("name at least one attribute in {UPDATE_FIELDS}, or set expires_at"),
         ));
     }
     if changes > MAX_SET_ATTRIBUTES {
@@ -204,6 +207,7 @@ fn update_violations(request: &UpdateItemRequest) -> Vec<Violation> {
 /// Checks UpdateItem.
 pub fn update(request: &UpdateItemRequest) -> Result<Update, DataError> {
     let mut violations = update_violations(request);
+    let expires_at = expiry(request.expires_at.as_ref(), now_millis(), &mut violations);
     if changes(request) > MAX_SET_ATTRIBUTES {
         // Not worth converting: the request is refused anyway.
         return Err(DataError::InvalidArgument(violations));
@@ -232,5 +236,6 @@ pub fn update(request: &UpdateItemRequest) -> Result<Update, DataError> {
         append,
         delete_from_sets,
         expected: request.expected_version,
+        expires_at,
     })
 }

@@ -4,12 +4,12 @@
 
 use aws_sdk_dynamodb::Client;
 
-use super::{ItemStore, decode::Stamp, key_of};
-use crate::error::DataError;
+use super::{ItemStore, decode::Stamp, expiry, key_of};
+use crate::{convert::EXPIRES_AT, error::DataError};
 
 impl ItemStore {
     /// The error for a failed condition, judged by what is stored now: NOT_FOUND when the item
-    /// is gone, MALFORMED_ITEM for a version the write cannot work with (`bumps`: the write
+    /// is gone or expired, MALFORMED_ITEM for a version the write cannot work with (`bumps`: the write
     /// would increment it), else the version the client did not expect.
     pub(super) async fn conflict(
         &self,
@@ -19,15 +19,16 @@ impl ItemStore {
         bumps: bool,
     ) -> DataError {
         match self.stamp(db, owner, key).await {
+            Ok(Some(stamp)) if stamp.expired(expiry::now_seconds()) => DataError::NotFound,
             Ok(None) => DataError::NotFound,
             Ok(Some(stamp)) => refusal(&stamp, bumps),
             Err(error) => error,
         }
     }
 
-    /// The item's version and creation time only (a strongly consistent read projecting them
-    /// and the key, which every item has, so an item without either still reads as present),
-    /// for writes that must know them without reading and converting the item.
+    /// The item's version, creation time and expiry only (a strongly consistent read
+    /// projecting them and the key, which every item has, so an item without any still reads
+    /// as present), for writes that must know them without reading and converting the item.
     pub(super) async fn stamp(
         &self,
         db: &Client,
@@ -43,10 +44,11 @@ impl ItemStore {
                     .table_name(&self.table)
                     .set_key(Some(key_of(owner, key)))
                     .consistent_read(true)
-                    .projection_expression("#k, #v, #c")
+                    .projection_expression("#k, #v, #c, #e")
                     .expression_attribute_names("#k", "key")
                     .expression_attribute_names("#v", "version")
                     .expression_attribute_names("#c", "created_at")
+                    .expression_attribute_names("#e", EXPIRES_AT)
                     .send(),
             )
             .await

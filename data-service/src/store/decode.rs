@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
-use super::StoredItem;
+use super::{StoredItem, expiry};
 use crate::{
-    convert::{self, ATTRIBUTES_MAP},
+    convert::{self, ATTRIBUTES_MAP, EXPIRES_AT},
     error::DataError,
     number::Decimal,
 };
@@ -36,21 +36,33 @@ pub fn version(value: Option<&AttributeValue>) -> Option<u64> {
 /// A stored `created_at` / `updated_at`: Unix milliseconds, as plain decimal digits with an
 /// optional '-', within what a protobuf `Timestamp` can carry.
 pub fn millis(value: Option<&AttributeValue>) -> Option<i64> {
-    let text = value?.as_n().ok()?;
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let millis = text.parse::<i64>().ok()?;
+    let millis = integer(value?)?;
     let seconds = millis.div_euclid(1000);
     (MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS)
         .contains(&seconds)
         .then_some(millis)
 }
 
+/// A stored number written as plain decimal digits with an optional '-', that fits an i64.
+pub fn integer(value: &AttributeValue) -> Option<i64> {
+    let text = value.as_n().ok()?;
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok()
+}
+
 /// [`millis`] as a point in time.
 fn instant(value: Option<&AttributeValue>) -> Option<OffsetDateTime> {
     common::clock::from_unix_millis(millis(value)?)
+}
+
+/// A stored `expires_at` (Unix seconds) as a point in time, when it is whole seconds a
+/// protobuf `Timestamp` can hold; anything else reads as unset.
+fn expiry_instant(value: Option<&AttributeValue>) -> Option<OffsetDateTime> {
+    let millis = integer(value?)?.checked_mul(1000)?;
+    instant(Some(&AttributeValue::N(millis.to_string())))
 }
 
 /// Reads a stored item (from a read, or returned by a write): defaults for malformed
@@ -75,6 +87,7 @@ pub fn item(raw: &HashMap<String, AttributeValue>) -> Result<StoredItem, DataErr
         version: version(raw.get("version")).unwrap_or(0),
         created_at: instant(raw.get("created_at")),
         updated_at: instant(raw.get("updated_at")),
+        expires_at: expiry_instant(raw.get(EXPIRES_AT)),
     })
 }
 
@@ -122,15 +135,33 @@ pub fn written(raw: &HashMap<String, AttributeValue>, what: &str) -> Result<Stor
 pub struct Stamp {
     raw_version: Option<AttributeValue>,
     created_at: Option<i64>,
+    raw_expires_at: Option<AttributeValue>,
 }
 
 impl Stamp {
-    /// The stamp of a stored item (or of its projection to `version` and `created_at`).
+    /// The stamp of a stored item (or of its projection to `version`, `created_at` and
+    /// `expires_at`).
     pub fn of(raw: &HashMap<String, AttributeValue>) -> Self {
         Self {
             raw_version: raw.get("version").cloned(),
             created_at: millis(raw.get("created_at")),
+            raw_expires_at: raw.get(EXPIRES_AT).cloned(),
         }
+    }
+
+    /// Whether the item has expired at `now_s` (and is absent to the client).
+    pub fn expired(&self, now_s: i64) -> bool {
+        expiry::expired(self.raw_expires_at.as_ref(), now_s)
+    }
+
+    /// The stored expiry as written when it is a number, for a condition that it has not
+    /// changed.
+    pub fn raw_expires_at(&self) -> Option<&str> {
+        self.raw_expires_at
+            .as_ref()?
+            .as_n()
+            .ok()
+            .map(String::as_str)
     }
 
     /// The stored version, if the service could have written it.
@@ -243,6 +274,21 @@ mod tests {
         }
         let item = item(&raw(vec![("created_at", n("9223372036854775807"))])).unwrap();
         assert_eq!(item.created_at, None);
+    }
+
+    #[test]
+    fn only_whole_seconds_in_timestamp_range_read_as_an_expiry() {
+        let at = expiry_instant(Some(&n("1700000000"))).unwrap();
+        assert_eq!(at.unix_timestamp(), 1_700_000_000);
+        for unreadable in [
+            n("1.5"),
+            n("1e3"),
+            n("253402300800"),
+            n("9223372036854775807"),
+            AttributeValue::S("1".into()),
+        ] {
+            assert_eq!(expiry_instant(Some(&unreadable)), None, "{unreadable:?}");
+        }
     }
 
     #[test]

@@ -3,11 +3,12 @@
 use aws_sdk_dynamodb::{Client, types::ReturnValue};
 use common::aws;
 
-use super::{ItemStore, StoredItem, decode, expressions, key_of, sent_once};
+use super::{ItemStore, StoredItem, decode, expiry, expressions, key_of, sent_once};
 use crate::error::DataError;
 
 impl ItemStore {
-    /// Deletes an item (at version `expected`) and returns it as it was.
+    /// Deletes a live item (at version `expected`) and returns it as it was; an expired one is
+    /// NOT_FOUND (and left to the table's TTL).
     pub async fn delete(
         &self,
         db: &Client,
@@ -19,7 +20,7 @@ impl ItemStore {
             // No stored item is at version 0 for the service: judge by what is stored.
             return Err(self.conflict(db, owner, key, false).await);
         }
-        let condition = expressions::delete_condition(expected);
+        let condition = expressions::delete_condition(expected, expiry::now_seconds());
         let result = self
             .metrics
             .dynamodb_calls
@@ -30,9 +31,7 @@ impl ItemStore {
                     .set_key(Some(key_of(owner, key)))
                     .set_condition_expression(condition.condition)
                     .set_expression_attribute_names(Some(condition.names))
-                    .set_expression_attribute_values(
-                        (!condition.values.is_empty()).then_some(condition.values),
-                    )
+                    .set_expression_attribute_values(Some(condition.values))
                     .return_values(ReturnValue::AllOld)
                     .customize()
                     .config_override(sent_once())

@@ -13,19 +13,23 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{KeyRange, decode::Stamp, n, s};
-use crate::{convert::ATTRIBUTES_MAP, error::DataError};
+use super::{KeyRange, decode::Stamp, expiry, n, s};
+use crate::{
+    convert::{ATTRIBUTES_MAP, EXPIRES_AT},
+    error::DataError,
+};
 
 /// DynamoDB's limit on the length of one expression string.
 pub const MAX_EXPRESSION_BYTES: usize = 4 * 1024;
 
 /// Names used in every expression (`key` and others are DynamoDB reserved words).
-const NAMES: [(&str, &str); 6] = [
+const NAMES: [(&str, &str); 7] = [
     ("#o", "owner"),
     ("#k", "key"),
     ("#v", "version"),
     ("#c", "created_at"),
     ("#u", "updated_at"),
+    ("#e", EXPIRES_AT),
     ("#m", ATTRIBUTES_MAP),
 ];
 
@@ -51,14 +55,15 @@ pub(super) fn names(wanted: &[&str]) -> HashMap<String, String> {
         .collect()
 }
 
-/// A GetItem projection of the bookkeeping attributes and `attributes`, each from the
-/// attribute map and from the top level (the older layout).
+/// A GetItem projection of the bookkeeping attributes (the expiry too: an expired item is
+/// absent) and `attributes`, each from the attribute map and from the top level (the older
+/// layout).
 pub fn projection(attributes: &[String]) -> Expression {
-    let mut text = "#k, #v, #c, #u".to_owned();
+    let mut text = "#k, #v, #c, #u, #e".to_owned();
     let wanted: &[&str] = if attributes.is_empty() {
-        &["#k", "#v", "#c", "#u"]
+        &["#k", "#v", "#c", "#u", "#e"]
     } else {
-        &["#k", "#v", "#c", "#u", "#m"]
+        &["#k", "#v", "#c", "#u", "#e", "#m"]
     };
     let mut names = names(wanted);
     for (i, name) in attributes.iter().enumerate() {
@@ -74,8 +79,24 @@ pub fn projection(attributes: &[String]) -> Expression {
 
 /// The condition of a put replacing what it `found`: the item is still absent, or still holds
 /// the very version read (a stored number compared as such; anything else, including no
-/// version, by being still not a number), so two concurrent writers never both succeed.
+/// version, by being still not a number) and the very expiry read (when a number), so two
+/// concurrent writers never both succeed, not even over an expired item at version 1.
 pub fn replace_condition(found: Option<&Stamp>) -> Expression {
+    let mut replace = version_condition(found);
+    if let Some(expires_at) = found.and_then(Stamp::raw_expires_at) {
+        replace.condition =
+            (replace.condition).map(|condition| format!("{condition} AND #e = :found_e"));
+        replace.names.extend(names(&["#e"]));
+        replace.values.insert(
+            ":found_e".to_owned(),
+            AttributeValue::N(expires_at.to_owned()),
+        );
+    }
+    replace
+}
+
+/// [`replace_condition`] on the version alone.
+fn version_condition(found: Option<&Stamp>) -> Expression {
     let (condition, names, values) = match found.map(|stamp| stamp.raw_number()) {
         None => ("attribute_not_exists(#k)", names(&["#k"]), HashMap::new()),
         Some(Some(raw)) => (
@@ -97,21 +118,36 @@ pub fn replace_condition(found: Option<&Stamp>) -> Expression {
     }
 }
 
-/// The condition of a delete: the item exists (and is at `expected`).
-pub fn delete_condition(expected: Option<u64>) -> Expression {
+/// The condition of a delete: the item exists, has not expired at `now_s` (and is at
+/// `expected`).
+pub fn delete_condition(expected: Option<u64>, now_s: i64) -> Expression {
+    let mut values = expiry::live_values(now_s);
     let Some(expected) = expected else {
         return Expression {
-            condition: Some("attribute_exists(#k)".to_owned()),
-            names: names(&["#k"]),
+            condition: Some(format!("attribute_exists(#k) AND {}", expiry::LIVE)),
+            names: names(&["#k", "#e"]),
+            values,
             ..Default::default()
         };
     };
+    values.insert(":expected".to_owned(), n(expected));
     Expression {
-        condition: Some("attribute_exists(#k) AND #v = :expected".to_owned()),
-        names: names(&["#k", "#v"]),
-        values: HashMap::from([(":expected".to_owned(), n(expected))]),
+        condition: Some(format!(
+            "attribute_exists(#k) AND #v = :expected AND {}",
+            expiry::LIVE
+        )),
+        names: names(&["#k", "#v", "#e"]),
+        values,
         ..Default::default()
     }
+}
+
+/// The filter of a query: only items that have not expired at `now_s`, added to the
+/// placeholders of its key condition.
+pub fn live_filter(condition: &mut Expression, now_s: i64) -> String {
+    condition.names.extend(names(&["#e"]));
+    condition.values.extend(expiry::live_values(now_s));
+    expiry::LIVE.to_owned()
 }
 
 /// The key condition of a query of `owner`'s items in `range`.
@@ -209,7 +245,7 @@ mod tests {
     #[test]
     fn every_expression_defines_exactly_the_placeholders_it_uses() {
         for expected in [None, Some(4)] {
-            placeholders_match(&delete_condition(expected));
+            placeholders_match(&delete_condition(expected, 1));
         }
         placeholders_match(&projection(&names(3, "p")));
         placeholders_match(&projection(&[]));
@@ -219,6 +255,16 @@ mod tests {
         placeholders_match(&replace_condition(Some(&stored(n("-1")))));
         placeholders_match(&replace_condition(Some(&stored(s("1")))));
         placeholders_match(&replace_condition(Some(&Stamp::of(&HashMap::new()))));
+        let expired = Stamp::of(&HashMap::from([
+            ("version".to_owned(), n(3)),
+            (EXPIRES_AT.to_owned(), n(5)),
+        ]));
+        let replace = replace_condition(Some(&expired));
+        placeholders_match(&replace);
+        assert_eq!(
+            replace.condition.as_deref(),
+            Some("#v = :found AND #e = :found_e")
+        );
         for range in [
             KeyRange::All,
             KeyRange::Prefix("p".into()),
@@ -232,6 +278,10 @@ mod tests {
             },
         ] {
             placeholders_match(&key_condition("owner", &range));
+            let mut filtered = key_condition("owner", &range);
+            let filter = live_filter(&mut filtered, 1);
+            filtered.text = format!("{} {filter}", filtered.text);
+            placeholders_match(&filtered);
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Put {
     pub attributes: HashMap<String, AttributeValue>,
     /// Its condition.
     pub precondition: Precondition,
+    /// When it expires, in Unix seconds (in the future when validated); `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 /// A validated UpdateItem.
@@ -69,6 +71,8 @@ pub struct Update {
     pub delete_from_sets: HashMap<String, AttributeValue>,
     /// Only update the item at this version.
     pub expected: Option<u64>,
+    /// A new expiry in Unix seconds; `None` keeps the stored one.
+    pub expires_at: Option<i64>,
 }
 
 impl Update {
@@ -100,4 +104,6 @@ pub struct Query {
     pub descending: bool,
     /// A strongly consistent read.
     pub consistent: bool,
+    /// Count the items instead of returning them (DynamoDB `Select: COUNT`).
+    pub count_only: bool,
 }

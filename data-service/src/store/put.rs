@@ -1,7 +1,10 @@
 //! PutItem: one UpdateItem that replaces the attribute map, bumps the version and keeps the
 //! creation time under the put's condition. Only when that condition fails does the put read
 //! the stored version, to tell the client's failed condition from an item it can still replace
-//! (older layout, malformed version) with a whole-item PutItem conditional on what it read.
+//! (older layout, malformed version, or expired: then absent to the client, and replaced as a
+//! new item at version 1) with a whole-item PutItem conditional on what it read.
+
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     Client,
@@ -13,9 +16,12 @@ use super::{
     ItemStore, Precondition, Put, StoredItem,
     conflict::{expect_version, refusal},
     decode::{self, Stamp},
-    expressions, key_of, n, now_millis, sent_once, updates,
+    expiry, expressions, key_of, n, now_millis, sent_once, updates,
 };
-use crate::{convert::ATTRIBUTES_MAP, error::DataError};
+use crate::{
+    convert::{ATTRIBUTES_MAP, EXPIRES_AT},
+    error::DataError,
+};
 
 /// Attempts of a put before reporting contention.
 pub const PUT_ATTEMPTS: usize = 5;
@@ -41,9 +47,16 @@ impl ItemStore {
             if let Some(item) = self.put_once(db, owner, &put).await? {
                 return Ok(item);
             }
-            let found = self.stamp(db, owner, &put.key).await?;
-            if let Next::Replace(found) = next(found, put.precondition)?
-                && let Some(item) = self.put_at(db, owner, &put, found.as_ref()).await?
+            let stored = self.stamp(db, owner, &put.key).await?;
+            let live = (stored.clone()).filter(|stamp| !stamp.expired(expiry::now_seconds()));
+            let decision = match next(live, put.precondition)? {
+                // Expired: absent to the client, replaced as a new item.
+                Next::Retry if stored.is_some() => Next::Replace(None),
+                decision => decision,
+            };
+            if let Next::Replace(found) = decision
+                && let Some(item) =
+                    (self.put_at(db, owner, &put, found.as_ref(), stored.as_ref())).await?
             {
                 return Ok(item);
             }
@@ -58,7 +71,7 @@ impl ItemStore {
         owner: &str,
         put: &Put,
     ) -> Result<Option<StoredItem>, DataError> {
-        let expression = updates::put(put.attributes.clone(), now_millis(), put.precondition);
+        let expression = updates::put(put, now_millis());
         let result = self
             .metrics
             .dynamodb_calls
@@ -89,32 +102,19 @@ impl ItemStore {
     }
 
     /// Puts the whole item as the successor of what was `found` (or as new), conditional on
-    /// that still being stored. `Ok(None)` when it was not.
+    /// what was `stored` (`found`, or an expired item) still being stored. `Ok(None)` when it
+    /// was not.
     async fn put_at(
         &self,
         db: &Client,
         owner: &str,
         put: &Put,
         found: Option<&Stamp>,
+        stored: Option<&Stamp>,
     ) -> Result<Option<StoredItem>, DataError> {
-        let now = now_millis();
-        let (version, created_at) = match found {
-            None => (1, now),
-            Some(stamp) => (
-                stamp.next_version().unwrap_or(1),
-                stamp.created_at().unwrap_or(now),
-            ),
-        };
-        let mut item = key_of(owner, &put.key);
-        item.insert(
-            ATTRIBUTES_MAP.to_owned(),
-            AttributeValue::M(put.attributes.clone()),
-        );
-        item.insert("version".to_owned(), n(version));
-        item.insert("created_at".to_owned(), n(created_at));
-        item.insert("updated_at".to_owned(), n(now));
-        let stored = decode::item(&item)?;
-        let condition = expressions::replace_condition(found);
+        let item = whole_item(owner, put, found, now_millis());
+        let written = decode::item(&item)?;
+        let condition = expressions::replace_condition(stored);
         let result = self
             .metrics
             .dynamodb_calls
@@ -134,11 +134,39 @@ impl ItemStore {
             )
             .await;
         match result {
-            Ok(_) => Ok(Some(stored)),
+            Ok(_) => Ok(Some(written)),
             Err(error) if aws::condition_failed(&error) => Ok(None),
             Err(error) => Err(DataError::aws("PutItem", error)),
         }
     }
+}
+
+/// The item a whole-item put writes at `now` as the successor of what was `found` (or as new).
+fn whole_item(
+    owner: &str,
+    put: &Put,
+    found: Option<&Stamp>,
+    now: i64,
+) -> HashMap<String, AttributeValue> {
+    let (version, created_at) = match found {
+        None => (1, now),
+        Some(stamp) => (
+            stamp.next_version().unwrap_or(1),
+            stamp.created_at().unwrap_or(now),
+        ),
+    };
+    let mut item = key_of(owner, &put.key);
+    item.insert(
+        ATTRIBUTES_MAP.to_owned(),
+        AttributeValue::M(put.attributes.clone()),
+    );
+    item.insert("version".to_owned(), n(version));
+    item.insert("created_at".to_owned(), n(created_at));
+    item.insert("updated_at".to_owned(), n(now));
+    if let Some(expires_at) = put.expires_at {
+        item.insert(EXPIRES_AT.to_owned(), n(expires_at));
+    }
+    item
 }
 
 /// What a put under `precondition` does after its one call failed and `found` is stored: the
@@ -164,8 +192,6 @@ fn next(found: Option<Stamp>, precondition: Precondition) -> Result<Next, DataEr
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     fn stamp(version: &str) -> Option<Stamp> {

@@ -8,7 +8,7 @@ use common::aws;
 use super::{
     ItemStore, StoredItem, Update,
     conflict::{growable, refusal},
-    decode, key_of, now_millis,
+    decode, expiry, key_of, now_millis,
     put::PUT_ATTEMPTS,
     sent_once,
     updates::{self, Layout},
@@ -16,8 +16,9 @@ use super::{
 use crate::error::DataError;
 
 impl ItemStore {
-    /// Changes attributes of an existing item (at version `update.expected`): one call for an
-    /// item in the map layout, three for one of the older layout.
+    /// Changes attributes of an existing, live item (at version `update.expected`): one call
+    /// for an item in the map layout, three for one of the older layout. An expired item is
+    /// NOT_FOUND.
     pub async fn update(
         &self,
         db: &Client,
@@ -33,7 +34,8 @@ impl ItemStore {
             if let Some(item) = self.update_once(db, owner, &update, layout).await? {
                 return Ok(item);
             }
-            let Some(stamp) = self.stamp(db, owner, &update.key).await? else {
+            let stamp = self.stamp(db, owner, &update.key).await?;
+            let Some(stamp) = stamp.filter(|stamp| !stamp.expired(expiry::now_seconds())) else {
                 return Err(DataError::NotFound);
             };
             match update.expected {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{
-    Precondition, Update,
+    Precondition, Put, Update, expiry,
     expressions::{Expression, names},
     n, s,
 };
@@ -60,38 +60,60 @@ fn bookkeeping_values(now: i64) -> HashMap<String, AttributeValue> {
     ])
 }
 
-/// The PutItem of `attributes` as one UpdateItem: the map replaced as a whole, under
-/// `precondition`. An unconditional put requires an absent item or one in the map layout
-/// whose version can grow (1 to u64::MAX - 1); a versioned one requires the map layout too.
-/// Whatever else is stored fails the condition and is judged by the caller. `Version(0)` is
-/// `IfAbsent`; `Version(u64::MAX)` must not come here (its successor does not exist).
-pub fn put(
-    attributes: HashMap<String, AttributeValue>,
-    now: i64,
-    precondition: Precondition,
-) -> Expression {
+/// The PutItem of `put` as one UpdateItem: the map replaced as a whole and the expiry set (or
+/// removed), under the put's precondition. An unconditional put requires an absent item or a
+/// live one in the map layout whose version can grow (1 to u64::MAX - 1); a versioned one
+/// requires a live item in the map layout too. Whatever else is stored (an expired item
+/// included) fails the condition and is judged by the caller. `Version(0)` is `IfAbsent`;
+/// `Version(u64::MAX)` must not come here (its successor does not exist).
+pub fn put(put: &Put, now: i64) -> Expression {
     let mut values = bookkeeping_values(now);
-    values.insert(":attrs".to_owned(), AttributeValue::M(attributes));
-    let text = format!("SET #m = :attrs, #c = if_not_exists(#c, :now), {BOOKKEEPING}");
-    let condition = match precondition {
-        Precondition::IfAbsent | Precondition::Version(0) => "attribute_not_exists(#k)",
+    values.insert(
+        ":attrs".to_owned(),
+        AttributeValue::M(put.attributes.clone()),
+    );
+    let mut text = format!("SET #m = :attrs, #c = if_not_exists(#c, :now), {BOOKKEEPING}");
+    match expiry_assignment(put.expires_at, &mut values) {
+        Some(assignment) => text.push_str(&format!(", {assignment}")),
+        None => text.push_str(" REMOVE #e"),
+    }
+    let condition = match put.precondition {
+        Precondition::IfAbsent | Precondition::Version(0) => "attribute_not_exists(#k)".to_owned(),
         Precondition::Version(expected) => {
             values.insert(":expected".to_owned(), n(expected));
             values.insert(":map".to_owned(), s("M"));
-            "attribute_exists(#k) AND #v = :expected AND attribute_type(#m, :map)"
+            values.extend(expiry::live_values(now.div_euclid(1000)));
+            format!(
+                "attribute_exists(#k) AND #v = :expected AND attribute_type(#m, :map) AND {}",
+                expiry::LIVE
+            )
         }
         Precondition::None => {
             values.insert(":map".to_owned(), s("M"));
             values.insert(":largest".to_owned(), n(u64::MAX - 1));
-            "attribute_not_exists(#k) OR (attribute_type(#m, :map) AND #v BETWEEN :one AND :largest)"
+            values.extend(expiry::live_values(now.div_euclid(1000)));
+            format!(
+                "attribute_not_exists(#k) OR (attribute_type(#m, :map) AND #v BETWEEN :one AND \
+                 :largest AND {})",
+                expiry::LIVE
+            )
         }
     };
     Expression {
         text,
-        condition: Some(condition.to_owned()),
-        names: names(&["#k", "#v", "#c", "#u", "#m"]),
+        condition: Some(condition),
+        names: names(&["#k", "#v", "#c", "#u", "#e", "#m"]),
         values,
     }
+}
+
+/// The SET action of a new expiry, its value added to `values`.
+fn expiry_assignment(
+    expires_at: Option<i64>,
+    values: &mut HashMap<String, AttributeValue>,
+) -> Option<String> {
+    values.insert(":expires".to_owned(), n(expires_at?));
+    Some("#e = :expires".to_owned())
 }
 
 /// The update expression's text for `update`'s changes on `layout`, its placeholders added
@@ -108,6 +130,7 @@ fn changes(
         path
     };
     let mut sets = vec![BOOKKEEPING.to_owned()];
+    sets.extend(expiry_assignment(update.expires_at, values));
     for (i, (attribute, value)) in update.set.iter().enumerate() {
         sets.push(format!("{} = :s{i}", name(format!("#s{i}"), attribute)));
         values.insert(format!(":s{i}"), value.clone());
@@ -146,14 +169,15 @@ fn changes(
     text
 }
 
-/// The UpdateItem of `update` on an existing item of `layout`: SET, ADD, DELETE and REMOVE in
-/// one expression. Without `expected`, a missing version starts at 1 and a stored one must be
-/// a number that can grow (1 to u64::MAX - 1; a fraction in that range cannot be told apart by
-/// a condition).
+/// The UpdateItem of `update` on an existing, live item of `layout`: SET, ADD, DELETE and
+/// REMOVE in one expression. Without `expected`, a missing version starts at 1 and a stored one
+/// must be a number that can grow (1 to u64::MAX - 1; a fraction in that range cannot be told
+/// apart by a condition).
 pub fn update(update: &Update, now: i64, layout: Layout) -> Expression {
-    let mut names = names(&["#k", "#v", "#u", "#m"]);
+    let mut names = names(&["#k", "#v", "#u", "#e", "#m"]);
     let mut values = bookkeeping_values(now);
     values.insert(":map".to_owned(), s("M"));
+    values.extend(expiry::live_values(now.div_euclid(1000)));
     let text = changes(update, layout, &mut names, &mut values);
     let version = match update.expected {
         Some(expected) => {
@@ -168,8 +192,9 @@ pub fn update(update: &Update, now: i64, layout: Layout) -> Expression {
     Expression {
         text,
         condition: Some(format!(
-            "attribute_exists(#k) AND {} AND {version}",
-            layout.condition()
+            "attribute_exists(#k) AND {} AND {version} AND {}",
+            layout.condition(),
+            expiry::LIVE
         )),
         names,
         values,
@@ -197,6 +222,7 @@ mod tests {
             append: HashMap::new(),
             delete_from_sets: HashMap::new(),
             expected,
+            expires_at: None,
         }
     }
 
@@ -208,6 +234,7 @@ mod tests {
                 .collect()
         };
         Update {
+            expires_at: Some(5),
             add: entries("n", n(1)),
             append: entries("l", AttributeValue::L(vec![s("x")])),
             delete_from_sets: entries("t", AttributeValue::Ss(vec!["x".into()])),
@@ -223,7 +250,15 @@ mod tests {
             Precondition::Version(0),
             Precondition::Version(3),
         ] {
-            placeholders_match(&put(HashMap::new(), 1, precondition));
+            for expires_at in [None, Some(5)] {
+                let written = Put {
+                    key: "k".into(),
+                    attributes: HashMap::new(),
+                    precondition,
+                    expires_at,
+                };
+                placeholders_match(&put(&written, 1));
+            }
         }
         for layout in [Layout::Map, Layout::TopLevel] {
             for expected in [None, Some(4)] {

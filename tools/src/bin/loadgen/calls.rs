@@ -50,6 +50,7 @@ fn put(key: String, if_absent: bool, expected_version: Option<u64>) -> PutItemRe
         attributes: [("text".to_owned(), string("a small item"))].into(),
         if_absent,
         expected_version,
+        expires_at: None,
     }
 }
 

@@ -246,6 +246,7 @@ async fn data_call(
                 attributes: [("text".to_owned(), tests::data::string("a small item"))].into(),
                 if_absent: true,
                 expected_version: None,
+                expires_at: None,
             };
             let answer = client
                 .put_item(tests::auth::with_bearer(request, token))
