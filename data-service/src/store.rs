@@ -90,7 +90,9 @@ use std::{collections::HashMap, sync::Arc};
 use aws_sdk_dynamodb::{
     Client,
     config::retry::RetryConfig,
-    types::{AttributeValue, BillingMode, KeyType},
+    error::SdkError,
+    operation::update_item::{UpdateItemError, UpdateItemOutput},
+    types::{AttributeValue, BillingMode, KeyType, ReturnValue},
 };
 use common::{
     dynamo::{
@@ -151,6 +153,35 @@ fn sent_once() -> aws_sdk_dynamodb::config::Builder {
 }
 
 impl ItemStore {
+    /// One UpdateItem of `expression` on `owner`'s `key`: sent once, counted, answering
+    /// `returned`.
+    async fn send_update(
+        &self,
+        db: &Client,
+        owner: &str,
+        key: &str,
+        expression: expressions::Expression,
+        returned: ReturnValue,
+    ) -> Result<UpdateItemOutput, SdkError<UpdateItemError>> {
+        self.metrics
+            .dynamodb_calls
+            .send(
+                "UpdateItem",
+                db.update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_of(owner, key)))
+                    .update_expression(expression.text)
+                    .set_condition_expression(expression.condition)
+                    .set_expression_attribute_names(Some(expression.names))
+                    .set_expression_attribute_values(Some(expression.values))
+                    .return_values(returned)
+                    .customize()
+                    .config_override(sent_once())
+                    .send(),
+            )
+            .await
+    }
+
     /// Operations on `table`.
     pub fn new(table: String, metrics: Arc<Metrics>) -> Self {
         Self { table, metrics }

@@ -73,22 +73,7 @@ impl ItemStore {
     ) -> Result<Option<StoredItem>, DataError> {
         let expression = updates::put(put, now_millis());
         let result = self
-            .metrics
-            .dynamodb_calls
-            .send(
-                "UpdateItem",
-                db.update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key_of(owner, &put.key)))
-                    .update_expression(expression.text)
-                    .set_condition_expression(expression.condition)
-                    .set_expression_attribute_names(Some(expression.names))
-                    .set_expression_attribute_values(Some(expression.values))
-                    .return_values(ReturnValue::UpdatedNew)
-                    .customize()
-                    .config_override(sent_once())
-                    .send(),
-            )
+            .send_update(db, owner, &put.key, expression, ReturnValue::UpdatedNew)
             .await;
         match result {
             Ok(output) => {

@@ -8,9 +8,8 @@ use common::aws;
 use super::{
     ItemStore, StoredItem, Update,
     conflict::{growable, refusal},
-    decode, expiry, key_of, now_millis,
+    decode, expiry, now_millis,
     put::PUT_ATTEMPTS,
-    sent_once,
     updates::{self, Layout},
 };
 use crate::error::DataError;
@@ -63,22 +62,7 @@ impl ItemStore {
         let expression =
             updates::update(update, now_millis(), layout).within_limit(update.largest_field())?;
         let result = self
-            .metrics
-            .dynamodb_calls
-            .send(
-                "UpdateItem",
-                db.update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key_of(owner, &update.key)))
-                    .update_expression(expression.text)
-                    .set_condition_expression(expression.condition)
-                    .set_expression_attribute_names(Some(expression.names))
-                    .set_expression_attribute_values(Some(expression.values))
-                    .return_values(ReturnValue::AllNew)
-                    .customize()
-                    .config_override(sent_once())
-                    .send(),
-            )
+            .send_update(db, owner, &update.key, expression, ReturnValue::AllNew)
             .await;
         match result {
             Ok(output) => {
