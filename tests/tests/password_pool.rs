@@ -77,10 +77,6 @@ async fn cancelled_logins_never_run_more_hashes_than_there_are_workers() {
     );
     assert!(metrics.hash_jobs_queued.peak() <= 8, "queue over its bound");
     assert!(
-        metrics.hash_jobs_skipped.get() > 0,
-        "no cancelled job was skipped"
-    );
-    assert!(
         metrics.password_verifications.get() < requests,
         "{} verifications for {requests} cancelled logins",
         metrics.password_verifications.get()
@@ -90,6 +86,12 @@ async fn cancelled_logins_never_run_more_hashes_than_there_are_workers() {
     })
     .await;
     assert!(idle, "the pool drains its abandoned jobs");
+    // Read once the pool is idle: the worker (at idle priority) may still be running the
+    // flood's first job when the last call ends, and only then reaches the abandoned ones.
+    assert!(
+        metrics.hash_jobs_skipped.get() > 0,
+        "no cancelled job was skipped"
+    );
     let login = user.login(&mut client).await;
     assert_eq!(login.user_id, user.user_id);
 }
