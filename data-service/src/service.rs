@@ -9,9 +9,9 @@ use common::{
     proto::{
         data::v1::{
             BatchGetItemsRequest, BatchGetItemsResponse, DeleteItemRequest, DeleteItemResponse,
-            GetItemRequest, GetItemResponse, Item, PutItemRequest, PutItemResponse,
-            QueryItemsRequest, QueryItemsResponse, UpdateItemRequest, UpdateItemResponse,
-            data_service_server::DataService,
+            ExportItemsRequest, GetItemRequest, GetItemResponse, Item, PutItemRequest,
+            PutItemResponse, QueryItemsRequest, QueryItemsResponse, UpdateItemRequest,
+            UpdateItemResponse, data_service_server::DataService,
         },
         timestamp,
     },
@@ -22,8 +22,10 @@ use tonic::{Request, Response, Status};
 use crate::{
     credentials::{BearerToken, UserClients},
     error::DataError,
+    export::{self, ExportStream, Exports},
     page_token::PageTokens,
     requests,
+    revocations::Revocations,
     store::{ItemStore, StoredItem},
 };
 
@@ -34,6 +36,7 @@ pub struct DataApi {
     clients: UserClients,
     pages: Arc<PageTokens>,
     request_timeout: Duration,
+    exports: Exports,
 }
 
 /// Who is calling, with what, and how long we have.
@@ -44,14 +47,18 @@ struct Caller {
 }
 
 impl DataApi {
-    /// The API over `store`, acting through each caller's client from `clients`.
+    /// The API over `store`, acting through each caller's client from `clients`; exports end
+    /// when `revocations` ends their session.
     pub fn new(
         store: ItemStore,
         clients: UserClients,
         pages: Arc<PageTokens>,
         request_timeout: Duration,
+        revocations: Revocations,
     ) -> Self {
+        let exports = Exports::new(store.clone(), clients.clone(), revocations, request_timeout);
         Self {
+            exports,
             store,
             clients,
             pages,
@@ -242,5 +249,18 @@ impl DataService for DataApi {
             next_page_token,
             count: page.count,
         }))
+    }
+
+    type ExportItemsStream = ExportStream;
+
+    async fn export_items(
+        &self,
+        request: Request<ExportItemsRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
+        let deadline = export::deadline(request.metadata());
+        let (caller, request) = self.accept(request)?;
+        let stream =
+            (self.exports).start(caller.principal, caller.token, request, deadline, to_proto)?;
+        Ok(Response::new(stream))
     }
 }

@@ -78,6 +78,7 @@ mod conflict;
 mod decode;
 mod delete;
 mod expiry;
+mod export;
 mod expressions;
 mod operations;
 mod put;
@@ -106,6 +107,7 @@ use time::OffsetDateTime;
 use crate::{convert::EXPIRES_AT, error::DataError, metrics::Metrics};
 
 pub use batch_get::MAX_BATCH_GET_KEYS;
+pub use export::EXPORT_PAGE_ITEMS;
 pub use expressions::MAX_EXPRESSION_BYTES;
 pub use operations::{KeyRange, Precondition, Projection, Put, Query, Update};
 pub use put::PUT_ATTEMPTS;
