@@ -6,7 +6,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use common::proto::data::v1::{
-    BatchGetItemsRequest, DeleteItemRequest, GetItemRequest, QueryItemsRequest, UpdateItemRequest,
+    BatchGetItemsRequest, DeleteItemRequest, ExportItemsRequest, GetItemRequest, QueryItemsRequest,
+    UpdateItemRequest,
 };
 use serde_json::Value;
 use tests::{
@@ -20,7 +21,7 @@ use tests::{
 
 const USERS: usize = 5;
 const ROUNDS: usize = 3;
-/// Every call the RPCs below make (a PutItem is one UpdateItem).
+/// Every call the RPCs below make (a PutItem is one UpdateItem, an export Query pages).
 const ITEM_OPERATIONS: [&str; 5] = [
     "BatchGetItem",
     "DeleteItem",
@@ -52,6 +53,19 @@ async fn work_as(mut user: SignedIn) -> SignedIn {
         });
         user.client.update_item(update).await.expect("UpdateItem");
         user.query_all(QueryItemsRequest::default()).await;
+        let export = user.request(ExportItemsRequest {
+            start_key: "a".to_owned(),
+            ..Default::default()
+        });
+        let mut exported = (user.client.export_items(export).await)
+            .expect("ExportItems")
+            .into_inner();
+        while exported
+            .message()
+            .await
+            .expect("an exported item")
+            .is_some()
+        {}
         let delete = user.request(DeleteItemRequest {
             key,
             ..Default::default()
@@ -62,7 +76,7 @@ async fn work_as(mut user: SignedIn) -> SignedIn {
 }
 
 /// Every partition key value a DynamoDB request names: its `Key`, `Item`, `ExclusiveStartKey`
-/// `owner`, a Query's `:o`, and the `owner` of every key of a BatchGetItem.
+/// `owner` (an export resuming after `start_key` sends one), a Query's `:o`, and the `owner` of every key of a BatchGetItem.
 fn partitions(request: &Recorded) -> Vec<String> {
     let body = &request.body;
     let batched = (body["RequestItems"].as_object().into_iter())
