@@ -340,6 +340,11 @@ async fn twenty_thousand_items_read_slowly_stay_a_few_pages_ahead_and_a_cancel_s
     // Longer than the producer's recheck interval: a live producer would have read again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = queries_of(&proxy, "bulk/");
+    eprintln!(
+        "Query pages: {slow} after 30 items read slowly, {at_cancel} at the cancel after {} \
+         items, {after} once settled",
+        received.len()
+    );
     assert!(
         after <= at_cancel + 1,
         "{after} Query pages after the cancel, {at_cancel} before it"

@@ -118,10 +118,11 @@ impl Stream for ExportStream {
             return Poll::Ready(None);
         }
         // A failure is sent at once, ahead of the items still buffered.
-        if this.poll_producer(cx).is_ready() && matches!(this.outcome, Some(Err(_))) {
-            if let Some(Err(error)) = this.outcome.take() {
-                return this.fail(error);
-            }
+        if this.poll_producer(cx).is_ready()
+            && matches!(this.outcome, Some(Err(_)))
+            && let Some(Err(error)) = this.outcome.take()
+        {
+            return this.fail(error);
         }
         this.poll_item(cx)
     }
