@@ -462,5 +462,10 @@ async fn an_export_ends_at_the_calls_deadline() {
 
     let (rest, ended) = drain(&mut stream).await.unwrap_err();
     assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+    assert_eq!(
+        ended.message(),
+        "the deadline passed",
+        "the service ended it"
+    );
     assert!(1 + rest.len() < 1_000, "ended early: {}", rest.len());
 }
