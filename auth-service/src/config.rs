@@ -284,6 +284,10 @@ pub struct Settings {
     /// Account erasure (DeleteAccount): how often replicas sweep for erasures to carry on.
     #[command(flatten)]
     pub erasure: crate::erasure::ErasureSettings,
+
+    /// The admin listener (AdminService over mTLS): off unless --admin-listen is set.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminSettings,
 }
 
 impl Settings {
