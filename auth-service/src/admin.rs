@@ -8,7 +8,6 @@ mod actions;
 mod caller;
 mod convert;
 mod page_token;
-mod settings;
 
 use common::proto::admin::v1::{
     DeleteUserRequest, DeleteUserResponse, DisableUserRequest, DisableUserResponse,
@@ -21,7 +20,6 @@ use tonic::{Request, Response, Status};
 pub use actions::{Actions, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, UserRef};
 pub use caller::Admin;
 pub use page_token::PageTokens;
-pub use settings::{AdminListener, AdminSettings};
 
 use convert::user_ref;
 
