@@ -179,3 +179,63 @@ async fn disabling_or_logging_out_someone_unknown_is_not_found() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
 }
+
+#[tokio::test]
+async fn thirty_racing_disables_agree_and_end_each_session_once() {
+    let mut stack = Stack::spawn().await;
+    let (user, held) = stack.user_with_sessions().await;
+    let calls = (0..30).map(|_| {
+        let mut admin = stack.admin.clone();
+        let request = DisableUserRequest {
+            user: Some(disable_user_request::User::UserId(user.user_id.clone())),
+        };
+        async move { admin.disable_user(request).await.map(|r| r.into_inner()) }
+    });
+    let answers: Vec<_> = futures::future::join_all(calls).await;
+    let answers: Vec<_> = answers.into_iter().map(|a| a.expect("OK")).collect();
+    let first = answers[0].disabled_at;
+    assert!(answers.iter().all(|answer| answer.disabled_at == first));
+    let ended: u32 = answers.iter().map(|answer| answer.sessions_ended).sum();
+    assert_eq!(ended, 2, "each session ended by exactly one call");
+    for session in &held {
+        refused_by_auth(&mut stack.client, session).await;
+    }
+}
+
+#[tokio::test]
+async fn a_disable_cut_short_by_its_deadline_is_never_left_half_done() {
+    let mut stack = Stack::spawn().await;
+    for deadline_ms in [1, 3, 10, 30] {
+        let (user, held) = stack.user_with_sessions().await;
+        let mut request = tonic::Request::new(DisableUserRequest {
+            user: Some(disable_user_request::User::UserId(user.user_id.clone())),
+        });
+        request.set_timeout(std::time::Duration::from_millis(deadline_ms));
+        let _ = stack.admin.disable_user(request).await;
+
+        // Untouched, or disabled with every session ended: never disabled with a live one.
+        let settled = tests::eventually(std::time::Duration::from_secs(10), || {
+            let mut stack_admin = stack.admin.clone();
+            let user_id = user.user_id.clone();
+            async move {
+                let request = GetUserRequest {
+                    user: Some(get_user_request::User::UserId(user_id)),
+                };
+                let user = stack_admin.get_user(request).await.expect("GetUser");
+                let user = user.into_inner().user.expect("a user");
+                (user.disabled_at.is_some() && user.active_sessions == 0)
+                    || (user.disabled_at.is_none() && user.active_sessions == 2)
+            }
+        })
+        .await;
+        assert!(
+            settled,
+            "deadline {deadline_ms} ms left the user half disabled"
+        );
+        if stack.get(&user.user_id).await.disabled_at.is_some() {
+            for session in &held {
+                refused_by_auth(&mut stack.client, session).await;
+            }
+        }
+    }
+}
