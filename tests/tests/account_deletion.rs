@@ -131,7 +131,7 @@ impl Fixture {
 
     /// Whether the user item (the username) still exists.
     async fn user_item(&self) -> Option<std::collections::HashMap<String, AttributeValue>> {
-        user_item(&self.auth, &self.user.username).await
+        self.auth.user_item(&self.user.username).await
     }
 
     async fn session_still_works(&self) -> bool {
@@ -159,7 +159,7 @@ impl Fixture {
         let auth = &self.auth;
         let username = self.user.username.clone();
         tests::eventually(PATIENCE, || async {
-            user_item(auth, &username).await.is_none()
+            auth.user_item(&username).await.is_none()
         })
         .await
     }
@@ -242,35 +242,6 @@ async fn rows(auth: &TestAuth, table: &str, key: &str, value: &str) -> usize {
     usize::try_from(output.count).expect("a count")
 }
 
-async fn user_item(
-    auth: &TestAuth,
-    username: &str,
-) -> Option<std::collections::HashMap<String, AttributeValue>> {
-    auth.dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", AttributeValue::S(username.to_lowercase()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the user")
-        .item
-}
-
-async fn attempts_row(auth: &TestAuth, username: &str) -> bool {
-    let key = auth_service::lockout::key_of(&username.to_lowercase());
-    auth.dynamodb
-        .get_item()
-        .table_name(&auth.settings.lockout.attempts_table)
-        .key("username_hash", AttributeValue::S(key))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the attempts")
-        .item
-        .is_some()
-}
-
 #[tokio::test]
 async fn a_deleted_account_is_unusable_at_once_and_erased_entirely_before_its_name_is_free() {
     let f = Fixture::new().await;
@@ -318,7 +289,7 @@ async fn a_deleted_account_is_unusable_at_once_and_erased_entirely_before_its_na
         "parked until the credentials expire"
     );
     assert!(
-        attempts_row(&f.auth, &f.user.username).await,
+        f.auth.attempts_counted(&f.user.username).await,
         "the login above was counted"
     );
 
@@ -340,7 +311,7 @@ async fn a_deleted_account_is_unusable_at_once_and_erased_entirely_before_its_na
         "no session row"
     );
     assert!(
-        !attempts_row(&f.auth, &f.user.username).await,
+        !f.auth.attempts_counted(&f.user.username).await,
         "no attempts row"
     );
     assert_eq!(f.metric("completed").await, 1);
@@ -396,7 +367,7 @@ async fn a_wrong_password_or_a_missing_code_changes_nothing_and_is_counted() {
     );
     assert_eq!(f.items_of(&f.user.user_id).await, 5);
     assert!(
-        attempts_row(&f.auth, &f.user.username).await,
+        f.auth.attempts_counted(&f.user.username).await,
         "the failures were counted"
     );
     let failed = f.events("failed");
@@ -509,7 +480,7 @@ async fn a_deletion_cut_short_by_its_deadline_finishes_or_never_starts() {
         let result = slow_client.clone().delete_account(request).await;
 
         let username = user.username.clone();
-        let gone = || async { user_item(&fast, &username).await.is_none() };
+        let gone = || async { fast.user_item(&username).await.is_none() };
         if tests::eventually(PATIENCE.min(DELAY * 60), gone).await {
             let list = with_bearer(ListSessionsRequest {}, &access);
             let refused = client.list_sessions(list).await.expect_err("ended");
@@ -525,7 +496,7 @@ async fn a_deletion_cut_short_by_its_deadline_finishes_or_never_starts() {
                 matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
                 "{tenths}: {status:?}"
             );
-            let item = user_item(&fast, &user.username).await.expect("the user");
+            let item = fast.user_item(&user.username).await.expect("the user");
             assert!(
                 !item.contains_key("deletion_requested_at"),
                 "{tenths}: half started"

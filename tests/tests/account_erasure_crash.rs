@@ -68,19 +68,6 @@ async fn count(auth: &TestAuth, table: &str, key: &str, value: &str) -> usize {
     usize::try_from(output.count).expect("a count")
 }
 
-async fn user_exists(auth: &TestAuth, username: &str) -> bool {
-    auth.dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", AttributeValue::S(username.to_lowercase()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the user")
-        .item
-        .is_some()
-}
-
 #[tokio::test]
 async fn an_erasure_whose_replica_is_killed_midway_is_finished_by_another() {
     let endpoints = Endpoints::dynalite_only().await;
@@ -126,7 +113,7 @@ async fn an_erasure_whose_replica_is_killed_midway_is_finished_by_another() {
         "arrangement: killed before the first pass ended ({left} left)"
     );
     assert!(
-        user_exists(&survivor, &user.username).await,
+        survivor.user_item(&user.username).await.is_some(),
         "the record outlives its replica"
     );
 
@@ -138,11 +125,11 @@ async fn an_erasure_whose_replica_is_killed_midway_is_finished_by_another() {
     })
     .await;
     assert!(first_pass, "the survivor erases the rest of the items");
-    assert!(user_exists(&survivor, &user.username).await, "parked");
+    assert!(survivor.user_item(&user.username).await.is_some(), "parked");
     let settle = Duration::from_secs(settings.credentials_duration_secs + 120);
     clock.set(OffsetDateTime::now_utc() + settle);
     let erased = eventually(Duration::from_secs(60), || async {
-        !user_exists(&survivor, &user.username).await
+        survivor.user_item(&user.username).await.is_none()
     })
     .await;
     assert!(erased, "the survivor frees the username");

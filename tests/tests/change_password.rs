@@ -5,7 +5,6 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use auth_service::config::Settings;
-use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     clock::ManualClock,
     proto::auth::v1::{
@@ -399,18 +398,8 @@ async fn a_change_cut_short_by_its_deadline_lands_whole_or_not_at_all() {
 }
 
 async fn stored_password_version(auth: &TestAuth, username: &str) -> Option<u64> {
-    let item = auth
-        .dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", AttributeValue::S(username.to_lowercase()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item?;
-    item.get("password_version")
-        .map(|n| n.as_n().unwrap().parse().unwrap())
+    auth.user_item(username).await?;
+    auth.user_number(username, "password_version").await
 }
 
 async fn revoked(auth: &TestAuth, user_id: &str, session_id: &str) -> bool {

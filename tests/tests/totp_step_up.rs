@@ -5,7 +5,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     clock::{Clock, ManualClock},
     proto::auth::v1::{
@@ -357,32 +356,11 @@ async fn an_enrolment_cut_short_by_its_deadline_lands_whole_or_not_at_all() {
 
 /// Whether the user item holds a pending TOTP secret.
 async fn pending(auth: &TestAuth, user: &TestUser) -> bool {
-    let item = auth
-        .dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", AttributeValue::S(user.username.to_lowercase()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the user")
-        .item
-        .expect("the user item");
+    let item = auth.user_item(&user.username).await.expect("the user item");
     item.contains_key("totp_pending")
 }
 
 /// Whether the username has failed attempts counted.
 async fn counted(auth: &TestAuth, user: &TestUser) -> bool {
-    let key = auth_service::lockout::key_of(&user.username.to_lowercase());
-    let item = auth
-        .dynamodb
-        .get_item()
-        .table_name(&auth.settings.lockout.attempts_table)
-        .key("username_hash", AttributeValue::S(key))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the attempts")
-        .item;
-    item.is_some()
+    auth.attempts_counted(&user.username).await
 }
