@@ -8,7 +8,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::data::v1::{BatchGetItemsRequest, BatchGetItemsResponse};
 use tests::data::{SignedIn, TestStack};
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 fn n(number: impl ToString) -> AttributeValue {
     AttributeValue::N(number.to_string())
@@ -28,13 +27,7 @@ async fn batch(
 
 fn fields(status: &Status) -> Vec<String> {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let request = details.bad_request().expect("BadRequest details");
-    request
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
+    tests::violated_fields(status)
 }
 
 #[tokio::test]
