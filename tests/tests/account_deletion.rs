@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     clock::{Clock, ManualClock},
     proto::auth::v1::{
@@ -98,35 +98,15 @@ impl Fixture {
         delete(self.client.clone(), &self.access, password, totp_code).await
     }
 
-    /// Writes `count` items into the user's partition (and one into another's).
+    /// Writes `count` items into `owner`'s partition.
     async fn put_items(&self, owner: &str, count: usize) {
-        let requests: Vec<WriteRequest> = (0..count)
-            .map(|n| {
-                let put = PutRequest::builder()
-                    .item("owner", AttributeValue::S(owner.to_owned()))
-                    .item("key", AttributeValue::S(format!("notes/{n:05}")))
-                    .item("body", AttributeValue::S("x".repeat(100)))
-                    .build()
-                    .expect("a put");
-                WriteRequest::builder().put_request(put).build()
-            })
-            .collect();
-        for chunk in requests.chunks(25) {
-            let output = self
-                .auth
-                .dynamodb
-                .batch_write_item()
-                .request_items(&self.items_table, chunk.to_vec())
-                .send()
-                .await
-                .expect("put items");
-            assert!(output.unprocessed_items.unwrap_or_default().is_empty());
-        }
+        let (dynamodb, table) = (&self.auth.dynamodb, &self.items_table);
+        tests::tables::put_items(dynamodb, table, owner, "notes/", count).await;
     }
 
     /// Items left in `owner`'s partition.
     async fn items_of(&self, owner: &str) -> usize {
-        rows(&self.auth, &self.items_table, "owner", owner).await
+        tests::tables::count_rows(&self.auth.dynamodb, &self.items_table, "owner", owner).await
     }
 
     /// Whether the user item (the username) still exists.
@@ -225,23 +205,6 @@ async fn delete(
     Ok(())
 }
 
-/// Rows with `key` = `value` in `table`.
-async fn rows(auth: &TestAuth, table: &str, key: &str, value: &str) -> usize {
-    let output = auth
-        .dynamodb
-        .query()
-        .table_name(table)
-        .key_condition_expression("#k = :v")
-        .expression_attribute_names("#k", key)
-        .expression_attribute_values(":v", AttributeValue::S(value.to_owned()))
-        .consistent_read(true)
-        .select(aws_sdk_dynamodb::types::Select::Count)
-        .send()
-        .await
-        .expect("count rows");
-    usize::try_from(output.count).expect("a count")
-}
-
 #[tokio::test]
 async fn a_deleted_account_is_unusable_at_once_and_erased_entirely_before_its_name_is_free() {
     let f = Fixture::new().await;
@@ -306,7 +269,7 @@ async fn a_deleted_account_is_unusable_at_once_and_erased_entirely_before_its_na
     );
     let sessions = &f.auth.settings.sessions_table;
     assert_eq!(
-        rows(&f.auth, sessions, "user_id", &f.user.user_id).await,
+        tests::tables::count_rows(&f.auth.dynamodb, sessions, "user_id", &f.user.user_id).await,
         0,
         "no session row"
     );
