@@ -65,6 +65,8 @@ pub struct TestAuth {
     pub addr: SocketAddr,
     /// Where its Prometheus metrics are served (`http://{metrics_addr}/metrics`).
     pub metrics_addr: SocketAddr,
+    /// Where its admin listener listens, when `--admin-listen` is set (`tests::admin`).
+    pub admin_addr: Option<SocketAddr>,
     /// The settings it runs with (its tables, issuer, audience).
     pub settings: Settings,
     /// The signing keys it started with, so tests can forge tokens with chosen claims.
@@ -169,6 +171,7 @@ impl TestAuth {
             .expect("build auth-service");
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr().expect("a metrics endpoint");
+        let admin_addr = app.admin_addr();
         let metrics = app.metrics();
         let revocations = app.revocations();
         let service = RunningService::spawn("auth-service", |stop| app.run_until_stopped(stop));
@@ -180,6 +183,7 @@ impl TestAuth {
         Self {
             addr,
             metrics_addr,
+            admin_addr,
             settings,
             signing_key,
             dynamodb,
@@ -263,6 +267,42 @@ impl TestAuth {
             .await
             .expect("GetItem on the sessions table")
             .item
+    }
+
+    /// A user's item in the users table as stored (strongly consistent); `None` once erased.
+    pub async fn user_item(&self, username: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.settings.users_table)
+            .key("username", AttributeValue::S(username.to_lowercase()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem on the users table")
+            .item
+    }
+
+    /// A number attribute of a user's item (absent attribute: `None`); panics if the user
+    /// has no item.
+    pub async fn user_number(&self, username: &str, attribute: &str) -> Option<u64> {
+        let item = self.user_item(username).await.expect("the user item");
+        item.get(attribute)
+            .map(|n| n.as_n().expect("a number").parse().expect("a whole number"))
+    }
+
+    /// Whether the username has failed attempts counted in the lockout table.
+    pub async fn attempts_counted(&self, username: &str) -> bool {
+        let key = auth_service::lockout::key_of(&username.to_lowercase());
+        self.dynamodb
+            .get_item()
+            .table_name(&self.settings.lockout.attempts_table)
+            .key("username_hash", AttributeValue::S(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem on the attempts table")
+            .item
+            .is_some()
     }
 
     /// Signs arbitrary claims with the service's own key and footer: a token that is
