@@ -1,0 +1,80 @@
+//! The statuses of the many-item writes: a transaction whose conditions failed (every failed op
+//! named) and a batch not every entry of which was written (every entry's fate named).
+
+use std::collections::HashMap;
+
+use common::status::{ERROR_DOMAIN, RETRY_DELAY, with_error_info};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::{BATCH_INCOMPLETE, DataError, TRANSACTION_CONDITION_FAILED, VERSION_MISMATCH};
+use crate::store::{BatchReport, Outcome};
+
+/// FAILED_PRECONDITION naming every failed op: metadata `failed_ops` (their indexes,
+/// comma-separated) and `op_<i>` for each (VERSION_MISMATCH with the current version, NOT_FOUND,
+/// or MALFORMED_ITEM).
+pub fn transaction_failed(failed: &[(usize, DataError)]) -> Status {
+    let indexes: Vec<String> = failed.iter().map(|(i, _)| i.to_string()).collect();
+    let mut metadata = HashMap::from([("failed_ops".to_owned(), indexes.join(","))]);
+    for (i, error) in failed {
+        let why = match error {
+            DataError::VersionMismatch { current } => {
+                format!("{VERSION_MISMATCH} current_version={current}")
+            }
+            DataError::NotFound => "NOT_FOUND".to_owned(),
+            DataError::MalformedItem => super::MALFORMED_ITEM.to_owned(),
+            _ => "FAILED".to_owned(),
+        };
+        metadata.insert(format!("op_{i}"), why);
+    }
+    with_error_info(
+        Code::FailedPrecondition,
+        format!(
+            "the conditions of ops {} failed; nothing was written",
+            indexes.join(", ")
+        ),
+        TRANSACTION_CONDITION_FAILED,
+        metadata,
+    )
+}
+
+/// The status of a batch not fully written: the first entry's own failure, or UNAVAILABLE
+/// (with RetryInfo) when entries were only throttled, cut off by the deadline or lost; an
+/// ErrorInfo names every entry as `written`, `not_written` (failed or never done) or `unknown`.
+pub fn batch_incomplete(mut report: BatchReport) -> Status {
+    let mut metadata = HashMap::from([
+        ("written", report.names(|o| matches!(o, Outcome::Written))),
+        (
+            "not_written",
+            report.names(|o| matches!(o, Outcome::NotWritten | Outcome::Failed(_))),
+        ),
+        ("unknown", report.names(|o| matches!(o, Outcome::Unknown))),
+        ("failed", report.names(|o| matches!(o, Outcome::Failed(_)))),
+    ]);
+    metadata.retain(|_, names| !names.is_empty());
+    let metadata: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let (code, message) = match report.first_failure() {
+        Some(error) => {
+            let status = Status::from(error);
+            let message = format!("the batch was not fully written: {}", status.message());
+            (status.code(), message)
+        }
+        None => {
+            tracing::info!(?metadata, "batch incomplete at its deadline");
+            (
+                Code::Unavailable,
+                "the batch was not fully written (throttled, lost or out of time): see the \
+                 ErrorInfo for which entries were written; retry the rest"
+                    .to_owned(),
+            )
+        }
+    };
+    let mut details = ErrorDetails::with_error_info(BATCH_INCOMPLETE, ERROR_DOMAIN, metadata);
+    if matches!(code, Code::Unavailable | Code::Aborted) {
+        details.set_retry_info(Some(RETRY_DELAY));
+    }
+    Status::with_error_details(code, message, details)
+}
