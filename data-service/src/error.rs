@@ -10,9 +10,9 @@ use common::{
 };
 use tonic::{Code, Status};
 
-use crate::store::BatchReport;
-
 mod writes;
+
+pub use writes::{BatchReport, Outcome};
 
 /// ErrorInfo reason of a failed `if_absent` / `expected_version` condition.
 pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
@@ -267,8 +267,8 @@ mod tests {
             ),
             (DataError::ClientTokenReused, Code::FailedPrecondition),
             (
-                DataError::BatchIncomplete(crate::store::BatchReport {
-                    entries: vec![("puts[0]".into(), crate::store::Outcome::Unknown)],
+                DataError::BatchIncomplete(BatchReport {
+                    entries: vec![("puts[0]".into(), Outcome::Unknown)],
                 }),
                 Code::Unavailable,
             ),

@@ -109,7 +109,7 @@ use time::OffsetDateTime;
 use crate::{convert::EXPIRES_AT, error::DataError, metrics::Metrics};
 
 pub use batch_get::MAX_BATCH_GET_KEYS;
-pub use batch_write::{BatchEntry, BatchReport, MAX_BATCH_WRITES, Outcome};
+pub use batch_write::{BatchEntry, MAX_BATCH_WRITES};
 pub use expressions::MAX_EXPRESSION_BYTES;
 pub use operations::{KeyRange, Precondition, Projection, Put, Query, Update};
 pub use put::PUT_ATTEMPTS;

@@ -1,5 +1,6 @@
 //! The statuses of the many-item writes: a transaction whose conditions failed (every failed op
-//! named) and a batch not every entry of which was written (every entry's fate named).
+//! named) and a batch not every entry of which was written (every entry's fate named, from its
+//! [`BatchReport`]).
 
 use std::collections::HashMap;
 
@@ -8,7 +9,6 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{BATCH_INCOMPLETE, DataError, TRANSACTION_CONDITION_FAILED, VERSION_MISMATCH};
-use crate::store::{BatchReport, Outcome};
 
 /// FAILED_PRECONDITION naming every failed op: metadata `failed_ops` (their indexes,
 /// comma-separated) and `op_<i>` for each (VERSION_MISMATCH with the current version, NOT_FOUND,
@@ -77,4 +77,53 @@ pub fn batch_incomplete(mut report: BatchReport) -> Status {
         details.set_retry_info(Some(RETRY_DELAY));
     }
     Status::with_error_details(code, message, details)
+}
+
+/// What became of one entry.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It is stored.
+    Written,
+    /// Not written: refused for a passing reason until the deadline, or never started.
+    NotWritten,
+    /// Maybe written: its answer was lost, or it was in flight at the deadline.
+    Unknown,
+    /// Not written: refused for a reason of its own.
+    Failed(DataError),
+}
+
+/// The fate of every entry of a batch, named as the request names them, in request order.
+#[derive(Debug)]
+pub struct BatchReport {
+    /// Each entry's name and outcome.
+    pub entries: Vec<(String, Outcome)>,
+}
+
+impl BatchReport {
+    /// Whether every entry is written.
+    pub fn complete(&self) -> bool {
+        (self.entries.iter()).all(|(_, outcome)| matches!(outcome, Outcome::Written))
+    }
+
+    /// The names of the entries whose outcome `pick` selects, comma-separated.
+    pub fn names(&self, pick: impl Fn(&Outcome) -> bool) -> String {
+        (self.entries.iter())
+            .filter(|(_, outcome)| pick(outcome))
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The first entry's own failure, if any failed for a reason of its own.
+    pub fn first_failure(&mut self) -> Option<DataError> {
+        self.entries.iter_mut().find_map(|(_, outcome)| {
+            match std::mem::replace(outcome, Outcome::NotWritten) {
+                Outcome::Failed(error) => Some(error),
+                other => {
+                    *outcome = other;
+                    None
+                }
+            }
+        })
+    }
 }

@@ -7,7 +7,7 @@
 //! or a put that kept losing races) is written again after a jittered backoff while the
 //! deadline allows; an entry whose answer was lost, or still in flight at the deadline, is
 //! *unknown* (it may have landed); every other error is the entry's own failure. The caller
-//! learns each entry's fate from [`BatchReport`].
+//! learns each entry's fate from `error::BatchReport`.
 
 use std::time::Duration;
 
@@ -16,7 +16,10 @@ use futures::{StreamExt, stream};
 use tokio::time::Instant;
 
 use super::{ItemStore, Precondition, Put};
-use crate::{backoff::Backoff, error::DataError};
+use crate::{
+    backoff::Backoff,
+    error::{BatchReport, DataError, Outcome},
+};
 
 /// Most entries (puts and deletes together) of one batch, as DynamoDB's BatchWriteItem.
 pub const MAX_BATCH_WRITES: usize = 25;
@@ -45,55 +48,6 @@ impl BatchEntry {
             Self::Put(_) => format!("puts[{index}]"),
             Self::Delete(_) => format!("deletes[{index}]"),
         }
-    }
-}
-
-/// What became of one entry.
-#[derive(Debug)]
-pub enum Outcome {
-    /// It is stored.
-    Written,
-    /// Not written: refused for a passing reason until the deadline, or never started.
-    NotWritten,
-    /// Maybe written: its answer was lost, or it was in flight at the deadline.
-    Unknown,
-    /// Not written: refused for a reason of its own.
-    Failed(DataError),
-}
-
-/// The fate of every entry of a batch, named as the request names them, in request order.
-#[derive(Debug)]
-pub struct BatchReport {
-    /// Each entry's name and outcome.
-    pub entries: Vec<(String, Outcome)>,
-}
-
-impl BatchReport {
-    /// Whether every entry is written.
-    pub fn complete(&self) -> bool {
-        (self.entries.iter()).all(|(_, outcome)| matches!(outcome, Outcome::Written))
-    }
-
-    /// The names of the entries whose outcome `pick` selects, comma-separated.
-    pub fn names(&self, pick: impl Fn(&Outcome) -> bool) -> String {
-        (self.entries.iter())
-            .filter(|(_, outcome)| pick(outcome))
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The first entry's own failure, if any failed for a reason of its own.
-    pub fn first_failure(&mut self) -> Option<DataError> {
-        self.entries.iter_mut().find_map(|(_, outcome)| {
-            match std::mem::replace(outcome, Outcome::NotWritten) {
-                Outcome::Failed(error) => Some(error),
-                other => {
-                    *outcome = other;
-                    None
-                }
-            }
-        })
     }
 }
 

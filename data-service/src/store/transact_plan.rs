@@ -198,17 +198,7 @@ fn write_item(
             let layout = live.map_or(Layout::Map, |found| found.layout);
             let field = format!("ops[{i}].update.{}", update.largest_field());
             let expression = both(updates::update(update, now, layout), unchanged);
-            let expression = expression.within_limit(&field)?;
-            let text = expression.text.clone();
-            let (condition, names, values) = parts(expression);
-            (UpdateOp::builder().table_name(table))
-                .set_key(Some(key_of(owner, &update.key)))
-                .update_expression(text)
-                .set_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .build()
-                .map(|update| TransactWriteItem::builder().update(update).build())
+            return update_item(table, owner, update, expression.within_limit(&field)?, i);
         }
         TransactOp::Delete { key, .. } => {
             let (condition, names, values) = parts(unchanged);
@@ -231,7 +221,33 @@ fn write_item(
                 .map(|check| TransactWriteItem::builder().condition_check(check).build())
         }
     };
-    built.map_err(|error| DataError::Internal(anyhow::anyhow!("transaction op {i}: {error}")))
+    built.map_err(|error| unbuilt(i, &error))
+}
+
+/// The Update entry of op `i` with its merged `expression`.
+fn update_item(
+    table: &str,
+    owner: &str,
+    update: &Update,
+    expression: Expression,
+    i: usize,
+) -> Result<TransactWriteItem, DataError> {
+    let text = expression.text.clone();
+    let (condition, names, values) = parts(expression);
+    (UpdateOp::builder().table_name(table))
+        .set_key(Some(key_of(owner, &update.key)))
+        .update_expression(text)
+        .set_condition_expression(condition)
+        .set_expression_attribute_names(names)
+        .set_expression_attribute_values(values)
+        .build()
+        .map(|update| TransactWriteItem::builder().update(update).build())
+        .map_err(|error| unbuilt(i, &error))
+}
+
+/// A builder's refusal: a required field left unset, a bug.
+fn unbuilt(i: usize, error: &impl std::fmt::Display) -> DataError {
+    DataError::Internal(anyhow::anyhow!("transaction op {i}: {error}"))
 }
 
 /// `first` with `second`'s condition added to its own (their placeholders agree: both come
@@ -266,4 +282,131 @@ fn parts(
         (!expression.names.is_empty()).then_some(expression.names),
         (!expression.values.is_empty()).then_some(expression.values),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{expressions::placeholders_match, n, s};
+
+    fn stamp(pairs: &[(&str, AttributeValue)]) -> Stamp {
+        let raw: HashMap<String, AttributeValue> = (pairs.iter())
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        Stamp::of(&raw)
+    }
+
+    fn put(precondition: Precondition) -> TransactOp {
+        TransactOp::Put(Put {
+            key: "k".into(),
+            attributes: HashMap::new(),
+            precondition,
+            expires_at: None,
+        })
+    }
+
+    fn update(expected: Option<u64>) -> TransactOp {
+        TransactOp::Update(Update {
+            key: "k".into(),
+            set: HashMap::from([("a".to_owned(), s("x"))]),
+            remove: vec!["r".into()],
+            add: HashMap::new(),
+            append: HashMap::new(),
+            delete_from_sets: HashMap::new(),
+            expected,
+            expires_at: Some(9),
+        })
+    }
+
+    fn check(precondition: Precondition) -> TransactOp {
+        TransactOp::Check {
+            key: "k".into(),
+            precondition,
+        }
+    }
+
+    #[test]
+    fn conditions_are_judged_like_the_single_item_writes() {
+        let v3 = stamp(&[("version", n(3))]);
+        let malformed = stamp(&[("version", s("x"))]);
+        let unversioned = stamp(&[]);
+        assert_eq!(judge(&put(Precondition::IfAbsent), None).unwrap(), 1);
+        assert!(matches!(
+            judge(&put(Precondition::IfAbsent), Some(&v3)),
+            Err(DataError::VersionMismatch { current: 3 })
+        ));
+        assert_eq!(judge(&put(Precondition::Version(3)), Some(&v3)).unwrap(), 4);
+        assert_eq!(
+            judge(&put(Precondition::None), Some(&malformed)).unwrap(),
+            1
+        );
+        assert_eq!(judge(&update(None), Some(&unversioned)).unwrap(), 1);
+        assert!(matches!(
+            judge(&update(Some(1)), Some(&malformed)),
+            Err(DataError::MalformedItem)
+        ));
+        assert!(matches!(
+            judge(&update(None), None),
+            Err(DataError::NotFound)
+        ));
+        let delete = TransactOp::Delete {
+            key: "k".into(),
+            expected: Some(2),
+        };
+        assert!(matches!(
+            judge(&delete, Some(&v3)),
+            Err(DataError::VersionMismatch { current: 3 })
+        ));
+        assert_eq!(
+            judge(&check(Precondition::Version(3)), Some(&v3)).unwrap(),
+            3
+        );
+        assert_eq!(judge(&check(Precondition::Version(0)), None).unwrap(), 0);
+        assert!(matches!(
+            judge(&check(Precondition::Version(3)), None),
+            Err(DataError::VersionMismatch { current: 0 })
+        ));
+    }
+
+    #[test]
+    fn expired_items_are_absent_and_every_failed_op_is_named() {
+        let expired = Snapshot::of(&HashMap::from([
+            ("version".to_owned(), n(7)),
+            ("expires_at".to_owned(), n(1)),
+        ]));
+        let found = HashMap::from([("k".to_owned(), expired)]);
+        let planned = plan("t", "o", &[put(Precondition::IfAbsent)], &found, 5_000).unwrap();
+        assert_eq!(planned.versions, [1]);
+        match plan("t", "o", &[update(None)], &found, 5_000) {
+            Err(DataError::TransactionFailed(failed)) => {
+                assert!(matches!(failed[..], [(0, DataError::NotFound)]));
+            }
+            other => panic!("expected the op to fail, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_entry_defines_exactly_the_placeholders_it_uses() {
+        let stored = [
+            None,
+            Some(stamp(&[("version", n(3))])),
+            Some(stamp(&[("version", s("x")), ("expires_at", n(99))])),
+            Some(stamp(&[])),
+        ];
+        for found in &stored {
+            placeholders_match(&replace_condition(found.as_ref()));
+            for layout in [Layout::Map, Layout::TopLevel] {
+                for expected in [None, Some(3)] {
+                    let TransactOp::Update(change) = update(expected) else {
+                        unreachable!()
+                    };
+                    let merged = both(
+                        updates::update(&change, 1, layout),
+                        replace_condition(found.as_ref()),
+                    );
+                    placeholders_match(&merged);
+                }
+            }
+        }
+    }
 }
