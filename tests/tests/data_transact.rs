@@ -27,11 +27,17 @@ fn n(number: impl ToString) -> AttributeValue {
     AttributeValue::N(number.to_string())
 }
 
-/// A stack whose data-service writes to moto through a serializing recording proxy.
+/// A stack whose data-service writes to moto through a serializing recording proxy. Calls get
+/// 20 s rather than 3: one moto, one request at a time, shared by every test of this file,
+/// is slow on a loaded machine, and a racer cut off by its deadline proves nothing.
 async fn on_moto() -> (TestStack, RecordingProxy) {
     let proxy = RecordingProxy::start(Emulator::shared_moto().await.addr()).await;
     proxy.serialize();
-    let stack = TestStack::spawn_custom(Endpoints::shared().await, &proxy.endpoint()).await;
+    let endpoints = Endpoints::shared().await;
+    let stack = TestStack::spawn_tuned(endpoints, &proxy.endpoint(), |settings| {
+        settings.request_timeout_ms = 20_000;
+    })
+    .await;
     (stack, proxy)
 }
 
@@ -413,4 +419,37 @@ async fn a_cancelled_transaction_is_all_or_nothing() {
         let none = present.iter().all(|found| !found);
         assert!(all || none, "round {round}: {present:?}");
     }
+}
+
+#[tokio::test]
+async fn transactions_too_large_as_dynamodb_counts_them_are_refused() {
+    let (stack, _proxy) = on_moto().await;
+    let mut user = stack.user().await;
+    // 100 puts that fit the 1 MiB request limit on the wire but count over 1 MiB as DynamoDB
+    // counts items, bookkeeping included.
+    let text = "x".repeat(10_400);
+    let puts = (0..100).map(|i| Op::Put(put(&format!("k{i:03}"), &text)));
+    let status = transact(&mut user, ops(puts.collect())).await.unwrap_err();
+    assert_eq!(violated_fields(&status), ["ops"]);
+    absent(&mut user, "k000").await;
+}
+
+#[tokio::test]
+async fn raw_bytes_that_are_not_the_message_write_nothing() {
+    use prost::Message;
+    use tests::raw::{call_raw, framed};
+    let (stack, _proxy) = on_moto().await;
+    let mut user = stack.user().await;
+    let channel = stack.data.channel().await;
+    let path = "/dynagate.data.v1.DataService/TransactWriteItems";
+    let valid = ops(vec![Op::Put(put("raw", "x"))]).encode_to_vec();
+    let truncated = valid[..valid.len() - 3].to_vec();
+    for body in [truncated, vec![0xff; 64], vec![0x0a, 0x02, 0x12, 0x7f]] {
+        let status = call_raw(&channel, path, Some(&user.token), framed(&body)).await;
+        assert_ne!(status.code(), Code::Ok, "{status:?}");
+    }
+    absent(&mut user, "raw").await;
+    let ok = call_raw(&channel, path, Some(&user.token), framed(&valid)).await;
+    assert_eq!(ok.code(), Code::Ok, "{ok:?}");
+    assert_eq!(user.get("raw").await.unwrap().version, 1);
 }
