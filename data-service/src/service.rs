@@ -235,6 +235,9 @@ impl DataService for DataApi {
                 Ok(self.store.batch_write(db, owner, entries, deadline).await)
             })
             .await?;
+        if report.credentials_expired() {
+            self.clients.forget(&caller.principal.user_id).await;
+        }
         if !report.complete() {
             return Err(DataError::BatchIncomplete(report).into());
         }

@@ -114,6 +114,14 @@ impl BatchReport {
             .join(",")
     }
 
+    /// Whether DynamoDB called the user's credentials expired for an entry (the caller must
+    /// then drop them, as for any call).
+    pub fn credentials_expired(&self) -> bool {
+        (self.entries.iter()).any(|(_, outcome)| {
+            matches!(outcome, Outcome::Failed(DataError::CredentialsExpired(_)))
+        })
+    }
+
     /// The first entry's own failure, if any failed for a reason of its own.
     pub fn first_failure(&mut self) -> Option<DataError> {
         self.entries.iter_mut().find_map(|(_, outcome)| {
@@ -125,5 +133,47 @@ impl BatchReport {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcomes: Vec<Outcome>) -> BatchReport {
+        let names = ["puts[0]", "puts[1]", "deletes[0]", "deletes[1]"];
+        BatchReport {
+            entries: names.into_iter().map(str::to_owned).zip(outcomes).collect(),
+        }
+    }
+
+    #[test]
+    fn an_incomplete_batch_names_every_entrys_fate() {
+        let mixed = report(vec![
+            Outcome::Written,
+            Outcome::Failed(DataError::CredentialsExpired("x".into())),
+            Outcome::Unknown,
+            Outcome::NotWritten,
+        ]);
+        assert!(!mixed.complete());
+        assert!(mixed.credentials_expired());
+        let status = batch_incomplete(mixed);
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert!(details.retry_info().is_some());
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, BATCH_INCOMPLETE);
+        assert_eq!(info.metadata["written"], "puts[0]");
+        assert_eq!(info.metadata["not_written"], "puts[1],deletes[1]");
+        assert_eq!(info.metadata["failed"], "puts[1]");
+        assert_eq!(info.metadata["unknown"], "deletes[0]");
+
+        let refused = report(vec![
+            Outcome::Written,
+            Outcome::Failed(DataError::PermissionDenied("x".into())),
+        ]);
+        let status = batch_incomplete(refused);
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.get_error_details().retry_info().is_none());
     }
 }
