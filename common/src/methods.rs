@@ -151,9 +151,11 @@ mod tests {
             "DeleteItem",
             "QueryItems",
             "BatchGetItems",
+            "BatchWriteItems",
+            "TransactWriteItems",
         ] {
             assert!(names.contains(&rpc), "{rpc} in {names:?}");
         }
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 8);
     }
 }
