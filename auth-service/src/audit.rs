@@ -179,14 +179,16 @@ impl<'a> Record<'a> {
         self
     }
 
-    /// The subject of the client certificate an admin call came with (the admin listener's).
+    /// The subject of the client certificate an admin call came with (the admin listener's),
+    /// logged whole: `admin::Admin` has already bounded it and replaced control characters.
     pub fn admin(mut self, subject: &'a str) -> Self {
         self.admin_subject = Some(subject);
         self
     }
 
     /// Writes the line. Every text field is bounded like anything a client sent
-    /// (`common::telemetry::typed`), whatever the caller passed.
+    /// (`common::telemetry::typed`), whatever the caller passed, but the admin subject, which
+    /// our CA signed and `admin::Admin` bounds to 256 characters.
     pub fn log(self) {
         let bounded = |text: Option<&'a str>| text.map(common::telemetry::typed);
         tracing::info!(
@@ -198,7 +200,7 @@ impl<'a> Record<'a> {
             username_hash = bounded(self.username_hash).as_deref(),
             client_addr = self.client.addr.map(tracing::field::display),
             session_id = bounded(self.session_id).as_deref(),
-            admin_subject = bounded(self.admin_subject).as_deref(),
+            admin_subject = self.admin_subject,
             "security event"
         );
     }

@@ -8,13 +8,14 @@ use serde::Serialize;
 
 /// Every DynamoDB action the data-service performs with user credentials, and nothing else.
 /// `deploy/iam/data-access-role-policy.json` must allow exactly these (a test checks).
-pub const ITEM_ACTIONS: [&str; 6] = [
+pub const ITEM_ACTIONS: [&str; 7] = [
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
     "dynamodb:BatchGetItem",
+    "dynamodb:ConditionCheckItem",
 ];
 
 /// STS caps inline session policies at 2,048 characters.
@@ -178,7 +179,8 @@ mod tests {
         let golden = concat!(
             r#"{"Version":"2012-10-17","Statement":[{"Sid":"OwnPartitionOnly","Effect":"Allow","#,
             r#""Action":["dynamodb:GetItem","dynamodb:PutItem","dynamodb:UpdateItem","#,
-            r#""dynamodb:DeleteItem","dynamodb:Query","dynamodb:BatchGetItem"],"#,
+            r#""dynamodb:DeleteItem","dynamodb:Query","dynamodb:BatchGetItem","#,
+            r#""dynamodb:ConditionCheckItem"],"#,
             r#""Resource":"arn:aws:dynamodb:eu-west-1:123456789012:table/dynagate-items","#,
             r#""Condition":{"ForAllValues:StringEquals":"#,
             r#"{"dynamodb:LeadingKeys":["6f1c2a7e-9b1d-4c3e-8f00-0123456789ab"]}}}]}"#,

@@ -151,9 +151,12 @@ mod tests {
             "DeleteItem",
             "QueryItems",
             "BatchGetItems",
+            "BatchWriteItems",
+            "TransactWriteItems",
+            "ExportItems",
         ] {
             assert!(names.contains(&rpc), "{rpc} in {names:?}");
         }
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 9);
     }
 }

@@ -10,12 +10,25 @@ use common::{
 };
 use tonic::{Code, Status};
 
+mod writes;
+
+pub use writes::{BatchReport, Outcome};
+
 /// ErrorInfo reason of a failed `if_absent` / `expected_version` condition.
 pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
 
 /// ErrorInfo reason of a conditional write against an item whose stored version the service
 /// did not write (the owner wrote the item directly), so the condition cannot be judged.
 pub const MALFORMED_ITEM: &str = "MALFORMED_ITEM";
+
+/// ErrorInfo reason of a transaction refused because conditions of its ops failed.
+pub const TRANSACTION_CONDITION_FAILED: &str = "TRANSACTION_CONDITION_FAILED";
+
+/// ErrorInfo reason of a transaction whose client_token DynamoDB saw with another request.
+pub const CLIENT_TOKEN_REUSED: &str = "CLIENT_TOKEN_REUSED";
+
+/// ErrorInfo reason of a batch not every entry of which was written.
+pub const BATCH_INCOMPLETE: &str = "BATCH_INCOMPLETE";
 
 /// Everything that can go wrong in a data-service call.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +68,21 @@ pub enum DataError {
     /// DynamoDB refused the user's credentials for this request.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    /// A dependency is unreachable, throttling or too slow for the deadline: retry later.
+    /// A dependency is unreachable or too slow for the deadline: retry later.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
+    /// DynamoDB throttled the request, so it did nothing: retry later.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// Conditions of a transaction's ops failed (by op index); nothing was written.
+    #[error("transaction conditions failed: {0:?}")]
+    TransactionFailed(Vec<(usize, DataError)>),
+    /// DynamoDB saw the transaction's client_token with another request within 10 minutes.
+    #[error("client token reused")]
+    ClientTokenReused,
+    /// Not every entry of a batch was written.
+    #[error("batch incomplete: {0:?}")]
+    BatchIncomplete(BatchReport),
     /// No auth-service has confirmed the revocation feed recently enough, so a token may be
     /// of an ended session: refused until the feed is back.
     #[error("the revocation feed is stale")]
@@ -87,7 +112,8 @@ impl DataError {
     {
         let description = format!("{context}: {}", aws::describe(&error));
         match aws::classify(&error) {
-            AwsFailure::Unavailable | AwsFailure::Throttled => Self::Unavailable(description),
+            AwsFailure::Unavailable => Self::Unavailable(description),
+            AwsFailure::Throttled => Self::Throttled(description),
             AwsFailure::InvalidRequest => Self::Refused(description),
             AwsFailure::CredentialsExpired => Self::CredentialsExpired(description),
             AwsFailure::AccessDenied => Self::PermissionDenied(description),
@@ -177,6 +203,26 @@ impl From<DataError> for Status {
                 tracing::warn!(%cause, "dependency unavailable");
                 status::unavailable()
             }
+            DataError::Throttled(cause) => {
+                tracing::warn!(%cause, "DynamoDB throttled a request");
+                status::unavailable()
+            }
+            DataError::TransactionFailed(failed) => {
+                tracing::info!(?failed, "transaction conditions failed");
+                writes::transaction_failed(&failed)
+            }
+            DataError::ClientTokenReused => {
+                tracing::info!("transaction client token reused");
+                status::with_error_info(
+                    Code::FailedPrecondition,
+                    "DynamoDB saw this client_token with another request in the last 10 \
+                     minutes (a retry whose items changed since, e.g. because the first \
+                     attempt was applied): read the items, and use a new token",
+                    CLIENT_TOKEN_REUSED,
+                    HashMap::new(),
+                )
+            }
+            DataError::BatchIncomplete(report) => writes::batch_incomplete(report),
             DataError::RevocationsStale => {
                 // The watcher logs the outage once; a line per refused call would flood.
                 tracing::debug!("revocation feed stale: refusing to trust tokens");
@@ -230,6 +276,18 @@ mod tests {
                 Code::PermissionDenied,
             ),
             (DataError::Unavailable("x".into()), Code::Unavailable),
+            (DataError::Throttled("x".into()), Code::Unavailable),
+            (
+                DataError::TransactionFailed(vec![(2, DataError::NotFound)]),
+                Code::FailedPrecondition,
+            ),
+            (DataError::ClientTokenReused, Code::FailedPrecondition),
+            (
+                DataError::BatchIncomplete(BatchReport {
+                    entries: vec![("puts[0]".into(), Outcome::Unknown)],
+                }),
+                Code::Unavailable,
+            ),
             (DataError::RevocationsStale, Code::Unavailable),
             (
                 DataError::TooManyExports("this user"),
@@ -266,6 +324,17 @@ mod tests {
                 "{status:?}"
             );
         }
+        let failed = DataError::TransactionFailed(vec![
+            (1, DataError::VersionMismatch { current: 3 }),
+            (4, DataError::MalformedItem),
+        ]);
+        let status = Status::from(failed);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, TRANSACTION_CONDITION_FAILED);
+        assert_eq!(info.metadata["failed_ops"], "1,4");
+        assert_eq!(info.metadata["op_1"], "VERSION_MISMATCH current_version=3");
+        assert_eq!(info.metadata["op_4"], MALFORMED_ITEM);
         let status = Status::from(DataError::VersionMismatch { current: 7 });
         let details = status.get_error_details();
         let info = details.error_info().expect("ErrorInfo");

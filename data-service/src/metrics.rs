@@ -109,13 +109,14 @@ impl Metrics {
 }
 
 /// The DynamoDB operations the data-service sends, as labelled.
-pub const OPERATIONS: [&str; 6] = [
+pub const OPERATIONS: [&str; 7] = [
     "GetItem",
     "PutItem",
     "UpdateItem",
     "DeleteItem",
     "Query",
     "BatchGetItem",
+    "TransactWriteItems",
 ];
 
 /// One label pair, `("operation", "GetItem")`.

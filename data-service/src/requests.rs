@@ -4,12 +4,16 @@
 //!
 //! - `writes`: PutItem and UpdateItem;
 //! - `query`: QueryItems and its page token;
-//! - `batch`: BatchGetItems.
+//! - `batch`: BatchGetItems;
+//! - `batch_write`: BatchWriteItems (and the rules it shares with transactions);
+//! - `transact`: TransactWriteItems.
 
 mod batch;
+mod batch_write;
 mod query;
 #[cfg(test)]
 mod tests;
+mod transact;
 mod writes;
 
 use std::collections::HashSet;
@@ -24,7 +28,9 @@ use crate::{
 };
 
 pub use batch::batch_get;
+pub use batch_write::{MAX_WRITE_BYTES, batch_write};
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, query, shape};
+pub use transact::{MAX_CLIENT_TOKEN, transact};
 pub use writes::{MAX_SET_ATTRIBUTES, put, update};
 
 /// Most attribute names in `remove` or `attributes_to_get`.

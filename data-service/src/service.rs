@@ -8,10 +8,12 @@ use common::{
     deadline,
     proto::{
         data::v1::{
-            BatchGetItemsRequest, BatchGetItemsResponse, DeleteItemRequest, DeleteItemResponse,
-            ExportItemsRequest, GetItemRequest, GetItemResponse, Item, PutItemRequest,
-            PutItemResponse, QueryItemsRequest, QueryItemsResponse, UpdateItemRequest,
-            UpdateItemResponse, data_service_server::DataService,
+            BatchGetItemsRequest, BatchGetItemsResponse, BatchWriteItemsRequest,
+            BatchWriteItemsResponse, DeleteItemRequest, DeleteItemResponse, ExportItemsRequest,
+            GetItemRequest, GetItemResponse, Item, PutItemRequest, PutItemResponse,
+            QueryItemsRequest, QueryItemsResponse, TransactWriteItemsRequest,
+            TransactWriteItemsResponse, UpdateItemRequest, UpdateItemResponse,
+            data_service_server::DataService,
         },
         timestamp,
     },
@@ -226,6 +228,42 @@ impl DataService for DataApi {
             items,
             missing_keys,
         }))
+    }
+
+    async fn batch_write_items(
+        &self,
+        request: Request<BatchWriteItemsRequest>,
+    ) -> Result<Response<BatchWriteItemsResponse>, Status> {
+        let (caller, request) = self.accept(request)?;
+        let entries = requests::batch_write(&request)?;
+        // The batch settles every entry by then, leaving a tenth of the budget to answer.
+        let deadline = tokio::time::Instant::now() + caller.budget.mul_f64(0.9);
+        let report = self
+            .run(&caller, async |db, owner| {
+                Ok(self.store.batch_write(db, owner, entries, deadline).await)
+            })
+            .await?;
+        if report.credentials_expired() {
+            self.clients.forget(&caller.principal.user_id).await;
+        }
+        if !report.complete() {
+            return Err(DataError::BatchIncomplete(report).into());
+        }
+        Ok(Response::new(BatchWriteItemsResponse {}))
+    }
+
+    async fn transact_write_items(
+        &self,
+        request: Request<TransactWriteItemsRequest>,
+    ) -> Result<Response<TransactWriteItemsResponse>, Status> {
+        let (caller, request) = self.accept(request)?;
+        let transaction = requests::transact(&request)?;
+        let versions = self
+            .run(&caller, async |db, owner| {
+                self.store.transact(db, owner, &transaction).await
+            })
+            .await?;
+        Ok(Response::new(TransactWriteItemsResponse { versions }))
     }
 
     async fn query_items(

@@ -74,6 +74,7 @@
 //!   apart by a DynamoDB condition: it is incremented and still read as 0).
 
 mod batch_get;
+mod batch_write;
 mod conflict;
 mod decode;
 mod delete;
@@ -83,6 +84,8 @@ mod expressions;
 mod operations;
 mod put;
 mod query;
+mod transact;
+mod transact_plan;
 mod update;
 mod updates;
 
@@ -107,11 +110,14 @@ use time::OffsetDateTime;
 use crate::{convert::EXPIRES_AT, error::DataError, metrics::Metrics};
 
 pub use batch_get::MAX_BATCH_GET_KEYS;
+pub use batch_write::{BatchEntry, MAX_BATCH_WRITES};
 pub use export::EXPORT_PAGE_ITEMS;
 pub use expressions::MAX_EXPRESSION_BYTES;
 pub use operations::{KeyRange, Precondition, Projection, Put, Query, Update};
 pub use put::PUT_ATTEMPTS;
 pub use query::Page;
+pub use transact::Transaction;
+pub use transact_plan::{MAX_TRANSACT_OPS, TransactOp};
 
 /// An item as stored, with the client's attributes converted back and the bookkeeping read
 /// with the defaults of the module docs.

@@ -2,13 +2,20 @@
 //! what it asked for) and can break a chosen exchange. Tests use it to see the services' AWS
 //! traffic from outside: which credentials sign each call, how many connections a client
 //! pool opens, and what a service does when the SDK retries a write that had landed.
+//!
+//! It can also forward one request at a time ([`RecordingProxy::serialize`]): moto loses
+//! updates under concurrent conditional writes (FACTS.md), so a race against moto means
+//! something only through a proxy that makes moto see the racers one after another, as
+//! DynamoDB's own item-level serialization would. And it can answer the next request of an
+//! operation itself ([`RecordingProxy::answer_next`]), for errors an emulator never returns
+//! (a TransactionCanceledException with a TransactionConflict reason).
 
 use std::{
     error::Error,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -87,12 +94,32 @@ struct DropResponse {
     table: String,
 }
 
+/// A canned answer for the next request of an operation.
+#[derive(Clone, Debug)]
+struct Canned {
+    operation: String,
+    status: u16,
+    body: String,
+}
+
 #[derive(Debug, Default)]
 struct State {
     connections: AtomicUsize,
     recorded: Mutex<Vec<Recorded>>,
     armed: Mutex<Vec<DropResponse>>,
     fired: AtomicUsize,
+    serialized: AtomicBool,
+    one_at_a_time: tokio::sync::Mutex<()>,
+    canned: Mutex<Vec<Canned>>,
+}
+
+impl State {
+    /// The canned answer armed for `recorded`'s operation, if any (used once).
+    fn canned_for(&self, recorded: &Recorded) -> Option<Canned> {
+        let mut canned = self.canned.lock().expect("canned lock");
+        let index = (canned.iter()).position(|c| c.operation == recorded.operation())?;
+        Some(canned.remove(index))
+    }
 }
 
 impl State {
@@ -175,6 +202,21 @@ impl RecordingProxy {
             });
     }
 
+    /// From now on, forwards one request at a time (the next waits for the previous answer).
+    pub fn serialize(&self) {
+        self.state.serialized.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers the next request of `operation` (e.g. `TransactWriteItems`) with `status` and
+    /// the JSON `body` (content type `application/x-amz-json-1.0`) without forwarding it.
+    pub fn answer_next(&self, operation: &str, status: u16, body: &str) {
+        self.state.canned.lock().expect("canned lock").push(Canned {
+            operation: operation.to_owned(),
+            status,
+            body: body.to_owned(),
+        });
+    }
+
     /// How many armed faults have fired.
     pub fn faults_fired(&self) -> usize {
         self.state.fired.load(Ordering::SeqCst)
@@ -197,7 +239,19 @@ async fn forward(
 ) -> Result<Response<Full<Bytes>>, BoxError> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    let drop_response = state.record(Recorded::of(&parts, &body));
+    let recorded = Recorded::of(&parts, &body);
+    if let Some(canned) = state.canned_for(&recorded) {
+        state.record(recorded);
+        return Ok(Response::builder()
+            .status(canned.status)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(Full::new(Bytes::from(canned.body)))?);
+    }
+    let drop_response = state.record(recorded);
+    let _turn = match state.serialized.load(Ordering::SeqCst) {
+        true => Some(state.one_at_a_time.lock().await),
+        false => None,
+    };
 
     let upstream = TcpStream::connect(target).await?;
     let (mut sender, connection) =

@@ -4,7 +4,6 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use common::{
     clock::ManualClock,
     proto::{
@@ -208,20 +207,6 @@ async fn unlock_user_clears_a_lockout() {
     user.login(&mut f.client).await;
 }
 
-async fn user_item(auth: &TestAuth, username: &str) -> bool {
-    let key = AttributeValue::S(username.to_lowercase());
-    let output = auth
-        .dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", key)
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the user");
-    output.item.is_some()
-}
-
 #[tokio::test]
 async fn delete_user_erases_the_account_like_delete_account() {
     let mut f = Fixture::new().await;
@@ -246,10 +231,17 @@ async fn delete_user_erases_the_account_like_delete_account() {
     f.clock.advance(Duration::from_secs(120));
     let auth = &f.auth;
     let erased = tests::eventually(PATIENCE, || async {
-        !user_item(auth, &user.username).await
+        auth.user_item(&user.username).await.is_none()
     })
     .await;
     assert!(erased, "the account is erased");
+    let sessions = &f.auth.settings.sessions_table;
+    let rows = tests::tables::count_rows(&f.auth.dynamodb, sessions, "user_id", &user.user_id);
+    assert_eq!(rows.await, 0, "no session row left");
+    assert!(
+        !f.auth.attempts_counted(&user.username).await,
+        "no attempts row"
+    );
     let gone = f.get(&user.username).await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
     let again = f.admin.delete_user(request()).await.unwrap_err();

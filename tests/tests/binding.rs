@@ -1,13 +1,15 @@
 //! The credential binding, seen from outside: every DynamoDB request the data-service sends
 //! for a user is signed with the temporary credentials STS issued to that user's session, and
 //! names only that user's partition. dynalite accepts any signature and moto enforces no
-//! policy, so a recording proxy in front of dynalite is where this can be shown locally.
+//! policy, so a recording proxy in front of dynalite is where this can be shown locally (and in
+//! front of moto for transactions, which dynalite lacks).
 
 use std::collections::{BTreeSet, HashMap};
 
 use common::proto::data::v1::{
-    BatchGetItemsRequest, DeleteItemRequest, ExportItemsRequest, GetItemRequest, QueryItemsRequest,
-    UpdateItemRequest,
+    BatchGetItemsRequest, BatchPut, BatchWriteItemsRequest, ConditionCheck, DeleteItemRequest,
+    ExportItemsRequest, GetItemRequest, PutItemRequest, QueryItemsRequest, TransactOp,
+    TransactWriteItemsRequest, UpdateItemRequest, transact_op::Op,
 };
 use serde_json::Value;
 use tests::{
@@ -75,14 +77,69 @@ async fn work_as(mut user: SignedIn) -> SignedIn {
     user
 }
 
+/// The calls of the many-item writes (BatchWriteItems: an UpdateItem per put, a DeleteItem
+/// per delete; TransactWriteItems: a BatchGetItem, then a TransactWriteItems).
+const WRITE_OPERATIONS: [&str; 4] = [
+    "BatchGetItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "UpdateItem",
+];
+
+/// One user's share of the many-item writes.
+async fn write_many_as(mut user: SignedIn) -> SignedIn {
+    for round in 0..ROUNDS {
+        let key = format!("k{round}");
+        user.put_text(&key, "v").await;
+        let batch = user.request(BatchWriteItemsRequest {
+            puts: vec![BatchPut {
+                key: format!("b{round}"),
+                ..Default::default()
+            }],
+            deletes: vec![key],
+        });
+        (user.client.batch_write_items(batch).await).expect("BatchWriteItems");
+        let ops = [
+            Op::Put(PutItemRequest {
+                key: format!("t{round}"),
+                if_absent: true,
+                ..Default::default()
+            }),
+            Op::Update(UpdateItemRequest {
+                key: format!("b{round}"),
+                set: [("n".to_owned(), string("x"))].into(),
+                ..Default::default()
+            }),
+            Op::ConditionCheck(ConditionCheck {
+                key: "absent".to_owned(),
+                if_absent: true,
+                expected_version: None,
+            }),
+        ];
+        let transaction = user.request(TransactWriteItemsRequest {
+            ops: ops.map(|op| TransactOp { op: Some(op) }).into(),
+            client_token: String::new(),
+        });
+        (user.client.transact_write_items(transaction).await).expect("TransactWriteItems");
+    }
+    user
+}
+
 /// Every partition key value a DynamoDB request names: its `Key`, `Item`, `ExclusiveStartKey`
-/// `owner` (an export resuming after `start_key` sends one), a Query's `:o`, and the `owner` of every key of a BatchGetItem.
+/// `owner` (an export resuming after `start_key` sends one), a Query's `:o`, the `owner` of
+/// every key of a BatchGetItem, and of every op of a TransactWriteItems.
 fn partitions(request: &Recorded) -> Vec<String> {
     let body = &request.body;
     let batched = (body["RequestItems"].as_object().into_iter())
         .flat_map(|tables| tables.values())
         .flat_map(|table| table["Keys"].as_array().into_iter().flatten())
         .map(|key| &key["owner"]);
+    let transacted = (body["TransactItems"].as_array().into_iter().flatten())
+        .filter_map(|item| item.as_object()?.values().next())
+        .map(|op| match &op["Item"] {
+            Value::Null => &op["Key"]["owner"],
+            item => &item["owner"],
+        });
     [
         &body["Key"]["owner"],
         &body["Item"]["owner"],
@@ -91,6 +148,7 @@ fn partitions(request: &Recorded) -> Vec<String> {
     ]
     .into_iter()
     .chain(batched)
+    .chain(transacted)
     .filter(|value| !value.is_null())
     .map(|value| match &value["S"] {
         Value::String(owner) => owner.clone(),
@@ -102,6 +160,25 @@ fn partitions(request: &Recorded) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_item_request_is_signed_with_the_callers_own_credentials_for_their_own_partition() {
     let proxy = RecordingProxy::start(Emulator::shared_dynalite().await.addr()).await;
+    check_binding(proxy, work_as, &ITEM_OPERATIONS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_item_writes_are_signed_with_the_callers_own_credentials_for_their_own_partition() {
+    let proxy = RecordingProxy::start(Emulator::shared_moto().await.addr()).await;
+    // moto restores whole tables when a transaction fails: one request at a time.
+    proxy.serialize();
+    check_binding(proxy, write_many_as, &WRITE_OPERATIONS).await;
+}
+
+/// Runs `work` for [`USERS`] users at once through `proxy`, then checks every request it saw:
+/// signed with the credentials STS issued to the user, naming only their partition, and each
+/// user's requests are exactly `expected` operations.
+async fn check_binding<F: Future<Output = SignedIn> + Send + 'static>(
+    proxy: RecordingProxy,
+    work: fn(SignedIn) -> F,
+    expected: &[&str],
+) {
     let endpoints = Endpoints::shared().await;
     let moto_endpoint = endpoints.sts.clone();
     let stack = TestStack::spawn_custom(endpoints, &proxy.endpoint()).await;
@@ -111,10 +188,7 @@ async fn every_item_request_is_signed_with_the_callers_own_credentials_for_their
     }
     proxy.clear(); // the harness created the items table through the proxy
 
-    let workers: Vec<_> = users
-        .into_iter()
-        .map(|u| tokio::spawn(work_as(u)))
-        .collect();
+    let workers: Vec<_> = users.into_iter().map(|u| tokio::spawn(work(u))).collect();
     let mut users = Vec::new();
     for worker in workers {
         users.push(worker.await.expect("a user's work"));
@@ -167,7 +241,7 @@ async fn every_item_request_is_signed_with_the_callers_own_credentials_for_their
             .insert(request.operation().to_owned());
     }
 
-    let every_operation: BTreeSet<String> = ITEM_OPERATIONS.map(str::to_owned).into();
+    let every_operation: BTreeSet<String> = expected.iter().map(|op| (*op).to_owned()).collect();
     for user in &users {
         assert_eq!(
             operations.get(&user.user.user_id),

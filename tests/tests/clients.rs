@@ -294,6 +294,47 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
 }
 
 #[tokio::test]
+async fn grpcurl_reaches_the_many_item_writes_through_reflection() {
+    let stack = tests::data::TestStack::spawn().await;
+    let mut user = stack.user().await;
+    user.put_text("notes/1", "hello").await;
+    let (data, bearer) = (
+        stack.data.addr.to_string(),
+        format!("authorization: Bearer {}", user.token),
+    );
+    let (described, written, refused) = tokio::task::spawn_blocking(move || {
+        let service = "dynagate.data.v1.DataService";
+        let described = grpcurl(&data, &[&data, "describe", service]);
+        let batch = r#"{"puts":[{"key":"notes/2","attributes":{"title":{"stringValue":"two"}}}],"deletes":["notes/1"]}"#;
+        let method = format!("{service}/BatchWriteItems");
+        let written = grpcurl(&data, &["-H", &bearer, "-d", batch, &data, &method]);
+        // Conditions are judged before DynamoDB's TransactWriteItems (which dynalite lacks).
+        let transaction = r#"{"ops":[{"put":{"key":"notes/3"}},{"conditionCheck":{"key":"notes/2","expectedVersion":"7"}}]}"#;
+        let refused = Command::new(tool("grpcurl"))
+            .args(["-plaintext", "-format-error", "-H", &bearer, "-d", transaction])
+            .args([&data, &format!("{service}/TransactWriteItems")])
+            .output()
+            .expect("run grpcurl");
+        (described, written, refused.stderr)
+    })
+    .await
+    .unwrap();
+
+    assert!(described.contains("rpc BatchWriteItems"), "{described}");
+    assert!(described.contains("rpc TransactWriteItems"), "{described}");
+    let written: Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(written, json!({}));
+    assert_eq!(user.get("notes/2").await.unwrap().version, 1);
+    let refused: Value = serde_json::from_slice(&refused).expect("the status as JSON");
+    assert_eq!(refused["code"], 9, "{refused}");
+    assert_eq!(
+        refused["details"][0]["reason"], "TRANSACTION_CONDITION_FAILED",
+        "{refused}"
+    );
+    assert_eq!(refused["details"][0]["metadata"]["failed_ops"], "1");
+}
+
+#[tokio::test]
 async fn a_python_client_runs_the_whole_story_on_both_services() {
     let stack = tests::data::TestStack::spawn().await;
     let python = tool("../venv/bin/python");

@@ -5,10 +5,15 @@ use tonic::Request;
 
 use crate::{end_user::ClientInfo, error::AuthError};
 
+/// The longest subject kept: a certificate our admin CA signed is not text a client typed, so
+/// it is not cut to the 64 characters of `common::telemetry::typed`, but it stays bounded.
+pub const MAX_SUBJECT_CHARS: usize = 256;
+
 /// The admin behind a call: its certificate's subject and its address.
 #[derive(Clone, Debug)]
 pub struct Admin {
-    /// The client certificate's subject, RFC 4514 style (`CN=ops, O=Example`).
+    /// The client certificate's subject, RFC 4514 style (`CN=ops, O=Example`), control
+    /// characters replaced and at most [`MAX_SUBJECT_CHARS`] characters.
     pub subject: String,
     /// The peer's address (no proxy is trusted on the admin listener).
     pub client: ClientInfo,
@@ -44,12 +49,31 @@ fn subject_of(der: &[u8]) -> Result<String, AuthError> {
             "a verified client certificate does not parse: {error}"
         ))
     })?;
-    Ok(cert.subject().to_string())
+    Ok(printable(&cert.subject().to_string()))
+}
+
+/// `subject` with control characters replaced by U+FFFD, cut to [`MAX_SUBJECT_CHARS`].
+fn printable(subject: &str) -> String {
+    let clean = |c: char| if c.is_control() { '\u{fffd}' } else { c };
+    let mut text: String = subject.chars().take(MAX_SUBJECT_CHARS).map(clean).collect();
+    if subject.chars().nth(MAX_SUBJECT_CHARS).is_some() {
+        text.push('…');
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_is_kept_whole_up_to_the_bound_and_never_carries_control_characters() {
+        let long = "CN=alice@example.com, OU=Platform Operations, O=Example Corp, C=US";
+        assert_eq!(printable(long), long);
+        assert_eq!(printable("CN=a\nb"), "CN=a\u{fffd}b");
+        let huge = "x".repeat(MAX_SUBJECT_CHARS + 10);
+        assert_eq!(printable(&huge).chars().count(), MAX_SUBJECT_CHARS + 1);
+    }
 
     #[test]
     fn garbage_is_an_internal_error_not_a_panic() {

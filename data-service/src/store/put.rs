@@ -127,7 +127,7 @@ impl ItemStore {
 }
 
 /// The item a whole-item put writes at `now` as the successor of what was `found` (or as new).
-fn whole_item(
+pub(super) fn whole_item(
     owner: &str,
     put: &Put,
     found: Option<&Stamp>,
