@@ -103,7 +103,10 @@ use common::{
         attrs::{number as n, string as s},
         key_element, string_attribute,
     },
-    proto::data::v1::Value,
+    proto::{
+        data::v1::{Item, Value},
+        timestamp,
+    },
 };
 use time::OffsetDateTime;
 
@@ -135,6 +138,20 @@ pub struct StoredItem {
     pub updated_at: Option<OffsetDateTime>,
     /// When the item expires, when stored as whole seconds (see `expiry`).
     pub expires_at: Option<OffsetDateTime>,
+}
+
+impl StoredItem {
+    /// The item as the API returns it.
+    pub fn into_proto(self) -> Item {
+        Item {
+            key: self.key,
+            attributes: self.attributes,
+            version: self.version,
+            created_at: self.created_at.map(timestamp),
+            updated_at: self.updated_at.map(timestamp),
+            expires_at: self.expires_at.map(timestamp),
+        }
+    }
 }
 
 /// Item operations on one table.
