@@ -97,6 +97,7 @@ impl AuthError {
             | AwsFailure::AccessDenied
             | AwsFailure::CredentialsExpired
             | AwsFailure::UnreadableAnswer
+            | AwsFailure::Unsupported
             | AwsFailure::Other => Self::Internal(anyhow::anyhow!(description)),
         }
     }
