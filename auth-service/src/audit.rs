@@ -55,6 +55,14 @@ pub enum Event {
     AccountItemsErased,
     /// The last row of an account was deleted: the username is free.
     AccountErased,
+    /// A recovery token was issued: `Succeeded` when an account took it, `Failed` when the
+    /// name is no account's (the caller got a token that never works).
+    RecoveryTokenIssued,
+    /// ResetPassword: `Succeeded` once the new password is stored, `Failed` for a token that
+    /// is not the outstanding one or a wrong second factor, `Refused` while the name is locked.
+    PasswordReset,
+    /// A ResetPassword with a token issued with `reset_second_factor` turned TOTP off.
+    SecondFactorReset,
 }
 
 impl Event {
@@ -79,6 +87,9 @@ impl Event {
             Self::AccountSessionsEnded => "account_sessions_ended",
             Self::AccountItemsErased => "account_items_erased",
             Self::AccountErased => "account_erased",
+            Self::RecoveryTokenIssued => "recovery_token_issued",
+            Self::PasswordReset => "password_reset",
+            Self::SecondFactorReset => "second_factor_reset",
         }
     }
 }

@@ -12,17 +12,21 @@
 //!
 //! The TOTP attributes are described in `users/totp.rs`; the credentials epoch (absent: 0;
 //! part of the credential cache's key) in `users/epoch.rs`; the deletion record and the
-//! sparse index `deletions` in `users/deletion.rs`.
+//! sparse index `deletions` in `users/deletion.rs`; the outstanding recovery token in
+//! `users/recovery_token.rs`.
 
 mod deletion;
 mod epoch;
+mod recovery_token;
 mod totp;
 
 pub use deletion::{DeletionRecord, Lease};
 pub use epoch::{CredentialsEpochs, EpochOwner};
+pub use recovery_token::{FactorAtReset, Redemption, StoredRecovery};
 pub use totp::{Proof, StoredTotp};
 
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
+use common::dynamo::attrs;
 
 use crate::error::{AuthError, conditional};
 
@@ -42,6 +46,8 @@ pub struct User {
     pub totp: StoredTotp,
     /// The deletion under way, if any: the account cannot be used while it is set.
     pub deletion: Option<DeletionRecord>,
+    /// The outstanding recovery token, if any (ResetPassword).
+    pub recovery: Option<StoredRecovery>,
 }
 
 /// Reads and writes the users table.
@@ -119,25 +125,24 @@ impl UserStore {
                 "user item {username:?} lacks string attribute {name}"
             ))),
         };
-        let password_version = match item.get("password_version") {
-            None => 0,
-            Some(AttributeValue::N(n)) => n.parse().map_err(|_| {
+        let password_version = attrs::get_number(&item, "password_version")
+            .map_err(|_| {
                 AuthError::Internal(anyhow::anyhow!(
                     "user item {username:?} has a malformed password_version"
                 ))
-            })?,
-            Some(_) => {
-                return Err(AuthError::Internal(anyhow::anyhow!(
-                    "user item {username:?} has a non-numeric password_version"
-                )));
-            }
-        };
+            })?
+            .unwrap_or(0);
         let totp = StoredTotp::from_item(&item).map_err(|problem| {
             AuthError::Internal(anyhow::anyhow!("user item {username:?}: {problem}"))
         })?;
         let deletion = DeletionRecord::from_item(&item).map_err(|_| {
             AuthError::Internal(anyhow::anyhow!(
                 "user item {username:?} has a malformed deletion record"
+            ))
+        })?;
+        let recovery = StoredRecovery::from_item(&item).map_err(|_| {
+            AuthError::Internal(anyhow::anyhow!(
+                "user item {username:?} has a malformed recovery token"
             ))
         })?;
         Ok(Some(User {
@@ -147,6 +152,7 @@ impl UserStore {
             password_version,
             totp,
             deletion,
+            recovery,
         }))
     }
 

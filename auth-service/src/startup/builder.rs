@@ -29,6 +29,7 @@ use crate::{
     metrics::Metrics,
     mfa::Mfa,
     password::{Cost, PasswordHasher, Priority},
+    recovery::Recovery,
     revocations::{Hub, RevocationTable, Revocations},
     service::AuthApi,
     throttle::AddressLimiter,
@@ -100,6 +101,11 @@ impl<'a> Builder<'a> {
             Arc::clone(&self.clock),
         );
         let erasure = self.erasure(&users, &families, &lockout, vending);
+        let recovery = Recovery::new(
+            users.clone(),
+            Arc::clone(&self.clock),
+            settings.recovery.token_ttl(),
+        );
         Ok(Arc::new(Accounts::new(Parts {
             users,
             families,
@@ -111,6 +117,7 @@ impl<'a> Builder<'a> {
             password_rules: PasswordRules::new(&settings.passwords),
             audit_key,
             erasure,
+            recovery,
         })))
     }
 
