@@ -265,6 +265,42 @@ impl TestAuth {
             .item
     }
 
+    /// A user's item in the users table as stored (strongly consistent); `None` once erased.
+    pub async fn user_item(&self, username: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.settings.users_table)
+            .key("username", AttributeValue::S(username.to_lowercase()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem on the users table")
+            .item
+    }
+
+    /// A number attribute of a user's item (absent attribute: `None`); panics if the user
+    /// has no item.
+    pub async fn user_number(&self, username: &str, attribute: &str) -> Option<u64> {
+        let item = self.user_item(username).await.expect("the user item");
+        item.get(attribute)
+            .map(|n| n.as_n().expect("a number").parse().expect("a whole number"))
+    }
+
+    /// Whether the username has failed attempts counted in the lockout table.
+    pub async fn attempts_counted(&self, username: &str) -> bool {
+        let key = auth_service::lockout::key_of(&username.to_lowercase());
+        self.dynamodb
+            .get_item()
+            .table_name(&self.settings.lockout.attempts_table)
+            .key("username_hash", AttributeValue::S(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem on the attempts table")
+            .item
+            .is_some()
+    }
+
     /// Signs arbitrary claims with the service's own key and footer: a token that is
     /// cryptographically genuine, so only the claim checks can reject it.
     pub fn forge(&self, claims: &serde_json::Value) -> String {

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod raw;
 pub mod replicas;
 pub mod streams;
+pub mod tables;
 pub mod totp;
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};

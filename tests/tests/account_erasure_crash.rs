@@ -4,7 +4,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, Select, WriteRequest};
 use common::{
     clock::ManualClock,
     proto::auth::v1::{
@@ -14,7 +13,9 @@ use common::{
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
     auth_process::{self, AuthProcess},
-    eventually, unique_prefix,
+    eventually,
+    tables::{count_rows, put_items},
+    unique_prefix,
 };
 use time::OffsetDateTime;
 
@@ -27,58 +28,6 @@ const DOOMED_REPLICA: &str = "auth_replica_killed_while_erasing";
 #[ignore = "the auth-service process the crash test starts, then kills"]
 async fn auth_replica_killed_while_erasing() {
     auth_process::serve_if_child().await;
-}
-
-async fn put_items(auth: &TestAuth, table: &str, owner: &str, count: usize) {
-    let requests: Vec<WriteRequest> = (0..count)
-        .map(|n| {
-            let put = PutRequest::builder()
-                .item("owner", AttributeValue::S(owner.to_owned()))
-                .item("key", AttributeValue::S(format!("k/{n:05}")))
-                .build()
-                .expect("a put");
-            WriteRequest::builder().put_request(put).build()
-        })
-        .collect();
-    for chunk in requests.chunks(25) {
-        let output = auth
-            .dynamodb
-            .batch_write_item()
-            .request_items(table, chunk.to_vec())
-            .send()
-            .await
-            .expect("put items");
-        assert!(output.unprocessed_items.unwrap_or_default().is_empty());
-    }
-}
-
-async fn count(auth: &TestAuth, table: &str, key: &str, value: &str) -> usize {
-    let output = auth
-        .dynamodb
-        .query()
-        .table_name(table)
-        .key_condition_expression("#k = :v")
-        .expression_attribute_names("#k", key)
-        .expression_attribute_values(":v", AttributeValue::S(value.to_owned()))
-        .consistent_read(true)
-        .select(Select::Count)
-        .send()
-        .await
-        .expect("count rows");
-    usize::try_from(output.count).expect("a count")
-}
-
-async fn user_exists(auth: &TestAuth, username: &str) -> bool {
-    auth.dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", AttributeValue::S(username.to_lowercase()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the user")
-        .item
-        .is_some()
 }
 
 #[tokio::test]
@@ -104,7 +53,7 @@ async fn an_erasure_whose_replica_is_killed_midway_is_finished_by_another() {
         .expect("connect to the doomed replica");
     let user = TestUser::register(&mut doomed_client).await;
     let access = user.login(&mut doomed_client).await.access_token;
-    put_items(&survivor, &items_table, &user.user_id, ITEMS).await;
+    put_items(&survivor.dynamodb, &items_table, &user.user_id, "k/", ITEMS).await;
 
     let message = DeleteAccountRequest {
         password: user.password.clone(),
@@ -115,18 +64,18 @@ async fn an_erasure_whose_replica_is_killed_midway_is_finished_by_another() {
         .await
         .expect("DeleteAccount");
     let midway = eventually(Duration::from_secs(60), || async {
-        count(&survivor, &items_table, "owner", &user.user_id).await < ITEMS - 500
+        count_rows(&survivor.dynamodb, &items_table, "owner", &user.user_id).await < ITEMS - 500
     })
     .await;
     assert!(midway, "the doomed replica erases");
     doomed.kill();
-    let left = count(&survivor, &items_table, "owner", &user.user_id).await;
+    let left = count_rows(&survivor.dynamodb, &items_table, "owner", &user.user_id).await;
     assert!(
         left > 0,
         "arrangement: killed before the first pass ended ({left} left)"
     );
     assert!(
-        user_exists(&survivor, &user.username).await,
+        survivor.user_item(&user.username).await.is_some(),
         "the record outlives its replica"
     );
 
@@ -134,26 +83,26 @@ async fn an_erasure_whose_replica_is_killed_midway_is_finished_by_another() {
     // credentials vended before the deletion have expired, then finishes.
     clock.set(OffsetDateTime::now_utc() + Duration::from_secs(61));
     let first_pass = eventually(Duration::from_secs(60), || async {
-        count(&survivor, &items_table, "owner", &user.user_id).await == 0
+        count_rows(&survivor.dynamodb, &items_table, "owner", &user.user_id).await == 0
     })
     .await;
     assert!(first_pass, "the survivor erases the rest of the items");
-    assert!(user_exists(&survivor, &user.username).await, "parked");
+    assert!(survivor.user_item(&user.username).await.is_some(), "parked");
     let settle = Duration::from_secs(settings.credentials_duration_secs + 120);
     clock.set(OffsetDateTime::now_utc() + settle);
     let erased = eventually(Duration::from_secs(60), || async {
-        !user_exists(&survivor, &user.username).await
+        survivor.user_item(&user.username).await.is_none()
     })
     .await;
     assert!(erased, "the survivor frees the username");
 
     let sessions = &settings.sessions_table;
     assert_eq!(
-        count(&survivor, sessions, "user_id", &user.user_id).await,
+        count_rows(&survivor.dynamodb, sessions, "user_id", &user.user_id).await,
         0
     );
     assert_eq!(
-        count(&survivor, &items_table, "owner", &user.user_id).await,
+        count_rows(&survivor.dynamodb, &items_table, "owner", &user.user_id).await,
         0
     );
     let mut client = survivor.client().await;

@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::auth::v1::{
     ChangePasswordRequest, GetCredentialsRequest, LogoutAllRequest, LogoutRequest,
     auth_service_client::AuthServiceClient,
@@ -45,22 +44,9 @@ async fn logout_all(client: &mut Client, token: &str) -> Result<u32, Status> {
 
 /// The user's `credentials_epoch` as stored (absent: 0).
 async fn epoch(auth: &TestAuth, user: &TestUser) -> u64 {
-    let item = auth
-        .dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", AttributeValue::S(user.username.to_lowercase()))
-        .consistent_read(true)
-        .send()
+    auth.user_number(&user.username, "credentials_epoch")
         .await
-        .expect("GetItem on the users table")
-        .item
-        .expect("the user item");
-    match item.get("credentials_epoch") {
-        None => 0,
-        Some(AttributeValue::N(n)) => n.parse().expect("a number"),
-        Some(other) => panic!("credentials_epoch is {other:?}"),
-    }
+        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -56,20 +56,9 @@ async fn set_user_attribute(auth: &TestAuth, user: &TestUser, name: &str, value:
 
 /// The user's `credentials_epoch` as stored (absent: 0).
 async fn epoch(auth: &TestAuth, user: &TestUser) -> u64 {
-    let item = auth
-        .dynamodb
-        .get_item()
-        .table_name(&auth.settings.users_table)
-        .key("username", AttributeValue::S(user.username.to_lowercase()))
-        .consistent_read(true)
-        .send()
+    auth.user_number(&user.username, "credentials_epoch")
         .await
-        .expect("GetItem on the users table")
-        .item
-        .expect("the user item");
-    item.get("credentials_epoch").map_or(0, |n| {
-        n.as_n().expect("a number").parse().expect("a number")
-    })
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

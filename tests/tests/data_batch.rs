@@ -2,11 +2,16 @@
 //! reported missing, items written directly read like GetItem reads them, and every bad
 //! request refused before DynamoDB sees it.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::proto::data::v1::{BatchGetItemsRequest, BatchGetItemsResponse};
-use tests::data::{SignedIn, TestStack};
+use tests::{
+    auth::Endpoints,
+    data::{SignedIn, TestStack},
+    delay::DelayProxy,
+    emulators::Emulator,
+};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -28,13 +33,7 @@ async fn batch(
 
 fn fields(status: &Status) -> Vec<String> {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let request = details.bad_request().expect("BadRequest details");
-    request
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
+    tests::violated_fields(status)
 }
 
 #[tokio::test]
@@ -201,4 +200,38 @@ async fn keys_dynamodb_leaves_unprocessed_are_asked_again_never_reported_missing
     // dynalite, like DynamoDB past 16 MB, answers about 1.4 MB at once and leaves the rest
     // unprocessed: 2.1 MB of items take more than one call.
     assert!(sent >= 2, "{sent} BatchGetItem calls");
+}
+
+/// Keys DynamoDB still leaves unprocessed when the caller's budget runs out end the call
+/// UNAVAILABLE with RetryInfo; none of them is reported missing. Every answer from DynamoDB
+/// takes a second (a delaying proxy) and the budget is 1.5 s, while 2.1 MB of items take at
+/// least two answers: whatever the machine's speed, the budget ends the call first.
+#[tokio::test]
+async fn keys_still_unprocessed_when_the_budget_ends_are_unavailable_never_missing() {
+    const DELAY: Duration = Duration::from_secs(1);
+    let endpoints = Endpoints::shared().await;
+    let dynalite = Emulator::shared_dynalite().await;
+    let proxy = DelayProxy::start(dynalite.addr(), DELAY).await;
+    let slow_dynamodb = format!("http://{}", proxy.addr());
+    let stack = TestStack::spawn_tuned(endpoints, &slow_dynamodb, |settings| {
+        settings.request_timeout_ms = 1500;
+    })
+    .await;
+    let user = stack.user().await;
+    let direct = stack.direct_access(&user).await;
+    let big = AttributeValue::S("x".repeat(350 * 1024));
+    let names: Vec<String> = (0..6).map(|i| format!("big{i}")).collect();
+    for key in &names {
+        direct.put_raw(key, vec![("body", big.clone())]).await;
+    }
+
+    let mut user = user;
+    let request = BatchGetItemsRequest {
+        keys: names.clone(),
+        ..Default::default()
+    };
+    let status = batch(&mut user, request).await.expect_err("out of time");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let details = status.get_error_details();
+    assert!(details.retry_info().is_some(), "RetryInfo in {status:?}");
 }

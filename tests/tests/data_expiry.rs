@@ -52,13 +52,7 @@ async fn bad_field(user: &mut SignedIn, request: PutItemRequest) -> Vec<String> 
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let request = details.bad_request().expect("BadRequest details");
-    request
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
+    tests::violated_fields(&status)
 }
 
 #[tokio::test]

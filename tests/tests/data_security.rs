@@ -408,14 +408,7 @@ async fn malformed_input_is_refused_before_anything_is_sent() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
-        let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|v| v.field.clone())
-            .collect();
+        let fields = tests::violated_fields(&status);
         assert!(
             fields.iter().any(|f| f.starts_with(field)),
             "{case}: {fields:?} should name {field}"
@@ -453,18 +446,6 @@ fn nulls(count: usize) -> Value {
     }))
 }
 
-fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
-    let details = status.get_error_details();
-    let bad_request = details
-        .bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
-    bad_request
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn every_request_dimension_is_bounded_before_anything_is_sent() {
     let stack = TestStack::spawn().await;
@@ -488,7 +469,7 @@ async fn every_request_dimension_is_bounded_before_anything_is_sent() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{count}: {status:?}");
-        assert_eq!(bad_request_fields(&status), ["set"], "{count}");
+        assert_eq!(tests::violated_fields(&status), ["set"], "{count}");
     }
     let too_many_values = user
         .client
@@ -496,7 +477,7 @@ async fn every_request_dimension_is_bounded_before_anything_is_sent() {
         .await
         .unwrap_err();
     assert_eq!(too_many_values.code(), Code::InvalidArgument);
-    assert_eq!(bad_request_fields(&too_many_values), ["attributes"]);
+    assert_eq!(tests::violated_fields(&too_many_values), ["attributes"]);
     let update_values = UpdateItemRequest {
         key: "k".into(),
         set: HashMap::from([("list".into(), nulls(MAX_ITEM_VALUES + 1))]),
@@ -507,7 +488,7 @@ async fn every_request_dimension_is_bounded_before_anything_is_sent() {
         .update_item(user.request(update_values))
         .await
         .unwrap_err();
-    assert_eq!(bad_request_fields(&too_many_values), ["set"]);
+    assert_eq!(tests::violated_fields(&too_many_values), ["set"]);
 
     assert_eq!(
         stack.data.metrics.dynamodb_calls.get(),

@@ -527,15 +527,9 @@ async fn secrets_and_recovery_codes_are_not_readable_in_the_users_table() {
 
 async fn users_item(f: &Fixture) -> std::collections::HashMap<String, AttributeValue> {
     f.auth
-        .dynamodb
-        .get_item()
-        .table_name(&f.auth.settings.users_table)
-        .key("username", AttributeValue::S(f.user.username.clone()))
-        .send()
+        .user_item(&f.user.username)
         .await
-        .unwrap()
-        .item
-        .unwrap()
+        .expect("the user item")
 }
 
 fn attribute_text(value: &AttributeValue) -> &str {
