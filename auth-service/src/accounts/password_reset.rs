@@ -14,7 +14,7 @@ use crate::{
     error::AuthError,
     lockout::Attempt,
     mfa::SecondFactor,
-    recovery::{self, Issued},
+    recovery::{self, Issued, RecoveryToken},
     users::{EpochOwner, FactorAtReset, Redemption, User},
     validation::{self, PasswordRules},
 };
@@ -82,19 +82,7 @@ impl Accounts {
         let hash = self.audit_key.username_hash(&username);
         let refused = || failed(Some(&hash), Outcome::Refused);
         let attempt = self.count_attempt(&username, &client, refused).await?;
-        let user = self.users.find(&username).await?;
-        let Some(user) = user.filter(|user| user.deletion.is_none()) else {
-            failed(Some(&hash), Outcome::Failed);
-            return Err(AuthError::InvalidRecoveryToken);
-        };
-        let Some(resets_factor) = self
-            .recovery
-            .redeemable(&user, &token)
-            .map(|stored| stored.resets_second_factor)
-        else {
-            failed(Some(&hash), Outcome::Failed);
-            return Err(AuthError::InvalidRecoveryToken);
-        };
+        let (user, resets_factor) = self.token_holder(&token, &hash, &client).await?;
         let checked = Checked {
             token_hash: token.stored_hash(),
             resets_factor,
@@ -108,6 +96,33 @@ impl Accounts {
         let accounts = self.clone();
         detached::run(async move { accounts.finish_reset(checked, new_password, client).await })
             .await
+    }
+
+    /// The account `token` names, and whether its token resets the second factor, if the
+    /// token is its outstanding one; else the uniform refusal, audited like a failed Login
+    /// (the name itself only once it is known to be an account's; else its `hash`).
+    async fn token_holder(
+        &self,
+        token: &RecoveryToken,
+        hash: &str,
+        client: &ClientInfo,
+    ) -> Result<(User, bool), AuthError> {
+        let user = self.users.find(&token.username).await?;
+        let Some(user) = user.filter(|user| user.deletion.is_none()) else {
+            let record = Record::new(Event::PasswordReset, Outcome::Failed, client);
+            record.username_hash(hash).log();
+            return Err(AuthError::InvalidRecoveryToken);
+        };
+        match self.recovery.redeemable(&user, token) {
+            Some(stored) => {
+                let resets_factor = stored.resets_second_factor;
+                Ok((user, resets_factor))
+            }
+            None => {
+                audit_user(Event::PasswordReset, Outcome::Failed, &user, client);
+                Err(AuthError::InvalidRecoveryToken)
+            }
+        }
     }
 
     /// Checks the second factor unless the token resets it: a code or recovery code when TOTP
