@@ -11,8 +11,8 @@ use auth_service::recovery::{Recovery, RecoveryToken};
 use common::{
     clock::{Clock, ManualClock},
     proto::auth::v1::{
-        ConfirmTotpRequest, EnrollTotpRequest, ListSessionsRequest, LoginRequest,
-        ResetPasswordRequest, auth_service_client::AuthServiceClient,
+        ConfirmTotpRequest, DeleteAccountRequest, EnrollTotpRequest, ListSessionsRequest,
+        LoginRequest, ResetPasswordRequest, auth_service_client::AuthServiceClient,
     },
 };
 use pasetors::{
@@ -594,4 +594,34 @@ async fn a_login_racing_a_reset_keeps_no_session_with_the_old_password() {
             "a session with the old password survived"
         );
     }
+}
+
+#[tokio::test]
+async fn a_token_dies_with_its_account() {
+    let f = Fixture::new().await;
+    let token = f.issue(false).await;
+    let mut client = f.client.clone();
+    let access = f.user.login(&mut client).await.access_token;
+    let deletion = DeleteAccountRequest {
+        password: f.user.password.clone(),
+        ..Default::default()
+    };
+    client
+        .delete_account(with_bearer(deletion, &access))
+        .await
+        .expect("DeleteAccount");
+
+    assert_refused(f.reset(&token, &strong_password(), "").await, "deleting");
+    let issued = f
+        .recovery
+        .issue(&f.user.username, false)
+        .await
+        .expect("issued");
+    assert!(!issued.stored, "no token for an account being deleted");
+    let erased = || async { f.auth.user_item(&f.user.username).await.is_none() };
+    assert!(
+        tests::eventually(Duration::from_secs(30), erased).await,
+        "erased, token and all"
+    );
+    assert_refused(f.reset(&token, &strong_password(), "").await, "erased");
 }
