@@ -141,6 +141,26 @@ impl Accounts {
         &self.tokens
     }
 
+    /// The users table (the admin service's view of accounts).
+    pub fn users(&self) -> &UserStore {
+        &self.users
+    }
+
+    /// Sessions under the refresh-token policy (the admin service ends them).
+    pub fn families(&self) -> &Families {
+        &self.families
+    }
+
+    /// The brute-force lockout (the admin service reads and clears it).
+    pub fn lockout(&self) -> &Lockout {
+        &self.lockout
+    }
+
+    /// Account erasure (the admin service's DeleteUser).
+    pub fn erasure(&self) -> &Erasure {
+        &self.erasure
+    }
+
     /// The session store.
     pub fn sessions(&self) -> &SessionStore {
         self.families.store()

@@ -55,6 +55,20 @@ pub enum Event {
     AccountItemsErased,
     /// The last row of an account was deleted: the username is free.
     AccountErased,
+    /// An admin listed the users (a page of them).
+    AdminListUsers,
+    /// An admin read one user.
+    AdminGetUser,
+    /// An admin disabled a user (and its sessions ended).
+    AdminDisableUser,
+    /// An admin enabled a user.
+    AdminEnableUser,
+    /// An admin ended every session of a user.
+    AdminForceLogout,
+    /// An admin cleared a username's lockout.
+    AdminUnlockUser,
+    /// An admin asked for a user's erasure.
+    AdminDeleteUser,
     /// A recovery token was issued: `Succeeded` when an account took it, `Failed` when the
     /// name is no account's (the caller got a token that never works).
     RecoveryTokenIssued,
@@ -87,6 +101,13 @@ impl Event {
             Self::AccountSessionsEnded => "account_sessions_ended",
             Self::AccountItemsErased => "account_items_erased",
             Self::AccountErased => "account_erased",
+            Self::AdminListUsers => "admin_list_users",
+            Self::AdminGetUser => "admin_get_user",
+            Self::AdminDisableUser => "admin_disable_user",
+            Self::AdminEnableUser => "admin_enable_user",
+            Self::AdminForceLogout => "admin_force_logout",
+            Self::AdminUnlockUser => "admin_unlock_user",
+            Self::AdminDeleteUser => "admin_delete_user",
             Self::RecoveryTokenIssued => "recovery_token_issued",
             Self::PasswordReset => "password_reset",
             Self::SecondFactorReset => "second_factor_reset",
@@ -125,6 +146,7 @@ pub struct Record<'a> {
     username: Option<&'a str>,
     username_hash: Option<&'a str>,
     session_id: Option<&'a str>,
+    admin_subject: Option<&'a str>,
 }
 
 impl<'a> Record<'a> {
@@ -138,6 +160,7 @@ impl<'a> Record<'a> {
             username: None,
             username_hash: None,
             session_id: None,
+            admin_subject: None,
         }
     }
 
@@ -167,6 +190,12 @@ impl<'a> Record<'a> {
         self
     }
 
+    /// The subject of the client certificate an admin call came with (the admin listener's).
+    pub fn admin(mut self, subject: &'a str) -> Self {
+        self.admin_subject = Some(subject);
+        self
+    }
+
     /// Writes the line. Every text field is bounded like anything a client sent
     /// (`common::telemetry::typed`), whatever the caller passed.
     pub fn log(self) {
@@ -180,6 +209,7 @@ impl<'a> Record<'a> {
             username_hash = bounded(self.username_hash).as_deref(),
             client_addr = self.client.addr.map(tracing::field::display),
             session_id = bounded(self.session_id).as_deref(),
+            admin_subject = bounded(self.admin_subject).as_deref(),
             "security event"
         );
     }

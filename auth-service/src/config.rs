@@ -3,13 +3,18 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use common::aws::AwsSettings;
 use secrecy::SecretString;
 
 use crate::password::HashSched;
 
+mod admin;
+mod command;
 mod vending;
+
+pub use admin::{AdminListener, AdminSettings};
+pub use command::Command;
 
 /// Dynagate auth-service: users, passwords, PASETO access tokens, refresh tokens.
 #[derive(Parser)]
@@ -21,28 +26,6 @@ pub struct Cli {
     /// Settings shared by every command.
     #[command(flatten)]
     pub settings: Settings,
-}
-
-/// The auth-service commands.
-#[derive(Clone, Debug, Subcommand)]
-pub enum Command {
-    /// Serve the gRPC API (the default).
-    Serve,
-    /// Create the users, sessions, login-attempts and revocations tables if they do not exist (for local stacks), then exit.
-    CreateTables,
-    /// Print a new Ed25519 signing key as a PASERK `k4.secret`, stamped `not-before=` now plus
-    /// --signing-key-activation-secs (its kid goes to stderr): a line to append to the keys
-    /// file.
-    GenerateSigningKey,
-    /// Print a new key for sealing TOTP secrets (`--totp-key-file`) as a PASERK `k4.local`.
-    GenerateTotpKey,
-    /// Exit 0 if the server on the listen address reports SERVING within 2 s, else 1 (the
-    /// container health check).
-    HealthCheck,
-    /// Print the audit log's `username_hash` of each username read from standard input (one
-    /// per line, folded as logins fold it), under the configured audit key: how an operator
-    /// finds the lines about a name.
-    HashUsername,
 }
 
 /// Everything the auth-service can be configured with.
@@ -284,6 +267,10 @@ pub struct Settings {
     /// Account erasure (DeleteAccount): how often replicas sweep for erasures to carry on.
     #[command(flatten)]
     pub erasure: crate::erasure::ErasureSettings,
+
+    /// The admin listener (AdminService over mTLS): off unless --admin-listen is set.
+    #[command(flatten)]
+    pub admin: AdminSettings,
 
     /// Recovery tokens (CreateRecoveryToken, ResetPassword): how long they last.
     #[command(flatten)]

@@ -43,6 +43,9 @@ pub enum AuthError {
     /// RevokeSession of a session the caller does not have (unknown, or another user's).
     #[error("session not found")]
     SessionNotFound,
+    /// An admin call naming a user that does not exist (or is already erased).
+    #[error("user not found")]
+    UserNotFound,
     /// GetCredentials on a server without a role and table configured.
     #[error("credential vending is not configured")]
     CredentialsDisabled,
@@ -165,6 +168,10 @@ impl From<AuthError> for Status {
                 tracing::info!("session not found");
                 Status::not_found("session not found")
             }
+            AuthError::UserNotFound => {
+                tracing::info!("admin call for an unknown user");
+                Status::not_found("no such user")
+            }
             AuthError::CredentialsDisabled => {
                 tracing::info!("GetCredentials called but vending is not configured");
                 Status::unimplemented("credential vending is not configured on this server")
@@ -248,6 +255,7 @@ mod tests {
             ),
             (AuthError::SessionEnded, Code::Unauthenticated),
             (AuthError::SessionNotFound, Code::NotFound),
+            (AuthError::UserNotFound, Code::NotFound),
             (AuthError::CredentialsDisabled, Code::Unimplemented),
             (AuthError::Overloaded, Code::ResourceExhausted),
             (

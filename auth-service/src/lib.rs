@@ -3,6 +3,7 @@
 //! drive everything through [`startup::Application`].
 
 pub mod accounts;
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod credentials;

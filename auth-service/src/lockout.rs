@@ -99,6 +99,20 @@ impl Lockout {
         }
     }
 
+    /// What counts against `username` (folded) now: `None` when nothing does (never tried,
+    /// reset by a success, lapsed after the quiet period, or the lockout is off). UnlockUser
+    /// clears it with [`Lockout::forget`].
+    pub async fn standing(&self, username: &str) -> Result<Option<State>, AuthError> {
+        let Some(inner) = &self.inner else {
+            return Ok(None);
+        };
+        let stored = inner.table.get(&key_of(username)).await?;
+        let now_ms = unix_millis(inner.clock.now());
+        let quiet_ms = common::clock::duration_millis(inner.rules.quiet);
+        let counting = |state: &State| now_ms < state.quiet_from_ms().saturating_add(quiet_ms);
+        Ok(stored.map(|stored| stored.state).filter(counting))
+    }
+
     /// Counts an attempt for `username` (folded, as the client typed it, whether or not such a
     /// user exists) by `client`, before its password is checked; `AuthError::Locked` while
     /// locked. The attempt stays counted as a failure unless [`Attempt::succeeded`] is called.

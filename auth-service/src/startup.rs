@@ -9,6 +9,7 @@ use common::{
     server::{BoundServer, Health},
     tls::ServerTls,
 };
+use futures::FutureExt as _;
 use tonic::service::RoutesBuilder;
 
 use crate::{
@@ -47,6 +48,8 @@ impl AwsClients {
 /// A bound, ready-to-run auth-service.
 pub struct Application {
     server: BoundServer,
+    /// The admin listener, when `--admin-listen` is set.
+    admin: Option<BoundServer>,
     metrics: Arc<Metrics>,
     revocations: Arc<Hub>,
 }
@@ -73,17 +76,23 @@ impl Application {
         let vendor = parts.vendor(vending);
         let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
         parts.probe_health(&health, &hub);
+        let admin = parts.admin(&accounts, &hub).await?;
         let api = parts.api(accounts, vendor, &hub);
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
             .add_service(AuthServiceServer::new(api));
-        parts.serve(routes, health, tls, hub).await
+        parts.serve(routes, health, tls, hub, admin).await
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The admin listener's address actually bound, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(BoundServer::local_addr)
     }
 
     /// The metrics endpoint's address actually bound.
@@ -112,8 +121,14 @@ impl Application {
         let shutdown = async move {
             shutdown.await;
             hub.close();
+        }
+        .shared();
+        let public = self.server.run_until_stopped(shutdown.clone());
+        let stopped = match self.admin {
+            // Both listeners drain on the one shutdown; either failing stops the process.
+            Some(admin) => tokio::try_join!(public, admin.run_until_stopped(shutdown)).map(|_| ()),
+            None => public.await,
         };
-        let stopped = self.server.run_until_stopped(shutdown).await;
         self.metrics.log_hashing_stats();
         Ok(stopped?)
     }

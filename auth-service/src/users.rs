@@ -9,6 +9,7 @@
 //! | `updated_at`        | N    | Unix seconds of the last password-hash change      |
 //! | `password_version`  | N    | password changes so far (absent: 0), not rehashes  |
 //! | `credentials_epoch` | N    | bumped by LogoutAll, ChangePassword, token reuse   |
+//! | `disabled_at`       | N    | Unix seconds of DisableUser; absent while enabled  |
 //!
 //! The TOTP attributes are described in `users/totp.rs`; the credentials epoch (absent: 0;
 //! part of the credential cache's key) in `users/epoch.rs`; the deletion record and the
@@ -16,11 +17,13 @@
 //! `users/recovery_token.rs`.
 
 mod deletion;
+mod directory;
 mod epoch;
 mod recovery_token;
 mod totp;
 
 pub use deletion::{DeletionRecord, Lease};
+pub use directory::BY_ID;
 pub use epoch::{CredentialsEpochs, EpochOwner};
 pub use recovery_token::{FactorAtReset, Redemption, StoredRecovery};
 pub use totp::{Proof, StoredTotp};
@@ -46,8 +49,20 @@ pub struct User {
     pub totp: StoredTotp,
     /// The deletion under way, if any: the account cannot be used while it is set.
     pub deletion: Option<DeletionRecord>,
+    /// When it was registered (Unix seconds; 0 if the item lacks it).
+    pub created_at: i64,
+    /// When an admin disabled it (Unix seconds), if disabled: it cannot be used meanwhile.
+    pub disabled_at: Option<i64>,
     /// The outstanding recovery token, if any (ResetPassword).
     pub recovery: Option<StoredRecovery>,
+}
+
+impl User {
+    /// Whether the account may be used: neither being deleted nor disabled. Every check of
+    /// an account's standing (login, step-up, credentials, a login's re-check) asks this.
+    pub fn usable(&self) -> bool {
+        self.deletion.is_none() && self.disabled_at.is_none()
+    }
 }
 
 /// Reads and writes the users table.
@@ -116,44 +131,7 @@ impl UserStore {
             .send()
             .await
             .map_err(|error| AuthError::aws("get user", error))?;
-        let Some(item) = output.item else {
-            return Ok(None);
-        };
-        let text = |name: &str| match item.get(name) {
-            Some(AttributeValue::S(value)) => Ok(value.clone()),
-            _ => Err(AuthError::Internal(anyhow::anyhow!(
-                "user item {username:?} lacks string attribute {name}"
-            ))),
-        };
-        let password_version = attrs::get_number(&item, "password_version")
-            .map_err(|_| {
-                AuthError::Internal(anyhow::anyhow!(
-                    "user item {username:?} has a malformed password_version"
-                ))
-            })?
-            .unwrap_or(0);
-        let totp = StoredTotp::from_item(&item).map_err(|problem| {
-            AuthError::Internal(anyhow::anyhow!("user item {username:?}: {problem}"))
-        })?;
-        let deletion = DeletionRecord::from_item(&item).map_err(|_| {
-            AuthError::Internal(anyhow::anyhow!(
-                "user item {username:?} has a malformed deletion record"
-            ))
-        })?;
-        let recovery = StoredRecovery::from_item(&item).map_err(|_| {
-            AuthError::Internal(anyhow::anyhow!(
-                "user item {username:?} has a malformed recovery token"
-            ))
-        })?;
-        Ok(Some(User {
-            username: username.to_owned(),
-            user_id: text("user_id")?,
-            password_hash: text("password_hash")?,
-            password_version,
-            totp,
-            deletion,
-            recovery,
-        }))
+        output.item.map(|item| parse(username, &item)).transpose()
     }
 
     /// Replaces the password hash at a new cost (same password), only if it is still
@@ -217,4 +195,39 @@ impl UserStore {
     pub async fn create_table(&self) -> Result<(), String> {
         deletion::create_table(&self.client, &self.table).await
     }
+}
+
+/// The user item of `username`, read.
+fn parse(username: &str, item: &attrs::Item) -> Result<User, AuthError> {
+    let malformed = |what: &str| {
+        AuthError::Internal(anyhow::anyhow!(
+            "user item {username:?} has a malformed {what}"
+        ))
+    };
+    let text = |name: &str| match attrs::get_string(item, name) {
+        Ok(Some(value)) => Ok(value.to_owned()),
+        _ => Err(AuthError::Internal(anyhow::anyhow!(
+            "user item {username:?} lacks string attribute {name}"
+        ))),
+    };
+    let number = |name: &str| attrs::get_number::<i64>(item, name).map_err(|_| malformed(name));
+    let password_version = attrs::get_number(item, "password_version")
+        .map_err(|_| malformed("password_version"))?
+        .unwrap_or(0);
+    let totp = StoredTotp::from_item(item).map_err(|problem| {
+        AuthError::Internal(anyhow::anyhow!("user item {username:?}: {problem}"))
+    })?;
+    let deletion = DeletionRecord::from_item(item).map_err(|_| malformed("deletion record"))?;
+    let recovery = StoredRecovery::from_item(item).map_err(|_| malformed("recovery token"))?;
+    Ok(User {
+        username: username.to_owned(),
+        user_id: text("user_id")?,
+        password_hash: text("password_hash")?,
+        password_version,
+        totp,
+        deletion,
+        created_at: number("created_at")?.unwrap_or(0),
+        disabled_at: number(directory::DISABLED_AT)?,
+        recovery,
+    })
 }

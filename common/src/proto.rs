@@ -22,6 +22,15 @@ pub mod data {
     }
 }
 
+/// `dynagate.admin.v1`: acting on accounts, on the auth-service's mTLS admin listener.
+pub mod admin {
+    /// Version 1 of the admin API.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::doc_lazy_continuation)]
+        tonic::include_proto!("dynagate.admin.v1");
+    }
+}
+
 /// Every Dynagate proto file and its imports, encoded as a `FileDescriptorSet`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dynagate_descriptor");
 

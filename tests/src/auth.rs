@@ -65,6 +65,8 @@ pub struct TestAuth {
     pub addr: SocketAddr,
     /// Where its Prometheus metrics are served (`http://{metrics_addr}/metrics`).
     pub metrics_addr: SocketAddr,
+    /// Where its admin listener listens, when `--admin-listen` is set (`tests::admin`).
+    pub admin_addr: Option<SocketAddr>,
     /// The settings it runs with (its tables, issuer, audience).
     pub settings: Settings,
     /// The signing keys it started with, so tests can forge tokens with chosen claims.
@@ -169,6 +171,7 @@ impl TestAuth {
             .expect("build auth-service");
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr().expect("a metrics endpoint");
+        let admin_addr = app.admin_addr();
         let metrics = app.metrics();
         let revocations = app.revocations();
         let service = RunningService::spawn("auth-service", |stop| app.run_until_stopped(stop));
@@ -180,6 +183,7 @@ impl TestAuth {
         Self {
             addr,
             metrics_addr,
+            admin_addr,
             settings,
             signing_key,
             dynamodb,

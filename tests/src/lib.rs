@@ -1,6 +1,7 @@
 //! Test harness: real services spawned in-process on port 0, real emulators over loopback,
 //! real gRPC clients. Set `TEST_LOG=1` to see the services' logs.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod auth_process;

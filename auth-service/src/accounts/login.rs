@@ -86,13 +86,10 @@ impl Accounts {
         password: &SecretString,
     ) -> Result<(Option<(User, String)>, Verified), AuthError> {
         let username = validation::username(typed).ok();
-        // An account being deleted is no account: verified against the dummy hash, like any.
+        // An account being deleted or disabled is no account: verified against the dummy
+        // hash, like any.
         let user = match &username {
-            Some(username) => self
-                .users
-                .find(username)
-                .await?
-                .filter(|user| user.deletion.is_none()),
+            Some(username) => self.users.find(username).await?.filter(User::usable),
             None => None,
         };
         let stored_hash = user.as_ref().map(|u| u.password_hash.clone());

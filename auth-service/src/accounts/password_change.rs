@@ -126,9 +126,10 @@ impl Accounts {
             (username.to_owned(), user.clone(), session_id.to_owned());
         detached::run(async move {
             let current = users.find(&username).await?;
-            // A deletion requested meanwhile is a change too: the account must not be used.
+            // A deletion requested or a disabling meanwhile is a change too: the account must
+            // not be used.
             if current.is_some_and(|now| {
-                now.password_version == user.password_version && now.deletion.is_none()
+                now.password_version == user.password_version && now.usable()
             }) {
                 return Ok(());
             }

@@ -108,7 +108,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<(User, bool), AuthError> {
         let user = self.users.find(&token.username).await?;
-        let Some(user) = user.filter(|user| user.deletion.is_none()) else {
+        let Some(user) = user.filter(User::usable) else {
             let record = Record::new(Event::PasswordReset, Outcome::Failed, client);
             record.username_hash(hash).log();
             return Err(AuthError::InvalidRecoveryToken);

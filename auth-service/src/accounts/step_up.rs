@@ -60,7 +60,7 @@ impl Accounts {
             .users
             .find(username)
             .await?
-            .filter(|user| user.user_id == principal.user_id && user.deletion.is_none())
+            .filter(|user| user.user_id == principal.user_id && user.usable())
             .ok_or(AuthError::SessionEnded)?;
         let matches = given
             && self

@@ -106,6 +106,17 @@ impl AuditKey {
         Ok(Self(Arc::new(mac)))
     }
 
+    /// A 32-byte key for `purpose` derived from the audit key, so a secret every replica must
+    /// share (the admin service's page tokens) needs no key of its own. The 0xFF bytes keep it
+    /// apart from every `username_hash`: a name as typed is a Rust string, always UTF-8, in
+    /// which 0xFF never occurs, so no typed name can make the log show part of this key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = Hmac::clone(&self.0);
+        mac.update(b"\xffderive\xff");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The `username_hash` of a username as typed, folded as logins fold it: 32 hex digits.
     pub fn username_hash(&self, folded: &str) -> String {
         let mut mac = Hmac::clone(&self.0);

@@ -13,6 +13,7 @@ use common::{
 use prometheus_client::registry::Registry;
 use tonic::service::RoutesBuilder;
 
+mod admin;
 mod erasure;
 mod sessions;
 
@@ -256,6 +257,7 @@ impl<'a> Builder<'a> {
         health: Health,
         tls: Option<ServerTls>,
         hub: Arc<Hub>,
+        admin: Option<BoundServer>,
     ) -> anyhow::Result<Application> {
         let settings = self.settings;
         common::server::add_reflection(&mut routes, &[SERVICE_NAME])?;
@@ -276,6 +278,7 @@ impl<'a> Builder<'a> {
         .with_context(|| format!("binding the metrics endpoint {}", settings.metrics_addr))?;
         Ok(Application {
             server,
+            admin,
             metrics: self.metrics,
             revocations: hub,
         })

@@ -179,7 +179,7 @@ impl UserStore {
 }
 
 /// Creates the users table (partition key `username`) with the sparse keys-only index
-/// `deletions`, unless it exists.
+/// `deletions` and the keys-only index `user_ids` (`users/directory.rs`), unless it exists.
 pub(super) async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -212,8 +212,10 @@ pub(super) async fn create_table(
         .attribute_definitions(string_attribute("username")?)
         .attribute_definitions(string_attribute(QUEUE)?)
         .attribute_definitions(requested_at)
+        .attribute_definitions(string_attribute("user_id")?)
         .key_schema(key_element("username", KeyType::Hash)?)
-        .global_secondary_indexes(index);
+        .global_secondary_indexes(index)
+        .global_secondary_indexes(super::directory::by_id_index()?);
     common::dynamo::ensure_table(client, request).await
 }
 

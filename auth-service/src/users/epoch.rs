@@ -45,7 +45,7 @@ impl UserStore {
     }
 
     /// The user's credentials epoch, read strongly consistent; `None` when `username` is not
-    /// (or no longer) `user_id`'s, or is being deleted: an erasure waits out only credentials
+    /// (or no longer) `user_id`'s, is disabled, or is being deleted: an erasure waits out only credentials
     /// vended before its record was written (`erasure`).
     pub async fn credentials_epoch(
         &self,
@@ -57,9 +57,10 @@ impl UserStore {
             .get_item()
             .table_name(&self.table)
             .key("username", AttributeValue::S(username.to_owned()))
-            .projection_expression("user_id, #epoch, #deleting")
+            .projection_expression("user_id, #epoch, #deleting, #disabled")
             .expression_attribute_names("#epoch", ATTRIBUTE)
             .expression_attribute_names("#deleting", super::deletion::REQUESTED_AT)
+            .expression_attribute_names("#disabled", super::directory::DISABLED_AT)
             .consistent_read(true)
             .send()
             .await
@@ -68,7 +69,9 @@ impl UserStore {
             return Ok(None);
         };
         let theirs = matches!(item.get("user_id"), Some(AttributeValue::S(id)) if id == user_id);
-        if !theirs || item.contains_key(super::deletion::REQUESTED_AT) {
+        let unusable = item.contains_key(super::deletion::REQUESTED_AT)
+            || item.contains_key(super::directory::DISABLED_AT);
+        if !theirs || unusable {
             return Ok(None);
         }
         let epoch = match item.get(ATTRIBUTE) {

@@ -18,6 +18,9 @@ use crate::error::{AuthError, conditional};
 const HASH: &str = "recovery_token_hash";
 const EXPIRES_AT: &str = "recovery_expires_at";
 const RESETS_FACTOR: &str = "recovery_resets_factor";
+/// An account that may be used: neither being deleted nor disabled (`User::usable`).
+const USABLE: &str = "attribute_exists(user_id) AND attribute_not_exists(deletion_requested_at) \
+                      AND attribute_not_exists(disabled_at)";
 
 /// The outstanding recovery token of a user, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +82,7 @@ pub struct Redemption<'a> {
 
 impl UserStore {
     /// Stores a new recovery token for `username` (replacing any earlier one), unless there is
-    /// no such account or it is being deleted. Returns whether it was stored: one write
+    /// no such account or it is being deleted or disabled. Returns whether it was stored: one write
     /// either way, so an unknown name costs what a known one does.
     pub async fn set_recovery_token(
         &self,
@@ -92,9 +95,7 @@ impl UserStore {
             .table_name(&self.table)
             .key("username", string(username))
             .update_expression("SET #hash = :hash, #expires = :expires, #resets = :resets")
-            .condition_expression(
-                "attribute_exists(user_id) AND attribute_not_exists(deletion_requested_at)",
-            )
+            .condition_expression(USABLE)
             .expression_attribute_names("#hash", HASH)
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_names("#resets", RESETS_FACTOR)
@@ -109,8 +110,8 @@ impl UserStore {
 
     /// Spends the recovery token and stores the new password in one conditional write (a new
     /// password: `password_version` counts it). Lands only while the token is the outstanding
-    /// one and unexpired, the account is not being deleted, and the second factor is as the
-    /// reset found it. Returns whether it landed.
+    /// one and unexpired, the account is neither being deleted nor disabled, and the second
+    /// factor is as the reset found it. Returns whether it landed.
     pub async fn redeem_recovery_token(
         &self,
         redemption: &Redemption<'_>,
@@ -133,8 +134,8 @@ impl UserStore {
                  REMOVE #hash, #expires, #resets{totp_removed}"
             ))
             .condition_expression(format!(
-                "user_id = :user_id AND #hash = :token AND #expires > :now_secs \
-                 AND attribute_not_exists(deletion_requested_at){factor_condition}"
+                "{USABLE} AND user_id = :user_id AND #hash = :token AND #expires > :now_secs\
+                 {factor_condition}"
             ))
             .expression_attribute_names("#hash", HASH)
             .expression_attribute_names("#expires", EXPIRES_AT)

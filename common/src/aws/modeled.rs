@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::operation::{
     batch_get_item::BatchGetItemError, batch_write_item::BatchWriteItemError,
     create_table::CreateTableError, delete_item::DeleteItemError,
     describe_table::DescribeTableError, get_item::GetItemError, put_item::PutItemError,
-    query::QueryError, update_item::UpdateItemError,
+    query::QueryError, scan::ScanError, update_item::UpdateItemError,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -37,6 +37,12 @@ dynamodb_modeled! {
         is_throttling_exception => Throttled,
     }
     QueryError {
+        is_internal_server_error => Unavailable,
+        is_provisioned_throughput_exceeded_exception => Throttled,
+        is_request_limit_exceeded => Throttled,
+        is_throttling_exception => Throttled,
+    }
+    ScanError {
         is_internal_server_error => Unavailable,
         is_provisioned_throughput_exceeded_exception => Throttled,
         is_request_limit_exceeded => Throttled,

@@ -84,6 +84,33 @@ impl ServerTls {
         }))
     }
 
+    /// TLS that requires a client certificate signed by `client_ca` at the handshake itself:
+    /// a client without one, or with one from another CA, never gets a connection. For a
+    /// listener with nothing open to anonymous clients (the auth-service's admin listener);
+    /// `flags` names the three files' flags in errors (certificate, key, client CA).
+    pub fn require_client_certs(
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+        flags: [&str; 3],
+    ) -> anyhow::Result<Self> {
+        let [cert_flag, key_flag, ca_flag] = flags;
+        let identity = Identity::from_pem(read_pem(cert, cert_flag)?, read(key, key_flag)?);
+        let config = ServerTlsConfig::new()
+            .identity(identity)
+            .timeout(HANDSHAKE_TIMEOUT)
+            .client_ca_root(Certificate::from_pem(read_pem(client_ca, ca_flag)?))
+            .client_auth_optional(false);
+        tonic::transport::Server::builder()
+            .tls_config(config.clone())
+            .map_err(|error| anyhow::anyhow!("{cert_flag}/{key_flag}: {error}"))?;
+        Ok(Self {
+            config,
+            // Refused at the handshake already: the layer has nothing left to refuse.
+            require_client_cert: false,
+        })
+    }
+
     /// The tonic configuration.
     pub fn config(&self) -> ServerTlsConfig {
         self.config.clone()
