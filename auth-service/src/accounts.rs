@@ -103,31 +103,18 @@ pub struct Parts {
 impl Accounts {
     /// Accounts over these parts.
     pub fn new(parts: Parts) -> Self {
-        let Parts {
-            users,
-            families,
-            hasher,
-            tokens,
-            lockout,
-            mfa,
-            clock,
-            password_rules,
-            audit_key,
-            erasure,
-            recovery,
-        } = parts;
         Self {
-            users,
-            families,
-            hasher,
-            tokens,
-            lockout,
-            mfa,
-            clock,
-            password_rules,
-            audit_key,
-            erasure,
-            recovery,
+            users: parts.users,
+            families: parts.families,
+            hasher: parts.hasher,
+            tokens: parts.tokens,
+            lockout: parts.lockout,
+            mfa: parts.mfa,
+            clock: parts.clock,
+            password_rules: parts.password_rules,
+            audit_key: parts.audit_key,
+            erasure: parts.erasure,
+            recovery: parts.recovery,
         }
     }
 

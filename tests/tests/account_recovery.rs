@@ -3,13 +3,19 @@
 //! password once and ends every session; racing, replayed, expired, replaced and made-up
 //! tokens all fail alike; a token for an unknown name looks and costs the same and never
 //! works; TOTP is needed unless the token resets it; failures count toward the lockout of the
-//! token's username; a call cut short lands whole or not at all.
+//! token's username; a call cut short lands whole or not at all. And CreateRecoveryToken on the
+//! admin listener (mTLS, the test PKI): audited with the certificate subject, the same answer
+//! for an unknown user, absent from the public listener.
 
 use std::{sync::Arc, time::Duration};
 
 use auth_service::recovery::{Recovery, RecoveryToken};
 use common::{
     clock::{Clock, ManualClock},
+    proto::admin::v1::{
+        CreateRecoveryTokenRequest, CreateRecoveryTokenResponse,
+        admin_service_client::AdminServiceClient,
+    },
     proto::auth::v1::{
         ConfirmTotpRequest, DeleteAccountRequest, EnrollTotpRequest, ListSessionsRequest,
         LoginRequest, ResetPasswordRequest, auth_service_client::AuthServiceClient,
@@ -21,6 +27,7 @@ use pasetors::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use tests::{
+    admin::{ADMIN_CN, ADMIN_ORG, AdminPki},
     audit::AuditLog,
     auth::{Endpoints, TestAuth, TestUser, refresh, try_login, with_bearer},
     emulators::Emulator,
@@ -624,4 +631,132 @@ async fn a_token_dies_with_its_account() {
         "erased, token and all"
     );
     assert_refused(f.reset(&token, &strong_password(), "").await, "erased");
+}
+
+/// An auth-service with TOTP on, a manual clock and the admin listener (test PKI), one user,
+/// and a client presenting the admin certificate.
+struct AdminFixture {
+    f: Fixture,
+    admin: AdminServiceClient<Channel>,
+    _pki: AdminPki,
+}
+
+impl AdminFixture {
+    async fn new() -> Self {
+        let pki = AdminPki::new();
+        let mut settings = totp_settings();
+        pki.enable(&mut settings);
+        let f = Fixture::with(settings).await;
+        let admin = pki.admin(f.auth.admin_addr.expect("on")).await;
+        Self {
+            f,
+            admin,
+            _pki: pki,
+        }
+    }
+
+    async fn create(
+        &self,
+        username: &str,
+        reset_second_factor: bool,
+    ) -> Result<CreateRecoveryTokenResponse, Status> {
+        let request = CreateRecoveryTokenRequest {
+            username: username.to_owned(),
+            reset_second_factor,
+        };
+        let answer = self.admin.clone().create_recovery_token(request).await?;
+        Ok(answer.into_inner())
+    }
+}
+
+fn admin_subject() -> String {
+    format!("CN={ADMIN_CN}, O={ADMIN_ORG}")
+}
+
+#[tokio::test]
+async fn the_admin_service_issues_a_token_over_mtls_that_resets_the_password() {
+    let a = AdminFixture::new().await;
+    let f = &a.f;
+    f.enable_totp().await;
+    // Typed in another case: usernames are case-insensitive.
+    let typed = f.user.username.to_uppercase();
+    let answer = a.create(&typed, true).await.expect("CreateRecoveryToken");
+    assert!(answer.recovery_token.starts_with("dgrec1_"));
+    let expires_at = answer.expires_at.expect("expires_at").seconds;
+    assert_eq!(expires_at, f.clock.now().unix_timestamp() + 900);
+
+    let new = strong_password();
+    f.reset(&answer.recovery_token, &new, "")
+        .await
+        .expect("reset");
+    f.login(&new).await.expect("TOTP reset too");
+    assert_refused(
+        f.reset(&answer.recovery_token, &strong_password(), "")
+            .await,
+        "used",
+    );
+
+    let issued = f.log.events(|e| {
+        e["event"] == "recovery_token_issued" && e["username"] == f.user.username.as_str()
+    });
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["outcome"], "succeeded");
+    assert_eq!(issued[0]["admin_subject"], admin_subject().as_str());
+    assert_eq!(f.outcomes("second_factor_reset"), ["succeeded"]);
+    f.log
+        .assert_free_of(&[answer.recovery_token.as_str(), new.as_str()]);
+}
+
+#[tokio::test]
+async fn the_admin_service_answers_the_same_for_an_unknown_user() {
+    let a = AdminFixture::new().await;
+    let f = &a.f;
+    let unknown = format!(
+        "nobody-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..14]
+    );
+    assert_eq!(unknown.len(), f.user.username.len(), "arrangement");
+
+    let known = a.create(&f.user.username, false).await.expect("known");
+    let ghost = a
+        .create(&unknown, false)
+        .await
+        .expect("unknown: same answer");
+    assert_eq!(known.recovery_token.len(), ghost.recovery_token.len());
+    assert_eq!(known.expires_at, ghost.expires_at);
+    assert!(ghost.recovery_token.starts_with("dgrec1_"));
+    assert!(f.auth.user_item(&unknown).await.is_none(), "no row created");
+    assert_refused(
+        f.reset(&ghost.recovery_token, &strong_password(), "").await,
+        "unknown user's token",
+    );
+
+    let failed = f.log.events(|e| {
+        e["event"] == "recovery_token_issued"
+            && e["outcome"] == "failed"
+            && e["admin_subject"] == admin_subject().as_str()
+    });
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]["username"].is_null(),
+        "no name that is no account's"
+    );
+    assert!(failed[0]["username_hash"].is_string());
+
+    let malformed = a.create("not a name!", false).await.expect_err("malformed");
+    assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
+    assert_eq!(tests::violated_fields(&malformed), ["username"]);
+}
+
+#[tokio::test]
+async fn create_recovery_token_is_not_on_the_public_listener() {
+    let a = AdminFixture::new().await;
+    let mut public = AdminServiceClient::new(a.f.auth.channel().await);
+    let request = CreateRecoveryTokenRequest {
+        username: a.f.user.username.clone(),
+        reset_second_factor: true,
+    };
+    let refused = public.create_recovery_token(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
+    assert!(!a.f.item_has("recovery_token_hash").await, "nothing issued");
 }

@@ -34,21 +34,23 @@ pub struct PasswordReset {
 
 impl Accounts {
     /// Issues a recovery token for the account named `typed` (CreateRecoveryToken), audited
-    /// as `client`'s. The same answer whether or not the account exists.
+    /// as asked by the admin with certificate subject `admin` from `client`. The same answer
+    /// whether or not the account exists; only the audit line tells them apart.
     pub async fn create_recovery_token(
         &self,
         typed: &str,
         reset_second_factor: bool,
+        admin: &str,
         client: &ClientInfo,
     ) -> Result<Issued, AuthError> {
         let issued = self.recovery.issue(typed, reset_second_factor).await?;
         let event = Event::RecoveryTokenIssued;
         if issued.stored {
-            let record = Record::new(event, Outcome::Succeeded, client);
+            let record = Record::new(event, Outcome::Succeeded, client).admin(admin);
             record.username(&issued.username).log();
         } else {
             let hash = self.audit_key.username_hash(&issued.username);
-            let record = Record::new(event, Outcome::Failed, client);
+            let record = Record::new(event, Outcome::Failed, client).admin(admin);
             record.username_hash(&hash).log();
         }
         tracing::info!(reset_second_factor, expires_at = %issued.expires_at, "recovery token issued");
