@@ -30,6 +30,10 @@ pub enum AuthError {
     /// Unknown, expired, revoked or reused refresh token.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// A recovery token that is not the user's outstanding one (unknown user, wrong, used,
+    /// replaced or expired): deliberately indistinguishable.
+    #[error("invalid recovery token")]
+    InvalidRecoveryToken,
     /// Missing or unacceptable bearer access token.
     #[error("invalid access token: {0}")]
     InvalidAccessToken(#[from] TokenError),
@@ -149,6 +153,10 @@ impl From<AuthError> for Status {
                 tracing::info!("refresh token refused");
                 Status::unauthenticated("invalid refresh token")
             }
+            AuthError::InvalidRecoveryToken => {
+                tracing::info!("recovery token refused");
+                Status::unauthenticated("invalid or expired recovery token")
+            }
             AuthError::InvalidAccessToken(reason) => {
                 tracing::info!(%reason, "access token refused");
                 status::unauthenticated()
@@ -241,6 +249,7 @@ mod tests {
             (AuthError::UsernameTaken, Code::AlreadyExists),
             (AuthError::InvalidCredentials, Code::Unauthenticated),
             (AuthError::InvalidRefreshToken, Code::Unauthenticated),
+            (AuthError::InvalidRecoveryToken, Code::Unauthenticated),
             (
                 AuthError::InvalidAccessToken(TokenError::Missing),
                 Code::Unauthenticated,
