@@ -20,6 +20,7 @@ use crate::{
     lockout::{Attempt, Lockout},
     mfa::Mfa,
     password::PasswordHasher,
+    recovery::Recovery,
     refresh_token::RefreshToken,
     revocations::Revocations,
     sessions::SessionStore,
@@ -31,12 +32,14 @@ use crate::{
 mod deletion;
 mod login;
 mod password_change;
+mod password_reset;
 mod session_list;
 mod signed_in;
 mod vending;
 pub use deletion::AccountDeletion;
 pub use login::LoginAttempt;
 pub use password_change::PasswordChange;
+pub use password_reset::PasswordReset;
 pub use signed_in::SignedIn;
 
 /// The tokens of a started or continued session.
@@ -67,6 +70,7 @@ pub struct Accounts {
     password_rules: PasswordRules,
     audit_key: AuditKey,
     erasure: Erasure,
+    recovery: Recovery,
 }
 
 /// The parts [`Accounts`] is made of.
@@ -92,34 +96,25 @@ pub struct Parts {
     pub audit_key: AuditKey,
     /// Account erasure (DeleteAccount).
     pub erasure: Erasure,
+    /// Recovery tokens (CreateRecoveryToken, ResetPassword).
+    pub recovery: Recovery,
 }
 
 impl Accounts {
     /// Accounts over these parts.
     pub fn new(parts: Parts) -> Self {
-        let Parts {
-            users,
-            families,
-            hasher,
-            tokens,
-            lockout,
-            mfa,
-            clock,
-            password_rules,
-            audit_key,
-            erasure,
-        } = parts;
         Self {
-            users,
-            families,
-            hasher,
-            tokens,
-            lockout,
-            mfa,
-            clock,
-            password_rules,
-            audit_key,
-            erasure,
+            users: parts.users,
+            families: parts.families,
+            hasher: parts.hasher,
+            tokens: parts.tokens,
+            lockout: parts.lockout,
+            mfa: parts.mfa,
+            clock: parts.clock,
+            password_rules: parts.password_rules,
+            audit_key: parts.audit_key,
+            erasure: parts.erasure,
+            recovery: parts.recovery,
         }
     }
 

@@ -8,12 +8,13 @@ mod actions;
 mod caller;
 mod convert;
 mod page_token;
+mod recovery;
 
 use common::proto::admin::v1::{
-    DeleteUserRequest, DeleteUserResponse, DisableUserRequest, DisableUserResponse,
-    EnableUserRequest, EnableUserResponse, ForceLogoutRequest, ForceLogoutResponse, GetUserRequest,
-    GetUserResponse, ListUsersRequest, ListUsersResponse, UnlockUserRequest, UnlockUserResponse,
-    admin_service_server::AdminService,
+    CreateRecoveryTokenRequest, CreateRecoveryTokenResponse, DeleteUserRequest, DeleteUserResponse,
+    DisableUserRequest, DisableUserResponse, EnableUserRequest, EnableUserResponse,
+    ForceLogoutRequest, ForceLogoutResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
+    ListUsersResponse, UnlockUserRequest, UnlockUserResponse, admin_service_server::AdminService,
 };
 use tonic::{Request, Response, Status};
 
@@ -121,5 +122,12 @@ impl AdminService for AdminApi {
         let who = user_ref(request.into_inner().user, UserRef::from)?;
         self.actions.delete(&admin, who).await?;
         Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn create_recovery_token(
+        &self,
+        request: Request<CreateRecoveryTokenRequest>,
+    ) -> Result<Response<CreateRecoveryTokenResponse>, Status> {
+        Ok(Response::new(self.recovery_token(request).await?))
     }
 }

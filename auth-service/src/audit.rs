@@ -69,6 +69,14 @@ pub enum Event {
     AdminUnlockUser,
     /// An admin asked for a user's erasure.
     AdminDeleteUser,
+    /// A recovery token was issued: `Succeeded` when an account took it, `Failed` when the
+    /// name is no account's (the caller got a token that never works).
+    RecoveryTokenIssued,
+    /// ResetPassword: `Succeeded` once the new password is stored, `Failed` for a token that
+    /// is not the outstanding one or a wrong second factor, `Refused` while the name is locked.
+    PasswordReset,
+    /// A ResetPassword with a token issued with `reset_second_factor` turned TOTP off.
+    SecondFactorReset,
 }
 
 impl Event {
@@ -100,6 +108,9 @@ impl Event {
             Self::AdminForceLogout => "admin_force_logout",
             Self::AdminUnlockUser => "admin_unlock_user",
             Self::AdminDeleteUser => "admin_delete_user",
+            Self::RecoveryTokenIssued => "recovery_token_issued",
+            Self::PasswordReset => "password_reset",
+            Self::SecondFactorReset => "second_factor_reset",
         }
     }
 }

@@ -271,18 +271,18 @@ pub struct Settings {
     /// The admin listener (AdminService over mTLS): off unless --admin-listen is set.
     #[command(flatten)]
     pub admin: AdminSettings,
+
+    /// Recovery tokens (CreateRecoveryToken, ResetPassword): how long they last.
+    #[command(flatten)]
+    pub recovery: crate::recovery::RecoverySettings,
 }
 
 impl Settings {
     /// The defaults, as if no flag and no environment variable were given; tests start here.
     pub fn defaults() -> Self {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            settings: Settings,
-        }
-        // Parsing no arguments cannot fail: every setting has a default or is optional.
-        Defaults::parse_from(["auth-service"]).settings
+        // Parsing no arguments cannot fail: every setting has a default or is optional, and
+        // the command too.
+        Cli::parse_from(["auth-service"]).settings
     }
 }
 

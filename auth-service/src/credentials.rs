@@ -205,6 +205,7 @@ impl CredentialVendor {
                     | AwsFailure::AccessDenied
                     | AwsFailure::CredentialsExpired
                     | AwsFailure::UnreadableAnswer
+                    | AwsFailure::Unsupported
                     | AwsFailure::Other => VendError::Refused(cause),
                 }
             })?;

@@ -30,6 +30,10 @@ pub enum AuthError {
     /// Unknown, expired, revoked or reused refresh token.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// A recovery token that is not the user's outstanding one (unknown user, wrong, used,
+    /// replaced or expired): deliberately indistinguishable.
+    #[error("invalid recovery token")]
+    InvalidRecoveryToken,
     /// Missing or unacceptable bearer access token.
     #[error("invalid access token: {0}")]
     InvalidAccessToken(#[from] TokenError),
@@ -97,6 +101,7 @@ impl AuthError {
             | AwsFailure::AccessDenied
             | AwsFailure::CredentialsExpired
             | AwsFailure::UnreadableAnswer
+            | AwsFailure::Unsupported
             | AwsFailure::Other => Self::Internal(anyhow::anyhow!(description)),
         }
     }
@@ -147,6 +152,10 @@ impl From<AuthError> for Status {
             AuthError::InvalidRefreshToken => {
                 tracing::info!("refresh token refused");
                 Status::unauthenticated("invalid refresh token")
+            }
+            AuthError::InvalidRecoveryToken => {
+                tracing::info!("recovery token refused");
+                Status::unauthenticated("invalid or expired recovery token")
             }
             AuthError::InvalidAccessToken(reason) => {
                 tracing::info!(%reason, "access token refused");
@@ -240,6 +249,7 @@ mod tests {
             (AuthError::UsernameTaken, Code::AlreadyExists),
             (AuthError::InvalidCredentials, Code::Unauthenticated),
             (AuthError::InvalidRefreshToken, Code::Unauthenticated),
+            (AuthError::InvalidRecoveryToken, Code::Unauthenticated),
             (
                 AuthError::InvalidAccessToken(TokenError::Missing),
                 Code::Unauthenticated,

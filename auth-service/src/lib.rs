@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mfa;
 pub mod password;
 pub mod policy;
+pub mod recovery;
 pub mod refresh_token;
 pub mod revocations;
 pub mod service;

@@ -2,36 +2,30 @@
 
 use std::sync::Arc;
 
-use common::{
-    proto::{
-        auth::v1::{
-            ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
-            DeleteAccountRequest, DeleteAccountResponse, DisableTotpRequest, DisableTotpResponse,
-            EnrollTotpRequest, EnrollTotpResponse, GetCredentialsRequest, GetCredentialsResponse,
-            ListSessionsRequest, ListSessionsResponse, ListSigningKeysRequest,
-            ListSigningKeysResponse, LoginRequest, LoginResponse, LogoutAllRequest,
-            LogoutAllResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
-            RegisterRequest, RegisterResponse, RevokeSessionRequest, RevokeSessionResponse,
-            WatchRevocationsRequest, WatchRevocationsResponse, auth_service_server::AuthService,
-        },
-        timestamp,
-    },
-    tokens::bearer_token,
+use common::proto::auth::v1::{
+    ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
+    DeleteAccountRequest, DeleteAccountResponse, DisableTotpRequest, DisableTotpResponse,
+    EnrollTotpRequest, EnrollTotpResponse, GetCredentialsRequest, GetCredentialsResponse,
+    ListSessionsRequest, ListSessionsResponse, ListSigningKeysRequest, ListSigningKeysResponse,
+    LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse, LogoutRequest,
+    LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
+    ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse,
+    WatchRevocationsRequest, WatchRevocationsResponse, auth_service_server::AuthService,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
 mod caller;
 mod convert;
+mod credentials;
+mod recovery;
 use caller::record_user;
 
 use crate::{
     accounts::{Accounts, LoginAttempt, PasswordChange},
     credentials::CredentialVendor,
     end_user::TrustedProxies,
-    error::AuthError,
     mfa::SecondFactor,
-    policy::StsUserId,
     throttle::AddressLimiter,
 };
 
@@ -156,24 +150,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<GetCredentialsRequest>,
     ) -> Result<Response<GetCredentialsResponse>, Status> {
-        let vendor = self.vendor.as_ref().ok_or(AuthError::CredentialsDisabled)?;
-        let token = bearer_token(request.metadata()).map_err(AuthError::from)?;
-        let (caller, generation) = self.accounts.credentials_caller(token).await?;
-        let principal = caller.principal;
-        record_user(&principal.user_id);
-        // Our own tokens always carry STS-safe ids; anything else is refused, not passed on.
-        let user = StsUserId::new(&principal.user_id).ok_or(AuthError::SessionEnded)?;
-        let credentials = vendor.credentials_for(&user, generation).await?;
-        let table = &vendor.config().table;
-        Ok(Response::new(GetCredentialsResponse {
-            access_key_id: credentials.access_key_id.clone(),
-            secret_access_key: credentials.secret_access_key.expose_secret().to_owned(),
-            session_token: credentials.session_token.expose_secret().to_owned(),
-            expiration: Some(timestamp(credentials.expiration)),
-            region: table.region().to_owned(),
-            table_name: table.table_name().to_owned(),
-            partition_key: principal.user_id,
-        }))
+        Ok(Response::new(self.credentials(request).await?))
     }
 
     async fn change_password(
@@ -296,5 +273,12 @@ impl AuthService for AuthApi {
         let deletion = convert::account_deletion(request.into_inner(), client);
         self.accounts.delete_account(&caller, deletion).await?;
         Ok(Response::new(DeleteAccountResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
+        Ok(Response::new(self.reset(request).await?))
     }
 }

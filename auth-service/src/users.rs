@@ -13,16 +13,19 @@
 //!
 //! The TOTP attributes are described in `users/totp.rs`; the credentials epoch (absent: 0;
 //! part of the credential cache's key) in `users/epoch.rs`; the deletion record and the
-//! sparse index `deletions` in `users/deletion.rs`.
+//! sparse index `deletions` in `users/deletion.rs`; the outstanding recovery token in
+//! `users/recovery_token.rs`.
 
 mod deletion;
 mod directory;
 mod epoch;
+mod recovery_token;
 mod totp;
 
 pub use deletion::{DeletionRecord, Lease};
 pub use directory::BY_ID;
 pub use epoch::{CredentialsEpochs, EpochOwner};
+pub use recovery_token::{FactorAtReset, Redemption, StoredRecovery};
 pub use totp::{Proof, StoredTotp};
 
 use aws_sdk_dynamodb::{Client, types::AttributeValue};
@@ -50,6 +53,8 @@ pub struct User {
     pub created_at: i64,
     /// When an admin disabled it (Unix seconds), if disabled: it cannot be used meanwhile.
     pub disabled_at: Option<i64>,
+    /// The outstanding recovery token, if any (ResetPassword).
+    pub recovery: Option<StoredRecovery>,
 }
 
 impl User {
@@ -213,6 +218,7 @@ fn parse(username: &str, item: &attrs::Item) -> Result<User, AuthError> {
         AuthError::Internal(anyhow::anyhow!("user item {username:?}: {problem}"))
     })?;
     let deletion = DeletionRecord::from_item(item).map_err(|_| malformed("deletion record"))?;
+    let recovery = StoredRecovery::from_item(item).map_err(|_| malformed("recovery token"))?;
     Ok(User {
         username: username.to_owned(),
         user_id: text("user_id")?,
@@ -222,5 +228,6 @@ fn parse(username: &str, item: &attrs::Item) -> Result<User, AuthError> {
         deletion,
         created_at: number("created_at")?.unwrap_or(0),
         disabled_at: number(directory::DISABLED_AT)?,
+        recovery,
     })
 }

@@ -109,6 +109,9 @@ pub enum AwsFailure {
     /// The request ran, but its successful answer could not be read (emulators store items
     /// nested deeper than the SDK parses).
     UnreadableAnswer,
+    /// The backend does not know the operation at all (DynamoDB's UnknownOperationException:
+    /// an emulator without it, such as dynalite without TransactWriteItems).
+    Unsupported,
     /// Anything else: a bug or a misconfiguration on our side.
     Other,
 }
@@ -120,7 +123,7 @@ impl AwsFailure {
     }
 
     /// Every failure, in the order of [`AwsFailure::label`]'s values.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Unavailable,
         Self::Throttled,
         Self::ConditionFailed,
@@ -128,6 +131,7 @@ impl AwsFailure {
         Self::AccessDenied,
         Self::CredentialsExpired,
         Self::UnreadableAnswer,
+        Self::Unsupported,
         Self::Other,
     ];
 
@@ -141,6 +145,7 @@ impl AwsFailure {
             Self::AccessDenied => "access_denied",
             Self::CredentialsExpired => "credentials_expired",
             Self::UnreadableAnswer => "unreadable_answer",
+            Self::Unsupported => "unsupported",
             Self::Other => "other",
         }
     }
@@ -185,6 +190,7 @@ fn unnamed(code: Option<&str>) -> AwsFailure {
     }
     match code {
         "ValidationException" => AwsFailure::InvalidRequest,
+        "UnknownOperationException" => AwsFailure::Unsupported,
         "AccessDeniedException"
         | "AccessDenied"
         | "UnrecognizedClientException"
@@ -246,6 +252,7 @@ mod tests {
         let cases = [
             ("ThrottlingException", 400, AwsFailure::Throttled),
             ("ValidationException", 400, AwsFailure::InvalidRequest),
+            ("UnknownOperationException", 400, AwsFailure::Unsupported),
             ("AccessDeniedException", 400, AwsFailure::AccessDenied),
             ("ExpiredTokenException", 400, AwsFailure::CredentialsExpired),
             ("SomethingNew", 400, AwsFailure::Other),

@@ -54,6 +54,10 @@ pub enum DataError {
     /// A stored item holds something the API cannot carry; the message names the item.
     #[error("unreadable item: {0}")]
     DataLoss(String),
+    /// The DynamoDB behind the service does not know the operation (an emulator without
+    /// it); the cause is logged, the client told the operation is unavailable here.
+    #[error("DynamoDB does not support the operation: {0}")]
+    Unsupported(String),
     /// DynamoDB refused the request as invalid (a ValidationException) although it passed our
     /// checks: the client's request (e.g. a key range DynamoDB orders differently) or, if it
     /// keeps happening, a bug of ours. Its cause is logged, never returned.
@@ -115,6 +119,7 @@ impl DataError {
             AwsFailure::Unavailable => Self::Unavailable(description),
             AwsFailure::Throttled => Self::Throttled(description),
             AwsFailure::InvalidRequest => Self::Refused(description),
+            AwsFailure::Unsupported => Self::Unsupported(description),
             AwsFailure::CredentialsExpired => Self::CredentialsExpired(description),
             AwsFailure::AccessDenied => Self::PermissionDenied(description),
             // The request ran, and what came back (stored items, which are untrusted) is
@@ -172,6 +177,12 @@ impl From<DataError> for Status {
             DataError::DataLoss(message) => {
                 tracing::warn!(%message, "stored item cannot be served");
                 Status::data_loss(message)
+            }
+            DataError::Unsupported(cause) => {
+                tracing::warn!(%cause, "DynamoDB does not support an operation");
+                Status::unimplemented(
+                    "the DynamoDB behind this service does not support this operation",
+                )
             }
             DataError::Refused(cause) => {
                 tracing::warn!(%cause, "DynamoDB refused a request as invalid");
@@ -266,6 +277,10 @@ mod tests {
             (DataError::Contention, Code::Aborted),
             (DataError::MalformedItem, Code::FailedPrecondition),
             (DataError::DataLoss("item \"k\"".into()), Code::DataLoss),
+            (
+                DataError::Unsupported("secret cause".into()),
+                Code::Unimplemented,
+            ),
             (
                 DataError::Refused("secret cause".into()),
                 Code::InvalidArgument,

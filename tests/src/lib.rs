@@ -19,6 +19,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod raw;
+pub mod recovery;
 pub mod replicas;
 pub mod streams;
 pub mod tables;

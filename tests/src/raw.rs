@@ -11,7 +11,7 @@ use tonic::{Status, transport::Channel};
 use tower::ServiceExt;
 
 /// Every RPC of the auth-service.
-pub const AUTH_RPCS: [&str; 14] = [
+pub const AUTH_RPCS: [&str; 15] = [
     "/dynagate.auth.v1.AuthService/Register",
     "/dynagate.auth.v1.AuthService/Login",
     "/dynagate.auth.v1.AuthService/Refresh",
@@ -25,6 +25,7 @@ pub const AUTH_RPCS: [&str; 14] = [
     "/dynagate.auth.v1.AuthService/DisableTotp",
     "/dynagate.auth.v1.AuthService/ListSessions",
     "/dynagate.auth.v1.AuthService/RevokeSession",
+    "/dynagate.auth.v1.AuthService/ResetPassword",
     // Server-streaming: a request that does not decode ends it before any message.
     "/dynagate.auth.v1.AuthService/WatchRevocations",
 ];

@@ -453,3 +453,17 @@ async fn raw_bytes_that_are_not_the_message_write_nothing() {
     assert_eq!(ok.code(), Code::Ok, "{ok:?}");
     assert_eq!(user.get("raw").await.unwrap().version, 1);
 }
+
+/// On a DynamoDB without TransactWriteItems (dynalite, the local stack's) a transaction that
+/// would be sent is UNIMPLEMENTED, not an internal error, and writes nothing.
+#[tokio::test]
+async fn a_backend_without_transactions_answers_unimplemented() {
+    let stack = TestStack::spawn().await;
+    let mut user = stack.user().await;
+    let request = ops(vec![Op::Put(put("t1", "one")), Op::Put(put("t2", "two"))]);
+    let status = transact(&mut user, request).await.expect_err("dynalite");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(!status.message().contains("UnknownOperation"), "{status:?}");
+    absent(&mut user, "t1").await;
+    absent(&mut user, "t2").await;
+}

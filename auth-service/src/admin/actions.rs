@@ -70,6 +70,11 @@ impl Actions {
         }
     }
 
+    /// The account flows, for the actions beside this file (`recovery.rs`).
+    pub(super) fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
     /// The time on the clock the lockout reads.
     pub fn now(&self) -> time::OffsetDateTime {
         self.accounts.clock().now()

@@ -30,6 +30,7 @@ use crate::{
     metrics::Metrics,
     mfa::Mfa,
     password::{Cost, PasswordHasher, Priority},
+    recovery::Recovery,
     revocations::{Hub, RevocationTable, Revocations},
     service::AuthApi,
     throttle::AddressLimiter,
@@ -101,6 +102,11 @@ impl<'a> Builder<'a> {
             Arc::clone(&self.clock),
         );
         let erasure = self.erasure(&users, &families, &lockout, vending);
+        let recovery = Recovery::new(
+            users.clone(),
+            Arc::clone(&self.clock),
+            settings.recovery.token_ttl(),
+        );
         Ok(Arc::new(Accounts::new(Parts {
             users,
             families,
@@ -112,6 +118,7 @@ impl<'a> Builder<'a> {
             password_rules: PasswordRules::new(&settings.passwords),
             audit_key,
             erasure,
+            recovery,
         })))
     }
 

@@ -34,11 +34,15 @@ impl FailureCharge {
         }
     }
 
-    /// Settles the call by its result: the token is kept when the client's refresh token was
-    /// refused (UNAUTHENTICATED: forged, unknown, reused or malformed), and given back when the
+    /// Settles the call by its result: the token is kept when the client's refresh token (or
+    /// recovery token) was refused (UNAUTHENTICATED: forged, unknown, reused, expired or
+    /// malformed), and given back when the
     /// call succeeded or failed for a reason of ours (a dependency down, a race lost).
     pub fn settle<T>(mut self, result: &Result<T, AuthError>) {
-        if matches!(result, Err(AuthError::InvalidRefreshToken)) {
+        if matches!(
+            result,
+            Err(AuthError::InvalidRefreshToken | AuthError::InvalidRecoveryToken)
+        ) {
             return;
         }
         if let Some((limiter, addr)) = self.held.take()
