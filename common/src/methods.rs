@@ -153,9 +153,10 @@ mod tests {
             "BatchGetItems",
             "BatchWriteItems",
             "TransactWriteItems",
+            "ExportItems",
         ] {
             assert!(names.contains(&rpc), "{rpc} in {names:?}");
         }
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
     }
 }

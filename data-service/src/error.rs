@@ -91,6 +91,13 @@ pub enum DataError {
     /// of an ended session: refused until the feed is back.
     #[error("the revocation feed is stale")]
     RevocationsStale,
+    /// The caller already runs as many exports as one user may (or the process as many as it
+    /// serves at once): retry when one ends.
+    #[error("too many exports at once: {0}")]
+    TooManyExports(&'static str),
+    /// A streaming call ran past the caller's deadline.
+    #[error("the call's deadline passed")]
+    DeadlineExceeded,
     /// A bug or misconfiguration; its cause is logged, never returned.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -232,6 +239,15 @@ impl From<DataError> for Status {
                 tracing::debug!("revocation feed stale: refusing to trust tokens");
                 status::unavailable()
             }
+            DataError::TooManyExports(whose) => {
+                tracing::info!(whose, "export refused: too many running");
+                status::retry_after(
+                    Code::ResourceExhausted,
+                    format!("too many exports running at once ({whose}); retry when one ends"),
+                    status::RETRY_DELAY,
+                )
+            }
+            DataError::DeadlineExceeded => Status::deadline_exceeded("the deadline passed"),
             DataError::Internal(cause) => {
                 tracing::error!(cause = format!("{cause:#}"), "internal error");
                 status::internal()
@@ -289,6 +305,11 @@ mod tests {
             ),
             (DataError::RevocationsStale, Code::Unavailable),
             (
+                DataError::TooManyExports("this user"),
+                Code::ResourceExhausted,
+            ),
+            (DataError::DeadlineExceeded, Code::DeadlineExceeded),
+            (
                 DataError::Internal(anyhow::anyhow!("secret cause")),
                 Code::Internal,
             ),
@@ -310,6 +331,7 @@ mod tests {
             DataError::Unavailable("x".into()),
             DataError::RevocationsStale,
             DataError::Contention,
+            DataError::TooManyExports("this user"),
         ] {
             let status = Status::from(error);
             assert!(

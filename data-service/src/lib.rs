@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod credentials;
 pub mod error;
+pub mod export;
 pub mod interceptor;
 pub mod keys;
 pub mod metrics;

@@ -6,15 +6,12 @@ use std::{sync::Arc, time::Duration};
 
 use common::{
     deadline,
-    proto::{
-        data::v1::{
-            BatchGetItemsRequest, BatchGetItemsResponse, BatchWriteItemsRequest,
-            BatchWriteItemsResponse, DeleteItemRequest, DeleteItemResponse, GetItemRequest,
-            GetItemResponse, Item, PutItemRequest, PutItemResponse, QueryItemsRequest,
-            QueryItemsResponse, TransactWriteItemsRequest, TransactWriteItemsResponse,
-            UpdateItemRequest, UpdateItemResponse, data_service_server::DataService,
-        },
-        timestamp,
+    proto::data::v1::{
+        BatchGetItemsRequest, BatchGetItemsResponse, BatchWriteItemsRequest,
+        BatchWriteItemsResponse, DeleteItemRequest, DeleteItemResponse, ExportItemsRequest,
+        GetItemRequest, GetItemResponse, PutItemRequest, PutItemResponse, QueryItemsRequest,
+        QueryItemsResponse, TransactWriteItemsRequest, TransactWriteItemsResponse,
+        UpdateItemRequest, UpdateItemResponse, data_service_server::DataService,
     },
     tokens::{Principal, TokenError},
 };
@@ -23,8 +20,10 @@ use tonic::{Request, Response, Status};
 use crate::{
     credentials::{BearerToken, UserClients},
     error::DataError,
+    export::{self, ExportStream, Exports},
     page_token::PageTokens,
     requests,
+    revocations::Revocations,
     store::{ItemStore, StoredItem},
 };
 
@@ -35,6 +34,7 @@ pub struct DataApi {
     clients: UserClients,
     pages: Arc<PageTokens>,
     request_timeout: Duration,
+    exports: Exports,
 }
 
 /// Who is calling, with what, and how long we have.
@@ -45,14 +45,18 @@ struct Caller {
 }
 
 impl DataApi {
-    /// The API over `store`, acting through each caller's client from `clients`.
+    /// The API over `store`, acting through each caller's client from `clients`; exports end
+    /// when `revocations` ends their session.
     pub fn new(
         store: ItemStore,
         clients: UserClients,
         pages: Arc<PageTokens>,
         request_timeout: Duration,
+        revocations: Revocations,
     ) -> Self {
+        let exports = Exports::new(store.clone(), clients.clone(), revocations, request_timeout);
         Self {
+            exports,
             store,
             clients,
             pages,
@@ -106,17 +110,6 @@ impl DataApi {
     }
 }
 
-fn to_proto(item: StoredItem) -> Item {
-    Item {
-        key: item.key,
-        attributes: item.attributes,
-        version: item.version,
-        created_at: item.created_at.map(timestamp),
-        updated_at: item.updated_at.map(timestamp),
-        expires_at: item.expires_at.map(timestamp),
-    }
-}
-
 #[tonic::async_trait]
 impl DataService for DataApi {
     async fn put_item(
@@ -131,7 +124,7 @@ impl DataService for DataApi {
             })
             .await?;
         Ok(Response::new(PutItemResponse {
-            item: Some(to_proto(item)),
+            item: Some(item.into_proto()),
         }))
     }
 
@@ -157,7 +150,7 @@ impl DataService for DataApi {
             .await?
             .ok_or(DataError::NotFound)?;
         Ok(Response::new(GetItemResponse {
-            item: Some(to_proto(item)),
+            item: Some(item.into_proto()),
         }))
     }
 
@@ -173,7 +166,7 @@ impl DataService for DataApi {
             })
             .await?;
         Ok(Response::new(UpdateItemResponse {
-            item: Some(to_proto(item)),
+            item: Some(item.into_proto()),
         }))
     }
 
@@ -191,7 +184,7 @@ impl DataService for DataApi {
             })
             .await?;
         Ok(Response::new(DeleteItemResponse {
-            item: Some(to_proto(item)),
+            item: Some(item.into_proto()),
         }))
     }
 
@@ -212,7 +205,7 @@ impl DataService for DataApi {
         let (mut items, mut missing_keys) = (Vec::new(), Vec::new());
         for key in request.keys {
             match found.remove(&key) {
-                Some(item) => items.push(to_proto(item)),
+                Some(item) => items.push(item.into_proto()),
                 None => missing_keys.push(key),
             }
         }
@@ -275,9 +268,27 @@ impl DataService for DataApi {
             None => String::new(),
         };
         Ok(Response::new(QueryItemsResponse {
-            items: page.items.into_iter().map(to_proto).collect(),
+            items: page.items.into_iter().map(StoredItem::into_proto).collect(),
             next_page_token,
             count: page.count,
         }))
+    }
+
+    type ExportItemsStream = ExportStream;
+
+    async fn export_items(
+        &self,
+        request: Request<ExportItemsRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
+        let deadline = export::deadline(request.metadata());
+        let (caller, request) = self.accept(request)?;
+        let stream = (self.exports).start(
+            caller.principal,
+            caller.token,
+            request,
+            deadline,
+            StoredItem::into_proto,
+        )?;
+        Ok(Response::new(stream))
     }
 }

@@ -79,6 +79,7 @@ mod conflict;
 mod decode;
 mod delete;
 mod expiry;
+mod export;
 mod expressions;
 mod operations;
 mod put;
@@ -102,7 +103,10 @@ use common::{
         attrs::{number as n, string as s},
         key_element, string_attribute,
     },
-    proto::data::v1::Value,
+    proto::{
+        data::v1::{Item, Value},
+        timestamp,
+    },
 };
 use time::OffsetDateTime;
 
@@ -110,6 +114,7 @@ use crate::{convert::EXPIRES_AT, error::DataError, metrics::Metrics};
 
 pub use batch_get::MAX_BATCH_GET_KEYS;
 pub use batch_write::{BatchEntry, MAX_BATCH_WRITES};
+pub use export::EXPORT_PAGE_ITEMS;
 pub use expressions::MAX_EXPRESSION_BYTES;
 pub use operations::{KeyRange, Precondition, Projection, Put, Query, Update};
 pub use put::PUT_ATTEMPTS;
@@ -133,6 +138,20 @@ pub struct StoredItem {
     pub updated_at: Option<OffsetDateTime>,
     /// When the item expires, when stored as whole seconds (see `expiry`).
     pub expires_at: Option<OffsetDateTime>,
+}
+
+impl StoredItem {
+    /// The item as the API returns it.
+    pub fn into_proto(self) -> Item {
+        Item {
+            key: self.key,
+            attributes: self.attributes,
+            version: self.version,
+            created_at: self.created_at.map(timestamp),
+            updated_at: self.updated_at.map(timestamp),
+            expires_at: self.expires_at.map(timestamp),
+        }
+    }
 }
 
 /// Item operations on one table.

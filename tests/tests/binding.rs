@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use common::proto::data::v1::{
     BatchGetItemsRequest, BatchPut, BatchWriteItemsRequest, ConditionCheck, DeleteItemRequest,
-    GetItemRequest, PutItemRequest, QueryItemsRequest, TransactOp, TransactWriteItemsRequest,
-    UpdateItemRequest, transact_op::Op,
+    ExportItemsRequest, GetItemRequest, PutItemRequest, QueryItemsRequest, TransactOp,
+    TransactWriteItemsRequest, UpdateItemRequest, transact_op::Op,
 };
 use serde_json::Value;
 use tests::{
@@ -23,7 +23,7 @@ use tests::{
 
 const USERS: usize = 5;
 const ROUNDS: usize = 3;
-/// Every call the RPCs below make (a PutItem is one UpdateItem).
+/// Every call the RPCs below make (a PutItem is one UpdateItem, an export Query pages).
 const ITEM_OPERATIONS: [&str; 5] = [
     "BatchGetItem",
     "DeleteItem",
@@ -55,6 +55,19 @@ async fn work_as(mut user: SignedIn) -> SignedIn {
         });
         user.client.update_item(update).await.expect("UpdateItem");
         user.query_all(QueryItemsRequest::default()).await;
+        let export = user.request(ExportItemsRequest {
+            start_key: "a".to_owned(),
+            ..Default::default()
+        });
+        let mut exported = (user.client.export_items(export).await)
+            .expect("ExportItems")
+            .into_inner();
+        while exported
+            .message()
+            .await
+            .expect("an exported item")
+            .is_some()
+        {}
         let delete = user.request(DeleteItemRequest {
             key,
             ..Default::default()
@@ -113,8 +126,8 @@ async fn write_many_as(mut user: SignedIn) -> SignedIn {
 }
 
 /// Every partition key value a DynamoDB request names: its `Key`, `Item`, `ExclusiveStartKey`
-/// `owner`, a Query's `:o`, the `owner` of every key of a BatchGetItem, and of every op of a
-/// TransactWriteItems.
+/// `owner` (an export resuming after `start_key` sends one), a Query's `:o`, the `owner` of
+/// every key of a BatchGetItem, and of every op of a TransactWriteItems.
 fn partitions(request: &Recorded) -> Vec<String> {
     let body = &request.body;
     let batched = (body["RequestItems"].as_object().into_iter())

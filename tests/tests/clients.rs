@@ -220,7 +220,7 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     let (auth, data) = (stack.auth.addr.to_string(), stack.data.addr.to_string());
     let credentials = serde_json::json!({"username": format!("readme-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), "password": "correct horse battery"}).to_string();
 
-    let (put, got, listed, updated, stale) = tokio::task::spawn_blocking(move || {
+    let (put, got, listed, exported, updated, stale) = tokio::task::spawn_blocking(move || {
         grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Register"]);
         let login = grpcurl(&auth, &["-d", &credentials, &auth, "dynagate.auth.v1.AuthService/Login"]);
         let token = serde_json::from_str::<Value>(&login).unwrap()["accessToken"].as_str().unwrap().to_owned();
@@ -234,6 +234,7 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
         );
         let got = call(r#"{"key":"notes/1"}"#, "GetItem");
         let listed = call(r#"{"keyPrefix":"notes/","limit":10}"#, "QueryItems");
+        let exported = call(r#"{"keyPrefix":"notes/"}"#, "ExportItems");
         // The Clients section's grpcurl example: an update at version 1, then a stale one.
         let updated = call(
             r#"{"key":"notes/1","set":{"title":{"stringValue":"hello again"}},"expectedVersion":"1"}"#,
@@ -246,7 +247,7 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
             .output()
             .expect("run grpcurl");
         assert!(!stale.status.success(), "a stale update succeeded");
-        (put, got, listed, updated, stale.stderr)
+        (put, got, listed, exported, updated, stale.stderr)
     })
     .await
     .unwrap();
@@ -259,6 +260,17 @@ async fn grpcurl_drives_the_data_flow_shown_in_the_readme() {
     assert_eq!(got["item"]["attributes"]["stars"]["numberValue"], "5");
     assert_eq!(listed["items"][0]["key"], "notes/1");
     assert!(listed.get("nextPageToken").is_none(), "one page: {listed}");
+    // A stream: one JSON object per message.
+    let exported: Vec<Value> = serde_json::Deserializer::from_str(&exported)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(exported.len(), 1, "{exported:?}");
+    assert_eq!(exported[0]["item"]["key"], "notes/1");
+    assert_eq!(
+        exported[0]["item"]["attributes"]["stars"]["numberValue"],
+        "5"
+    );
     let updated: Value = serde_json::from_str(&updated).unwrap();
     assert_eq!(updated["item"]["version"], "2");
     assert_eq!(

@@ -114,6 +114,7 @@ impl Parts {
             self.clients.clone(),
             pages,
             settings.request_timeout(),
+            self.revocations.clone(),
         );
         let interceptor = AuthInterceptor::new(
             TokenVerifier::new(&settings.token_issuer, &settings.token_audience)

@@ -1,13 +1,14 @@
 //! DynamoDB calls per RPC: a fixed number of each kind of call through the data-service, one at
 //! a time, with the data-service's own `dynagate_dynamodb_calls_total` read before and after
-//! each batch. Every write should be one call in every mode.
+//! each batch. Every write should be one call in every mode, and an export one Query per page
+//! (the 20 items exported here are one page).
 
 use std::{collections::HashMap, net::SocketAddr};
 
 use anyhow::{Context, ensure};
 use common::proto::data::v1::{
-    DeleteItemRequest, GetItemRequest, PutItemRequest, QueryItemsRequest, UpdateItemRequest,
-    data_service_client::DataServiceClient,
+    DeleteItemRequest, ExportItemsRequest, GetItemRequest, PutItemRequest, QueryItemsRequest,
+    UpdateItemRequest, data_service_client::DataServiceClient,
 };
 use tests::{auth::with_bearer, data::string};
 use tonic::transport::Channel;
@@ -21,7 +22,7 @@ use crate::{
 const CALLS: u64 = 20;
 
 /// The kinds of call counted, in the order of the row.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "PutItem (new key)",
     "PutItem (replacing)",
     "PutItem if_absent",
@@ -31,10 +32,11 @@ const KINDS: [&str; 9] = [
     "DeleteItem",
     "GetItem",
     "QueryItems",
+    "ExportItems",
 ];
 
 /// The data-service's DynamoDB requests so far, all operations and outcomes.
-async fn dynamodb_calls(metrics: SocketAddr) -> anyhow::Result<f64> {
+pub async fn dynamodb_calls(metrics: SocketAddr) -> anyhow::Result<f64> {
     let (status, text) = tests::process::http_get(metrics, "/metrics").await;
     ensure!(status == 200, "GET /metrics on {metrics}: {status}");
     Ok(text
@@ -116,6 +118,15 @@ async fn call(
                 ..Default::default()
             };
             drop(client.get_item(with_bearer(request, token)).await?)
+        }
+        // The bench user's 20 query items: one page, so one Query.
+        "ExportItems" => {
+            let request = ExportItemsRequest {
+                key_prefix: QUERY_PREFIX.to_owned(),
+                start_key: String::new(),
+            };
+            let mut items = client.export_items(with_bearer(request, token)).await?;
+            while items.get_mut().message().await?.is_some() {}
         }
         _ => {
             let request = QueryItemsRequest {

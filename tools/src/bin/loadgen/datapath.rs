@@ -1,7 +1,9 @@
-//! The data path against its baselines: GetItem, PutItem and QueryItems through the
-//! data-service and through a direct `aws-sdk-dynamodb` client on the same dynalite, one call
-//! at a time (c1) and from 8 tasks (c8); the CPU per call of each process; and the added
-//! latency of the data-service against the bare gRPC hop (Health/Check, same tonic client).
+//! The data path against its baselines: GetItem, PutItem (new keys with `if_absent`, and
+//! replacing existing items unconditionally) and QueryItems through the data-service and
+//! through a direct `aws-sdk-dynamodb` client on the same dynalite, one call at a time (c1) and
+//! from 8 tasks (c8), with the data-service's DynamoDB requests per RPC over the same loads;
+//! the CPU per call of each process; and the added latency of the data-service against the
+//! bare gRPC hop (Health/Check, same tonic client).
 
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ pub async fn measure(driver: &Driver) -> anyhow::Result<(Vec<Row>, Baselines)> {
     let mut rows = Vec::new();
     let mut direct_get_cpu = Duration::ZERO;
     let mut sequential_get = None;
-    for op in [Op::Get, Op::Put, Op::Query] {
+    for op in [Op::Get, Op::Put, Op::Replace, Op::Query] {
         for concurrency in [1, CONCURRENT] {
             let (direct, via) = driver.compare(op, concurrency).await?;
             rows.push(latency_row(op, concurrency, &direct, &via));
@@ -109,7 +111,15 @@ fn latency_row(op: Op, concurrency: usize, direct: &Driven, via: &Driven) -> Row
             describe(direct),
             direct.throughput()
         ),
-        format!("{}, {:.0}/s", describe(via), via.throughput()),
+        format!(
+            "{}, {:.0}/s{}",
+            describe(via),
+            via.throughput(),
+            via.dynamodb_calls_per_rpc()
+                .map_or_else(String::new, |per_rpc| format!(
+                    "; **{per_rpc:.2} DynamoDB calls per RPC**"
+                ))
+        ),
         format!(
             "p50 {}, p99 {}, throughput {}",
             ratio(via.latencies.p50, direct.latencies.p50),

@@ -55,6 +55,9 @@ pub enum Op {
     Get,
     /// PutItem of a new key each time, only if absent (one conditional write either way).
     Put,
+    /// PutItem replacing an existing item, unconditional: each task rewrites one key of its
+    /// own (the case that took a read and a write before the one-call writes).
+    Replace,
     /// QueryItems of [`QUERY_PREFIX`], [`QUERY_LIMIT`] items.
     Query,
     /// grpc.health.v1 Health/Check on the data-service: the bare gRPC hop.
@@ -67,6 +70,7 @@ impl Op {
         match self {
             Self::Get => "GetItem",
             Self::Put => "PutItem",
+            Self::Replace => "PutItem replacing",
             Self::Query => "QueryItems",
             Self::Health => "Health/Check",
         }
@@ -122,6 +126,9 @@ pub struct Driven {
     elapsed: Duration,
     /// CPU time over the measured windows: `self` (the driver) and each watched process.
     cpu: HashMap<String, Duration>,
+    /// Calls made, warm-up included, and the data-service's DynamoDB requests meanwhile (from
+    /// its metrics; loads through the data-service only).
+    dynamodb: Option<(u64, f64)>,
     /// Its percentiles.
     pub latencies: Summary,
 }
@@ -138,8 +145,19 @@ impl Driven {
         self.cpu.get(who).copied().unwrap_or_default() / calls
     }
 
+    /// The data-service's DynamoDB requests per RPC, warm-up included (through it only).
+    pub fn dynamodb_calls_per_rpc(&self) -> Option<f64> {
+        self.dynamodb
+            .map(|(calls, requests)| requests / calls.max(1) as f64)
+    }
+
     /// Adds another round's figures.
     fn merge(&mut self, round: Self) {
+        if let Some((calls, requests)) = round.dynamodb {
+            let (all, sent) = self.dynamodb.get_or_insert((0, 0.0));
+            *all += calls;
+            *sent += requests;
+        }
         self.samples.extend(round.samples);
         self.failed += round.failed;
         self.elapsed += round.elapsed;
@@ -240,11 +258,11 @@ async fn data_call(
                 .await;
             answer.is_ok_and(|answer| answer.into_inner().item.is_some())
         }
-        Op::Put => {
+        Op::Put | Op::Replace => {
             let request = PutItemRequest {
                 key: put_key.to_owned(),
                 attributes: [("text".to_owned(), tests::data::string("a small item"))].into(),
-                if_absent: true,
+                if_absent: op == Op::Put,
                 expected_version: None,
                 expires_at: None,
             };
@@ -305,6 +323,23 @@ async fn direct_call(
                 .await;
             answer.is_ok()
         }
+        // Keys of their own: the direct writes are in the older layout, which the
+        // data-service would rewrite (in three calls) on its first replacement.
+        Op::Replace => {
+            let now = AttributeValue::N(tests_now_millis().to_string());
+            let answer = client
+                .put_item()
+                .table_name(table)
+                .item("owner", s(owner))
+                .item("key", s(&format!("direct-{put_key}")))
+                .item("text", s("a small item"))
+                .item("version", AttributeValue::N("1".to_owned()))
+                .item("created_at", now.clone())
+                .item("updated_at", now)
+                .send()
+                .await;
+            answer.is_ok()
+        }
         Op::Query => {
             let answer = client
                 .query()
@@ -344,7 +379,8 @@ pub async fn run(args: DriveArgs) -> anyhow::Result<()> {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let warm_until = Instant::now() + Duration::from_millis(args.warmup_ms);
     let pace = Duration::from_micros(args.pace_us);
-    let (callers, _, _) = calls(callers, (args.op, pace), warm_until, &format!("{run_id}w")).await;
+    let (callers, warm, warm_failed) =
+        calls(callers, (args.op, pace), warm_until, &format!("{run_id}w")).await;
 
     let before = cpu_readings(&watched)?;
     let started = Instant::now();
@@ -365,6 +401,7 @@ pub async fn run(args: DriveArgs) -> anyhow::Result<()> {
         "samples_us": samples,
         "failed": failed,
         "elapsed_us": elapsed.as_micros(),
+        "warmup_calls": warm.len() as u64 + warm_failed,
         "cpu_us": cpu,
     });
     println!("{line}");
@@ -395,7 +432,11 @@ async fn calls(
                     ticks.tick().await;
                 }
                 round += 1;
-                let put_key = format!("{prefix}{round}");
+                let put_key = if op == Op::Replace {
+                    format!("replace/{task}")
+                } else {
+                    format!("{prefix}{round}")
+                };
                 let start = Instant::now();
                 if caller.call(op, &put_key).await {
                     samples.push(start.elapsed());
@@ -449,6 +490,8 @@ pub struct Driver {
     /// Where to record a `perf` profile of which process (the data-service) during the first
     /// GetItem c8 load through it; taken by that load.
     pub perf: std::sync::Mutex<Option<(PathBuf, i32)>>,
+    /// The data-service's metrics endpoint, to count its DynamoDB requests per load.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Driver {
@@ -508,6 +551,11 @@ impl Driver {
             }
             None => None,
         };
+        let metrics = self.metrics.filter(|_| target == Target::Data);
+        let requests_before = match metrics {
+            Some(metrics) => Some(crate::calls::dynamodb_calls(metrics).await?),
+            None => None,
+        };
         let target_name = format!("{target:?}").to_lowercase();
         let op_name = format!("{op:?}").to_lowercase();
         let output = tokio::process::Command::new(&self.exe)
@@ -541,6 +589,14 @@ impl Driver {
             .map(micros)
             .collect();
         let failed = line["failed"].as_u64().unwrap_or(0);
+        let dynamodb = match (metrics, requests_before) {
+            (Some(metrics), Some(before)) => {
+                let calls =
+                    samples.len() as u64 + failed + line["warmup_calls"].as_u64().unwrap_or(0);
+                Some((calls, crate::calls::dynamodb_calls(metrics).await? - before))
+            }
+            _ => None,
+        };
         let cpu = line["cpu_us"]
             .as_object()
             .map(|cpu| {
@@ -555,6 +611,7 @@ impl Driver {
             failed,
             elapsed: micros(&line["elapsed_us"]),
             cpu,
+            dynamodb,
         })
     }
 }

@@ -196,6 +196,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         flags: driver_flags(&stack, &bench_user),
         env: bench_user.driver_env(),
         perf: std::sync::Mutex::new(args.perf_data.clone().map(|path| (path, stack.data.pid()))),
+        metrics: Some(stack.data.metrics_addr),
     };
     let (data_rows, baselines) = datapath::measure(&driver).await?;
     rows.extend(data_rows);
