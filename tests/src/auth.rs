@@ -18,7 +18,10 @@ use common::{
     },
     tokens::{self, TokenVerifier, VerifyingKeys},
 };
-use pasetors::version4::PublicToken;
+use pasetors::{
+    keys::{Generate, SymmetricKey},
+    version4::{PublicToken, V4},
+};
 use secrecy::SecretString;
 use tonic::{Request, Status, transport::Channel};
 
@@ -108,6 +111,12 @@ impl TestAuth {
         settings.throttle.throttle_per_second = 0;
         settings.throttle.throttle_failures_per_second = 0;
         settings
+    }
+
+    /// Turns TOTP on in `settings` with a fresh key (what `--totp-key-file` gives a service).
+    pub fn turn_totp_on(settings: &mut Settings) {
+        let key = SymmetricKey::<V4>::generate().expect("a TOTP key");
+        settings.mfa.totp_key = Some(SecretString::from(common::tokens::paserk(&key)));
     }
 
     /// Test settings with credential vending on: a role and an items table in account

@@ -15,11 +15,6 @@ use common::{
         LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient,
     },
 };
-use pasetors::{
-    keys::{Generate, SymmetricKey},
-    version4::V4,
-};
-use secrecy::SecretString;
 use tests::{
     audit::AuditLog,
     auth::{Endpoints, TestAuth, TestUser, refresh, try_login, with_bearer},
@@ -41,8 +36,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// every second.
 fn settings() -> auth_service::config::Settings {
     let mut settings = TestAuth::settings_with_vending();
-    let key = SymmetricKey::<V4>::generate().expect("a TOTP key");
-    settings.mfa.totp_key = Some(SecretString::from(common::tokens::paserk(&key)));
+    TestAuth::turn_totp_on(&mut settings);
     settings.erasure.sweep_secs = 1;
     settings
 }

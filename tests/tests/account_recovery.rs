@@ -21,11 +21,7 @@ use common::{
         LoginRequest, ResetPasswordRequest, auth_service_client::AuthServiceClient,
     },
 };
-use pasetors::{
-    keys::{Generate, SymmetricKey},
-    version4::V4,
-};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tests::{
     admin::{ADMIN_CN, ADMIN_ORG, AdminPki},
     audit::AuditLog,
@@ -48,8 +44,7 @@ const REFUSED: &str = "invalid or expired recovery token";
 /// Settings with TOTP on.
 fn totp_settings() -> auth_service::config::Settings {
     let mut settings = TestAuth::settings();
-    let key = SymmetricKey::<V4>::generate().expect("a TOTP key");
-    settings.mfa.totp_key = Some(SecretString::from(common::tokens::paserk(&key)));
+    TestAuth::turn_totp_on(&mut settings);
     settings
 }
 

@@ -19,11 +19,6 @@ use common::{
         LoginRequest, LoginResponse, auth_service_client::AuthServiceClient,
     },
 };
-use pasetors::{
-    keys::{Generate, SymmetricKey},
-    version4::V4,
-};
-use secrecy::SecretString;
 use tests::{
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
     totp::{base32_decode, code},
@@ -110,8 +105,7 @@ impl Fixture {
     async fn new() -> Self {
         logs();
         let mut settings = TestAuth::settings();
-        let key = SymmetricKey::<V4>::generate().unwrap();
-        settings.mfa.totp_key = Some(SecretString::from(common::tokens::paserk(&key)));
+        TestAuth::turn_totp_on(&mut settings);
         let at = time::OffsetDateTime::from_unix_timestamp(START).unwrap();
         let clock = Arc::new(ManualClock::new(at));
         let auth = TestAuth::spawn_with_clock(

@@ -12,11 +12,6 @@ use common::{
         auth_service_client::AuthServiceClient,
     },
 };
-use pasetors::{
-    keys::{Generate, SymmetricKey},
-    version4::V4,
-};
-use secrecy::SecretString;
 use tests::{
     audit::AuditLog,
     auth::{Endpoints, TestAuth, TestUser, with_bearer},
@@ -35,8 +30,7 @@ const START: i64 = 1_900_000_000 - 1_900_000_000 % 30 + 10;
 /// Settings with TOTP on.
 fn totp_settings() -> auth_service::config::Settings {
     let mut settings = TestAuth::settings();
-    let key = SymmetricKey::<V4>::generate().expect("a TOTP key");
-    settings.mfa.totp_key = Some(SecretString::from(common::tokens::paserk(&key)));
+    TestAuth::turn_totp_on(&mut settings);
     settings
 }
 

@@ -22,15 +22,10 @@ use common::proto::{
         PutItemRequest, QueryItemsRequest, StringSet, UpdateItemRequest, Value, value::Kind,
     },
 };
-use pasetors::{
-    keys::{Generate, SymmetricKey},
-    version4::V4,
-};
 use prost::Message;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
-use secrecy::SecretString;
 use tests::{
-    auth::{Endpoints, TestUser},
+    auth::{Endpoints, TestAuth, TestUser},
     data::{SignedIn, TestStack},
     mutate::{Mutation, random_bytes},
     raw::{AUTH_RPCS, DATA_RPCS, call_raw_within, deeply_nested, first_message},
@@ -407,11 +402,8 @@ async fn mutated_messages_never_get_internal_or_unknown() {
     let mut rng = StdRng::seed_from_u64(seed);
     let endpoints = Endpoints::shared().await;
     let dynamodb = endpoints.dynamodb.clone();
-    let totp_on = |settings: &mut auth_service::config::Settings| {
-        let key = SymmetricKey::<V4>::generate().expect("a TOTP key");
-        settings.mfa.totp_key = Some(SecretString::from(common::tokens::paserk(&key)));
-    };
-    let stack = TestStack::spawn_both_tuned(endpoints, &dynamodb, totp_on, |_| {}).await;
+    let stack =
+        TestStack::spawn_both_tuned(endpoints, &dynamodb, TestAuth::turn_totp_on, |_| {}).await;
     let mut data_user: SignedIn = stack.user().await;
     let mut auth_user = AuthUser::fresh(&stack).await;
     let auth = stack.auth.channel().await;
