@@ -15,6 +15,7 @@ pub mod gate;
 pub mod moto;
 pub mod mutate;
 pub mod otlp;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -15,13 +15,13 @@ use common::{
     },
     tls::ServerTlsSettings,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::DnType;
 use tests::{
     auth::{Endpoints, TestAuth, TestUser},
     data::{SignedIn, TestData},
-    eventually, unique_prefix,
+    eventually,
+    pki::PemDir,
+    unique_prefix,
 };
 use tonic::{
     Code,
@@ -33,61 +33,24 @@ const BOUND: Duration = Duration::from_secs(5);
 
 /// A throw-away CA on disk, the certificates it issued, and one from an unrelated CA.
 struct Pki {
-    dir: PathBuf,
+    pem: PemDir,
 }
 
 impl Pki {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("{}-tls", unique_prefix()));
-        std::fs::create_dir_all(&dir).expect("create the PKI directory");
-        let pki = Self { dir };
-        let ca = pki.ca("ca", "Dynagate test CA");
-        pki.leaf(&ca, "server", "localhost");
-        pki.leaf(&ca, "client", "data-service");
-        let other = pki.ca("other-ca", "Someone else's CA");
-        pki.leaf(&other, "other-client", "data-service");
-        pki.leaf(&other, "other-server", "localhost");
-        pki
+        let pem = PemDir::new("tls");
+        let leaf = |ca, name, dns| pem.leaf(ca, name, dns, &[(DnType::CommonName, dns)]);
+        let ca = pem.ca("ca", "Dynagate test CA");
+        leaf(&ca, "server", "localhost");
+        leaf(&ca, "client", "data-service");
+        let other = pem.ca("other-ca", "Someone else's CA");
+        leaf(&other, "other-client", "data-service");
+        leaf(&other, "other-server", "localhost");
+        Self { pem }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path(name), text).expect("write a PEM file");
-    }
-
-    /// A self-signed CA saved as `{name}.pem`.
-    fn ca(&self, name: &str, common_name: &str) -> Issuer<'static, KeyPair> {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("self-sign the CA");
-        self.write(&format!("{name}.pem"), &cert.pem());
-        Issuer::new(params, key)
-    }
-
-    /// A certificate for `dns` and 127.0.0.1 issued by `ca`, saved as `{name}.pem` and
-    /// `{name}.key`.
-    fn leaf(&self, ca: &Issuer<'static, KeyPair>, name: &str, dns: &str) {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params = CertificateParams::new(vec![dns.to_owned()]).expect("leaf params");
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        params.distinguished_name.push(DnType::CommonName, dns);
-        let cert = params.signed_by(&key, ca).expect("issue a certificate");
-        self.write(&format!("{name}.pem"), &cert.pem());
-        self.write(&format!("{name}.key"), &key.serialize_pem());
+        self.pem.path(name)
     }
 
     /// Server settings presenting `server.pem`.
@@ -96,12 +59,6 @@ impl Pki {
             tls_cert: Some(self.path("server.pem")),
             tls_key: Some(self.path("server.key")),
         }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
