@@ -139,13 +139,18 @@ impl Actions {
             Event::AdminDisableUser,
             who,
             move |user| async move {
+                // Sessions end before the mark and again after it: a process dying after
+                // the mark (Refresh does not read the user item) leaves at most the sessions
+                // of logins that raced the call, not every session the user had.
+                let before = end_sessions(&accounts, &user).await?;
                 let now = accounts.clock().now().unix_timestamp();
                 let users = accounts.users();
                 let at = users.disable(&user.username, &user.user_id, now).await?;
                 let at = at.ok_or(AuthError::UserNotFound)?;
-                // From the write on no login, refresh or credentials; now the sessions end.
-                let ended = end_sessions(&accounts, &user).await?;
-                Ok((at, ended))
+                // From the write on no login or credentials; a login that started its session
+                // before it re-reads the user and ends that session, or this pass ends it.
+                let after = end_sessions(&accounts, &user).await?;
+                Ok((at, before + after))
             },
         )
         .await
