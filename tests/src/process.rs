@@ -312,3 +312,20 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     .await
     .expect("the GET task")
 }
+
+/// grpcurl (from `.local/bin`) with `-max-time 5` and `args`, off the runtime's threads: its
+/// exit status and its output (stdout, then stderr).
+pub async fn grpcurl(args: &[&str]) -> (bool, String) {
+    let mut command = std::process::Command::new(crate::emulators::tool("grpcurl"));
+    command.args(["-max-time", "5"]).args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("run grpcurl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}

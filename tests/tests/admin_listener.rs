@@ -87,7 +87,7 @@ async fn the_public_listener_answers_unimplemented_for_the_admin_service() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
-    let listing = grpcurl(&["-plaintext", &auth.addr.to_string(), "list"])
+    let listing = tests::process::grpcurl(&["-plaintext", &auth.addr.to_string(), "list"])
         .await
         .1;
     assert!(!listing.contains("dynagate.admin"), "{listing}");
@@ -157,22 +157,6 @@ async fn every_admin_call_is_audited_with_the_certificate_subject() {
     );
 }
 
-/// grpcurl (from `.local/bin`) with `args`: its exit status and output.
-async fn grpcurl(args: &[&str]) -> (bool, String) {
-    let mut command = std::process::Command::new(tests::emulators::tool("grpcurl"));
-    command.args(["-max-time", "5"]).args(args);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("run grpcurl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 #[tokio::test]
 async fn grpcurl_with_the_test_ca_lists_and_calls_the_admin_service() {
     let _log = AuditLog::capture();
@@ -190,7 +174,7 @@ async fn grpcurl_with_the_test_ca_lists_and_calls_the_admin_service() {
     };
     let run = |args: Vec<String>| async move {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        grpcurl(&args).await
+        tests::process::grpcurl(&args).await
     };
 
     let (listed, services) = run(with_tls(&[&addr, "list"])).await;
@@ -210,7 +194,7 @@ async fn grpcurl_with_the_test_ca_lists_and_calls_the_admin_service() {
     assert!(called, "{answer}");
     assert!(answer.contains(&user.user_id), "{answer}");
 
-    let (refused, error) = grpcurl(&["-cacert", &ca, &addr, "list"]).await;
+    let (refused, error) = tests::process::grpcurl(&["-cacert", &ca, &addr, "list"]).await;
     assert!(
         !refused,
         "grpcurl without a client certificate got through: {error}"

@@ -204,21 +204,8 @@ async fn the_health_check_speaks_tls_to_its_own_server_and_nothing_else() {
 /// grpcurl (from `.local/bin`) against `addr` over TLS trusting `ca`: its exit status and
 /// output (stdout, then stderr).
 async fn grpcurl_over_tls(pki: &Pki, addr: SocketAddr, ca: &str) -> (bool, String) {
-    let mut command = std::process::Command::new(tests::emulators::tool("grpcurl"));
-    command
-        .args(["-max-time", "5", "-cacert"])
-        .arg(pki.path(ca))
-        .args([&addr.to_string(), "list"]);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("run grpcurl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let ca = pki.path(ca).display().to_string();
+    tests::process::grpcurl(&["-cacert", &ca, &addr.to_string(), "list"]).await
 }
 
 #[tokio::test]
