@@ -113,6 +113,13 @@ impl TestAuth {
         settings
     }
 
+    /// Test settings with TOTP on (a fresh key).
+    pub fn settings_with_totp() -> Settings {
+        let mut settings = Self::settings();
+        Self::turn_totp_on(&mut settings);
+        settings
+    }
+
     /// Turns TOTP on in `settings` with a fresh key (what `--totp-key-file` gives a service).
     pub fn turn_totp_on(settings: &mut Settings) {
         let key = SymmetricKey::<V4>::generate().expect("a TOTP key");

@@ -41,13 +41,6 @@ const START: i64 = 1_900_000_000 - 1_900_000_000 % 30 + 10;
 /// The message of every refused token.
 const REFUSED: &str = "invalid or expired recovery token";
 
-/// Settings with TOTP on.
-fn totp_settings() -> auth_service::config::Settings {
-    let mut settings = TestAuth::settings();
-    TestAuth::turn_totp_on(&mut settings);
-    settings
-}
-
 /// An auth-service with TOTP on and a manual clock, one registered user, and the tokens of
 /// its users table.
 struct Fixture {
@@ -61,7 +54,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
-        Self::with(totp_settings()).await
+        Self::with(TestAuth::settings_with_totp()).await
     }
 
     async fn with(settings: auth_service::config::Settings) -> Self {
@@ -241,7 +234,7 @@ async fn a_token_works_once_and_a_newer_one_replaces_it() {
 
 #[tokio::test]
 async fn thirty_racing_resets_with_one_token_let_exactly_one_win() {
-    let mut settings = totp_settings();
+    let mut settings = TestAuth::settings_with_totp();
     // Every racer must reach the write: with the lockout on, attempts in flight past its
     // threshold (or racing its row too often) are refused before any check.
     settings.lockout.threshold = 0;
@@ -639,7 +632,7 @@ struct AdminFixture {
 impl AdminFixture {
     async fn new() -> Self {
         let pki = AdminPki::new();
-        let mut settings = totp_settings();
+        let mut settings = TestAuth::settings_with_totp();
         pki.enable(&mut settings);
         let f = Fixture::with(settings).await;
         let admin = pki.admin(f.auth.admin_addr.expect("on")).await;

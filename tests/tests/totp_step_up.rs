@@ -27,13 +27,6 @@ type Client = AuthServiceClient<Channel>;
 /// Far from any real "now": only the injected clock makes codes of this time valid.
 const START: i64 = 1_900_000_000 - 1_900_000_000 % 30 + 10;
 
-/// Settings with TOTP on.
-fn totp_settings() -> auth_service::config::Settings {
-    let mut settings = TestAuth::settings();
-    TestAuth::turn_totp_on(&mut settings);
-    settings
-}
-
 /// An auth-service with TOTP on and a manual clock, and one signed-in user: the access token
 /// is all a thief would hold.
 struct Fixture {
@@ -51,8 +44,12 @@ impl Fixture {
         let at = time::OffsetDateTime::from_unix_timestamp(START).expect("a time");
         let clock = Arc::new(ManualClock::new(at));
         let endpoints = Endpoints::dynalite_only().await;
-        let auth =
-            TestAuth::spawn_with_clock(totp_settings(), endpoints, Arc::clone(&clock) as _).await;
+        let auth = TestAuth::spawn_with_clock(
+            TestAuth::settings_with_totp(),
+            endpoints,
+            Arc::clone(&clock) as _,
+        )
+        .await;
         let mut client = auth.client().await;
         let user = TestUser::register(&mut client).await;
         let access = user.login(&mut client).await.access_token;
@@ -280,7 +277,11 @@ async fn thirty_racing_enrolments_with_the_password_leave_one_pending_secret() {
 async fn an_enrolment_cut_short_by_its_deadline_lands_whole_or_not_at_all() {
     const DELAY: Duration = Duration::from_millis(150);
     let log = AuditLog::capture();
-    let fast = TestAuth::spawn_with(totp_settings(), Endpoints::dynalite_only().await).await;
+    let fast = TestAuth::spawn_with(
+        TestAuth::settings_with_totp(),
+        Endpoints::dynalite_only().await,
+    )
+    .await;
     let dynalite = Emulator::shared_dynalite().await;
     let proxy = DelayProxy::start(dynalite.addr(), DELAY).await;
     let mut settings = fast.settings.clone();
