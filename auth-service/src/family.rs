@@ -1,6 +1,6 @@
 //! Refresh-token families: what a presented refresh token means for its session (current,
 //! a retry of the previous one, proven reuse, or unknown) and the flows that act on it —
-//! start, refresh, logout, and the per-user session cap.
+//! start, refresh, logout, and the per-user session cap (`cap.rs`).
 //!
 //! The policy: the current token rotates. Within the retry grace, the token rotated out last
 //! gets the same successor again (HMAC of it and the stored nonce), so a lost response can be
@@ -29,9 +29,10 @@ use crate::{
     refresh_token::RefreshToken,
     revocations::Revocations,
     sessions::{NewSession, RevokeReason, SessionStore},
-    users::CredentialsEpochs,
+    users::{CredentialsEpochs, LoginCheck},
 };
 
+mod cap;
 mod ending;
 mod refresh;
 pub mod repair;
@@ -112,23 +113,33 @@ impl Families {
         &self.revocations
     }
 
-    /// Starts a session for `user_id` (`username`), logged in by `client`, then ends the
-    /// user's oldest sessions beyond the cap; detached from the caller.
+    /// Starts a session for `user_id` (`username`), logged in by `client`, keeps it only if
+    /// `check` still holds once it is written (else ends it: `InvalidCredentials`), then
+    /// applies the per-user session cap; detached from the caller.
     pub async fn start(
         &self,
         user_id: Uuid,
         username: &str,
         client: &ClientInfo,
+        check: LoginCheck,
     ) -> Result<Issued, AuthError> {
         let (families, username, client) = (self.clone(), username.to_owned(), client.clone());
-        detached::run(async move { families.start_here(user_id, &username, &client).await }).await
+        detached::run(async move {
+            families
+                .start_here(user_id, &username, &client, &check)
+                .await
+        })
+        .await
     }
 
+    /// The session write, then the login's check and count on the user item (one write,
+    /// `users/logins.rs`), then the cap (`cap.rs`), which usually needs no more calls.
     async fn start_here(
         &self,
         user_id: Uuid,
         username: &str,
         client: &ClientInfo,
+        check: &LoginCheck,
     ) -> Result<Issued, AuthError> {
         let token = RefreshToken::generate(user_id, Uuid::new_v4());
         let now = self.now();
@@ -144,9 +155,17 @@ impl Families {
         self.store
             .create(session, now, expires_at.unix_timestamp())
             .await?;
+        // Written before the check: a password change that lists the user's sessions after
+        // its own write either finds this one or makes the check below fail.
+        let Some(confirmed) = check.confirm().await? else {
+            self.revoke(&user_id, &session_id, RevokeReason::PasswordChanged, now)
+                .await?;
+            tracing::info!(%user_id, %session_id, "the password changed (or the account was disabled or deleted) during a login: its session ended");
+            return Err(AuthError::InvalidCredentials);
+        };
         tracing::info!(%user_id, %session_id, "session started");
-        // The session exists; if the cap cannot be applied now, the next login applies it.
-        if let Err(error) = self.enforce_cap(&user_id, now).await {
+        // The session exists; if the cap cannot be applied now, a later login applies it.
+        if let Err(error) = self.apply_cap(check, &confirmed, now).await {
             tracing::warn!(%user_id, %error, "session cap not applied");
         }
         Ok(Issued { token, expires_at })

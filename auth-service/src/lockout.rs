@@ -1,6 +1,7 @@
 //! Brute-force lockout per username, kept in DynamoDB so it holds across replicas. Every
 //! attempt (login, or the old password of a password change) reserves its place by counting
-//! itself *before* any password work, with a write conditional on the state it read; only a
+//! itself *before* any password work, with a write conditional on the state it read (or, for
+//! an attempt that cannot start a lock, on bounds that make reading unnecessary); only a
 //! complete success resets the count. So however many attempts race, at most `threshold`
 //! passwords are checked before the name locks, and while it is locked none is.
 //!
@@ -29,9 +30,9 @@ mod rules;
 mod settings;
 mod table;
 
-pub use rules::{Decision, Rules, State};
+pub use rules::{Clear, Decision, Rules, State};
 pub use settings::LockoutSettings;
-pub use table::{AttemptsTable, key_of};
+pub use table::{AttemptsTable, Quick, key_of};
 
 /// Writes one attempt tries when other attempts for the same name keep writing first. Each
 /// lost race means another attempt was counted, so the name locks long before this runs out.
@@ -116,13 +117,22 @@ impl Lockout {
     /// Counts an attempt for `username` (folded, as the client typed it, whether or not such a
     /// user exists) by `client`, before its password is checked; `AuthError::Locked` while
     /// locked. The attempt stays counted as a failure unless [`Attempt::succeeded`] is called.
+    /// One write when the attempt can start no lock; otherwise a read and a conditional write,
+    /// again after each lost race.
     pub async fn begin(&self, username: &str, client: &ClientInfo) -> Result<Attempt, AuthError> {
         let Some(inner) = &self.inner else {
             return Ok(Attempt { counted: None });
         };
         let key = key_of(username);
+        let mut returned = match inner.count_clear(&key).await? {
+            Quick::Counted => return Ok(inner.attempt(key, None, username, client)),
+            Quick::Declined(returned) => returned,
+        };
         for _ in 0..MAX_RACES {
-            let stored = inner.table.get(&key).await?;
+            let stored = match returned.take() {
+                Some(stored) => Some(stored),
+                None => inner.table.get(&key).await?,
+            };
             let now = unix_millis(inner.clock.now());
             let state = match inner.rules.decide(stored.as_ref().map(|s| &s.state), now) {
                 Decision::Refuse(retry_after) => {
@@ -138,15 +148,7 @@ impl Lockout {
                 let locks = state.locked_until_ms.map(|until| {
                     Duration::from_millis(u64::try_from(until - now).unwrap_or_default())
                 });
-                return Ok(Attempt {
-                    counted: Some(Counted {
-                        lockout: Arc::clone(inner),
-                        key,
-                        locks,
-                        username_hash: inner.audit_key.username_hash(username),
-                        client: client.clone(),
-                    }),
-                });
+                return Ok(inner.attempt(key, locks, username, client));
             }
         }
         tracing::info!("attempts for one username kept racing: refused as locked");
@@ -154,6 +156,44 @@ impl Lockout {
         Err(AuthError::Locked {
             retry_after: inner.rules.first_lock,
         })
+    }
+}
+
+impl Inner {
+    /// Counts an attempt under `key` in one write if it cannot start a lock ([`Rules::clear`]).
+    async fn count_clear(&self, key: &str) -> Result<Quick, AuthError> {
+        let now = unix_millis(self.clock.now());
+        let Some(clear) = self.rules.clear(now) else {
+            return Ok(Quick::Declined(None));
+        };
+        // The state it writes, but for the count, which the write adds to the stored one.
+        let counted = State {
+            count: 1,
+            last_at_ms: now,
+            locked_until_ms: None,
+        };
+        let ttl = self.rules.expires_at_secs(&counted);
+        let rev = Uuid::new_v4().to_string();
+        self.table.count_clear(key, now, clear, &rev, ttl).await
+    }
+
+    /// The attempt counted under `key` for `username` by `client`, which started `locks`.
+    fn attempt(
+        self: &Arc<Self>,
+        key: String,
+        locks: Option<Duration>,
+        username: &str,
+        client: &ClientInfo,
+    ) -> Attempt {
+        Attempt {
+            counted: Some(Counted {
+                lockout: Arc::clone(self),
+                key,
+                locks,
+                username_hash: self.audit_key.username_hash(username),
+                client: client.clone(),
+            }),
+        }
     }
 }
 

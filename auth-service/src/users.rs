@@ -14,17 +14,20 @@
 //! The TOTP attributes are described in `users/totp.rs`; the credentials epoch (absent: 0;
 //! part of the credential cache's key) in `users/epoch.rs`; the deletion record and the
 //! sparse index `deletions` in `users/deletion.rs`; the outstanding recovery token in
-//! `users/recovery_token.rs`.
+//! `users/recovery_token.rs`; the count of logins and the session cap's record, which a login
+//! writes once its session is started, in `users/logins.rs`.
 
 mod deletion;
 mod directory;
 mod epoch;
+mod logins;
 mod recovery_token;
 mod totp;
 
 pub use deletion::{DeletionRecord, Lease};
 pub use directory::BY_ID;
 pub use epoch::{CredentialsEpochs, EpochOwner};
+pub use logins::{CapRecord, Confirmed, LoginCheck};
 pub use recovery_token::{FactorAtReset, Redemption, StoredRecovery};
 pub use totp::{Proof, StoredTotp};
 
@@ -42,8 +45,8 @@ pub struct User {
     pub user_id: String,
     /// The argon2id PHC string.
     pub password_hash: String,
-    /// Password changes so far. A login compares it before and after starting its session,
-    /// to drop a session started with a password changed meanwhile; rehashing leaves it alone.
+    /// Password changes so far. A login's session is kept only if it is still the same once
+    /// the session is written (`users/logins.rs`); rehashing leaves it alone.
     pub password_version: u64,
     /// The second factor, if the user enrolled one.
     pub totp: StoredTotp,
@@ -89,7 +92,7 @@ impl UserStore {
         password_hash: &str,
         now: i64,
     ) -> Result<(), AuthError> {
-        let result = self
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -98,9 +101,11 @@ impl UserStore {
             .item("password_hash", AttributeValue::S(password_hash.to_owned()))
             .item("created_at", AttributeValue::N(now.to_string()))
             .item("updated_at", AttributeValue::N(now.to_string()))
-            .condition_expression("attribute_not_exists(username)")
-            .send()
-            .await;
+            .condition_expression("attribute_not_exists(username)");
+        for (name, value) in logins::fresh() {
+            put = put.item(name, value);
+        }
+        let result = put.send().await;
         match result {
             Ok(_) => Ok(()),
             Err(error)

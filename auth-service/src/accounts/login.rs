@@ -1,5 +1,14 @@
 //! Login: the password (and, when the account has one, the second factor) checked under the
 //! username's lockout, then a session started, unless the password changed meanwhile.
+//!
+//! An honest login below the session cap makes five DynamoDB calls: the lockout's count (one
+//! conditional UpdateItem), the user read, the session write, the user item's check and count
+//! (`users/logins.rs`, which also tells the cap it need not look: `family/cap.rs`), and the
+//! lockout's reset, sent beside the session's writes. Four would need two of them merged, and
+//! each is on a different item or must come at a different moment: the count before the
+//! password work, the reset only after it succeeded (and the lockout's storage is its own
+//! table), the user read before the work, the session written after it, and the check after
+//! the session is written (else a password change could miss the session).
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
@@ -69,12 +78,17 @@ impl Accounts {
             audit(event, Outcome::Failed).user(&user.user_id).log();
             return Err(error);
         }
-        counted.succeeded().await;
-        if verified.needs_rehash {
-            self.rehash(&username, &user.password_hash, password).await;
-        }
-        self.start_login_session(&user, &username, &client, audit)
-            .await
+        // A complete success: the count is reset whatever happens to the session, so the
+        // reset need not wait for it.
+        let start = async {
+            if verified.needs_rehash {
+                self.rehash(&username, &user.password_hash, password).await;
+            }
+            self.start_login_session(&user, &username, &client, audit)
+                .await
+        };
+        let ((), started) = tokio::join!(counted.succeeded(), start);
+        started
     }
 
     /// The account `typed` names, if any, and whether `password` is its password. A
@@ -98,7 +112,8 @@ impl Accounts {
     }
 
     /// Starts the session of a checked login, and keeps it only if the password was not
-    /// changed meanwhile; audited with `audit`.
+    /// changed meanwhile (nor the account disabled or marked for deletion); audited with
+    /// `audit`.
     async fn start_login_session<'a>(
         &self,
         user: &'a User,
@@ -106,16 +121,17 @@ impl Accounts {
         client: &ClientInfo,
         audit: impl Fn(Event, Outcome) -> Record<'a>,
     ) -> Result<SessionTokens, AuthError> {
-        let tokens = self.start_session(&user.user_id, username, client).await?;
-        if let Err(error) = self
-            .ensure_password_unchanged(username, user, &tokens.session_id)
-            .await
-        {
-            audit(Event::Login, Outcome::Failed)
-                .user(&user.user_id)
-                .log();
-            return Err(error);
-        }
+        let tokens = match self.start_session(user, username, client).await {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                if matches!(error, AuthError::InvalidCredentials) {
+                    audit(Event::Login, Outcome::Failed)
+                        .user(&user.user_id)
+                        .log();
+                }
+                return Err(error);
+            }
+        };
         audit(Event::Login, Outcome::Succeeded)
             .user(&user.user_id)
             .session(&tokens.session_id)
@@ -149,13 +165,18 @@ impl Accounts {
 
     async fn start_session(
         &self,
-        user_id: &str,
+        user: &User,
         username: &str,
         client: &ClientInfo,
     ) -> Result<SessionTokens, AuthError> {
+        let user_id = &user.user_id;
         let user_uuid = Uuid::parse_str(user_id)
             .with_context(|| format!("stored user id {user_id:?} is not a UUID"))?;
-        let issued = self.families.start(user_uuid, username, client).await?;
+        let check = self.users.login_check(user);
+        let issued = self
+            .families
+            .start(user_uuid, username, client, check)
+            .await?;
         self.session_tokens(issued)
     }
 }

@@ -1,7 +1,8 @@
 //! ChangePassword: the caller proves the old password (counted by the lockout like a login),
 //! the new one passes every rule, its hash replaces the old one only if that is still the
-//! stored one, and every other session of the user ends. And the login side of it: a login
-//! that checked the old password while a change ran keeps no session.
+//! stored one, and every other session of the user ends. A login that checked the old password
+//! while a change ran keeps no session: its check on the user item, once its session is
+//! written, finds the new `password_version` (`users/logins.rs`).
 
 use common::{detached, status::Violation, tokens::Principal};
 use secrecy::{ExposeSecret, SecretString};
@@ -11,8 +12,7 @@ use crate::{
     audit::{Event, Outcome, Record},
     end_user::ClientInfo,
     error::AuthError,
-    sessions::RevokeReason,
-    users::{EpochOwner, User},
+    users::EpochOwner,
     validation,
     validation::PasswordRules,
 };
@@ -109,37 +109,6 @@ impl Accounts {
             .end_others(&principal.user_id, &principal.session_id);
         let ended = self.families.epochs().around(owner, ending).await?;
         Ok(u32::try_from(ended).unwrap_or(u32::MAX))
-    }
-
-    /// Fails (and ends `session_id`) when the password of `user`, as read before its check,
-    /// has been changed since, or the account is being deleted. A change ends the sessions it can list; a login that checked
-    /// the old password while the change ran may start its session after that listing, and
-    /// this, run after the session is started, catches it. Detached from its read on.
-    pub(super) async fn ensure_password_unchanged(
-        &self,
-        username: &str,
-        user: &User,
-        session_id: &str,
-    ) -> Result<(), AuthError> {
-        let (users, families) = (self.users.clone(), self.families.clone());
-        let (username, user, session_id) =
-            (username.to_owned(), user.clone(), session_id.to_owned());
-        detached::run(async move {
-            let current = users.find(&username).await?;
-            // A deletion requested or a disabling meanwhile is a change too: the account must
-            // not be used.
-            if current.is_some_and(|now| {
-                now.password_version == user.password_version && now.usable()
-            }) {
-                return Ok(());
-            }
-            families
-                .end(&user.user_id, &session_id, RevokeReason::PasswordChanged)
-                .await?;
-            tracing::info!(user_id = %user.user_id, "the password changed during a login: its session ended");
-            Err(AuthError::InvalidCredentials)
-        })
-        .await
     }
 }
 

@@ -46,34 +46,9 @@ impl Families {
         ended
     }
 
-    /// Ends the oldest live sessions beyond the cap (by creation time, then session id). Every
-    /// login lists after creating its own session, and all order alike, so concurrent logins
-    /// converge on the newest `max_per_user`.
-    pub(super) async fn enforce_cap(
-        &self,
-        user_id: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), AuthError> {
-        let mut live = self.live_sessions(user_id, now).await?;
-        if live.len() <= self.policy.max_per_user {
-            return Ok(());
-        }
-        live.sort_unstable_by(|a, b| b.cmp(a));
-        let beyond: Vec<String> = live
-            .split_off(self.policy.max_per_user)
-            .into_iter()
-            .map(|session| session.session_id)
-            .collect();
-        let ended = self
-            .revoke_all(user_id, beyond, RevokeReason::SessionLimit, now)
-            .await?;
-        tracing::info!(%user_id, sessions_ended = ended, "session cap reached: oldest ended");
-        Ok(())
-    }
-
     /// The user's sessions live in the table (neither marked ended nor expired at `now`) and
     /// absent from the revocation log, in no order.
-    async fn live_sessions(
+    pub(super) async fn live_sessions(
         &self,
         user_id: &str,
         now: OffsetDateTime,
@@ -143,7 +118,7 @@ impl Families {
         .await
     }
 
-    async fn revoke_all(
+    pub(super) async fn revoke_all(
         &self,
         user_id: &str,
         session_ids: Vec<String>,

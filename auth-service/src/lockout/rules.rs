@@ -29,6 +29,18 @@ pub struct State {
     pub locked_until_ms: Option<i64>,
 }
 
+/// When an attempt can be counted without reading first: the stored state, if any, is
+/// unlocked, still counting, and below `below`, so [`Rules::decide`] would count it as one
+/// more failure that starts no lock. The table checks these bounds in its conditional write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clear {
+    /// The stored count must be below this (threshold − 1: the attempt cannot lock).
+    pub below: u32,
+    /// The last attempt must be later than this (Unix ms: now − the quiet period), so the
+    /// count still counts and does not start again.
+    pub counting_after_ms: i64,
+}
+
 /// What to do with an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -67,6 +79,15 @@ impl Rules {
             count,
             last_at_ms: now_ms,
             locked_until_ms,
+        })
+    }
+
+    /// The bounds under which an attempt at `now_ms` is counted in one write (see [`Clear`]);
+    /// `None` when every attempt may lock (a threshold of 1) and so needs a decision.
+    pub fn clear(&self, now_ms: i64) -> Option<Clear> {
+        (self.threshold >= 2).then(|| Clear {
+            below: self.threshold - 1,
+            counting_after_ms: now_ms.saturating_sub(duration_millis(self.quiet)),
         })
     }
 
@@ -172,6 +193,22 @@ mod tests {
     }
 
     #[test]
+    fn a_threshold_of_one_has_no_clear_bounds() {
+        let rules = Rules {
+            threshold: 1,
+            ..RULES
+        };
+        assert_eq!(rules.clear(T0), None);
+        assert_eq!(
+            RULES.clear(T0),
+            Some(Clear {
+                below: 4,
+                counting_after_ms: T0 - 3_600_000
+            })
+        );
+    }
+
+    #[test]
     fn a_lock_longer_than_the_quiet_period_runs_its_course() {
         let rules = Rules {
             max_lock: Duration::from_secs(7200),
@@ -196,6 +233,34 @@ mod tests {
     }
 
     proptest! {
+        /// What the one-write count stores (the count plus one, `last_at` now, no lock, the
+        /// quiet period's end as TTL) is what `decide` would, for every state the bounds let
+        /// through, and none of those states is locked.
+        #[test]
+        fn the_clear_bounds_count_exactly_as_decide_does(
+            threshold in 2_u32..20, count in 0_u32..40, last in -4_000_000_i64..10,
+            locked in proptest::option::of(0_i64..2_000_000), now in 0_i64..10,
+        ) {
+            let rules = Rules { threshold, ..RULES };
+            let now = T0 + now;
+            let bounds = rules.clear(now).unwrap();
+            let stored = State { count, last_at_ms: T0 + last, locked_until_ms: locked.map(|l| T0 + l) };
+            let passes = |state: &State| state.locked_until_ms.is_none()
+                && state.count < bounds.below
+                && state.last_at_ms > bounds.counting_after_ms;
+            for (stored, counted) in [(None, 1), (Some(stored), count + 1)] {
+                if stored.as_ref().is_some_and(|state| !passes(state)) {
+                    continue;
+                }
+                let expected = State { count: counted, last_at_ms: now, locked_until_ms: None };
+                prop_assert_eq!(rules.decide(stored.as_ref(), now), Decision::Count(expected));
+                prop_assert_eq!(
+                    rules.expires_at_secs(&expected),
+                    (now + duration_millis(rules.quiet) + 999).div_euclid(1000)
+                );
+            }
+        }
+
         #[test]
         fn a_refusal_never_outlasts_the_cap(count in 0_u32..200, last in -10_i64..10, now in 0_i64..2_000_000) {
             let stored = State {

@@ -11,16 +11,25 @@
 //! | `rev`             | S    | random per write: the condition of the next one            |
 //! | `ttl`             | N    | Unix seconds, for DynamoDB TTL: the end of the quiet period |
 //!
+//! An attempt that can start no lock (the usual one: nothing stored, or a few failures still
+//! counting) is counted in one conditional UpdateItem whose condition is [`Clear`]'s bounds,
+//! and it writes a new `rev` like any write, so a reader that saw the item before it fails its
+//! own condition. Any other attempt reads, decides, and writes conditionally on the `rev`
+//! read; DynamoDB hands back the item that failed the one-write condition
+//! (`ReturnValuesOnConditionCheckFailure`), which saves that read (dynalite does not).
+//!
 //! The key is a hash so that what a client types (of any length, or a password typed into the
 //! username field) is neither stored nor able to make the item large.
 
 use std::fmt::Write;
 
-use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::{
+    Client, operation::update_item::UpdateItemError, types::ReturnValuesOnConditionCheckFailure,
+};
 use common::dynamo::attrs::{self, Item, number, string};
 use sha2::{Digest, Sha256};
 
-use super::rules::State;
+use super::rules::{Clear, State};
 use crate::error::{AuthError, conditional};
 
 const KEY: &str = "username_hash";
@@ -32,6 +41,16 @@ pub struct Stored {
     pub state: State,
     /// The condition of the next write.
     pub rev: String,
+}
+
+/// What the one-write count did.
+#[derive(Debug)]
+pub enum Quick {
+    /// The attempt is counted.
+    Counted,
+    /// Not counted: the stored state is beyond the bounds. `Some`: the item as it was
+    /// (DynamoDB returns it); `None`: not returned, to be read.
+    Declined(Option<Stored>),
 }
 
 /// Reads and writes the login-attempts table.
@@ -109,6 +128,53 @@ impl AttemptsTable {
                 .expression_attribute_values(":read", string(read)),
         };
         conditional("count login attempt", request.send().await)
+    }
+
+    /// Counts one attempt at `now_ms` under `key` in one write, with the new revision `rev`
+    /// and `ttl`, if nothing is stored or the stored state is within `clear`.
+    pub async fn count_clear(
+        &self,
+        key: &str,
+        now_ms: i64,
+        clear: Clear,
+        rev: &str,
+        ttl: i64,
+    ) -> Result<Quick, AuthError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, string(key))
+            .update_expression("ADD #count :one SET #last = :now, #rev = :rev, #ttl = :ttl")
+            .condition_expression(
+                "attribute_not_exists(#key) OR (attribute_not_exists(#locked) \
+                 AND #count < :below AND #last > :after)",
+            )
+            .expression_attribute_names("#key", KEY)
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#last", "last_at")
+            .expression_attribute_names("#rev", "rev")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_names("#locked", "locked_until")
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":now", number(now_ms))
+            .expression_attribute_values(":rev", string(rev))
+            .expression_attribute_values(":ttl", number(ttl))
+            .expression_attribute_values(":below", number(clear.below))
+            .expression_attribute_values(":after", number(clear.counting_after_ms))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let error = match result {
+            Ok(_) => return Ok(Quick::Counted),
+            Err(error) => error,
+        };
+        match error.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                failed.item().map(parse).transpose().map(Quick::Declined)
+            }
+            _ => Err(AuthError::aws("count login attempt", error)),
+        }
     }
 
     /// Forgets the attempts under `key` (a success).
