@@ -54,17 +54,8 @@ impl Families {
             let now = self.now();
             let session = match self.rotate(presented, presented_hash, from, now).await? {
                 Attempt::Rotated(issued) => return Ok(issued),
-                Attempt::Refused(Some(session)) => session,
-                // A backend that does not return the item with a refusal: read it.
-                Attempt::Refused(None) => self
-                    .store
-                    .get(&user_id, &session_id)
-                    .await?
-                    .ok_or(AuthError::InvalidRefreshToken)?,
+                Attempt::Refused(found) => self.refused_session(presented, found).await?,
             };
-            if !self.is_live(&user_id, &session_id, &session) {
-                return Err(AuthError::InvalidRefreshToken);
-            }
             match standing(&session, &presented_hash, now, self.policy.retry_grace) {
                 // Still current, so the generation was wrong: a token of an earlier release
                 // (see `refresh_token`). Rotate from the one stored.
@@ -90,6 +81,23 @@ impl Families {
         Err(AuthError::Unavailable(format!(
             "refresh of session {session_id} kept losing races"
         )))
+    }
+
+    /// The session as a refused rotation `found` it, or as read where the backend returned
+    /// nothing with the refusal; only if it is live (see [`Self::is_live`]).
+    async fn refused_session(
+        &self,
+        presented: &RefreshToken,
+        found: Option<Session>,
+    ) -> Result<Session, AuthError> {
+        let (user_id, session_id) = ids(presented);
+        let session = match found {
+            Some(session) => Some(session),
+            None => self.store.get(&user_id, &session_id).await?,
+        };
+        session
+            .filter(|session| self.is_live(&user_id, &session_id, session))
+            .ok_or(AuthError::InvalidRefreshToken)
     }
 
     /// Rotates the session from `presented` (hash `from_hash`), taken to be current at
