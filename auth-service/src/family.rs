@@ -38,8 +38,9 @@ pub mod repair;
 mod standing;
 pub use standing::{Standing, standing};
 
-/// Reads of a session one refresh makes at most. A lost race needs two: the rotation fails
-/// only because another one landed, and the second read finds the token as the previous one.
+/// Rotation writes one refresh makes at most. An honest rotation takes one; a token of an
+/// earlier release two (its generation reads wrong: the refusal tells the stored one); a lost
+/// race ends at the refusal, which finds the token as the previous one.
 const REFRESH_ATTEMPTS: usize = 3;
 
 /// How sessions behave; from the settings.

@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use common::metrics::{Counter, LabeledCounter};
 use prometheus_client::{metrics::gauge::Gauge as PromGauge, registry::Registry};
 
+mod dynamodb_calls;
+pub use dynamodb_calls::{DYNAMODB_OPERATIONS, counted};
+
 /// What a session repair can come to (`revocations::repair`), the label values of
 /// `dynagate_session_repairs_total`.
 pub const SESSION_REPAIR_OUTCOMES: &[&str] = &["marked", "already_ended", "failed", "dropped"];
@@ -46,6 +49,9 @@ pub struct Metrics {
     /// Reloads of the signing keys file (SIGHUP, or its content changed), by outcome:
     /// `applied` (its keys are the ring now), `refused` (it did not parse; the ring is kept).
     pub signing_key_reloads: LabeledCounter,
+    /// DynamoDB operations sent, by operation ([`DYNAMODB_OPERATIONS`]; the SDK's retries of
+    /// one operation not counted again): what a Login or a Refresh costs in round trips.
+    pub dynamodb_calls: LabeledCounter,
 }
 
 impl Default for Metrics {
@@ -65,6 +71,7 @@ impl Default for Metrics {
             token_failures_throttled: Counter::default(),
             session_repairs: LabeledCounter::new("outcome", SESSION_REPAIR_OUTCOMES),
             signing_key_reloads: LabeledCounter::new("outcome", &["applied", "refused"]),
+            dynamodb_calls: LabeledCounter::new("operation", DYNAMODB_OPERATIONS),
         }
     }
 }
@@ -93,6 +100,11 @@ impl Metrics {
             registry,
             "signing_key_reloads",
             "Reloads of the signing keys file, by outcome: applied, or refused (the file did not parse)",
+        );
+        self.dynamodb_calls.register(
+            registry,
+            "dynamodb_calls",
+            "DynamoDB operations sent, by operation (the SDK's retries of one not counted again)",
         );
         self.hash_jobs_running.register(
             registry,

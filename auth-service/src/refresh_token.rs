@@ -1,5 +1,13 @@
 //! Refresh tokens: the opaque `dgr1_` strings that name a session and carry a 256-bit secret,
 //! and how each rotation derives the next secret from the one presented.
+//!
+//! The secret's last 4 bytes are the token's generation (the session's rotations when it was
+//! issued), so a rotation can be written without reading the session first: the write is
+//! conditioned on exactly that generation and the secret's hash. The other 224 bits are
+//! random (at login) or an HMAC output (at each rotation); the stored hash covers all 256, so
+//! the generation cannot be changed without making the token unknown. Tokens of earlier
+//! releases have random bytes there: their generation reads wrong, their first rotation's
+//! condition fails, and the session as it stands tells the right one (one more write, once).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
@@ -10,6 +18,8 @@ use uuid::Uuid;
 /// Prefix that makes refresh tokens recognisable to secret scanners and humans.
 const REFRESH_PREFIX: &str = "dgr1_";
 const SECRET_LEN: usize = 32;
+/// The secret's bytes before the generation.
+const DERIVED_LEN: usize = SECRET_LEN - 4;
 const RAW_LEN: usize = 16 + 16 + SECRET_LEN;
 /// base64url without padding of `RAW_LEN` bytes.
 const ENCODED_LEN: usize = 86;
@@ -50,13 +60,27 @@ pub struct RefreshToken {
 }
 
 impl RefreshToken {
-    /// A new token for a session, with a fresh random secret.
+    /// A new session's first token (generation 0), with a fresh random secret.
     pub fn generate(user_id: Uuid, session_id: Uuid) -> Self {
+        let random: [u8; DERIVED_LEN] = rand::random();
+        Self::with_secret(user_id, session_id, with_generation(&random, 0))
+    }
+
+    fn with_secret(user_id: Uuid, session_id: Uuid, secret: [u8; SECRET_LEN]) -> Self {
         Self {
             user_id,
             session_id,
-            secret: SecretBox::new(Box::new(rand::random())),
+            secret: SecretBox::new(Box::new(secret)),
         }
+    }
+
+    /// The generation this token says it was issued at: the session's rotations then, for a
+    /// token of this release (modulo 2³²); arbitrary for one of an earlier release. Only a
+    /// guess until the stored hash confirms it.
+    pub fn generation(&self) -> u64 {
+        let mut tail = [0u8; 4];
+        tail.copy_from_slice(&self.secret.expose_secret()[DERIVED_LEN..]);
+        u64::from(u32::from_be_bytes(tail))
     }
 
     /// The SHA-256 of the secret: the only form ever stored. The secret has 256 bits of
@@ -65,21 +89,33 @@ impl RefreshToken {
         Sha256::digest(self.secret.expose_secret()).into()
     }
 
-    /// The token that replaces this one at rotation number `generation`:
-    /// HMAC-SHA256(key = this secret, nonce ‖ generation). Deterministic, so every concurrent
-    /// refresh with this token derives the one successor the winning rotation stored; keyed by
-    /// this secret, so the stored hashes and nonce alone cannot mint it.
+    /// The token that replaces this one at rotation number `generation`: the first 28 bytes of
+    /// HMAC-SHA256(key = this secret, nonce ‖ generation), then `generation`. Deterministic, so
+    /// every concurrent refresh with this token derives the one successor the winning rotation
+    /// stored; keyed by this secret, so the stored hashes and nonce alone cannot mint it.
     pub fn successor(&self, nonce: &RotationNonce, generation: u64) -> anyhow::Result<Self> {
+        let mac = self.mac(nonce, generation)?;
+        let secret = with_generation(&mac[..DERIVED_LEN], generation);
+        Ok(Self::with_secret(self.user_id, self.session_id, secret))
+    }
+
+    /// The successor as earlier releases derived it (the whole HMAC, no generation): what a
+    /// rotation written by one of them made, for a retry within the grace after an upgrade.
+    pub fn earlier_successor(
+        &self,
+        nonce: &RotationNonce,
+        generation: u64,
+    ) -> anyhow::Result<Self> {
+        let secret = self.mac(nonce, generation)?;
+        Ok(Self::with_secret(self.user_id, self.session_id, secret))
+    }
+
+    fn mac(&self, nonce: &RotationNonce, generation: u64) -> anyhow::Result<[u8; SECRET_LEN]> {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret())
             .map_err(|e| anyhow::anyhow!("HMAC refused a {SECRET_LEN}-byte key: {e}"))?;
         mac.update(nonce.as_bytes());
         mac.update(&generation.to_be_bytes());
-        let secret: [u8; SECRET_LEN] = mac.finalize().into_bytes().into();
-        Ok(Self {
-            user_id: self.user_id,
-            session_id: self.session_id,
-            secret: SecretBox::new(Box::new(secret)),
-        })
+        Ok(mac.finalize().into_bytes().into())
     }
 
     /// The string handed to the client.
@@ -108,6 +144,16 @@ impl RefreshToken {
             secret: SecretBox::new(Box::new(secret)),
         })
     }
+}
+
+/// `derived` (the first [`DERIVED_LEN`] bytes) followed by `generation`'s low 32 bits.
+fn with_generation(derived: &[u8], generation: u64) -> [u8; SECRET_LEN] {
+    let mut secret = [0u8; SECRET_LEN];
+    secret[..DERIVED_LEN].copy_from_slice(&derived[..DERIVED_LEN]);
+    // Modulo 2³²: a session past four billion rotations only loses the one-write rotation.
+    let low = (generation & u64::from(u32::MAX)) as u32;
+    secret[DERIVED_LEN..].copy_from_slice(&low.to_be_bytes());
+    secret
 }
 
 #[cfg(test)]
@@ -155,6 +201,24 @@ mod tests {
             assert_ne!(different.secret_hash(), successor.secret_hash());
         }
         assert_ne!(successor.secret_hash(), token.secret_hash());
+    }
+
+    #[test]
+    fn tokens_carry_their_generation() {
+        let token = RefreshToken::generate(Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(token.generation(), 0);
+        let nonce = RotationNonce::random();
+        let next = token.successor(&nonce, 1).unwrap();
+        assert_eq!((next.generation(), round_trip(&next).generation()), (1, 1));
+        let far = next.successor(&nonce, 7_000_000_000).unwrap();
+        assert_eq!(far.generation(), 7_000_000_000 % (1 << 32), "modulo 2³²");
+        // An earlier release's successor: the whole HMAC, related to the new one only by it.
+        let earlier = token.earlier_successor(&nonce, 1).unwrap();
+        assert_ne!(earlier.secret_hash(), next.secret_hash());
+        assert_eq!(
+            earlier.secret.expose_secret()[..DERIVED_LEN],
+            next.secret.expose_secret()[..DERIVED_LEN]
+        );
     }
 
     #[test]

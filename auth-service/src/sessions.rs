@@ -8,7 +8,8 @@
 //! | `token_hash`     | B    | SHA-256 of the current refresh token's secret                 |
 //! | `previous_hash`  | B    | SHA-256 of the secret rotated out last (from the 1st rotation) |
 //! | `nonce`          | B    | 32 random bytes drawn by the last rotation (from the 1st)     |
-//! | `retired`        | L    | of B: SHA-256 of older secrets, oldest first, at most 32      |
+//! | `r0` … `r32`     | B    | the ring: SHA-256 of the secret of generation n once rotated out, in `r{n mod 33}` (the previous one and the 32 before it) |
+//! | `retired`        | L    | of B: older secrets' hashes as earlier releases kept them (at most 32; no longer written) |
 //! | `generation`     | N    | rotations so far                                              |
 //! | `created_at`     | N    | Unix milliseconds                                             |
 //! | `rotated_at`     | N    | Unix milliseconds of the last rotation (`created_at` before)  |
@@ -28,14 +29,21 @@
 //! `client_addr` and `user_agent` are what the caller claimed (and the trusted-proxy rule
 //! allowed), shown back to the user by ListSessions; sessions started before they were recorded
 //! lack them and list them as empty.
-//! No secret is stored: the current secret is HMAC(previous secret, nonce ‖ generation), which
-//! only the holder of the previous token can compute.
+//! No secret is stored: the current secret is HMAC(previous secret, nonce ‖ generation) (and
+//! the generation), which only the holder of the previous token can compute.
+//!
+//! A rotation is one conditional UpdateItem and reads nothing first: the presented token
+//! carries its generation, so the write knows which ring slot the rotated-out hash takes
+//! (overwriting the one 33 rotations older) and is conditioned on exactly that hash and
+//! generation. When it is refused, the item as it was comes back with the refusal
+//! (`ReturnValuesOnConditionCheckFailure`), which tells a retry within the grace from reuse.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, BillingMode, KeyType},
+    operation::update_item::UpdateItemError,
+    types::{AttributeValue, BillingMode, KeyType, ReturnValuesOnConditionCheckFailure},
 };
 use common::dynamo::{
     attrs::{blob, number, string},
@@ -53,7 +61,9 @@ mod listing;
 mod record;
 use common::clock::unix_millis;
 use record::parse_session;
-pub use record::{ListedSession, LiveSession, RETIRED_KEPT, RevokeReason, Rotation, Session};
+pub use record::{
+    ListedSession, LiveSession, RETIRED_KEPT, RING_SLOTS, RevokeReason, Rotation, Session,
+};
 
 /// A session about to start.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +78,15 @@ pub struct NewSession<'a> {
     pub token_hash: &'a SecretHash,
     /// Who logged in: the address and user agent recorded.
     pub client: &'a ClientInfo,
+}
+
+/// What became of a rotation.
+#[derive(Debug)]
+pub enum Rotated {
+    /// Written: the successor is the session's current token.
+    Done,
+    /// Its condition failed; the session as the refusal found it, when the backend said.
+    Refused(Option<Session>),
 }
 
 /// Seconds kept after expiry before DynamoDB TTL may delete an item, so a late reuse of an
@@ -142,40 +161,55 @@ impl SessionStore {
         output.item.map(|item| parse_session(&item)).transpose()
     }
 
-    /// Writes `rotation` if the session is still at its starting point and not revoked.
-    /// Returns false when another refresh (or a revocation) got there first.
+    /// Writes `rotation` in one conditional UpdateItem: the session must still be at its
+    /// starting point (hash and generation), not ended and not expired. The hash rotated out
+    /// becomes the previous one and takes its slot in the ring of retired hashes, so nothing
+    /// needs reading first. Refused, the session as the refusal found it comes back when the
+    /// backend returns it (DynamoDB does, with `ReturnValuesOnConditionCheckFailure`; dynalite
+    /// does not), so the caller can tell a retry from reuse without another read.
     pub async fn rotate(
         &self,
         user_id: &str,
         session_id: &str,
         rotation: &Rotation,
-    ) -> Result<bool, AuthError> {
-        let retired = rotation.retired.iter().map(|hash| blob(hash)).collect();
+    ) -> Result<Rotated, AuthError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.key(user_id, session_id)))
             .update_expression(
-                "SET token_hash = :new, previous_hash = :old, nonce = :nonce, retired = :retired, \
+                "SET token_hash = :new, previous_hash = :old, nonce = :nonce, #slot = :old, \
                  generation = :next, rotated_at = :at, expires_at = :exp, #ttl = :ttl",
             )
             .condition_expression(
-                "token_hash = :old AND generation = :from AND attribute_not_exists(revoked_at)",
+                "token_hash = :old AND generation = :from AND attribute_not_exists(revoked_at) \
+                 AND expires_at > :now",
             )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_names("#slot", record::ring_slot(rotation.from_generation))
             .expression_attribute_values(":new", blob(&rotation.to_hash))
             .expression_attribute_values(":old", blob(&rotation.from_hash))
             .expression_attribute_values(":nonce", blob(rotation.nonce.as_bytes()))
-            .expression_attribute_values(":retired", AttributeValue::L(retired))
             .expression_attribute_values(":from", number(rotation.from_generation))
             .expression_attribute_values(":next", number(rotation.from_generation + 1))
             .expression_attribute_values(":at", number(rotation.at_ms))
+            .expression_attribute_values(":now", number(rotation.at_ms.div_euclid(1000)))
             .expression_attribute_values(":exp", number(rotation.expires_at))
             .expression_attribute_values(":ttl", number(rotation.expires_at + TTL_GRACE_SECS))
             .send()
             .await;
-        conditional("rotate session", result)
+        match result {
+            Ok(_) => Ok(Rotated::Done),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(refusal)) => {
+                    let found = refusal.item().map(parse_session).transpose()?;
+                    Ok(Rotated::Refused(found))
+                }
+                _ => Err(AuthError::aws("rotate session", error)),
+            },
+        }
     }
 
     /// Ends a session, letting DynamoDB TTL remove it at `delete_after` (Unix seconds) so

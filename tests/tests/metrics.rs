@@ -167,6 +167,17 @@ async fn both_endpoints_count_a_real_flow() {
         value(&auth, "dynagate_password_verifications_total"),
         metrics.password_verifications.get() as f64
     );
+    // Every DynamoDB operation the auth-service sent, by operation: Register's conditional
+    // write of the user, Login's read of it. The revocation feed keeps polling meanwhile, so
+    // the in-process count read after the scrape is at least what it said.
+    assert!(value(&auth, &labeled("dynamodb_calls", "operation", "PutItem")) >= 1.0);
+    assert!(value(&auth, &labeled("dynamodb_calls", "operation", "GetItem")) >= 1.0);
+    let auth_calls: f64 = auth
+        .iter()
+        .filter(|(series, _)| series.starts_with("dynagate_dynamodb_calls_total{"))
+        .map(|(_, value)| value)
+        .sum();
+    assert!(metrics.dynamodb_calls.get() as f64 >= auth_calls && auth_calls >= 2.0);
 
     let data = scrape(stack.data.metrics_addr).await;
     assert_eq!(value(&data, &requests(DATA, "PutItem", "OK")), 1.0);

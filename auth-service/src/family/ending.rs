@@ -36,7 +36,7 @@ impl Families {
     }
 
     /// True if the log says `session_id`, unmarked in the table, has ended; queues its repair.
-    fn ended_in_log(&self, user_id: &str, session_id: &str) -> bool {
+    pub(super) fn ended_in_log(&self, user_id: &str, session_id: &str) -> bool {
         let ended = self.revocations.is_revoked(session_id);
         if ended {
             // A mark still in flight, or one that never landed (its replica died).

@@ -5,17 +5,25 @@
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use common::detached;
+use common::{clock::unix_millis, detached};
 
 use super::{Families, Issued, REFRESH_ATTEMPTS, Standing, ids, standing, unknown};
 use crate::{
     audit::{Event, Outcome, Record},
     end_user::ClientInfo,
     error::AuthError,
-    refresh_token::{RefreshToken, RotationNonce},
-    sessions::{RevokeReason, Session},
+    refresh_token::{RefreshToken, RotationNonce, SecretHash},
+    sessions::{RevokeReason, Rotated, Rotation, Session},
     users::EpochOwner,
 };
+
+/// One rotation attempt's outcome.
+enum Attempt {
+    /// Written: the successor.
+    Rotated(Issued),
+    /// Refused; the session as the refusal found it, when the backend said.
+    Refused(Option<Session>),
+}
 
 impl Families {
     /// Trades a refresh token for the session's next one (see the module docs for the policy).
@@ -35,19 +43,28 @@ impl Families {
         client: &ClientInfo,
     ) -> Result<Issued, AuthError> {
         let (user_id, session_id) = ids(presented);
+        // The revocation log is the truth (see `is_live`): an ended session is not written to.
+        if self.ended_in_log(&user_id, &session_id) {
+            return Err(AuthError::InvalidRefreshToken);
+        }
         let presented_hash = presented.secret_hash();
+        // The token says where the session stands if it is current: rotate from there at once.
+        let mut from = presented.generation();
         for attempt in 0..REFRESH_ATTEMPTS {
-            let session = self.active_session(presented).await?;
             let now = self.now();
+            let session = match self.rotate(presented, presented_hash, from, now).await? {
+                Attempt::Rotated(issued) => return Ok(issued),
+                Attempt::Refused(found) => self.refused_session(presented, found).await?,
+            };
             match standing(&session, &presented_hash, now, self.policy.retry_grace) {
+                // Still current, so the generation was wrong: a token of an earlier release
+                // (see `refresh_token`). Rotate from the one stored.
                 Standing::Current => {
-                    if let Some(issued) = self.rotate(presented, &session, now).await? {
-                        return Ok(issued);
-                    }
-                    // Another refresh with this token won; the next read finds it as the
-                    // previous token and derives the winner's successor.
-                    tracing::debug!(%user_id, %session_id, "concurrent refresh lost the race");
+                    tracing::debug!(%user_id, %session_id, "token generation stale: rotating from the stored one");
+                    from = session.generation;
                 }
+                // Another refresh with this token won (or the response to ours was lost): the
+                // winner's successor again.
                 Standing::RetryOfPrevious => return self.successor_again(presented, &session),
                 // Our token was current when this call began and fell behind while it raced:
                 // a slow request, not evidence of theft.
@@ -66,33 +83,56 @@ impl Families {
         )))
     }
 
-    /// The session a token names, if it is live (see [`Self::is_live`]).
-    async fn active_session(&self, token: &RefreshToken) -> Result<Session, AuthError> {
-        let (user_id, session_id) = ids(token);
-        match self.store.get(&user_id, &session_id).await? {
-            Some(session) if self.is_live(&user_id, &session_id, &session) => Ok(session),
-            _ => Err(AuthError::InvalidRefreshToken),
-        }
+    /// The session as a refused rotation `found` it, or as read where the backend returned
+    /// nothing with the refusal; only if it is live (see [`Self::is_live`]).
+    async fn refused_session(
+        &self,
+        presented: &RefreshToken,
+        found: Option<Session>,
+    ) -> Result<Session, AuthError> {
+        let (user_id, session_id) = ids(presented);
+        let session = match found {
+            Some(session) => Some(session),
+            None => self.store.get(&user_id, &session_id).await?,
+        };
+        session
+            .filter(|session| self.is_live(&user_id, &session_id, session))
+            .ok_or(AuthError::InvalidRefreshToken)
     }
 
-    /// Rotates `session` from `presented` to its successor; `None` if another write won.
+    /// Rotates the session from `presented` (hash `from_hash`), taken to be current at
+    /// generation `from`, to its successor in one conditional write.
     async fn rotate(
         &self,
         presented: &RefreshToken,
-        session: &Session,
+        from_hash: SecretHash,
+        from: u64,
         now: OffsetDateTime,
-    ) -> Result<Option<Issued>, AuthError> {
+    ) -> Result<Attempt, AuthError> {
         let nonce = RotationNonce::random();
-        let next = presented.successor(&nonce, session.generation + 1)?;
+        let next_generation = from
+            .checked_add(1)
+            .ok_or_else(|| anyhow::anyhow!("session generation {from} cannot grow"))?;
+        let next = presented.successor(&nonce, next_generation)?;
         let expires_at = self.expiry(now)?;
-        let rotation =
-            session.rotation(next.secret_hash(), nonce, now, expires_at.unix_timestamp());
+        let rotation = Rotation {
+            from_hash,
+            from_generation: from,
+            to_hash: next.secret_hash(),
+            nonce,
+            at_ms: unix_millis(now),
+            expires_at: expires_at.unix_timestamp(),
+        };
         let (user_id, session_id) = ids(presented);
-        let rotated = self.store.rotate(&user_id, &session_id, &rotation).await?;
-        Ok(rotated.then_some(Issued {
-            token: next,
-            expires_at,
-        }))
+        Ok(
+            match self.store.rotate(&user_id, &session_id, &rotation).await? {
+                Rotated::Done => Attempt::Rotated(Issued {
+                    token: next,
+                    expires_at,
+                }),
+                Rotated::Refused(found) => Attempt::Refused(found),
+            },
+        )
     }
 
     /// The successor the last rotation made from `presented`, derived again.
@@ -105,8 +145,14 @@ impl Families {
             .nonce
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("rotated session has no nonce"))?;
-        let successor = presented.successor(nonce, session.generation)?;
-        if !bool::from(successor.secret_hash().ct_eq(&session.token_hash)) {
+        let derives =
+            |token: &RefreshToken| bool::from(token.secret_hash().ct_eq(&session.token_hash));
+        let mut successor = presented.successor(nonce, session.generation)?;
+        if !derives(&successor) {
+            // A rotation written by an earlier release, within the grace of an upgrade.
+            successor = presented.earlier_successor(nonce, session.generation)?;
+        }
+        if !derives(&successor) {
             return Err(anyhow::anyhow!("session nonce does not derive its current token").into());
         }
         let expires_at = OffsetDateTime::from_unix_timestamp(session.expires_at)

@@ -66,7 +66,8 @@ pub struct Session {
     pub token_hash: SecretHash,
     /// SHA-256 of the secret rotated out last.
     pub previous_hash: Option<SecretHash>,
-    /// SHA-256 of older secrets, oldest first.
+    /// SHA-256 of secrets rotated out (the ring `r0` … `r32`, which holds the previous one
+    /// too, and an earlier release's list `retired`), in no order.
     pub retired: Vec<SecretHash>,
     /// The last rotation's nonce: derives the current secret from the previous one.
     pub nonce: Option<RotationNonce>,
@@ -88,42 +89,42 @@ impl Session {
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         !self.revoked && now.unix_timestamp() < self.expires_at
     }
-
-    /// The write that makes `to_hash` current: the current hash becomes the previous one and
-    /// the previous one joins the retired, the oldest beyond [`RETIRED_KEPT`] falling off.
-    pub fn rotation(
-        &self,
-        to_hash: SecretHash,
-        nonce: RotationNonce,
-        at: OffsetDateTime,
-        expires_at: i64,
-    ) -> Rotation {
-        let mut retired = self.retired.clone();
-        retired.extend(self.previous_hash);
-        let overflow = retired.len().saturating_sub(RETIRED_KEPT);
-        retired.drain(..overflow);
-        Rotation {
-            from_hash: self.token_hash,
-            from_generation: self.generation,
-            to_hash,
-            nonce,
-            retired,
-            at_ms: common::clock::unix_millis(at),
-            expires_at,
-        }
-    }
 }
 
-/// One rotation of a session, written only if the session is still at `from_hash`.
+/// Slots of the ring of rotated-out hashes: the previous one and [`RETIRED_KEPT`] before it.
+pub const RING_SLOTS: u64 = RETIRED_KEPT as u64 + 1;
+
+/// The attribute holding the hash of the secret of `generation` once it is rotated out:
+/// `r0` … `r32`, the ring's slot `generation mod 33`.
+pub(super) fn ring_slot(generation: u64) -> String {
+    format!("r{}", generation % RING_SLOTS)
+}
+
+/// The ring slot an attribute name is, if it is one.
+fn is_ring_slot(name: &str) -> bool {
+    name.strip_prefix('r')
+        .and_then(|slot| slot.parse::<u64>().ok())
+        .is_some_and(|slot| slot < RING_SLOTS && name == ring_slot(slot))
+}
+
+/// One rotation of a session: the secret of generation `from_generation` (its hash
+/// `from_hash`) gives way to the next one (`to_hash`), written only if the session is still
+/// exactly there, not ended and not expired at `at_ms`. It needs no read of the session: the
+/// presented token carries everything (see `refresh_token`).
 #[derive(Clone, Debug)]
 pub struct Rotation {
-    pub(super) from_hash: SecretHash,
-    pub(super) from_generation: u64,
-    pub(super) to_hash: SecretHash,
-    pub(super) nonce: RotationNonce,
-    pub(super) retired: Vec<SecretHash>,
-    pub(super) at_ms: i64,
-    pub(super) expires_at: i64,
+    /// The presented secret's hash: the current one, if the token is.
+    pub from_hash: SecretHash,
+    /// The generation the presented token carries.
+    pub from_generation: u64,
+    /// The successor's hash.
+    pub to_hash: SecretHash,
+    /// The nonce the successor was derived with.
+    pub nonce: RotationNonce,
+    /// Unix milliseconds of the rotation.
+    pub at_ms: i64,
+    /// Unix seconds after which the successor is dead.
+    pub expires_at: i64,
 }
 
 /// A session that is neither revoked nor expired, as the session cap sees it.
@@ -205,7 +206,8 @@ fn hash_of(value: &AttributeValue, name: &str) -> Result<SecretHash, AuthError> 
 pub(super) fn parse_session(item: &Item) -> Result<Session, AuthError> {
     let required = |name: &str| item.get(name).ok_or_else(|| malformed(name));
     let optional_hash = |name: &str| item.get(name).map(|v| hash_of(v, name)).transpose();
-    let retired = match item.get("retired") {
+    // Sessions rotated by earlier releases keep their older hashes in the list `retired`.
+    let mut retired: Vec<SecretHash> = match item.get("retired") {
         None => Vec::new(),
         Some(AttributeValue::L(list)) => list
             .iter()
@@ -213,6 +215,9 @@ pub(super) fn parse_session(item: &Item) -> Result<Session, AuthError> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(malformed("retired")),
     };
+    for (name, value) in item.iter().filter(|(name, _)| is_ring_slot(name)) {
+        retired.push(hash_of(value, name)?);
+    }
     let nonce = match item.get("nonce") {
         None => None,
         Some(AttributeValue::B(blob)) => {
@@ -243,20 +248,6 @@ mod tests {
 
     use super::*;
 
-    fn session(generation: u64, previous: Option<u8>, retired: u8) -> Session {
-        Session {
-            token_hash: [0xff; 32],
-            previous_hash: previous.map(|b| [b; 32]),
-            retired: (0..retired).map(|i| [i; 32]).collect(),
-            nonce: None,
-            generation,
-            rotated_at_ms: 0,
-            expires_at: i64::MAX,
-            revoked: false,
-            username: None,
-        }
-    }
-
     #[test]
     fn reasons_read_back_as_stored() {
         for reason in RevokeReason::ALL {
@@ -266,18 +257,17 @@ mod tests {
     }
 
     #[test]
-    fn a_rotation_retires_the_previous_hash_and_keeps_the_newest() {
-        let now = OffsetDateTime::now_utc();
-        let full = session(40, Some(0xee), 32);
-        let rotation = full.rotation([1; 32], RotationNonce::random(), now, 0);
-        assert_eq!(rotation.retired.len(), RETIRED_KEPT);
-        assert_eq!(rotation.retired.first(), Some(&[1u8; 32]), "oldest dropped");
-        assert_eq!(rotation.retired.last(), Some(&[0xee; 32]));
-        assert_eq!(rotation.from_hash, [0xff; 32]);
-        assert_eq!(rotation.from_generation, 40);
-
-        let first = session(0, None, 0).rotation([1; 32], RotationNonce::random(), now, 0);
-        assert!(first.retired.is_empty());
+    fn ring_slots_are_r0_to_r32() {
+        assert_eq!(ring_slot(0), "r0");
+        assert_eq!(ring_slot(32), "r32");
+        assert_eq!(ring_slot(33), "r0");
+        assert_eq!(ring_slot(u64::MAX), format!("r{}", u64::MAX % 33));
+        for name in ["r0", "r7", "r32"] {
+            assert!(is_ring_slot(name), "{name}");
+        }
+        for name in ["r33", "r07", "r", "rotated_at", "retired", "r-1", "r+1"] {
+            assert!(!is_ring_slot(name), "{name}");
+        }
     }
 
     #[test]
@@ -294,13 +284,21 @@ mod tests {
             ("rotated_at".to_owned(), number(1_700_000_000_123_i64)),
             ("expires_at".to_owned(), number(1_700_000_000)),
         ]);
+        item.insert("r3".to_owned(), blob(&[4; 32]));
         let parsed = parse_session(&item).unwrap();
         assert_eq!(parsed.previous_hash, Some([6; 32]));
-        assert_eq!(parsed.retired, vec![[5; 32]]);
+        assert_eq!(
+            parsed.retired,
+            vec![[5; 32], [4; 32]],
+            "the list, then the ring"
+        );
         assert_eq!(parsed.generation, 2);
         assert_eq!(parsed.rotated_at_ms, 1_700_000_000_123);
         assert!(!parsed.revoked);
 
+        item.insert("r4".to_owned(), blob(&[4; 31]));
+        assert!(parse_session(&item).is_err(), "ring hashes are 32 bytes");
+        item.remove("r4");
         item.insert("previous_hash".to_owned(), blob(&[6; 31]));
         assert!(parse_session(&item).is_err(), "hashes are 32 bytes");
         item.remove("previous_hash");

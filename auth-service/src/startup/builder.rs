@@ -27,7 +27,7 @@ use crate::{
     key_reload,
     keys::KeyRing,
     lockout::{AttemptsTable, Lockout},
-    metrics::Metrics,
+    metrics::{self, Metrics},
     mfa::Mfa,
     password::{Cost, PasswordHasher, Priority},
     recovery::Recovery,
@@ -61,8 +61,9 @@ pub(super) struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     /// A builder with no part built yet but the metrics.
-    pub(super) fn new(settings: &'a Settings, aws: AwsClients, clock: Arc<dyn Clock>) -> Self {
+    pub(super) fn new(settings: &'a Settings, mut aws: AwsClients, clock: Arc<dyn Clock>) -> Self {
         let metrics = Arc::new(Metrics::default());
+        aws.dynamodb = metrics::counted(&aws.dynamodb, &metrics.dynamodb_calls);
         let mut registry = Registry::with_prefix(common::metrics::PREFIX);
         metrics.register(&mut registry);
         let tables = vec![
