@@ -11,7 +11,7 @@ use tools::cpu::CpuUse;
 use crate::{
     BenchArgs, argon2_cpu,
     argon2_cpu::MEMORY_KIB,
-    isolation,
+    auth_calls, isolation,
     logins::{self, Flood, FloodRun, Probes},
     memory::{self, Baseline, Reading},
     refresh,
@@ -39,6 +39,9 @@ pub async fn auth_rows(
     }
     let refresh_time = Duration::from_secs(args.refresh_secs);
     rows.push(refresh::cpu_per_refresh(&stack.auth, &channel, &users, refresh_time).await?);
+    let first = users.first().context("--flood-loops must be at least 1")?;
+    let metrics = stack.auth.metrics_addr;
+    rows.extend(auth_calls::per_login_and_refresh(&channel, metrics, first).await?);
 
     let probes = Probes {
         auth: stack::channel(&stack.auth).await?,
@@ -82,7 +85,6 @@ pub async fn auth_rows(
     }
     rows.extend(memory_rows);
 
-    let first = users.first().context("--flood-loops must be at least 1")?;
     let cancel = (
         args.cancel_tasks,
         Duration::from_millis(args.cancel_deadline_ms),

@@ -11,6 +11,7 @@
 //! in; `loadgen frame` writes a gRPC request frame for h2load.
 
 mod argon2_cpu;
+mod auth_calls;
 mod calls;
 mod cgroups;
 mod datapath;
