@@ -74,10 +74,12 @@ impl PerCall {
             .map(|(operation, count)| format!("{operation} {count:.2}"))
             .collect();
         format!(
-            "**{:.2}** ({}; background subtracted: {:.2} calls over the same time)",
+            "**{:.2}** ({}; background subtracted: {:.0} calls over the same time, so ± 1 \
+             poll in the windows reads ± {:.2})",
             self.total(),
             operations.join(", "),
-            self.background
+            self.background,
+            1.0 / f64::from(CALLS)
         )
     }
 }

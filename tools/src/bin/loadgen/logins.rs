@@ -255,7 +255,13 @@ pub fn cpu_rows(runs: &[(&str, &FloodRun)], verify: Duration) -> Vec<Row> {
              hash-worker threads: DynamoDB calls, the token, the session, logs)",
             "—",
             runs.iter()
-                .map(|(how, run)| format!("{how}: **{}**", millis(outside(run))))
+                .map(|(how, run)| {
+                    format!(
+                        "{how}: **{}** ({} with the probe's share)",
+                        millis(outside(run)),
+                        millis(outside(run) + probe_per_login(run))
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
             "—",
