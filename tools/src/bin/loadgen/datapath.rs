@@ -48,14 +48,7 @@ pub async fn measure(driver: &Driver) -> anyhow::Result<(Vec<Row>, Baselines)> {
             }
         }
     }
-    rows.push(row(
-        "dynalite's CPU per call (its process's user + system time over each measured window / \
-         the load's calls): direct SDK / through the data-service",
-        "—",
-        dynalite.join("; "),
-        "—",
-        "—",
-    ));
+    rows.push(dynalite_row(&dynalite));
     let health =
         |concurrency, pace| driver.drive_rounds(Target::Data, Op::Health, concurrency, pace);
     let hop = health(1, PACE).await?;
@@ -99,6 +92,18 @@ pub async fn measure(driver: &Driver) -> anyhow::Result<(Vec<Row>, Baselines)> {
         ));
     }
     Ok((rows, Baselines { direct_get_cpu }))
+}
+
+/// dynalite's CPU per call of every load, `GetItem c1 … / …` each.
+fn dynalite_row(loads: &[String]) -> Row {
+    row(
+        "dynalite's CPU per call (its process's user + system time over each measured window / \
+         the load's calls): direct SDK / through the data-service",
+        "—",
+        loads.join("; "),
+        "—",
+        "—",
+    )
 }
 
 fn describe(driven: &Driven) -> String {

@@ -11,7 +11,7 @@ use tests::emulators::workspace_root;
 
 use crate::{
     cgroups::{Groups, Hierarchy, Placement},
-    logins::FloodRun,
+    login_flood::FloodRun,
     report::{Row, row, times},
     stack::Stack,
     weights::{self, CpuRequest},

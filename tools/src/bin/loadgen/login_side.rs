@@ -12,7 +12,8 @@ use crate::{
     BenchArgs, argon2_cpu,
     argon2_cpu::MEMORY_KIB,
     auth_calls, isolation,
-    logins::{self, Flood, FloodRun, Probes},
+    login_flood::{self, Flood, FloodRun},
+    logins::{self, Probes},
     memory::{self, Baseline, Reading},
     refresh,
     report::{self, Row, note, row, times},
@@ -57,33 +58,7 @@ pub async fn auth_rows(
         duration: Duration::from_secs(args.flood_secs),
         quiet: Duration::from_secs(args.probe_secs),
     };
-    let as_is = logins::login_flood(&flood, &probes).await?;
-    let memory_rows = memory_rows(args, stack, baseline).await?;
-    let how = (
-        "as is",
-        "as is (each service in a session, so an autogroup, of its own)",
-    );
-    rows.extend(logins::flood_rows(
-        &flood,
-        how,
-        &as_is,
-        "— (weighted below)",
-    ));
-    let weighted = weighted_flood(args, stack, &flood, &probes).await?;
-    let mut runs = vec![("as is", &as_is)];
-    match &weighted {
-        Ok((description, run)) => {
-            let how = ("weighted", description.as_str());
-            rows.extend(logins::flood_rows(&flood, how, run, "p99 ≤ 2×"));
-            runs.push(("weighted", run));
-        }
-        Err(reason) => rows.push(note("login flood with CPU weights", reason.clone())),
-    }
-    rows.extend(logins::cpu_rows(&runs, verify));
-    if let Ok((_, run)) = &weighted {
-        rows.push(isolation::comparison_row(&as_is, run));
-    }
-    rows.extend(memory_rows);
+    rows.extend(floods_both_ways(args, stack, (&flood, &probes), baseline, verify).await?);
 
     let cancel = (
         args.cancel_tasks,
@@ -96,6 +71,40 @@ pub async fn auth_rows(
         "auth-service RSS after the cancellation flood (peak)",
         format!("{after:.1} MiB ({peak:.1} MiB)"),
     ));
+    Ok(rows)
+}
+
+/// The login flood as is, memory after it, the flood weighted; their rows, CPU per Login
+/// both ways against `verify`, the weighted login rate, then the memory rows.
+async fn floods_both_ways(
+    args: &BenchArgs,
+    stack: &Stack,
+    (flood, probes): (&Flood<'_>, &Probes),
+    baseline: &Baseline,
+    verify: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let as_is = login_flood::login_flood(flood, probes).await?;
+    let memory_rows = memory_rows(args, stack, baseline).await?;
+    let how = (
+        "as is",
+        "as is (each service in a session, so an autogroup, of its own)",
+    );
+    let mut rows = login_flood::flood_rows(flood, how, &as_is, "— (weighted below)");
+    let weighted = weighted_flood(args, stack, flood, probes).await?;
+    let mut runs = vec![("as is", &as_is)];
+    match &weighted {
+        Ok((description, run)) => {
+            let how = ("weighted", description.as_str());
+            rows.extend(login_flood::flood_rows(flood, how, run, "p99 ≤ 2×"));
+            runs.push(("weighted", run));
+        }
+        Err(reason) => rows.push(note("login flood with CPU weights", reason.clone())),
+    }
+    rows.extend(login_flood::cpu_rows(&runs, verify));
+    if let Ok((_, run)) = &weighted {
+        rows.push(isolation::comparison_row(&as_is, run));
+    }
+    rows.extend(memory_rows);
     Ok(rows)
 }
 
@@ -139,7 +148,7 @@ async fn weighted_flood(
         Err(error) => return Ok(Err(format!("skipped: {error:#}"))),
     };
     eprintln!("loadgen: the login flood again, {}", weighted.description);
-    let run = logins::login_flood(flood, probes).await?;
+    let run = login_flood::login_flood(flood, probes).await?;
     let description = weighted.description.clone();
     drop(weighted.groups);
     Ok(Ok((description, run)))

@@ -20,6 +20,7 @@ mod floods;
 mod h2load;
 mod isolation;
 mod latency;
+mod login_flood;
 mod login_side;
 mod logins;
 mod memory;
