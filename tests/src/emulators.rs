@@ -132,6 +132,12 @@ impl Emulator {
         self.port
     }
 
+    /// The process group its watchdog shell leads and the emulator runs in (`None` while
+    /// stopped): for measuring programs that weigh or time the emulator's processes.
+    pub fn process_group(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::id)
+    }
+
     /// Kills the emulator and waits until its port refuses connections: the outage fault
     /// tests need.
     pub async fn stop(&mut self) {

@@ -71,6 +71,11 @@ impl Process {
         .is_ok()
     }
 
+    /// The watchdog shell's pid, which is also its process group's id.
+    pub(super) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Signals the process group the watchdog shell leads.
     pub(super) fn signal(&self, signal: &str) -> bool {
         Command::new("kill")

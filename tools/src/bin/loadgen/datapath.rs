@@ -27,10 +27,17 @@ pub async fn measure(driver: &Driver) -> anyhow::Result<(Vec<Row>, Baselines)> {
     let mut rows = Vec::new();
     let mut direct_get_cpu = Duration::ZERO;
     let mut sequential_get = None;
+    let mut dynalite = Vec::new();
     for op in [Op::Get, Op::Put, Op::Replace, Op::Query] {
         for concurrency in [1, CONCURRENT] {
             let (direct, via) = driver.compare(op, concurrency).await?;
             rows.push(latency_row(op, concurrency, &direct, &via));
+            dynalite.push(format!(
+                "{} c{concurrency} {} / {}",
+                op.name(),
+                micros(direct.cpu_per_call("dynalite")),
+                micros(via.cpu_per_call("dynalite"))
+            ));
             if concurrency == CONCURRENT {
                 rows.push(cpu_row(op, &direct, &via));
                 if op == Op::Get {
@@ -41,6 +48,7 @@ pub async fn measure(driver: &Driver) -> anyhow::Result<(Vec<Row>, Baselines)> {
             }
         }
     }
+    rows.push(dynalite_row(&dynalite));
     let health =
         |concurrency, pace| driver.drive_rounds(Target::Data, Op::Health, concurrency, pace);
     let hop = health(1, PACE).await?;
@@ -84,6 +92,18 @@ pub async fn measure(driver: &Driver) -> anyhow::Result<(Vec<Row>, Baselines)> {
         ));
     }
     Ok((rows, Baselines { direct_get_cpu }))
+}
+
+/// dynalite's CPU per call of every load, `GetItem c1 … / …` each.
+fn dynalite_row(loads: &[String]) -> Row {
+    row(
+        "dynalite's CPU per call (its process's user + system time over each measured window / \
+         the load's calls): direct SDK / through the data-service",
+        "—",
+        loads.join("; "),
+        "—",
+        "—",
+    )
 }
 
 fn describe(driven: &Driven) -> String {

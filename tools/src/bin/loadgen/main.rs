@@ -11,34 +11,38 @@
 //! in; `loadgen frame` writes a gRPC request frame for h2load.
 
 mod argon2_cpu;
+mod auth_calls;
 mod calls;
+mod cgroups;
 mod datapath;
 mod drive;
 mod floods;
 mod h2load;
+mod isolation;
 mod latency;
+mod login_flood;
+mod login_side;
 mod logins;
+mod memory;
 mod refresh;
 mod report;
 mod revocation;
 mod stack;
 mod strength;
 mod sts;
+mod weights;
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::proto::auth::v1::auth_service_client::AuthServiceClient;
-use tests::{auth::TestUser, emulators::workspace_root};
-use tools::cpu::CpuUse;
+use tests::emulators::workspace_root;
 
 use crate::{
     argon2_cpu::{ITERATIONS, MEMORY_KIB},
     drive::{DriveArgs, Driver},
     h2load::FrameArgs,
-    logins::{Flood, Probes},
-    report::{Row, note, row, times},
+    report::{Row, note, row},
     stack::{BenchUser, Stack, channel},
 };
 
@@ -114,6 +118,11 @@ struct BenchArgs {
     /// Do not run revbench (the table then names its command).
     #[arg(long, env = "LOADGEN_NO_REVBENCH")]
     no_revbench: bool,
+    /// Do not run the login flood a second time with each service in a CPU cgroup weighted as
+    /// its Kubernetes manifest requests (needs a writable cgroup v1 `cpu` or v2 hierarchy,
+    /// i.e. root; skipped with a note otherwise).
+    #[arg(long, env = "LOADGEN_NO_CGROUPS")]
+    no_cgroups: bool,
     /// Only the data path (loads, DynamoDB calls per RPC, h2load): no STS, refresh, login,
     /// cancellation or revocation rows.
     #[arg(long, env = "LOADGEN_DATA_PATH_ONLY")]
@@ -181,9 +190,9 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     // Each hashing thread allocates its argon2 block and times one verification as it starts,
     // after the server already answers: let that settle before calling it idle.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (auth_idle, _) = stack.auth.memory_mib()?;
     let (data_idle, _) = stack.data.memory_mib()?;
-    rows.push(idle_row("auth-service", auth_idle));
+    let auth_memory = memory::Baseline::take(&stack.auth, &auth_channel).await?;
+    rows.push(idle_row("auth-service", auth_memory.idle.mib));
     rows.push(idle_row("data-service", data_idle));
 
     let bench_user = BenchUser::create(auth_channel.clone(), data_channel.clone()).await?;
@@ -193,7 +202,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         secs: args.load_secs,
         warmup_ms: if args.quick { 200 } else { 500 },
         rounds: args.rounds,
-        flags: driver_flags(&stack, &bench_user),
+        flags: driver_flags(&stack, &bench_user)?,
         env: bench_user.driver_env(),
         perf: std::sync::Mutex::new(args.perf_data.clone().map(|path| (path, stack.data.pid()))),
         metrics: Some(stack.data.metrics_addr),
@@ -243,7 +252,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         )
         .await?,
     );
-    rows.extend(auth_rows(args, &stack, &bench_user, auth_idle).await?);
+    rows.extend(login_side::auth_rows(args, &stack, &bench_user, &auth_memory).await?);
 
     let stats = stack.auth.stop()?;
     if let Some(stats) = stats {
@@ -287,111 +296,19 @@ fn idle_row(name: &str, idle: f64) -> Row {
     )
 }
 
-fn driver_flags(stack: &Stack, user: &BenchUser) -> Vec<String> {
-    [
+fn driver_flags(stack: &Stack, user: &BenchUser) -> anyhow::Result<Vec<String>> {
+    Ok([
         ("--addr", stack.data.addr.to_string()),
         ("--endpoint", stack.dynalite.endpoint()),
         ("--table", stack.items_table.clone()),
         ("--owner", user.user.user_id.clone()),
         ("--watch", format!("data={}", stack.data.pid())),
         ("--watch", format!("auth={}", stack.auth.pid())),
+        ("--watch", format!("dynalite={}", stack.dynalite_pid()?)),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_owned(), value])
-    .collect()
-}
-
-/// The auth-service's rows: argon2 here, the strength check, refresh CPU, the login flood with
-/// both probes, memory after it, the cancellation flood.
-async fn auth_rows(
-    args: &BenchArgs,
-    stack: &Stack,
-    bench_user: &BenchUser,
-    idle: f64,
-) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    let (allocating, reused) = tokio::task::spawn_blocking(|| argon2_cpu::verify_cpu(20)).await??;
-    rows.push(note(
-        "one argon2id verify, here (thread CPU, median of 20)",
-        format!(
-            "{} with `verify_password` (allocates each time); {} into reused memory (as the \
-             service's workers)",
-            report::millis(allocating),
-            report::millis(reused)
-        ),
-    ));
-    let (unbounded, bounded) = strength::measure().await?;
-    rows.push(report::row(
-        "password strength check, hostile 256-character password (wall, median of 5)",
-        format!("zxcvbn as the crate runs it (first 100 characters): {unbounded}"),
-        format!("**{bounded}** for the service's check (first 16, off the runtime)"),
-        "—",
-        "—",
-    ));
-
-    let channel = channel(&stack.auth).await?;
-    let mut client = AuthServiceClient::new(channel.clone());
-    let mut users = Vec::new();
-    for _ in 0..args.flood_loops {
-        users.push(TestUser::register(&mut client).await);
-    }
-    rows.push(
-        refresh::cpu_per_refresh(
-            &stack.auth,
-            &channel,
-            &users,
-            Duration::from_secs(args.refresh_secs),
-        )
-        .await?,
-    );
-
-    let probes = Probes {
-        auth: stack::channel(&stack.auth).await?,
-        data: stack::channel(&stack.data).await?,
-        token: bench_user.token.clone(),
-    };
-    let quiet = probes.run(Duration::from_secs(args.probe_secs)).await;
-    let threads = stack.auth.hashing_threads()?;
-    let flood = Flood {
-        service: &stack.auth,
-        channel: &channel,
-        users: &users,
-        threads: &threads,
-        duration: Duration::from_secs(args.flood_secs),
-        verify: reused,
-    };
-    rows.extend(logins::login_flood(flood, &probes, &quiet).await?);
-    let (after, peak) = stack.auth.memory_mib()?;
-    let bound = idle + args.workers as f64 * f64::from(MEMORY_KIB) / 1024.0;
-    rows.push(row(
-        format!(
-            "**auth-service RSS after the {} s login flood** (peak)",
-            args.flood_secs
-        ),
-        format!(
-            "idle + {} workers × m_cost = {idle:.1} + {} × {:.1} = {bound:.1} MiB",
-            args.workers,
-            args.workers,
-            f64::from(MEMORY_KIB) / 1024.0
-        ),
-        format!("**{after:.1} MiB** ({peak:.1} MiB)"),
-        times(after / bound),
-        "≤ 1.00× (idle + workers × m_cost)",
-    ));
-
-    let first = users.first().context("--flood-loops must be at least 1")?;
-    let cancel = (
-        args.cancel_tasks,
-        Duration::from_millis(args.cancel_deadline_ms),
-        Duration::from_secs(args.cancel_secs),
-    );
-    rows.extend(logins::cancellation_flood(&channel, first, &threads, cancel).await);
-    let (after, peak) = stack.auth.memory_mib()?;
-    rows.push(note(
-        "auth-service RSS after the cancellation flood (peak)",
-        format!("{after:.1} MiB ({peak:.1} MiB)"),
-    ));
-    Ok(rows)
+    .collect())
 }
 
 fn print_table(args: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {

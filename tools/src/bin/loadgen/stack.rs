@@ -87,6 +87,48 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Every process of dynalite and of moto: the process groups their watchdog shells lead
+    /// (the shell, the emulator, the watcher).
+    pub fn emulator_pids(&self) -> Vec<i32> {
+        [&self.dynalite, &self.moto]
+            .into_iter()
+            .filter_map(Emulator::process_group)
+            .flat_map(group_members)
+            .collect()
+    }
+
+    /// dynalite's own process (node, not its watchdog shells), for its CPU time.
+    pub fn dynalite_pid(&self) -> anyhow::Result<i32> {
+        let group = self
+            .dynalite
+            .process_group()
+            .context("dynalite is not running")?;
+        group_members(group)
+            .into_iter()
+            .find(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"));
+                comm.is_ok_and(|comm| comm.trim_end() != "sh")
+            })
+            .context("dynalite's process in its watchdog's group")
+    }
+}
+
+/// The processes of process group `group` (field 5 of `/proc/PID/stat`).
+fn group_members(group: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            tools::cpu::stat_fields(&format!("/proc/{pid}/stat"))
+                .is_ok_and(|fields| fields.get(2) == Some(&group.to_string()))
+        })
+        .collect()
+}
+
 /// A new connection to `service`.
 pub async fn channel(service: &Service) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(service.url())?.connect().await?)
