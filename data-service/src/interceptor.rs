@@ -247,3 +247,32 @@ where
 impl<S: NamedService> NamedService for KeyRefreshService<S> {
     const NAME: &'static str = S::NAME;
 }
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn verdict(header: &'static str) -> CachedVerdict {
+        let principal = Principal {
+            user_id: "alice".into(),
+            session_id: "s1".into(),
+            token_id: "t1".into(),
+            expires_at: OffsetDateTime::now_utc(),
+        };
+        CachedVerdict {
+            header: http::HeaderValue::from_static(header),
+            principal: Arc::new(principal),
+        }
+    }
+
+    #[test]
+    fn a_cached_verdict_only_answers_for_the_header_it_was_found_for() {
+        let found = verdict("Bearer v4.public.token").for_header(Some("Bearer v4.public.token"));
+        assert_eq!(found.map(|p| p.user_id.clone()), Some("alice".to_owned()));
+        let other = verdict("Bearer v4.public.token").for_header(Some("Bearer v4.public.other"));
+        assert!(other.is_none());
+        assert!(verdict("Bearer v4.public.token").for_header(None).is_none());
+    }
+}
