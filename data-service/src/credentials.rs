@@ -27,18 +27,18 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
-use crate::{auth_channel::AuthChannel, error::DataError, metrics::Metrics};
+use crate::{auth_channel::AuthChannel, error::DataError, metrics::Metrics, store::UserDb};
 
 /// The caller's bearer token, which the interceptor keeps in the request so that credentials
 /// can be asked for on the caller's behalf.
 #[derive(Clone, Debug)]
 pub struct BearerToken(pub SecretString);
 
-/// A DynamoDB client acting as one user.
+/// DynamoDB clients acting as one user.
 #[derive(Debug)]
 pub struct UserClient {
-    /// The client, signing with the user's temporary credentials.
-    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The clients, signing with the user's temporary credentials.
+    pub dynamodb: UserDb,
     expires_at: SystemTime,
 }
 
@@ -143,7 +143,7 @@ impl UserClients {
     ) -> Result<Arc<UserClient>, DataError> {
         let user = &principal.user_id;
         if let Some(client) = self.cache.get(user).await {
-            self.metrics.credential_cache.increment("hit");
+            self.metrics.credential_hits.increment();
             return Ok(client);
         }
         let shared = self
@@ -259,7 +259,7 @@ impl UserClients {
             .credentials_provider(credentials)
             .build();
         Ok(Arc::new(UserClient {
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(config),
+            dynamodb: UserDb::new(aws_sdk_dynamodb::Client::from_conf(config)),
             expires_at,
         }))
     }

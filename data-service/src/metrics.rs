@@ -1,7 +1,7 @@
 //! Counters of the work the data-service does, exported as Prometheus metrics (see
 //! [`Metrics::register`]) and read in-process by tests.
 
-use std::{future::Future, time::Instant};
+use std::{future::Future, sync::OnceLock, time::Instant};
 
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 use common::{
@@ -21,6 +21,8 @@ pub struct Metrics {
     /// Lookups of a user's client: `hit` served from the cache, `miss` a GetCredentials load
     /// started (callers joining a load already running count as neither).
     pub credential_cache: LabeledCounter,
+    /// The `hit` of `credential_cache`, held so that a hit costs no label lookup.
+    pub credential_hits: Counter,
     /// GetCredentials calls made to the auth-service: the `miss` of `credential_cache`.
     pub credential_loads: Counter,
     /// Cached user clients dropped because a revocation named the user, or (from a feed that
@@ -47,6 +49,7 @@ impl Default for Metrics {
         Self {
             dynamodb_calls: DynamoDbCalls::default(),
             credential_loads: credential_cache.counter("miss"),
+            credential_hits: credential_cache.counter("hit"),
             credential_cache,
             clients_released: Counter::default(),
             token_verifications: LabeledCounter::new(
@@ -128,6 +131,17 @@ type Label = (&'static str, &'static str);
 pub struct DynamoDbCalls {
     calls: Family<[Label; 2], PromCounter>,
     latency: Family<[Label; 1], Histogram, fn() -> Histogram>,
+    /// Per operation of [`OPERATIONS`], its series of the families above that every successful
+    /// call feeds, taken from the families at its first use (so a series appears in the export
+    /// exactly when it did before) and held, so that a call looks up no labels.
+    held: [Held; OPERATIONS.len()],
+}
+
+/// The series one operation's successful calls feed.
+#[derive(Debug, Default)]
+struct Held {
+    latency: OnceLock<Histogram>,
+    ok: OnceLock<PromCounter>,
 }
 
 impl Default for DynamoDbCalls {
@@ -135,6 +149,7 @@ impl Default for DynamoDbCalls {
         Self {
             calls: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            held: Default::default(),
         }
     }
 }
@@ -150,17 +165,55 @@ impl DynamoDbCalls {
     ) -> Result<T, SdkError<E, HttpResponse>> {
         let started = Instant::now();
         let result = call.await;
-        let outcome = match &result {
+        let elapsed = started.elapsed().as_secs_f64();
+        let held = OPERATIONS
+            .iter()
+            .position(|known| *known == operation)
+            .and_then(|index| self.held.get(index));
+        let Some(held) = held else {
+            // Not one of OPERATIONS (a caller's mistake): counted all the same.
+            self.count_by_labels(operation, &result, elapsed);
+            return result;
+        };
+        let latency = (held.latency).get_or_init(|| {
+            self.latency
+                .get_or_create_owned(&[("operation", operation)])
+        });
+        latency.observe(elapsed);
+        match &result {
+            Ok(_) => {
+                let ok = (held.ok).get_or_init(|| {
+                    (self.calls).get_or_create_owned(&[("operation", operation), ("outcome", "ok")])
+                });
+                ok.inc();
+            }
+            Err(error) => {
+                let outcome = aws::classify(error).label();
+                (self.calls)
+                    .get_or_create(&[("operation", operation), ("outcome", outcome)])
+                    .inc();
+            }
+        }
+        result
+    }
+
+    /// Counts and times one request by looking its labels up.
+    fn count_by_labels<T, E: Modeled>(
+        &self,
+        operation: &'static str,
+        result: &Result<T, SdkError<E, HttpResponse>>,
+        elapsed: f64,
+    ) {
+        let outcome = match result {
             Ok(_) => "ok",
             Err(error) => aws::classify(error).label(),
         };
-        self.latency
+        (self.latency)
             .get_or_create(&[("operation", operation)])
-            .observe(started.elapsed().as_secs_f64());
-        self.calls
+            .observe(elapsed);
+        (self.calls)
             .get_or_create(&[("operation", operation), ("outcome", outcome)])
             .inc();
-        result
     }
 
     /// The requests of `operation` that ended in `outcome`.

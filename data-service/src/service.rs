@@ -24,7 +24,7 @@ use crate::{
     page_token::PageTokens,
     requests,
     revocations::Revocations,
-    store::{ItemStore, StoredItem},
+    store::{ItemStore, StoredItem, UserDb},
 };
 
 /// The `dynagate.data.v1.DataService` implementation.
@@ -39,7 +39,7 @@ pub struct DataApi {
 
 /// Who is calling, with what, and how long we have.
 struct Caller {
-    principal: Principal,
+    principal: Arc<Principal>,
     token: BearerToken,
     budget: Duration,
 }
@@ -68,7 +68,7 @@ impl DataApi {
     /// and the message.
     fn accept<T>(&self, request: Request<T>) -> Result<(Caller, T), DataError> {
         let (metadata, mut extensions, message) = request.into_parts();
-        let principal = extensions.remove::<Principal>();
+        let principal = extensions.remove::<Arc<Principal>>();
         let token = extensions.remove::<BearerToken>();
         let (Some(principal), Some(token)) = (principal, token) else {
             return Err(DataError::Unauthenticated(TokenError::Missing));
@@ -85,7 +85,7 @@ impl DataApi {
     async fn run<T>(
         &self,
         caller: &Caller,
-        operation: impl AsyncFnOnce(&aws_sdk_dynamodb::Client, &str) -> Result<T, DataError>,
+        operation: impl AsyncFnOnce(&UserDb, &str) -> Result<T, DataError>,
     ) -> Result<T, DataError> {
         let owner = caller.principal.user_id.as_str();
         let work = async {
@@ -139,7 +139,7 @@ impl DataService for DataApi {
             .run(&caller, async |db, owner| {
                 self.store
                     .get(
-                        db,
+                        db.reads(),
                         owner,
                         &request.key,
                         request.consistent_read,
@@ -198,7 +198,7 @@ impl DataService for DataApi {
         let mut found = self
             .run(&caller, async |db, owner| {
                 (self.store)
-                    .batch_get(db, owner, &request.keys, consistent, &projection)
+                    .batch_get(db.reads(), owner, &request.keys, consistent, &projection)
                     .await
             })
             .await?;
@@ -260,7 +260,7 @@ impl DataService for DataApi {
         let query = requests::query(&request, owner, &self.pages)?;
         let page = self
             .run(&caller, async |db, owner| {
-                self.store.query(db, owner, &query).await
+                self.store.query(db.reads(), owner, &query).await
             })
             .await?;
         let next_page_token = match &page.last_key {
@@ -283,7 +283,7 @@ impl DataService for DataApi {
         let deadline = export::deadline(request.metadata());
         let (caller, request) = self.accept(request)?;
         let stream = (self.exports).start(
-            caller.principal,
+            Arc::unwrap_or_clone(caller.principal),
             caller.token,
             request,
             deadline,

@@ -75,6 +75,7 @@
 
 mod batch_get;
 mod batch_write;
+mod clients;
 mod conflict;
 mod decode;
 mod delete;
@@ -93,7 +94,6 @@ use std::{collections::HashMap, sync::Arc};
 
 use aws_sdk_dynamodb::{
     Client,
-    config::retry::RetryConfig,
     error::SdkError,
     operation::update_item::{UpdateItemError, UpdateItemOutput},
     types::{AttributeValue, BillingMode, KeyType, ReturnValue},
@@ -114,6 +114,7 @@ use crate::{convert::EXPIRES_AT, error::DataError, metrics::Metrics};
 
 pub use batch_get::MAX_BATCH_GET_KEYS;
 pub use batch_write::{BatchEntry, MAX_BATCH_WRITES};
+pub use clients::UserDb;
 pub use export::EXPORT_PAGE_ITEMS;
 pub use expressions::MAX_EXPRESSION_BYTES;
 pub use operations::{KeyRange, Precondition, Projection, Put, Query, Update};
@@ -169,20 +170,12 @@ fn now_millis() -> i64 {
     common::clock::now_millis()
 }
 
-/// Writes go out once, without the SDK's retries. A retry resends a request whose answer was
-/// lost although it may have landed; the resent one then fails its own condition (a versioned
-/// write is refused because of itself) or, unconditional, bumps the version a second time.
-/// A lost answer is UNAVAILABLE instead: the client reads and decides. Reads keep their retries.
-fn sent_once() -> aws_sdk_dynamodb::config::Builder {
-    aws_sdk_dynamodb::config::Builder::new().retry_config(RetryConfig::disabled())
-}
-
 impl ItemStore {
-    /// One UpdateItem of `expression` on `owner`'s `key`: sent once, counted, answering
-    /// `returned`.
+    /// One UpdateItem of `expression` on `owner`'s `key`: sent once (see [`UserDb::writes`]),
+    /// counted, answering `returned`.
     async fn send_update(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         key: &str,
         expression: expressions::Expression,
@@ -192,7 +185,8 @@ impl ItemStore {
             .dynamodb_calls
             .send(
                 "UpdateItem",
-                db.update_item()
+                db.writes()
+                    .update_item()
                     .table_name(&self.table)
                     .set_key(Some(key_of(owner, key)))
                     .update_expression(expression.text)
@@ -200,8 +194,6 @@ impl ItemStore {
                     .set_expression_attribute_names(Some(expression.names))
                     .set_expression_attribute_values(Some(expression.values))
                     .return_values(returned)
-                    .customize()
-                    .config_override(sent_once())
                     .send(),
             )
             .await

@@ -22,10 +22,11 @@ pub const REFUSAL_TTL: Duration = Duration::from_secs(10);
 /// Refused tokens remembered at most (32 bytes each, plus the cache's own overhead).
 pub const REFUSED_CAPACITY: u64 = 10_000;
 
-/// A token that passed verification with the key set of `generation`.
+/// A token that passed verification with the key set of `generation`. The principal is shared:
+/// a cache hit hands out a reference, not a copy of its strings.
 #[derive(Clone, Debug)]
 struct Verified {
-    principal: Principal,
+    principal: Arc<Principal>,
     generation: u64,
 }
 
@@ -81,7 +82,7 @@ impl TokenCache {
 
     /// The principal of a token verified earlier, not expired, and verified with keys that
     /// have all been published since.
-    pub fn verified(&self, token: &str) -> Option<Principal> {
+    pub fn verified(&self, token: &str) -> Option<Arc<Principal>> {
         let entry = self.verified.get(token)?;
         self.still_trusted(token, &entry).then_some(entry.principal)
     }
@@ -93,11 +94,9 @@ impl TokenCache {
         (self.verified.entry_count(), self.refused.entry_count())
     }
 
-    /// Like [`TokenCache::verified`], without cloning the principal.
+    /// Whether [`TokenCache::verified`] knows the token.
     pub fn is_verified(&self, token: &str) -> bool {
-        self.verified
-            .get(token)
-            .is_some_and(|entry| self.still_trusted(token, &entry))
+        self.verified(token).is_some()
     }
 
     fn still_trusted(&self, token: &str, entry: &Verified) -> bool {
@@ -110,7 +109,7 @@ impl TokenCache {
 
     /// Remembers a token that passed verification with the key set of `generation`; the
     /// returned key is shared with whoever may need to forget the token later.
-    pub fn remember(&self, token: &str, principal: Principal, generation: u64) -> Arc<str> {
+    pub fn remember(&self, token: &str, principal: Arc<Principal>, generation: u64) -> Arc<str> {
         let entry = Verified {
             principal,
             generation,
@@ -152,13 +151,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn principal() -> Principal {
-        Principal {
+    fn principal() -> Arc<Principal> {
+        Arc::new(Principal {
             user_id: "alice".into(),
             session_id: "s1".into(),
             token_id: "t1".into(),
             expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        }
+        })
     }
 
     #[test]

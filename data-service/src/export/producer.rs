@@ -102,7 +102,7 @@ impl Producer {
                 .client_for(&self.principal, &self.token)
                 .await?;
             (exports.store)
-                .export_page(&client.dynamodb, owner, &self.prefix, after)
+                .export_page(client.dynamodb.reads(), owner, &self.prefix, after)
                 .await
         };
         let timeout = exports.page_timeout;

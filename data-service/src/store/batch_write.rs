@@ -11,11 +11,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, stream};
 use tokio::time::Instant;
 
-use super::{ItemStore, Precondition, Put};
+use super::{ItemStore, Precondition, Put, UserDb};
 use crate::{
     backoff::Backoff,
     error::{BatchReport, DataError, Outcome},
@@ -56,7 +55,7 @@ impl ItemStore {
     /// until every entry is settled or `deadline` passes.
     pub async fn batch_write(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         entries: Vec<(String, BatchEntry)>,
         deadline: Instant,
@@ -75,7 +74,7 @@ impl ItemStore {
     /// Writes one entry, again after a backoff while it is refused for a passing reason.
     async fn write_entry(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         entry: &BatchEntry,
         deadline: Instant,
@@ -111,7 +110,7 @@ impl ItemStore {
     /// do, and succeeds.
     async fn write_one(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         entry: &BatchEntry,
     ) -> Result<(), DataError> {

@@ -2,9 +2,7 @@
 //! creation time only) and judge whether the client's condition failed, the item cannot be
 //! versioned, or only the layout (or a concurrent writer) was in the way.
 
-use aws_sdk_dynamodb::Client;
-
-use super::{ItemStore, decode::Stamp, expiry, key_of};
+use super::{ItemStore, UserDb, decode::Stamp, expiry, key_of};
 use crate::{convert::EXPIRES_AT, error::DataError};
 
 impl ItemStore {
@@ -13,7 +11,7 @@ impl ItemStore {
     /// would increment it), else the version the client did not expect.
     pub(super) async fn conflict(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         key: &str,
         bumps: bool,
@@ -31,7 +29,7 @@ impl ItemStore {
     /// as present), for writes that must know them without reading and converting the item.
     pub(super) async fn stamp(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         key: &str,
     ) -> Result<Option<Stamp>, DataError> {
@@ -40,7 +38,8 @@ impl ItemStore {
             .dynamodb_calls
             .send(
                 "GetItem",
-                db.get_item()
+                db.reads()
+                    .get_item()
                     .table_name(&self.table)
                     .set_key(Some(key_of(owner, key)))
                     .consistent_read(true)

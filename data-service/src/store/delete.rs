@@ -1,9 +1,9 @@
 //! DeleteItem: one call whatever the layout, returning the item as it was.
 
-use aws_sdk_dynamodb::{Client, types::ReturnValue};
+use aws_sdk_dynamodb::types::ReturnValue;
 use common::aws;
 
-use super::{ItemStore, StoredItem, decode, expiry, expressions, key_of, sent_once};
+use super::{ItemStore, StoredItem, UserDb, decode, expiry, expressions, key_of};
 use crate::error::DataError;
 
 impl ItemStore {
@@ -11,7 +11,7 @@ impl ItemStore {
     /// NOT_FOUND (and left to the table's TTL).
     pub async fn delete(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         key: &str,
         expected: Option<u64>,
@@ -26,15 +26,14 @@ impl ItemStore {
             .dynamodb_calls
             .send(
                 "DeleteItem",
-                db.delete_item()
+                db.writes()
+                    .delete_item()
                     .table_name(&self.table)
                     .set_key(Some(key_of(owner, key)))
                     .set_condition_expression(condition.condition)
                     .set_expression_attribute_names(Some(condition.names))
                     .set_expression_attribute_values(Some(condition.values))
                     .return_values(ReturnValue::AllOld)
-                    .customize()
-                    .config_override(sent_once())
                     .send(),
             )
             .await;

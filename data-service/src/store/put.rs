@@ -6,17 +6,14 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::{
-    Client,
-    types::{AttributeValue, ReturnValue},
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use common::aws;
 
 use super::{
-    ItemStore, Precondition, Put, StoredItem,
+    ItemStore, Precondition, Put, StoredItem, UserDb,
     conflict::{expect_version, refusal},
     decode::{self, Stamp},
-    expiry, expressions, key_of, n, now_millis, sent_once, updates,
+    expiry, expressions, key_of, n, now_millis, updates,
 };
 use crate::{
     convert::{ATTRIBUTES_MAP, EXPIRES_AT},
@@ -38,7 +35,7 @@ impl ItemStore {
     /// Writes a whole item under its precondition: one call, unless what is stored is in the
     /// way (see the module docs). An unconditional put replaces a malformed item (version 1);
     /// a conditional one refuses it (MALFORMED_ITEM), since its condition cannot be judged.
-    pub async fn put(&self, db: &Client, owner: &str, put: Put) -> Result<StoredItem, DataError> {
+    pub async fn put(&self, db: &UserDb, owner: &str, put: Put) -> Result<StoredItem, DataError> {
         if put.precondition == Precondition::Version(u64::MAX) {
             // No successor version exists: judge the request by what is stored.
             return Err(self.conflict(db, owner, &put.key, true).await);
@@ -67,7 +64,7 @@ impl ItemStore {
     /// The one-call put. `Ok(None)` when its condition failed.
     async fn put_once(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         put: &Put,
     ) -> Result<Option<StoredItem>, DataError> {
@@ -91,7 +88,7 @@ impl ItemStore {
     /// was not.
     async fn put_at(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         put: &Put,
         found: Option<&Stamp>,
@@ -105,7 +102,8 @@ impl ItemStore {
             .dynamodb_calls
             .send(
                 "PutItem",
-                db.put_item()
+                db.writes()
+                    .put_item()
                     .table_name(&self.table)
                     .set_item(Some(item))
                     .set_condition_expression(condition.condition)
@@ -113,8 +111,6 @@ impl ItemStore {
                     .set_expression_attribute_values(
                         (!condition.values.is_empty()).then_some(condition.values),
                     )
-                    .customize()
-                    .config_override(sent_once())
                     .send(),
             )
             .await;

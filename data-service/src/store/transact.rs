@@ -8,16 +8,14 @@
 use std::{collections::HashMap, time::Duration};
 
 use aws_sdk_dynamodb::{
-    Client,
     operation::transact_write_items::TransactWriteItemsError,
     types::{KeysAndAttributes, TransactWriteItem},
 };
 use aws_smithy_runtime_api::client::{orchestrator::HttpResponse, result::SdkError};
 
 use super::{
-    ItemStore, key_of, now_millis,
+    ItemStore, UserDb, key_of, now_millis,
     put::PUT_ATTEMPTS,
-    sent_once,
     transact_plan::{self, Snapshot, TransactOp},
 };
 use crate::{
@@ -51,7 +49,7 @@ impl ItemStore {
     /// Applies `transaction` all or nothing; each op's version after it.
     pub async fn transact(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         transaction: &Transaction,
     ) -> Result<Vec<u64>, DataError> {
@@ -72,7 +70,7 @@ impl ItemStore {
     /// strongly consistent BatchGetItem, asked again for what DynamoDB leaves unprocessed.
     async fn snapshots(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         keys: &[&str],
     ) -> Result<HashMap<String, Snapshot>, DataError> {
@@ -95,7 +93,10 @@ impl ItemStore {
             let output = (self.metrics.dynamodb_calls)
                 .send(
                     "BatchGetItem",
-                    db.batch_get_item().request_items(&self.table, keys).send(),
+                    db.reads()
+                        .batch_get_item()
+                        .request_items(&self.table, keys)
+                        .send(),
                 )
                 .await
                 .map_err(|e| DataError::aws("BatchGetItem", e))?;
@@ -117,21 +118,20 @@ impl ItemStore {
         Ok(found)
     }
 
-    /// One TransactWriteItems call, sent once (see `sent_once`).
+    /// One TransactWriteItems call, sent once (see [`UserDb::writes`]).
     async fn send_transaction(
         &self,
-        db: &Client,
+        db: &UserDb,
         items: Vec<TransactWriteItem>,
         token: Option<&str>,
     ) -> Result<Sent, DataError> {
         let result = (self.metrics.dynamodb_calls)
             .send(
                 "TransactWriteItems",
-                db.transact_write_items()
+                db.writes()
+                    .transact_write_items()
                     .set_transact_items(Some(items))
                     .set_client_request_token(token.map(str::to_owned))
-                    .customize()
-                    .config_override(sent_once())
                     .send(),
             )
             .await;

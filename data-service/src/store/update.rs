@@ -2,11 +2,11 @@
 //! stored version says whether the client's condition failed; if it held, the item is of the
 //! other layout (or a writer got in between) and the same changes go to the other layout.
 
-use aws_sdk_dynamodb::{Client, types::ReturnValue};
+use aws_sdk_dynamodb::types::ReturnValue;
 use common::aws;
 
 use super::{
-    ItemStore, StoredItem, Update,
+    ItemStore, StoredItem, Update, UserDb,
     conflict::{growable, refusal},
     decode, expiry, now_millis,
     put::PUT_ATTEMPTS,
@@ -20,7 +20,7 @@ impl ItemStore {
     /// NOT_FOUND.
     pub async fn update(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         update: Update,
     ) -> Result<StoredItem, DataError> {
@@ -54,7 +54,7 @@ impl ItemStore {
     /// One UpdateItem of `update` on an item of `layout`. `Ok(None)` when its condition failed.
     async fn update_once(
         &self,
-        db: &Client,
+        db: &UserDb,
         owner: &str,
         update: &Update,
         layout: Layout,
