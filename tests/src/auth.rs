@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use auth_service::{
     config::Settings,
     keys,
-    metrics::Metrics,
+    metrics::{DYNAMODB_OPERATIONS, Metrics},
     revocations::Hub,
     startup::{self, Application, AwsClients},
 };
@@ -304,6 +304,31 @@ impl TestAuth {
         let item = self.user_item(username).await.expect("the user item");
         item.get(attribute)
             .map(|n| n.as_n().expect("a number").parse().expect("a whole number"))
+    }
+
+    /// The DynamoDB operations it has sent so far, by operation (its
+    /// `dynagate_dynamodb_calls_total`).
+    pub fn dynamodb_calls(&self) -> HashMap<&'static str, u64> {
+        let counter = &self.metrics.dynamodb_calls;
+        DYNAMODB_OPERATIONS
+            .iter()
+            .map(|operation| (*operation, counter.count(operation)))
+            .collect()
+    }
+
+    /// The operations sent since `before` (a [`TestAuth::dynamodb_calls`]) among `operations`,
+    /// by operation, leaving out those not sent.
+    pub fn dynamodb_calls_since(
+        &self,
+        before: &HashMap<&'static str, u64>,
+        operations: &[&str],
+    ) -> HashMap<&'static str, u64> {
+        self.dynamodb_calls()
+            .into_iter()
+            .filter(|(operation, _)| operations.contains(operation))
+            .map(|(operation, now)| (operation, now - before[operation]))
+            .filter(|(_, sent)| *sent > 0)
+            .collect()
     }
 
     /// Whether the username has failed attempts counted in the lockout table.

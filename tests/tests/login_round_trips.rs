@@ -26,22 +26,9 @@ use tonic::Code;
 const WRONG: &str = "not the password";
 const OPERATIONS: [&str; 5] = ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"];
 
-/// Calls sent so far, by operation.
-fn calls(auth: &TestAuth) -> HashMap<&'static str, u64> {
-    let counter = &auth.metrics.dynamodb_calls;
-    OPERATIONS
-        .into_iter()
-        .map(|operation| (operation, counter.count(operation)))
-        .collect()
-}
-
-/// What was sent since `before`, by operation, leaving out the operations not sent.
+/// What `auth` sent since `before`, by operation, leaving out the operations not sent.
 fn since(auth: &TestAuth, before: &HashMap<&'static str, u64>) -> HashMap<&'static str, u64> {
-    calls(auth)
-        .into_iter()
-        .map(|(operation, now)| (operation, now - before[operation]))
-        .filter(|(_, sent)| *sent > 0)
-        .collect()
+    auth.dynamodb_calls_since(before, &OPERATIONS)
 }
 
 fn expected(calls: &[(&'static str, u64)]) -> HashMap<&'static str, u64> {
@@ -74,7 +61,7 @@ async fn an_honest_login_below_the_cap_makes_five_calls_and_no_query() {
     let user = TestUser::register(&mut client).await;
 
     for login in 1..=3 {
-        let before = calls(&auth);
+        let before = auth.dynamodb_calls();
         user.login(&mut client).await;
         assert_eq!(
             since(&auth, &before),
@@ -91,7 +78,7 @@ async fn an_honest_login_below_the_cap_makes_five_calls_and_no_query() {
 
     // The fourth is beyond the cap: the Query, and the oldest session's ending (its
     // announcement and its mark); the cap is full, so nothing is recorded.
-    let before = calls(&auth);
+    let before = auth.dynamodb_calls();
     user.login(&mut client).await;
     assert_eq!(
         since(&auth, &before),
@@ -112,7 +99,7 @@ async fn a_wrong_password_is_one_write_and_one_read() {
     let user = TestUser::register(&mut client).await;
 
     for name in [user.username.as_str(), "nobody-at-all"] {
-        let before = calls(&auth);
+        let before = auth.dynamodb_calls();
         let status = try_login(&mut client, name, WRONG).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(
@@ -136,7 +123,7 @@ async fn the_attempt_that_may_lock_reads_decides_and_locks_at_the_threshold() {
 
     // Two counted: the third may lock, so the one write declines and dynalite returns no
     // item with the refusal: read the attempts, write conditionally, then read the user.
-    let before = calls(&auth);
+    let before = auth.dynamodb_calls();
     let status = try_login(&mut client, &user.username, WRONG)
         .await
         .unwrap_err();
@@ -145,7 +132,7 @@ async fn the_attempt_that_may_lock_reads_decides_and_locks_at_the_threshold() {
         since(&auth, &before),
         expected(&[("UpdateItem", 1), ("GetItem", 2), ("PutItem", 1)])
     );
-    let before = calls(&auth);
+    let before = auth.dynamodb_calls();
     let status = try_login(&mut client, &user.username, &user.password)
         .await
         .unwrap_err();
@@ -169,7 +156,7 @@ async fn a_count_past_its_quiet_period_starts_again_through_the_read() {
     }
     clock.advance(Duration::from_secs(auth.settings.lockout.quiet_secs));
 
-    let before = calls(&auth);
+    let before = auth.dynamodb_calls();
     try_login(&mut client, &user.username, WRONG)
         .await
         .unwrap_err();
@@ -240,7 +227,7 @@ async fn with_the_item_returned_a_declined_count_needs_no_read() {
             .unwrap_err();
     }
 
-    let before = calls(&auth);
+    let before = auth.dynamodb_calls();
     try_login(&mut client, &user.username, WRONG)
         .await
         .unwrap_err();

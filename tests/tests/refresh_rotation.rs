@@ -3,8 +3,9 @@
 //! moto here) or from one read (dynalite, which does not return it); tokens and rotations of
 //! earlier releases keep working across the upgrade.
 //!
-//! Calls are counted by the auth-service's `dynagate_dynamodb_calls_total{operation}`; only
-//! the item operations, since background tasks send Query and DescribeTable meanwhile.
+//! Calls are counted by the auth-service's `dynagate_dynamodb_calls_total{operation}`
+//! (`TestAuth::dynamodb_calls`); only the item operations, since background tasks send Query
+//! and DescribeTable meanwhile.
 
 use std::collections::HashMap;
 
@@ -18,30 +19,23 @@ use tests::{
 };
 use tonic::Code;
 
-/// Item operations sent so far: (GetItem, UpdateItem, the other item writes). Query and
-/// DescribeTable are left out: the revocation feed and the health probe send them meanwhile.
-fn item_calls(auth: &TestAuth) -> (u64, u64, u64) {
-    let calls = &auth.metrics.dynamodb_calls;
-    let writes = [
-        "PutItem",
-        "DeleteItem",
-        "BatchWriteItem",
-        "TransactWriteItems",
-    ];
-    (
-        calls.count("GetItem"),
-        calls.count("UpdateItem"),
-        writes
-            .into_iter()
-            .map(|operation| calls.count(operation))
-            .sum(),
-    )
-}
+/// The item operations: Query and DescribeTable are left out, since the revocation feed and
+/// the health probe send them meanwhile.
+const ITEM_OPERATIONS: [&str; 6] = [
+    "GetItem",
+    "UpdateItem",
+    "PutItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+];
 
-/// What was sent between `before` and now.
-fn since(auth: &TestAuth, before: (u64, u64, u64)) -> (u64, u64, u64) {
-    let now = item_calls(auth);
-    (now.0 - before.0, now.1 - before.1, now.2 - before.2)
+/// The item operations `auth` sent since `before`: (GetItem, UpdateItem, every other).
+fn since(auth: &TestAuth, before: &HashMap<&'static str, u64>) -> (u64, u64, u64) {
+    let sent = auth.dynamodb_calls_since(before, &ITEM_OPERATIONS);
+    let of = |operation| sent.get(operation).copied().unwrap_or(0);
+    let (get, update) = (of("GetItem"), of("UpdateItem"));
+    (get, update, sent.values().sum::<u64>() - get - update)
 }
 
 /// An auth-service whose DynamoDB is moto: it returns the item with a failed condition.
@@ -68,12 +62,12 @@ async fn an_honest_rotation_is_one_update_item_and_nothing_else() {
         let user = TestUser::register(&mut client).await;
         let mut token = user.login(&mut client).await.refresh_token;
         for _ in 0..5 {
-            let before = item_calls(&auth);
+            let before = auth.dynamodb_calls();
             token = refresh(&mut client, &token)
                 .await
                 .expect("Refresh")
                 .refresh_token;
-            assert_eq!(since(&auth, before), (0, 1, 0), "one UpdateItem, no read");
+            assert_eq!(since(&auth, &before), (0, 1, 0), "one UpdateItem, no read");
         }
     }
 }
@@ -86,14 +80,14 @@ async fn a_retry_is_decided_by_the_refusal_where_the_backend_returns_the_item() 
         let first = user.login(&mut client).await.refresh_token;
         let next = refresh(&mut client, &first).await.expect("Refresh");
 
-        let before = item_calls(&auth);
+        let before = auth.dynamodb_calls();
         let again = refresh(&mut client, &first).await.expect("a retry");
         assert_eq!(
             again.refresh_token, next.refresh_token,
             "the same successor"
         );
         assert_eq!(
-            since(&auth, before),
+            since(&auth, &before),
             (reads, 1, 0),
             "the refused write, and a read only where the refusal carried no item"
         );
@@ -111,10 +105,10 @@ async fn reuse_is_proven_by_the_refusal_and_ends_the_session() {
         .await
         .expect("Refresh");
 
-    let before = item_calls(&auth);
+    let before = auth.dynamodb_calls();
     let reused = refresh(&mut client, &first).await.expect_err("reuse");
     assert_eq!(reused.code(), Code::Unauthenticated);
-    assert_eq!(since(&auth, before).0, 0, "decided without a read");
+    assert_eq!(since(&auth, &before).0, 0, "decided without a read");
     let ended = refresh(&mut client, &third.refresh_token)
         .await
         .expect_err("the session ended");
@@ -222,11 +216,11 @@ async fn a_token_of_an_earlier_release_rotates_once_in_two_writes_then_in_one() 
         let user_id = user_id_of(&auth, &user.login(&mut client).await.access_token).await;
         let earlier = EarlierSession::write(&auth, &user_id, 41, None).await;
 
-        let before = item_calls(&auth);
+        let before = auth.dynamodb_calls();
         let next = refresh(&mut client, &earlier.token())
             .await
             .expect("an earlier release's token refreshes");
-        let (reads, writes, others) = since(&auth, before);
+        let (reads, writes, others) = since(&auth, &before);
         assert_eq!(
             (writes, others),
             (2, 0),
@@ -236,11 +230,11 @@ async fn a_token_of_an_earlier_release_rotates_once_in_two_writes_then_in_one() 
         let rotated = RefreshToken::decode(&next.refresh_token).expect("one of ours");
         assert_eq!(rotated.generation(), 42);
 
-        let before = item_calls(&auth);
+        let before = auth.dynamodb_calls();
         let after = refresh(&mut client, &next.refresh_token)
             .await
             .expect("Refresh");
-        assert_eq!(since(&auth, before), (0, 1, 0), "from now on, one write");
+        assert_eq!(since(&auth, &before), (0, 1, 0), "from now on, one write");
 
         // The earlier release's retired hash is still known: reuse ends the session.
         let retired = encode(
